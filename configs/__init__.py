@@ -1,0 +1,1 @@
+"""Package data: scenario YAMLs, hardware catalog, model cards, agent hyperparameters."""

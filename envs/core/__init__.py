@@ -1,0 +1,1 @@
+"""Shared physics of edgelam: channel, hardware and roofline costs, queues, scenario configs."""

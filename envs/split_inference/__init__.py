@@ -1,0 +1,1 @@
+"""SplitInference-v0."""
