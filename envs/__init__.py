@@ -1,7 +1,7 @@
 """edgelam environments; importing this package registers every env id with Gymnasium."""
 
-from edgelam.envs.registration import ENV_IDS, PARALLEL_ENVS, register_all
+from edgelam.envs.registration import ENV_IDS, GYM_ENVS, PARALLEL_ENVS, make_parallel, register_all
 
 register_all()
 
-__all__ = ["ENV_IDS", "PARALLEL_ENVS"]
+__all__ = ["ENV_IDS", "GYM_ENVS", "PARALLEL_ENVS", "make_parallel"]

@@ -1,16 +1,31 @@
-"""Registration of every edgelam env id (string entry points, as Gymnasium does)."""
+"""Registration of every edgelam env id (string entry points, as Gymnasium does).
+
+Gymnasium ids go into ``gymnasium.registry`` on ``import edgelam.envs``; the
+PettingZoo parallel envs are built by :func:`make_parallel` (PettingZoo has no
+registry of ids), whose factories each env package also exposes as
+``parallel_env()``.
+"""
 
 from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from gymnasium.envs.registration import register, registry
 
 # id -> (entry point, vector entry point or None, max_episode_steps)
-GYM_ENVS: dict[str, tuple[str, str | None, int]] = {}
+GYM_ENVS: dict[str, tuple[str, str | None, int]] = {
+    "edgelam/SplitInference-v0": (
+        "edgelam.envs.split_inference.env:SplitInferenceEnv",
+        None,
+        200,
+    ),
+}
 
 # PettingZoo parallel envs: id -> "module:factory" returning a ParallelEnv
 PARALLEL_ENVS: dict[str, str] = {}
 
-ENV_IDS: list[str] = []
+ENV_IDS: list[str] = [*GYM_ENVS, *PARALLEL_ENVS]
 
 
 def register_all() -> None:
@@ -23,4 +38,16 @@ def register_all() -> None:
                 vector_entry_point=vector_entry,
                 max_episode_steps=max_steps,
             )
-    ENV_IDS[:] = [*GYM_ENVS, *PARALLEL_ENVS]
+
+
+def make_parallel(env_id: str, **kwargs: Any):
+    """Build the PettingZoo parallel env ``env_id`` (``scenario=``, ``backend=``, dotted overrides).
+
+    Raises:
+        ValueError: if ``env_id`` is not a registered PettingZoo env.
+    """
+    if env_id not in PARALLEL_ENVS:
+        known = ", ".join(sorted(PARALLEL_ENVS)) or "none"
+        raise ValueError(f"unknown PettingZoo env id {env_id!r} (registered: {known})")
+    module, factory = PARALLEL_ENVS[env_id].split(":")
+    return getattr(importlib.import_module(module), factory)(**kwargs)

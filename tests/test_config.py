@@ -1,0 +1,92 @@
+"""Scenario config validation: unknown keys, wrong types, out-of-range values, dotted overrides."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from edgelam.envs.core.config import apply_overrides, bounds, build, choices, load_scenario, read_yaml, to_dict
+
+
+@dataclass(frozen=True)
+class Inner:
+    doppler_hz: float = field(default=5.0, metadata=bounds(0.0, 2000.0))
+    model: str = field(default="UMi", metadata=choices("UMi", "UMa"))
+
+
+@dataclass(frozen=True)
+class Outer:
+    episode_length: int = field(default=10, metadata=bounds(1, 100))
+    weights: tuple[float, ...] = field(default=(1.0, 2.0), metadata=bounds(0.0, None, length=2))
+    budget_j: float | None = field(default=None, metadata=bounds(0.0, None))
+    flag: bool = False
+    channel: Inner = field(default_factory=Inner)
+
+
+def test_build_defaults_and_values():
+    cfg = build(Outer, {"episode_length": 5, "channel": {"doppler_hz": 50}})
+    assert cfg.episode_length == 5 and cfg.channel.doppler_hz == 50.0 and isinstance(cfg.channel.doppler_hz, float)
+    assert cfg.channel.model == "UMi" and cfg.budget_j is None
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        ({"episode_lenght": 5}, "unknown config key 'episode_lenght'"),
+        ({"channel": {"doppler": 1}}, r"unknown config key 'channel\.doppler'"),
+        ({"episode_length": 0}, r"episode_length: 0 is out of range \(allowed: \[1, 100\]\)"),
+        ({"episode_length": 2.5}, "episode_length: expected an int"),
+        ({"episode_length": True}, "episode_length: expected an int"),
+        ({"channel": {"doppler_hz": "fast"}}, "channel.doppler_hz: expected a number"),
+        ({"channel": {"doppler_hz": float("nan")}}, "channel.doppler_hz: expected a finite number"),
+        ({"channel": {"model": "RMa"}}, r"channel\.model: 'RMa' is not allowed \(allowed: 'UMi', 'UMa'\)"),
+        ({"channel": 3}, "channel: expected a mapping"),
+        ({"weights": [1.0]}, "weights: expected 2 values"),
+        ({"weights": [1.0, -1.0]}, r"weights\[1\]: -1.0 is out of range"),
+        ({"budget_j": -1}, "budget_j: -1.0 is out of range"),
+        ({"flag": "yes"}, "flag: expected a bool"),
+    ],
+)
+def test_build_rejects_bad_input(data, match):
+    with pytest.raises(ValueError, match=match):
+        build(Outer, data)
+
+
+def test_overrides_are_validated_like_yaml():
+    data = apply_overrides({"channel": {"doppler_hz": 5}}, {"channel.doppler_hz": 60, "episode_length": 7})
+    cfg = build(Outer, data)
+    assert cfg.channel.doppler_hz == 60.0 and cfg.episode_length == 7
+    with pytest.raises(ValueError, match=r"unknown config key 'channel\.speed'"):
+        build(Outer, apply_overrides({}, {"channel.speed": 1}))
+    with pytest.raises(ValueError, match="is not a section"):
+        apply_overrides({"episode_length": 3}, {"episode_length.x": 1})
+    with pytest.raises(ValueError, match="bad override key"):
+        apply_overrides({}, {"channel..x": 1})
+
+
+def test_round_trip_to_dict():
+    cfg = build(Outer, {"weights": [3, 4]})
+    assert build(Outer, to_dict(cfg)) == cfg
+
+
+def test_yaml_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [1, 2\n")
+    with pytest.raises(ValueError, match="bad YAML"):
+        read_yaml(bad)
+    lst = tmp_path / "list.yaml"
+    lst.write_text("- 1\n- 2\n")
+    with pytest.raises(ValueError, match="expected a YAML mapping"):
+        read_yaml(lst)
+    with pytest.raises(ValueError, match="does not exist"):
+        load_scenario(Outer, "split_inference", tmp_path / "missing.yaml")
+    good = tmp_path / "good.yaml"
+    good.write_text("episode_length: 4\nchannel: {model: UMa}\n")
+    cfg = load_scenario(Outer, "split_inference", good, {"channel.doppler_hz": 9})
+    assert (cfg.episode_length, cfg.channel.model, cfg.channel.doppler_hz) == (4, "UMa", 9.0)
+
+
+def test_unknown_scenario_name_lists_shipped():
+    with pytest.raises(ValueError, match="unknown scenario 'nope'"):
+        load_scenario(Outer, "split_inference", "nope")
