@@ -1,0 +1,243 @@
+"""Helpers shared by training, evaluation and the CLI: env ids, env construction, metrics.
+
+Every edgelam env id is either a Gymnasium id (``gym.make``) or a PettingZoo
+parallel id listed in :data:`edgelam.envs.registration.PARALLEL_ENVS`; the
+functions here hide the difference so that an env joins the agent side by
+registering, nothing else.
+
+Metric conventions an env declares in its ``metadata``:
+
+* ``metadata["info_sums"]``: ``info`` keys whose episode value is the sum over
+  steps (totals such as ``energy_j`` or ``tokens``); every other numeric key is
+  averaged over the episode's steps.
+* ``metadata["metric_directions"]``: metric -> ``"max"`` or ``"min"`` (which way
+  is better); it overrides :data:`DEFAULT_DIRECTIONS`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import re
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import edgelam.envs  # noqa: F401  (registers every env id)
+import gymnasium as gym
+import numpy as np
+import torch
+from edgelam.envs import registration
+from edgelam.envs.core.config import configs_dir
+from pettingzoo import ParallelEnv
+
+# metric -> "max" | "min" when the env's metadata does not say
+DEFAULT_DIRECTIONS: dict[str, str] = {
+    "return": "max",
+    "latency_s": "min",
+    "energy_j": "min",
+    "slo_violated": "min",
+    "loss": "min",
+    "quality": "max",
+    "accepted_tokens": "max",
+    "tokens": "max",
+}
+
+# info keys written by wrappers and vector envs, never physical metrics
+_WRAPPER_INFO_KEYS = frozenset(
+    {"episode", "terminal_observation", "TimeLimit.truncated", "action_mask", "final_info", "final_obs"}
+)
+
+ParallelFactory = Callable[..., ParallelEnv]
+
+
+def env_name(env_id: str) -> str:
+    """Name of an env id without namespace and version (``edgelam/Offload-v0`` -> ``Offload``)."""
+    name = env_id.rsplit("/", 1)[-1]
+    return re.sub(r"-v\d+$", "", name)
+
+
+def snake_case(name: str) -> str:
+    """CamelCase -> snake_case, keeping acronyms together (``FedFTPower`` -> ``fed_ft_power``)."""
+    name = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", name)
+    name = re.sub(r"([a-z\d])([A-Z])", r"\1_\2", name)
+    return name.replace("-", "_").lower()
+
+
+def env_dir(env_id: str) -> str:
+    """Folder name of an env under ``configs/scenarios`` and ``configs/agents``.
+
+    Derived from the id: ``edgelam/SplitInference-v0`` -> ``split_inference``. If
+    that folder does not exist but the one of the env's entry-point package does
+    (``edgelam.envs.<folder>...``), that one is returned.
+    """
+    derived = snake_case(env_name(env_id))
+    scenarios = configs_dir() / "scenarios"
+    if (scenarios / derived).is_dir():
+        return derived
+    entry = registration.GYM_ENVS.get(env_id, (registration.PARALLEL_ENVS.get(env_id),))[0]
+    if isinstance(entry, str) and entry.startswith("edgelam.envs."):
+        folder = entry.split(":")[0].split(".")[2]
+        if (scenarios / folder).is_dir():
+            return folder
+    return derived
+
+
+def is_parallel(env_id: str) -> bool:
+    """Whether ``env_id`` names a PettingZoo parallel env."""
+    return env_id in registration.PARALLEL_ENVS
+
+
+def check_env_id(env_id: str) -> None:
+    """Raise ``ValueError`` unless ``env_id`` is a Gymnasium or edgelam parallel id."""
+    if is_parallel(env_id) or env_id in gym.registry:
+        return
+    known = ", ".join(registration.ENV_IDS) or "none"
+    raise ValueError(f"unknown env id {env_id!r} (edgelam ids: {known}; or any registered Gymnasium id)")
+
+
+def env_kwargs_for(scenario: str, env_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Constructor kwargs: ``env_kwargs`` plus ``scenario`` when it is not ``"default"``.
+
+    ``"default"`` is left out so that envs without scenarios (CartPole, test envs)
+    take the same call; every edgelam env defaults to its ``"default"`` scenario.
+    """
+    kwargs = dict(env_kwargs or {})
+    if scenario != "default":
+        kwargs["scenario"] = scenario
+    return kwargs
+
+
+def make_env(env_id: str, scenario: str = "default", env_kwargs: Mapping[str, Any] | None = None) -> gym.Env:
+    """``gym.make(env_id, scenario=..., **env_kwargs)`` with user errors as ``ValueError``."""
+    check_env_id(env_id)
+    kwargs = env_kwargs_for(scenario, env_kwargs)
+    try:
+        return gym.make(env_id, **kwargs)
+    except TypeError as exc:
+        raise ValueError(f"{env_id}: bad arguments {kwargs}: {exc}") from exc
+
+
+def parallel_factory(env_id: str) -> ParallelFactory:
+    """The factory registered for a parallel env id (``"module:function"`` or a callable)."""
+    entry: str | ParallelFactory = registration.PARALLEL_ENVS[env_id]
+    if callable(entry):
+        return entry
+    module, _, attr = entry.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def make_parallel(
+    env: str | ParallelFactory, scenario: str = "default", env_kwargs: Mapping[str, Any] | None = None
+) -> ParallelEnv:
+    """Build a PettingZoo parallel env from a registered id or a factory."""
+    if isinstance(env, str):
+        check_env_id(env)
+        factory = parallel_factory(env)
+    else:
+        factory = env
+    kwargs = env_kwargs_for(scenario, env_kwargs)
+    try:
+        return factory(**kwargs)
+    except TypeError as exc:
+        raise ValueError(f"{env}: bad arguments {kwargs}: {exc}") from exc
+
+
+def metric_directions(metadata: Mapping[str, Any]) -> dict[str, str]:
+    """:data:`DEFAULT_DIRECTIONS` updated with the env's ``metadata["metric_directions"]``."""
+    directions = dict(DEFAULT_DIRECTIONS)
+    declared = metadata.get("metric_directions", {}) or {}
+    for metric, direction in declared.items():
+        if direction not in ("max", "min"):
+            raise ValueError(f"metric_directions[{metric!r}] must be 'max' or 'min', got {direction!r}")
+        directions[metric] = direction
+    return directions
+
+
+def info_sums(metadata: Mapping[str, Any]) -> frozenset[str]:
+    """Info keys summed over an episode (``metadata["info_sums"]``); others are averaged."""
+    return frozenset(metadata.get("info_sums", ()) or ())
+
+
+def numeric_info(info: Mapping[str, Any]) -> dict[str, float]:
+    """The scalar numeric entries of a step's ``info`` (bools as 0/1); others are skipped."""
+    out: dict[str, float] = {}
+    for key, value in info.items():
+        if key in _WRAPPER_INFO_KEYS:
+            continue
+        if isinstance(value, (bool, int, float, np.bool_, np.integer, np.floating)):
+            out[key] = float(value)
+        elif isinstance(value, np.ndarray) and value.ndim == 0 and np.issubdtype(value.dtype, np.number):
+            out[key] = float(value)
+    return out
+
+
+def action_mask(env: gym.Env | None, observation: Any, info: Mapping[str, Any]) -> np.ndarray | None:
+    """The current action mask: ``env.action_masks()``, else ``info`` or the observation's ``action_mask``."""
+    if env is not None:
+        try:
+            return np.asarray(env.get_wrapper_attr("action_masks")(), dtype=bool)
+        except AttributeError:
+            pass
+    if "action_mask" in info:
+        return np.asarray(info["action_mask"], dtype=bool)
+    if isinstance(observation, Mapping) and "action_mask" in observation:
+        return np.asarray(observation["action_mask"], dtype=bool)
+    return None
+
+
+class InfoActionMasks(gym.Wrapper):
+    """Exposes ``action_masks()`` (what sb3-contrib's MaskablePPO calls) for an env
+    that publishes its mask in ``info["action_mask"]`` or ``obs["action_mask"]``."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self._mask: np.ndarray | None = None
+
+    def _update(self, observation: Any, info: Mapping[str, Any]) -> None:
+        mask = action_mask(None, observation, info)
+        if mask is not None:
+            self._mask = mask
+        elif self._mask is None:
+            raise ValueError(
+                f"{self.spec.id if self.spec else self.env}: no action mask "
+                "(neither action_masks(), info['action_mask'] nor obs['action_mask'])"
+            )
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict]:
+        """Reset and read the mask."""
+        observation, info = self.env.reset(**kwargs)
+        self._mask = None
+        self._update(observation, info)
+        return observation, info
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
+        """Step and read the mask."""
+        observation, reward, terminated, truncated, info = self.env.step(action)
+        self._update(observation, info)
+        return observation, reward, terminated, truncated, info
+
+    def action_masks(self) -> np.ndarray:
+        """The mask of the current state (bool, flat over the action dimensions)."""
+        if self._mask is None:
+            raise ValueError("action_masks() called before reset()")
+        return self._mask
+
+
+def with_action_masks(env: gym.Env) -> gym.Env:
+    """``env`` if it has ``action_masks()``, else wrapped in :class:`InfoActionMasks`."""
+    try:
+        env.get_wrapper_attr("action_masks")
+    except AttributeError:
+        return InfoActionMasks(env)
+    return env
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch CPU threads (small MLPs are fastest on one)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
