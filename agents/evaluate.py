@@ -1,0 +1,97 @@
+"""The one evaluation loop every policy goes through (SB3 agents and baselines alike).
+
+Episode ``i`` resets with ``seed + i``, so every policy evaluated with the same
+``seed`` and ``episodes`` sees the same episodes. Each episode yields a row:
+
+* ``episode``, ``seed``: the episode index and its reset seed;
+* ``return``: sum of rewards; ``length``: steps;
+* every scalar numeric ``info`` key (bools as 0/1): its **sum** over the episode
+  if the key is listed in the env's ``metadata["info_sums"]``, its **mean** over
+  the steps that reported it otherwise. Dict, array and string values are skipped.
+
+:func:`summarize` turns rows into mean, Student-t 95% CI half-width and count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from edgelam.agents.common import ParallelFactory, action_mask, info_sums, is_parallel, make_env
+from edgelam.agents.marl import evaluate_parallel
+from edgelam.agents.metrics import EpisodeMetrics, summarize
+from edgelam.agents.policies import PolicySpec, accepts_masks, resolve_policy, to_env_action
+from stable_baselines3.common.utils import set_random_seed
+
+__all__ = ["evaluate", "summarize"]
+
+
+def evaluate(
+    policy: PolicySpec | Mapping[str, PolicySpec],
+    env_id: str | ParallelFactory,
+    episodes: int = 10,
+    seed: int = 0,
+    scenario: str = "default",
+    env_kwargs: Mapping[str, Any] | None = None,
+    deterministic: bool = True,
+) -> list[dict[str, float]]:
+    """Evaluate a policy for ``episodes`` episodes of ``env_id``.
+
+    Args:
+        policy: anything with SB3's ``predict`` (an SB3 model, a baseline); a
+            baseline name (built with ``edgelam.baselines.make(name, env)`` on the
+            env being evaluated; ``random`` is seeded with ``seed``); a path to a
+            saved ``model.zip`` or run folder (algorithm from its ``meta.json``,
+            VecNormalize statistics applied when saved); a callable ``env -> policy``.
+            For parallel envs also a mapping agent -> any of these.
+        env_id: a Gymnasium id, or a parallel env id / factory
+            (:func:`edgelam.agents.marl.evaluate_parallel`).
+        episodes: number of episodes.
+        seed: reset seed of the first episode (episode ``i`` uses ``seed + i``); also
+            seeds torch and NumPy, so ``deterministic=False`` is reproducible too.
+        scenario: scenario name or YAML path.
+        env_kwargs: dotted scenario overrides passed to the env constructor.
+        deterministic: passed to ``predict``.
+
+    Returns:
+        One row per episode (keys in the module docstring). MaskablePPO-like
+        policies get the env's ``action_masks()`` (or ``info["action_mask"]``).
+    """
+    if not isinstance(env_id, str) or is_parallel(env_id):
+        return evaluate_parallel(policy, env_id, episodes, seed, scenario, env_kwargs, deterministic)
+    if isinstance(policy, Mapping):
+        raise ValueError(f"{env_id} is a single-agent env: give one policy, not a mapping")
+    env = make_env(env_id, scenario, env_kwargs)
+    set_random_seed(seed)
+    agent = resolve_policy(policy, env, seed)
+    masked = accepts_masks(agent)
+    sums = info_sums(env.metadata)
+    rows = []
+    for episode in range(episodes):
+        observation, info = env.reset(seed=seed + episode)
+        metrics = EpisodeMetrics(sums)
+        state = None
+        start = True
+        done = False
+        while not done:
+            extra = {}
+            if masked:
+                mask = action_mask(env, observation, info)
+                if mask is not None:
+                    extra["action_masks"] = mask
+            action, state = agent.predict(
+                observation,
+                state=state,
+                episode_start=np.array([start]),
+                deterministic=deterministic,
+                **extra,
+            )
+            start = False
+            env_action = to_env_action(env.action_space, action)
+            observation, reward, terminated, truncated, info = env.step(env_action)
+            metrics.add(reward, info)
+            done = terminated or truncated
+        rows.append({"episode": episode, "seed": seed + episode, **metrics.row()})
+    env.close()
+    return rows

@@ -1,0 +1,159 @@
+"""Multi-agent training by parameter sharing, and the evaluation loop of parallel envs.
+
+Parameter sharing (Terry et al., "Revisiting Parameter Sharing in Multi-Agent Deep
+RL", 2020): SuperSuit turns a PettingZoo parallel env into a vector env whose
+sub-envs are its agents, so one SB3 policy acts for every agent.
+:func:`edgelam.agents.train.train` does this for any id in ``PARALLEL_ENVS``;
+:func:`parallel_vec_env` is the conversion. Agents must share observation and
+action spaces (pad them with SuperSuit otherwise).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import supersuit as ss
+from edgelam.agents.common import ParallelFactory, action_mask, info_sums, make_parallel
+from edgelam.agents.metrics import EpisodeMetrics
+from edgelam.agents.policies import PolicySpec, accepts_masks, resolve_policy, to_env_action
+from edgelam.baselines import Policy
+from pettingzoo import ParallelEnv
+from stable_baselines3.common.utils import set_random_seed
+from stable_baselines3.common.vec_env import VecEnv, VecMonitor
+from supersuit.vector.sb3_vector_wrapper import SB3VecEnvWrapper
+
+
+class _SeededVecEnv(SB3VecEnvWrapper):
+    """SuperSuit's SB3 wrapper, with ``seed()`` applied at the next ``reset()`` as SB3 expects."""
+
+    def __init__(self, venv: Any) -> None:
+        super().__init__(venv)
+        self._next_seed: int | None = None
+
+    def seed(self, seed: int | None = None) -> list[int | None]:
+        """Seed the next reset (parallel env copy ``i`` gets ``seed + i``)."""
+        self._next_seed = seed
+        return [None if seed is None else seed + i for i in range(self.num_envs)]
+
+    def reset(self) -> np.ndarray:
+        """Reset every copy (seeded once after :meth:`seed`)."""
+        observations, self.reset_infos = self.venv.reset(seed=self._next_seed)
+        self._next_seed = None
+        return observations
+
+
+def parallel_vec_env(env_fn: Callable[[], ParallelEnv], n_envs: int = 1, seed: int | None = None) -> VecEnv:
+    """An SB3 VecEnv over ``n_envs`` copies of a parallel env, one sub-env per agent.
+
+    Args:
+        env_fn: builds the parallel env (copied ``n_envs`` times).
+        n_envs: copies of the parallel env; SB3 sees ``n_envs * n_agents`` envs.
+        seed: seed of the first reset (copy ``i`` gets ``seed + i``).
+
+    Returns:
+        The vector env, wrapped in ``VecMonitor`` (episode returns per agent).
+    """
+    markov = ss.pettingzoo_env_to_vec_env_v1(env_fn())
+    concat = ss.concat_vec_envs_v1(markov, n_envs, num_cpus=0, base_class="gymnasium")
+    venv = _SeededVecEnv(concat)
+    venv.seed(seed)
+    return VecMonitor(venv)
+
+
+def _agent_policies(
+    policy: PolicySpec | Mapping[str, PolicySpec], env: ParallelEnv, seed: int
+) -> dict[str, Policy]:
+    if isinstance(policy, Mapping):
+        missing = set(env.possible_agents) - set(policy)
+        if missing:
+            raise ValueError(f"no policy for agents {sorted(missing)}")
+        return {a: resolve_policy(policy[a], env, seed) for a in env.possible_agents}
+    shared = resolve_policy(policy, env, seed)
+    return dict.fromkeys(env.possible_agents, shared)
+
+
+def evaluate_parallel(
+    policy: PolicySpec | Mapping[str, PolicySpec],
+    env: str | ParallelFactory,
+    episodes: int = 10,
+    seed: int = 0,
+    scenario: str = "default",
+    env_kwargs: Mapping[str, Any] | None = None,
+    deterministic: bool = True,
+) -> list[dict[str, float]]:
+    """Run ``episodes`` episodes of a parallel env; episode ``i`` resets with ``seed + i``.
+
+    Args:
+        policy: one policy spec shared by all agents (each agent's observation is
+            passed to it separately), or agent -> policy spec.
+        env: a parallel env id or factory.
+        episodes: number of episodes.
+        seed: seed of the first episode.
+        scenario: scenario name or YAML path.
+        env_kwargs: dotted scenario overrides.
+        deterministic: passed to ``predict``.
+
+    Returns:
+        One row per episode: ``episode``, ``seed``, ``length``; per agent
+        ``return/<agent>`` and ``<metric>/<agent>`` (episode sum for keys in the env's
+        ``metadata["info_sums"]``, mean otherwise); global ``return`` (mean over
+        agents) and ``<metric>`` (over agents: sum for ``info_sums`` keys, mean otherwise).
+    """
+    par_env = make_parallel(env, scenario, env_kwargs)
+    set_random_seed(seed)
+    policies = _agent_policies(policy, par_env, seed)
+    masked = {a: accepts_masks(p) for a, p in policies.items()}
+    sums = info_sums(par_env.metadata)
+    rows = []
+    for episode in range(episodes):
+        observations, infos = par_env.reset(seed=seed + episode)
+        tracked = {a: EpisodeMetrics(sums) for a in par_env.possible_agents}
+        states: dict[str, Any] = dict.fromkeys(par_env.possible_agents)
+        starts = dict.fromkeys(par_env.possible_agents, True)
+        length = 0
+        while par_env.agents:
+            actions = {}
+            for agent in par_env.agents:
+                obs = observations[agent]
+                extra = {}
+                if masked[agent]:
+                    mask = action_mask(None, obs, infos.get(agent, {}))
+                    if mask is not None:
+                        extra["action_masks"] = mask
+                action, states[agent] = policies[agent].predict(
+                    obs,
+                    state=states[agent],
+                    episode_start=np.array([starts[agent]]),
+                    deterministic=deterministic,
+                    **extra,
+                )
+                starts[agent] = False
+                actions[agent] = to_env_action(par_env.action_space(agent), action)
+            observations, rewards, terminations, truncations, infos = par_env.step(actions)
+            length += 1
+            for agent, reward in rewards.items():
+                tracked[agent].add(reward, infos.get(agent, {}))
+            if all(terminations.get(a, False) or truncations.get(a, False) for a in actions):
+                break
+        rows.append(_episode_row(episode, seed + episode, length, tracked, sums))
+    par_env.close()
+    return rows
+
+
+def _episode_row(
+    episode: int, seed: int, length: int, tracked: Mapping[str, EpisodeMetrics], sums: frozenset[str]
+) -> dict[str, float]:
+    row: dict[str, float] = {"episode": episode, "seed": seed, "length": length}
+    per_agent = {agent: m.row() for agent, m in tracked.items()}
+    row["return"] = float(np.mean([r["return"] for r in per_agent.values()]))
+    metrics = dict.fromkeys(k for r in per_agent.values() for k in r if k not in ("return", "length"))
+    for key in metrics:
+        values = [r[key] for r in per_agent.values() if key in r]
+        row[key] = float(np.sum(values) if key in sums else np.mean(values))
+    for agent, agent_row in per_agent.items():
+        for key, value in agent_row.items():
+            if key != "length":
+                row[f"{key}/{agent}"] = value
+    return row

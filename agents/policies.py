@@ -1,0 +1,149 @@
+"""Policies the evaluation loops accept: SB3 models, baselines, saved runs, factories.
+
+A saved run is a folder written by :func:`edgelam.agents.train.train`::
+
+    model.zip          the SB3 model
+    vecnormalize.pkl   VecNormalize statistics (only when the run normalised)
+    meta.json          {"algo": "ppo", "env_id": ..., "num_timesteps": ..., ...}
+    checkpoints/model_<steps>_steps.zip (+ model_vecnormalize_<steps>_steps.pkl)
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import pickle
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from edgelam import baselines
+from edgelam.agents.hyperparams import algo_class
+from edgelam.baselines import Policy
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.vec_env import VecNormalize
+
+PolicySpec = Policy | str | Path | Callable[[Any], Policy]
+
+META = "meta.json"
+MODEL = "model.zip"
+VECNORMALIZE = "vecnormalize.pkl"
+_CHECKPOINT = re.compile(r"^model_(\d+)_steps\.zip$")
+
+
+class NormalizedPolicy:
+    """An SB3 model behind the observation normalisation it was trained with."""
+
+    def __init__(self, model: BaseAlgorithm, vecnormalize: VecNormalize) -> None:
+        self.model = model
+        self.vecnormalize = vecnormalize
+        vecnormalize.training = False
+
+    def predict(
+        self,
+        observation: Any,
+        state: Any = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = True,
+        action_masks: np.ndarray | None = None,
+    ) -> tuple[Any, Any]:
+        """SB3's ``predict`` on the normalised observation."""
+        extra = {} if action_masks is None else {"action_masks": action_masks}
+        obs = self.vecnormalize.normalize_obs(observation)
+        return self.model.predict(obs, state, episode_start, deterministic, **extra)
+
+
+def read_meta(folder: Path) -> dict[str, Any] | None:
+    """The ``meta.json`` of a run folder, or ``None``."""
+    path = Path(folder) / META
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: bad JSON: {exc}") from None
+
+
+def load_vecnormalize(path: Path) -> VecNormalize:
+    """VecNormalize statistics saved by SB3 (no venv attached; for ``normalize_obs``)."""
+    with open(path, "rb") as f:
+        vecnormalize = pickle.load(f)
+    vecnormalize.training = False
+    return vecnormalize
+
+
+def vecnormalize_path(model_path: Path) -> Path | None:
+    """The statistics file that belongs to a final model or a checkpoint, if it exists."""
+    match = _CHECKPOINT.match(model_path.name)
+    name = f"model_vecnormalize_{match.group(1)}_steps.pkl" if match else VECNORMALIZE
+    path = model_path.parent / name
+    return path if path.is_file() else None
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Load a saved model (``model.zip``, a checkpoint, or a run folder).
+
+    The algorithm is read from the ``meta.json`` beside the file (or in its parent
+    folder, for checkpoints); VecNormalize statistics, when present, are applied
+    to observations.
+
+    Raises:
+        ValueError: if the file or its ``meta.json`` is missing.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / MODEL
+    if not path.is_file():
+        raise ValueError(f"no saved model at {path}")
+    meta = read_meta(path.parent) or read_meta(path.parent.parent)
+    if meta is None:
+        raise ValueError(f"no {META} beside {path} (or in its parent): cannot tell the algorithm")
+    model = algo_class(meta["algo"]).load(path, device="cpu")
+    stats_path = vecnormalize_path(path)
+    if stats_path is None:
+        return model
+    return NormalizedPolicy(model, load_vecnormalize(stats_path))
+
+
+def _is_path(spec: str | Path) -> bool:
+    text = str(spec)
+    return isinstance(spec, Path) or text.endswith(".zip") or "/" in text or Path(text).is_dir()
+
+
+def resolve_policy(spec: PolicySpec, env: Any, seed: int) -> Policy:
+    """Turn a policy spec into an object with ``predict``.
+
+    Args:
+        spec: an object with ``predict`` (returned as is); a path to a saved model or
+            run folder; a baseline name (built with ``edgelam.baselines.make(name, env)``;
+            ``random`` is seeded with ``seed``); or a callable ``env -> policy``.
+        env: the env instance the policy will act on.
+        seed: the evaluation seed.
+    """
+    if hasattr(spec, "predict"):
+        return spec
+    if isinstance(spec, (str, Path)):
+        if _is_path(spec):
+            return load_policy(spec)
+        return baselines.make(spec, env, **({"seed": seed} if spec == "random" else {}))
+    if callable(spec):
+        return spec(env)
+    raise ValueError(f"not a policy: {spec!r} (expected predict(), a path, a baseline name or a factory)")
+
+
+def accepts_masks(policy: Policy) -> bool:
+    """Whether ``policy.predict`` takes ``action_masks`` (MaskablePPO and alike)."""
+    try:
+        return "action_masks" in inspect.signature(policy.predict).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def to_env_action(space: gym.Space, action: Any) -> Any:
+    """A policy's action in the form the env's ``step`` expects (python int for Discrete)."""
+    if isinstance(space, gym.spaces.Discrete):
+        return int(np.asarray(action).item())
+    return np.asarray(action)
