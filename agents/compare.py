@@ -1,0 +1,438 @@
+"""The compare harness: SB3 agents over seeds against every baseline, through one loop.
+
+``compare`` trains each algorithm for each seed (``out_dir/runs/<algo>/seed_<s>``;
+finished runs are reused and interrupted ones resumed, so Ctrl-C loses at most the
+steps since the last checkpoint), evaluates every trained agent and every baseline
+with :func:`edgelam.agents.evaluate.evaluate` on the same episodes (reset seeds
+``eval_seed + i``), and aggregates per policy: the mean and Student-t 95% CI of
+the return and of every physical metric, pooled over training seeds and episodes.
+
+Files written into ``out_dir``:
+
+* ``results.csv``: one row per policy x metric:
+  ``policy,kind,metric,mean,ci95,n,direction,best`` (``kind`` is ``agent`` or
+  ``baseline``; ``direction`` ``max``/``min``/empty; ``best`` 1 when marked best);
+* ``results.json``: settings, summary, best, directions, runs, every episode row,
+  wall time, machine;
+* ``report.md``: the table, settings, training runs, wall time, machine;
+* ``learning_curves.png``, ``metrics.png``;
+* ``runs/<algo>/seed_<s>/``: the training runs (TensorBoard logs in ``tb/``).
+
+Which way is better comes from the env's ``metadata["metric_directions"]`` over
+:data:`edgelam.agents.common.DEFAULT_DIRECTIONS`; metrics with no direction are
+not marked.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import stable_baselines3
+import torch
+from edgelam import baselines as baseline_registry
+from edgelam.agents.common import check_env_id, is_parallel, make_env, make_parallel, metric_directions
+from edgelam.agents.evaluate import evaluate
+from edgelam.agents.metrics import summarize
+from edgelam.agents.plots import plot_learning_curves, plot_metrics
+from edgelam.agents.policies import read_meta
+from edgelam.agents.train import LEARNING_CURVE, train
+from rich.console import Console
+from rich.table import Table
+
+QUICK = {"algos": ("ppo",), "seeds": (0, 1), "timesteps": 20_000, "episodes": 10}
+FULL = {"algos": ("ppo",), "seeds": (0, 1, 2), "timesteps": 100_000, "episodes": 30}
+
+# columns of the printed table besides the return: not per-agent, not the episode length
+_HIDDEN = frozenset({"length"})
+
+
+@dataclass
+class CompareResult:
+    """What :func:`compare` produced.
+
+    Attributes:
+        out_dir: the output folder.
+        summary: policy -> metric -> ``(mean, ci95_halfwidth, n)``.
+        kinds: policy -> ``"agent"`` or ``"baseline"``.
+        metrics: the table's metric columns, in order.
+        directions: metric -> ``"max"`` / ``"min"`` (metrics without one are absent).
+        best: metric -> the best policies (ties all listed).
+        table: the printed table as text: header row, then one row per policy
+            (``policy``, ``kind``, one cell per metric; best cells end in ``" *"``).
+        runs: one entry per training run (algo, seed, folder, timesteps, wall time, reused).
+        episodes: every evaluated episode row, tagged with ``policy`` (and ``train_seed``).
+        wall_time_s: wall time of the whole call.
+        files: name -> path of every file written.
+    """
+
+    out_dir: Path
+    summary: dict[str, dict[str, tuple[float, float, int]]]
+    kinds: dict[str, str]
+    metrics: list[str]
+    directions: dict[str, str]
+    best: dict[str, list[str]]
+    table: list[list[str]]
+    runs: list[dict[str, Any]]
+    episodes: list[dict[str, Any]]
+    wall_time_s: float
+    files: dict[str, Path]
+
+
+def format_cell(mean: float, ci95: float) -> str:
+    """How a table cell shows a mean and its CI half-width (``"12.3 ± 0.45"``)."""
+    if not math.isfinite(ci95):
+        return f"{mean:.4g}"
+    return f"{mean:.4g} ± {ci95:.2g}"
+
+
+def best_policies(
+    summary: Mapping[str, Mapping[str, tuple[float, float, int]]], metric: str, direction: str
+) -> list[str]:
+    """Policies whose mean of ``metric`` is the best in ``direction`` (all of them on a tie)."""
+    means = {p: s[metric][0] for p, s in summary.items() if metric in s and math.isfinite(s[metric][0])}
+    if not means:
+        return []
+    target = max(means.values()) if direction == "max" else min(means.values())
+    return [p for p, m in means.items() if m == target]
+
+
+def machine_info() -> dict[str, Any]:
+    """Platform, CPU count and library versions, for reports."""
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "stable_baselines3": stable_baselines3.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def jsonable(value: Any) -> Any:
+    """A JSON-ready copy: NaN/inf -> ``None``, tuples -> lists, numpy scalars and paths -> python."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _env_metadata(env_id: str, scenario: str, env_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
+    if is_parallel(env_id):
+        env = make_parallel(env_id, scenario, env_kwargs)
+    else:
+        env = make_env(env_id, scenario, env_kwargs)
+    metadata = dict(env.metadata)
+    env.close()
+    return metadata
+
+
+def _table_metrics(summary: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    seen = dict.fromkeys(["return"])
+    for metrics in summary.values():
+        seen.update(dict.fromkeys(m for m in metrics if m not in _HIDDEN and "/" not in m))
+    return list(seen)
+
+
+def _direction(directions: Mapping[str, str], metric: str) -> str | None:
+    return directions.get(metric, directions.get(metric.split("/")[0]))
+
+
+def compare(
+    env_id: str,
+    scenario: str = "default",
+    algos: Sequence[str] | None = None,
+    seeds: Sequence[int] | None = None,
+    timesteps: int | None = None,
+    baselines: Sequence[str] | None = None,
+    episodes: int | None = None,
+    out_dir: str | Path = "runs/compare",
+    quick: bool = False,
+    env_kwargs: Mapping[str, Any] | None = None,
+    progress: bool = True,
+    eval_seed: int = 10_000,
+    hyperparams: Mapping[str, Mapping[str, Any]] | None = None,
+    console: Console | None = None,
+) -> CompareResult:
+    """Train agents over seeds, evaluate them and the baselines on the same episodes, report.
+
+    Args:
+        env_id: a Gymnasium id or an edgelam parallel id (agents share parameters).
+        scenario: scenario name or YAML path.
+        algos: algorithms to train (default ``("ppo",)``).
+        seeds: training seeds (default ``(0, 1, 2)``; quick: ``(0, 1)``).
+        timesteps: env steps per training run (default 100k; quick: 20k).
+        baselines: baseline names (default: every one available for the env).
+        episodes: evaluation episodes per policy and training seed (default 30; quick: 10).
+        out_dir: output folder (layout in the module docstring); rerunning with the
+            same folder reuses finished runs and resumes interrupted ones.
+        quick: the defaults above that finish in a few minutes on two cores.
+        env_kwargs: dotted scenario overrides.
+        progress: SB3 progress bars and status lines; the table is printed either way.
+        eval_seed: reset seed of the first evaluation episode (episode ``i``: ``eval_seed + i``),
+            kept apart from the training seeds.
+        hyperparams: algorithm -> hyperparameter overrides.
+        console: where the status lines and the table go (default: stdout).
+
+    Raises:
+        ValueError: on an unknown env id, algorithm, baseline or hyperparameter, or a
+            run folder holding a run with other settings.
+    """
+    began = time.perf_counter()
+    check_env_id(env_id)
+    defaults = QUICK if quick else FULL
+    algos = tuple(algos if algos is not None else defaults["algos"])
+    seeds = tuple(seeds if seeds is not None else defaults["seeds"])
+    timesteps = int(timesteps if timesteps is not None else defaults["timesteps"])
+    episodes = int(episodes if episodes is not None else defaults["episodes"])
+    names = list(baselines if baselines is not None else baseline_registry.available(env_id))
+    clash = set(names) & set(algos)
+    if clash:
+        raise ValueError(f"names used both as algorithm and baseline: {sorted(clash)}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    console = console or Console()
+    directions = metric_directions(_env_metadata(env_id, scenario, env_kwargs))
+
+    runs: list[dict[str, Any]] = []
+    for algo in algos:
+        for seed in seeds:
+            run_dir = out_dir / "runs" / algo / f"seed_{seed}"
+            meta = read_meta(run_dir)
+            reused = bool(meta and meta.get("finished") and meta.get("num_timesteps", 0) >= timesteps)
+            if progress:
+                console.log(f"{'reusing' if reused else 'training'} {algo} seed {seed} -> {run_dir}")
+            result = train(
+                env_id,
+                algo,
+                timesteps=timesteps,
+                seed=seed,
+                out_dir=run_dir,
+                scenario=scenario,
+                env_kwargs=env_kwargs,
+                hyperparams=(hyperparams or {}).get(algo),
+                progress=progress and not reused,
+                resume=True,
+            )
+            runs.append(
+                {
+                    "algo": algo,
+                    "seed": seed,
+                    "out_dir": run_dir,
+                    "num_timesteps": result.num_timesteps,
+                    "wall_time_s": result.wall_time_s,
+                    "reused": reused,
+                }
+            )
+
+    rows: list[dict[str, Any]] = []
+    kinds: dict[str, str] = {}
+    for run in runs:
+        if progress:
+            console.log(f"evaluating {run['algo']} seed {run['seed']} ({episodes} episodes)")
+        for row in evaluate(run["out_dir"], env_id, episodes, eval_seed, scenario, env_kwargs):
+            rows.append({"policy": run["algo"], "train_seed": run["seed"], **row})
+        kinds[run["algo"]] = "agent"
+    for name in names:
+        if progress:
+            console.log(f"evaluating baseline {name} ({episodes} episodes)")
+        for row in evaluate(name, env_id, episodes, eval_seed, scenario, env_kwargs):
+            rows.append({"policy": name, **row})
+        kinds[name] = "baseline"
+
+    summary = {p: summarize(r for r in rows if r["policy"] == p) for p in kinds}
+    all_metrics = list(dict.fromkeys(m for s in summary.values() for m in s))
+    best = {}
+    for metric in all_metrics:
+        direction = _direction(directions, metric)
+        if direction is not None:
+            best[metric] = best_policies(summary, metric, direction)
+    metrics = _table_metrics(summary)
+    table = _table_text(summary, kinds, metrics, directions, best)
+    wall = time.perf_counter() - began
+
+    files = {
+        "results.csv": _write_csv(out_dir / "results.csv", summary, kinds, all_metrics, directions, best),
+        "learning_curves.png": plot_learning_curves(
+            {a: {r["seed"]: r["out_dir"] / LEARNING_CURVE for r in runs if r["algo"] == a} for a in algos},
+            out_dir / "learning_curves.png",
+        ),
+        "metrics.png": plot_metrics(summary, metrics, best, out_dir / "metrics.png"),
+    }
+    settings = {
+        "env_id": env_id,
+        "scenario": str(scenario),
+        "env_kwargs": dict(env_kwargs or {}),
+        "algos": list(algos),
+        "seeds": list(seeds),
+        "timesteps": timesteps,
+        "baselines": names,
+        "episodes": episodes,
+        "eval_seed": eval_seed,
+        "quick": quick,
+    }
+    files["report.md"] = _write_report(out_dir / "report.md", settings, table, runs, wall, files)
+    files["results.json"] = out_dir / "results.json"
+    document = {
+        "settings": settings,
+        "summary": {
+            p: {m: {"mean": v[0], "ci95": v[1], "n": v[2]} for m, v in s.items()} for p, s in summary.items()
+        },
+        "kinds": kinds,
+        "directions": directions,
+        "best": best,
+        "table_metrics": metrics,
+        "runs": runs,
+        "episodes": rows,
+        "wall_time_s": wall,
+        "machine": machine_info(),
+    }
+    files["results.json"].write_text(json.dumps(jsonable(document), indent=2) + "\n")
+    console.print(_rich_table(env_id, table, best, metrics), crop=False)
+    console.print(f"results: {out_dir} (results.csv, results.json, report.md, *.png); wall time {wall:.1f} s")
+    return CompareResult(
+        out_dir=out_dir,
+        summary=summary,
+        kinds=kinds,
+        metrics=metrics,
+        directions=directions,
+        best=best,
+        table=table,
+        runs=runs,
+        episodes=rows,
+        wall_time_s=wall,
+        files=files,
+    )
+
+
+def _header(metric: str, directions: Mapping[str, str]) -> str:
+    arrow = {"max": " ↑", "min": " ↓"}.get(_direction(directions, metric) or "", "")
+    return metric + arrow
+
+
+def _table_text(
+    summary: Mapping[str, Mapping[str, tuple[float, float, int]]],
+    kinds: Mapping[str, str],
+    metrics: Sequence[str],
+    directions: Mapping[str, str],
+    best: Mapping[str, Sequence[str]],
+) -> list[list[str]]:
+    table = [["policy", "kind", *(_header(m, directions) for m in metrics)]]
+    for policy, stats_of in summary.items():
+        row = [policy, kinds[policy]]
+        for metric in metrics:
+            if metric not in stats_of:
+                row.append("-")
+                continue
+            mean, ci, _ = stats_of[metric]
+            cell = format_cell(mean, ci)
+            row.append(cell + " *" if policy in best.get(metric, ()) else cell)
+        table.append(row)
+    return table
+
+
+def _rich_table(env_id: str, table: Sequence[Sequence[str]], best: Mapping, metrics: Sequence[str]) -> Table:
+    out = Table(title=f"{env_id}: mean ± 95% CI (* best; ↑ higher is better, ↓ lower)")
+    for i, name in enumerate(table[0]):
+        width = max(len(row[i]) for row in table)  # never wrap a number: wider than the terminal if need be
+        out.add_column(name, justify="left" if i < 2 else "right", no_wrap=True, min_width=width)
+    for row in table[1:]:
+        cells = row[:2] + [
+            f"[bold]{cell}[/bold]" if row[0] in best.get(metric, ()) else cell
+            for cell, metric in zip(row[2:], metrics, strict=True)
+        ]
+        out.add_row(*cells)
+    return out
+
+
+def _write_csv(
+    path: Path,
+    summary: Mapping[str, Mapping[str, tuple[float, float, int]]],
+    kinds: Mapping[str, str],
+    metrics: Sequence[str],
+    directions: Mapping[str, str],
+    best: Mapping[str, Sequence[str]],
+) -> Path:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["policy", "kind", "metric", "mean", "ci95", "n", "direction", "best"])
+        for policy, stats_of in summary.items():
+            for metric in metrics:
+                if metric in stats_of:
+                    mean, ci, n = stats_of[metric]
+                    direction = _direction(directions, metric) or ""
+                    is_best = int(policy in best.get(metric, ()))
+                    row = [policy, kinds[policy], metric, repr(mean), repr(ci), n, direction, is_best]
+                    writer.writerow(row)
+    return path
+
+
+def _markdown_table(table: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(table[0]) + " |", "|" + "---|" * len(table[0])]
+    for row in table[1:]:
+        cells = [f"**{c.removesuffix(' *')}** *" if c.endswith(" *") else c for c in row]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _write_report(
+    path: Path,
+    settings: Mapping[str, Any],
+    table: Sequence[Sequence[str]],
+    runs: Sequence[Mapping[str, Any]],
+    wall: float,
+    files: Mapping[str, Path],
+) -> Path:
+    lines = [
+        f"# edgelam compare: {settings['env_id']}",
+        "",
+        "Mean ± Student-t 95% CI half-width over training seeds x evaluation episodes "
+        "(baselines: over episodes). Best per column in bold with `*`; ↑ higher is better, ↓ lower.",
+        "",
+        _markdown_table(table),
+        "",
+        "## Settings",
+        "",
+        *(f"- {k}: `{json.dumps(jsonable(v))}`" for k, v in settings.items()),
+        "",
+        "## Training runs",
+        "",
+        "| algo | seed | timesteps | wall time (s) | reused | folder |",
+        "|---|---|---|---|---|---|",
+        *(
+            f"| {r['algo']} | {r['seed']} | {r['num_timesteps']} | {r['wall_time_s']:.1f} | "
+            f"{'yes' if r['reused'] else 'no'} | `{r['out_dir']}` |"
+            for r in runs
+        ),
+        "",
+        f"Wall time of this compare: {wall:.1f} s (training time of reused runs not included).",
+        "",
+        "## Machine",
+        "",
+        *(f"- {k}: {v}" for k, v in machine_info().items()),
+        "",
+        "## Files",
+        "",
+        *(f"- `{name}`" for name in [*files, "results.json", "runs/<algo>/seed_<s>/"]),
+        "",
+    ]
+    path.write_text("\n".join(lines))
+    return path
