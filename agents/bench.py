@@ -1,0 +1,215 @@
+"""Throughput of the envs: steps per second on random actions (``edgelam bench``).
+
+Actions are sampled before the clock starts and only ``step()`` calls are timed
+(resets are not). Per env:
+
+* ``steps_per_s`` / ``mean_step_s``: one env through ``gym.make`` with its default
+  wrappers (PettingZoo parallel envs: one ``step`` of all agents counts as one step);
+* ``vector_steps_per_s``: env-steps per second (batch x calls) of
+  ``gym.make_vec(id, num_envs, vectorization_mode="vector_entry_point")`` when the
+  env registers a ``vector_entry_point``;
+* ``live_mean_step_s``: mean step time of ``backend="live"`` (the real model runs
+  inside ``step``) over a few steps, for envs that accept ``backend=``;
+* ``ratio_vs_mobile_env``: ``steps_per_s`` over mobile-env's
+  ``mobile-small-central-v0`` measured in the same run, when mobile-env is installed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+from edgelam.agents.common import is_parallel, make_env, make_parallel, parallel_factory
+from edgelam.agents.compare import machine_info
+from edgelam.envs import registration
+
+MOBILE_ENV_ID = "mobile-small-central-v0"
+
+
+def _time_gym(env: gym.Env, steps: int, seed: int) -> float:
+    """Seconds spent in ``step`` over ``steps`` pre-sampled random actions."""
+    env.action_space.seed(seed)
+    actions = [env.action_space.sample() for _ in range(steps)]
+    env.reset(seed=seed)
+    total = 0.0
+    for action in actions:
+        began = time.perf_counter()
+        _, _, terminated, truncated, _ = env.step(action)
+        total += time.perf_counter() - began
+        if terminated or truncated:
+            env.reset()
+    return total
+
+
+def _time_parallel(env: Any, steps: int, seed: int) -> float:
+    """Seconds spent in a parallel env's ``step`` over ``steps`` pre-sampled joint actions."""
+    for i, agent in enumerate(env.possible_agents):
+        env.action_space(agent).seed(seed + i)
+    actions = [{a: env.action_space(a).sample() for a in env.possible_agents} for _ in range(steps)]
+    env.reset(seed=seed)
+    total = 0.0
+    for joint in actions:
+        joint = {a: joint[a] for a in env.agents}
+        began = time.perf_counter()
+        env.step(joint)
+        total += time.perf_counter() - began
+        if not env.agents:
+            env.reset()
+    return total
+
+
+def _vector_steps_per_s(env_id: str, num_envs: int, steps: int, seed: int) -> float:
+    """Env-steps per second of the registered vector env."""
+    venv = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point")
+    calls = max(steps // num_envs, 10)
+    venv.action_space.seed(seed)
+    actions = [venv.action_space.sample() for _ in range(calls)]
+    venv.reset(seed=seed)
+    total = 0.0
+    for action in actions:
+        began = time.perf_counter()
+        venv.step(action)
+        total += time.perf_counter() - began
+    venv.close()
+    return calls * num_envs / total
+
+
+def _live_step_s(env_id: str, steps: int, seed: int) -> tuple[float | None, str]:
+    """Mean step time with ``backend="live"``, or ``None`` and why not."""
+    try:
+        if is_parallel(env_id):
+            env = parallel_factory(env_id)(backend="live")
+        else:
+            env = gym.make(env_id, backend="live")
+    except TypeError:
+        return None, "the env takes no backend= argument"
+    except ValueError as exc:
+        return None, f"backend='live' rejected: {exc}"
+    total = _time_parallel(env, steps, seed) if is_parallel(env_id) else _time_gym(env, steps, seed)
+    env.close()
+    return total / steps, f"mean over {steps} steps"
+
+
+def bench_env(
+    env_id: str, steps: int = 10_000, num_envs: int = 256, live_steps: int = 5, seed: int = 0
+) -> dict[str, Any]:
+    """Measure one env (keys in the module docstring)."""
+    parallel = is_parallel(env_id)
+    if parallel:
+        env = make_parallel(env_id)
+        total = _time_parallel(env, steps, seed)
+    else:
+        env = make_env(env_id)
+        total = _time_gym(env, steps, seed)
+    env.close()
+    out: dict[str, Any] = {
+        "env_id": env_id,
+        "kind": "pettingzoo" if parallel else "gymnasium",
+        "steps": steps,
+        "steps_per_s": steps / total,
+        "mean_step_s": total / steps,
+        "vector_num_envs": None,
+        "vector_steps_per_s": None,
+    }
+    spec = None if parallel else gym.spec(env_id)
+    if spec is not None and spec.vector_entry_point is not None:
+        out["vector_num_envs"] = num_envs
+        out["vector_steps_per_s"] = _vector_steps_per_s(env_id, num_envs, steps, seed)
+    if live_steps > 0:
+        out["live_mean_step_s"], out["live_note"] = _live_step_s(env_id, live_steps, seed)
+    return out
+
+
+def bench_mobile_env(steps: int = 10_000, seed: int = 0) -> dict[str, Any]:
+    """mobile-env's ``mobile-small-central-v0`` measured the same way, or why it was not."""
+    if importlib.util.find_spec("mobile_env") is None:
+        return {"env_id": MOBILE_ENV_ID, "installed": False, "note": "mobile-env is not installed"}
+    import mobile_env  # noqa: F401  (registers its ids)
+
+    env = gym.make(MOBILE_ENV_ID)
+    total = _time_gym(env, steps, seed)
+    env.close()
+    return {
+        "env_id": MOBILE_ENV_ID,
+        "installed": True,
+        "steps": steps,
+        "steps_per_s": steps / total,
+        "mean_step_s": total / steps,
+    }
+
+
+def bench(
+    env_ids: Sequence[str] | None = None,
+    steps: int = 10_000,
+    num_envs: int = 256,
+    live_steps: int = 5,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Benchmark envs (default: every registered edgelam id) and mobile-env as a reference.
+
+    Returns:
+        ``{"envs": [per-env dict], "mobile_env": dict, "machine": dict}``; each env
+        dict has ``ratio_vs_mobile_env`` when mobile-env was measured.
+    """
+    ids = list(env_ids) if env_ids else [*registration.GYM_ENVS, *registration.PARALLEL_ENVS]
+    results = [bench_env(i, steps, num_envs, live_steps, seed) for i in ids]
+    mobile = bench_mobile_env(steps, seed)
+    for result in results:
+        if mobile["installed"]:
+            result["ratio_vs_mobile_env"] = result["steps_per_s"] / mobile["steps_per_s"]
+    return {"envs": results, "mobile_env": mobile, "machine": machine_info()}
+
+
+def _fmt(value: float | None, scale: float = 1.0, spec: str = ".3g") -> str:
+    return "-" if value is None else format(value * scale, spec)
+
+
+def rows(result: dict[str, Any]) -> list[list[str]]:
+    """The benchmark as table rows (header first), shared by the terminal and Markdown output."""
+    header = ["env", "kind", "steps/s", "mean step (µs)", "vector env-steps/s", "live step (ms)"]
+    header.append("x mobile-env")
+    out = [header]
+    for r in result["envs"]:
+        batch = f" (x{r['vector_num_envs']})" if r["vector_num_envs"] else ""
+        out.append(
+            [
+                r["env_id"],
+                r["kind"],
+                _fmt(r["steps_per_s"], spec=",.0f"),
+                _fmt(r["mean_step_s"], 1e6, ".3g"),
+                _fmt(r["vector_steps_per_s"], spec=",.0f") + batch,
+                _fmt(r.get("live_mean_step_s"), 1e3, ".3g"),
+                _fmt(r.get("ratio_vs_mobile_env"), spec=".3g"),
+            ]
+        )
+    mobile = result["mobile_env"]
+    if mobile["installed"]:
+        speed, step = _fmt(mobile["steps_per_s"], spec=",.0f"), _fmt(mobile["mean_step_s"], 1e6, ".3g")
+        out.append([mobile["env_id"], "gymnasium", speed, step, "-", "-", "1"])
+    return out
+
+
+def to_markdown(result: dict[str, Any]) -> str:
+    """A Markdown page of the benchmark: table, mobile-env status, machine."""
+    table = rows(result)
+    lines = [
+        "# edgelam environment throughput",
+        "",
+        "Random pre-sampled actions; only `step()` is timed. Written by `edgelam bench`.",
+        "",
+        "| " + " | ".join(table[0]) + " |",
+        "|" + "---|" * len(table[0]),
+        *("| " + " | ".join(r) + " |" for r in table[1:]),
+        "",
+    ]
+    mobile = result["mobile_env"]
+    if not mobile["installed"]:
+        lines += [f"mobile-env ({mobile['env_id']}): {mobile['note']}; no ratio reported.", ""]
+    notes = [f"- {r['env_id']}: live backend: {r['live_note']}" for r in result["envs"] if "live_note" in r]
+    if notes:
+        lines += ["## Live backend", "", *notes, ""]
+    lines += ["## Machine", "", *(f"- {k}: {v}" for k, v in result["machine"].items()), ""]
+    return "\n".join(lines)

@@ -1,0 +1,347 @@
+"""The ``edgelam`` command: list | train | evaluate | compare | bench | profile.
+
+Every subcommand takes ``--json`` (machine-readable output on stdout, nothing
+else there). ``--set key=value`` sets a dotted scenario key (the value is read as
+YAML: ``--set channel.doppler_hz=50 --set energy.enabled=true``). User errors
+(unknown env id, bad ``--set``, invalid scenario values) print one line
+``error: ...`` on stderr and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import yaml
+from edgelam import baselines
+from edgelam.agents.common import check_env_id, env_dir, is_parallel
+from edgelam.envs import registration
+from edgelam.envs.core.config import apply_overrides, scenario_names
+from rich.console import Console
+from rich.table import Table
+
+
+class UsageError(ValueError):
+    """A command line argparse rejects (reported like any other user error)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(message)
+
+
+def parse_sets(items: Sequence[str] | None, option: str = "--set") -> dict[str, Any]:
+    """``["a.b=1", "c=true"]`` -> ``{"a.b": 1, "c": True}`` (values parsed as YAML).
+
+    Raises:
+        ValueError: on an item without ``=``, an empty key or a value YAML cannot parse.
+    """
+    out: dict[str, Any] = {}
+    for item in items or ():
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key or " " in key:
+            raise ValueError(f"bad {option} {item!r}: expected key=value, e.g. channel.doppler_hz=50")
+        try:
+            out[key] = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"bad {option} {item!r}: cannot parse the value: {exc}") from None
+    return out
+
+
+def _csv(text: str, cast: type = str) -> list:
+    try:
+        return [cast(x.strip()) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"bad list {text!r}: expected comma-separated {cast.__name__} values") from None
+
+
+def _print_json(data: Any) -> None:
+    from edgelam.agents.compare import jsonable
+
+    print(json.dumps(jsonable(data), indent=2))
+
+
+def _table(title: str, rows: Sequence[Sequence[str]], left: int = 2) -> Table:
+    """A rich table whose columns never wrap (the first ``left`` columns left-aligned)."""
+    table = Table(title=title)
+    for i, name in enumerate(rows[0]):
+        width = max(len(row[i]) for row in rows)
+        table.add_column(name, justify="left" if i < left else "right", no_wrap=True, min_width=width)
+    for row in rows[1:]:
+        table.add_row(*row)
+    return table
+
+
+def _env_ids() -> list[str]:
+    return [*registration.GYM_ENVS, *registration.PARALLEL_ENVS]
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """Every registered env id with its kind, scenarios and baselines."""
+    entries = []
+    for env_id in _env_ids():
+        spec = None if is_parallel(env_id) else gym.spec(env_id)
+        entries.append(
+            {
+                "id": env_id,
+                "kind": "pettingzoo" if is_parallel(env_id) else "gymnasium",
+                "scenarios": scenario_names(env_dir(env_id)),
+                "baselines": baselines.available(env_id),
+                "max_episode_steps": spec.max_episode_steps if spec else None,
+                "vector_env": bool(spec and spec.vector_entry_point),
+            }
+        )
+    if args.json:
+        _print_json(entries)
+        return 0
+    rows = [["id", "kind", "scenarios", "baselines"]]
+    for e in entries:
+        rows.append([e["id"], e["kind"], ", ".join(e["scenarios"]) or "-", ", ".join(e["baselines"])])
+    Console().print(_table("edgelam environments", rows, left=4), crop=False)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train one agent and save the run."""
+    from edgelam.agents.train import train
+
+    check_env_id(args.env)
+    out = args.out or Path("runs") / "train" / env_dir(args.env) / args.algo / f"seed_{args.seed}"
+    result = train(
+        args.env,
+        args.algo,
+        timesteps=args.timesteps,
+        seed=args.seed,
+        out_dir=out,
+        scenario=args.scenario,
+        env_kwargs=parse_sets(args.set),
+        n_envs=args.n_envs,
+        hyperparams=apply_overrides({}, parse_sets(args.hp, "--hp")),
+        progress=args.progress and not args.json,
+        resume=args.resume,
+    )
+    summary = {
+        "env_id": args.env,
+        "algo": result.algo,
+        "seed": result.seed,
+        "out_dir": result.out_dir,
+        "model": result.model_path,
+        "vecnormalize": result.vecnormalize_path,
+        "num_timesteps": result.num_timesteps,
+        "resumed_from": result.resumed_from,
+        "wall_time_s": result.wall_time_s,
+        "learning_curve": result.learning_curve,
+        "tensorboard": result.out_dir / "tb",
+    }
+    if args.json:
+        _print_json(summary)
+    else:
+        for key, value in summary.items():
+            print(f"{key}: {value}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Evaluate a baseline or a saved agent."""
+    from edgelam.agents.evaluate import evaluate, summarize
+
+    check_env_id(args.env)
+    rows = evaluate(
+        args.policy,
+        args.env,
+        episodes=args.episodes,
+        seed=args.seed,
+        scenario=args.scenario,
+        env_kwargs=parse_sets(args.set),
+        deterministic=not args.stochastic,
+    )
+    summary = summarize(rows)
+    if args.json:
+        _print_json(
+            {
+                "env_id": args.env,
+                "policy": args.policy,
+                "seed": args.seed,
+                "summary": {m: {"mean": v[0], "ci95": v[1], "n": v[2]} for m, v in summary.items()},
+                "episodes": rows,
+            }
+        )
+        return 0
+    from edgelam.agents.compare import format_cell
+
+    rows = [["metric", "mean ± 95% CI"], *([m, format_cell(v[0], v[1])] for m, v in summary.items())]
+    title = f"{args.policy} on {args.env}: {args.episodes} episodes from seed {args.seed}"
+    Console().print(_table(title, rows, left=1), crop=False)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Train agents over seeds and compare them with the baselines."""
+    from edgelam.agents.compare import compare
+
+    check_env_id(args.env)
+    out = args.out or Path("runs") / "compare" / env_dir(args.env)
+    result = compare(
+        args.env,
+        scenario=args.scenario,
+        algos=_csv(args.algos) if args.algos else None,
+        seeds=_csv(args.seeds, int) if args.seeds else None,
+        timesteps=args.timesteps,
+        baselines=_csv(args.baselines) if args.baselines is not None else None,
+        episodes=args.episodes,
+        out_dir=out,
+        quick=args.quick,
+        env_kwargs=parse_sets(args.set),
+        progress=not args.json and not args.no_progress,
+        eval_seed=args.eval_seed,
+        console=Console(stderr=True) if args.json else None,
+    )
+    if args.json:
+        print(result.files["results.json"].read_text(), end="")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Steps per second of the envs on random actions."""
+    from edgelam.agents import bench
+
+    for env_id in args.envs:
+        check_env_id(env_id)
+    result = bench.bench(args.envs, steps=args.steps, num_envs=args.num_envs, live_steps=args.live_steps)
+    if args.markdown:
+        path = Path(args.markdown)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(bench.to_markdown(result))
+    if args.json:
+        _print_json(result)
+        return 0
+    console = Console()
+    title = "edgelam bench (random pre-sampled actions; step time only)"
+    console.print(_table(title, bench.rows(result)), crop=False)
+    if not result["mobile_env"]["installed"]:
+        console.print(f"{result['mobile_env']['env_id']}: {result['mobile_env']['note']}")
+    if args.markdown:
+        console.print(f"written: {args.markdown}")
+    return 0
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    """Run the real model and record the replay files of the envs."""
+    try:
+        from edgelam.envs.lam import run_profile
+    except ImportError as exc:
+        raise ValueError(f"profiling is not available: {exc}") from None
+    paths = run_profile(out_dir=args.out, n_prompts=args.prompts, quick=args.quick)
+    if args.json:
+        _print_json({"files": [str(p) for p in paths]})
+    else:
+        for path in paths:
+            print(path)
+    return 0
+
+
+def _add_env_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("env", help="env id, e.g. edgelam/SplitInference-v0 (see `edgelam list`)")
+    parser.add_argument("--scenario", default="default", help="scenario name or YAML path (default: default)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="dotted scenario override, value read as YAML (repeatable), e.g. channel.doppler_hz=50",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``edgelam``."""
+    parser = _Parser(
+        prog="edgelam",
+        description="Resource management of large AI models at the edge: envs, agents, baselines.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+        return p
+
+    p = command("list", "list every env id with its kind, scenarios and baselines")
+    p.set_defaults(func=cmd_list)
+
+    p = command("train", "train an SB3 agent (checkpoints, TensorBoard, learning curve)")
+    _add_env_options(p)
+    p.add_argument("--algo", default="ppo", help="ppo | a2c | dqn | sac | td3 | maskable_ppo (default: ppo)")
+    p.add_argument("--timesteps", type=int, default=100_000, help="total env steps (default: 100000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, help="run folder (default: runs/train/<env>/<algo>/seed_<seed>)")
+    p.add_argument("--n-envs", type=int, help="vectorised env copies (default: from configs/agents)")
+    p.add_argument(
+        "--hp",
+        action="append",
+        metavar="KEY=VALUE",
+        help="hyperparameter override (repeatable), e.g. n_steps=512 or policy_kwargs.net_arch=[32,32]",
+    )
+    p.add_argument("--resume", action="store_true", help="continue the run in --out up to --timesteps")
+    p.add_argument("--progress", action="store_true", help="show a progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = command("evaluate", "evaluate a baseline or a saved agent through the common loop")
+    _add_env_options(p)
+    p.add_argument("--policy", required=True, help="baseline name or path to a model.zip / run folder")
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0, help="episode i resets with seed + i (default: 0)")
+    p.add_argument("--stochastic", action="store_true", help="sample actions instead of deterministic ones")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = command("compare", "train agents over seeds and compare them with every baseline")
+    _add_env_options(p)
+    p.add_argument("--algos", help="comma-separated algorithms (default: ppo)")
+    p.add_argument("--seeds", help="comma-separated training seeds (default: 0,1,2; --quick: 0,1)")
+    p.add_argument("--timesteps", type=int, help="env steps per run (default: 100000; --quick: 20000)")
+    p.add_argument("--episodes", type=int, help="evaluation episodes (default: 30; --quick: 10)")
+    p.add_argument("--baselines", help="comma-separated baselines (default: all available)")
+    p.add_argument("--quick", action="store_true", help="a setting that finishes in minutes on 2 cores")
+    p.add_argument("--out", type=Path, help="output folder (default: runs/compare/<env>); rerun to resume")
+    p.add_argument("--eval-seed", type=int, default=10_000, help="seed of the first evaluation episode")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars or status lines")
+    p.set_defaults(func=cmd_compare)
+
+    p = command("bench", "steps per second of the envs on random actions")
+    p.add_argument("envs", nargs="*", help="env ids (default: every registered edgelam id)")
+    p.add_argument("--steps", type=int, default=10_000, help="timed steps per env (default: 10000)")
+    p.add_argument("--num-envs", type=int, default=256, help="batch of the vector env (default: 256)")
+    p.add_argument("--live-steps", type=int, default=5, help="steps timed with backend='live' (0: skip)")
+    p.add_argument("--markdown", metavar="PATH", help="also write the results as a Markdown page")
+    p.set_defaults(func=cmd_bench)
+
+    p = command("profile", "run the real model and record the replay files")
+    p.add_argument("--out", type=Path, help="output folder (default: the package's profiles)")
+    p.add_argument("--prompts", type=int, default=300, help="prompts to profile (default: 300)")
+    p.add_argument("--quick", action="store_true", help="a short profile")
+    p.set_defaults(func=cmd_profile)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``edgelam`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except (ValueError, gym.error.Error) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "interrupted: finished runs and checkpoints are kept; rerun the same command to resume",
+            file=sys.stderr,
+        )
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
