@@ -32,7 +32,9 @@ Factory = Callable[[gym.Env], Policy]
 _REGISTRY: dict[str, dict[str, Factory]] = {}
 
 # env id -> module that registers its baselines on import
-_MODULES: dict[str, str] = {}
+_MODULES: dict[str, str] = {
+    "edgelam/SplitInference-v0": "edgelam.baselines.split_inference",
+}
 
 
 def register(env_id: str, name: str, factory: Factory) -> None:
@@ -84,5 +86,7 @@ def make(name: str, env: gym.Env, **kwargs: Any) -> Policy:
     if name == "random" and "random" not in factories:
         return RandomPolicy(env, **kwargs)
     if name not in factories:
-        raise ValueError(f"unknown baseline {name!r} for {env_id} (available: {', '.join(available(env_id))})")
+        raise ValueError(
+            f"unknown baseline {name!r} for {env_id} (available: {', '.join(available(env_id))})"
+        )
     return factories[name](env, **kwargs)

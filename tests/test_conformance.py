@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import warnings
 
+import edgelam.envs  # noqa: F401  (registers the ids)
 import gymnasium as gym
 import numpy as np
 import pytest
+from edgelam.envs.registration import GYM_ENVS, PARALLEL_ENVS, make_parallel
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
-
-import edgelam.envs  # noqa: F401  (registers the ids)
-from edgelam.envs.registration import GYM_ENVS, PARALLEL_ENVS, make_parallel
 
 GYM_IDS = sorted(GYM_ENVS)
 PARALLEL_IDS = sorted(PARALLEL_ENVS)
@@ -25,7 +24,7 @@ def _equal(a, b) -> bool:
     if isinstance(a, dict):
         return isinstance(b, dict) and a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
     if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
         return np.array_equal(np.asarray(a), np.asarray(b))
     return a == b
@@ -126,7 +125,11 @@ def _bad_actions(space: gym.Space) -> list:
         return [space.nvec.copy(), -np.ones_like(space.nvec), np.zeros(space.nvec.size + 1, dtype=np.int64)]
     if isinstance(space, gym.spaces.Box):
         high = np.full(space.shape, 2.0, dtype=space.dtype)
-        return [high, np.zeros((*space.shape, 2), dtype=space.dtype), np.full(space.shape, np.nan, space.dtype)]
+        return [
+            high,
+            np.zeros((*space.shape, 2), dtype=space.dtype),
+            np.full(space.shape, np.nan, space.dtype),
+        ]
     raise AssertionError(f"unexpected action space {space}")
 
 

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
-MAPPED = {"envs": "edgelam.envs", "agents": "edgelam.agents", "baselines": "edgelam.baselines", "configs": "edgelam.configs"}
+MAPPED = {
+    "envs": "edgelam.envs",
+    "agents": "edgelam.agents",
+    "baselines": "edgelam.baselines",
+    "configs": "edgelam.configs",
+}
 
 
 def test_every_package_folder_is_listed_in_pyproject():
@@ -25,7 +30,9 @@ def test_every_package_folder_is_listed_in_pyproject():
 
 def test_no_bare_top_level_modules_are_importable_outside_the_repo(tmp_path):
     code = "import importlib.util as u; print([m for m in ('envs','agents','baselines','configs') if u.find_spec(m)])"
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == "[]"
 
 

@@ -63,6 +63,11 @@ def _check_scalar(key: str, value: Any, tp: Any) -> Any:
             raise ValueError(f"{key}: expected an int, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):  # PyYAML reads 1e6 / 3.5e9 (no exponent sign) as strings
+            try:
+                value = float(value)
+            except ValueError:
+                raise ValueError(f"{key}: expected a number, got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"{key}: expected a number, got {value!r}")
         value = float(value)

@@ -1,0 +1,148 @@
+"""Pure cost model of one split-inference request (Neurosurgeon / Edgent style).
+
+Everything here is a function of arrays and numbers; the same code prices the
+action an env takes and, broadcast over every (split layer, bits) pair, the
+search of the ``neurosurgeon``, ``oracle`` and ``lyapunov`` baselines.
+
+Request of ``T`` prompt tokens and ``N`` decoded tokens, card with ``L`` layers,
+split layer ``l`` (layers [0, l) on the device, [l, L) and the LM head at the edge):
+
+* ``l = L`` (device only): no radio; the device runs all layers and the head.
+* ``l = 0`` (edge only): the device uploads the ``T`` token ids, the edge runs
+  everything and streams the ``N`` token ids back (one round trip).
+* ``0 < l < L``: one round per generated token. Round 1 uploads the ``T x d``
+  prefill activations; each later round uploads one ``d``-vector (the hidden
+  state of the last generated token), the edge returns one token id.
+
+latency = t_dev + bytes_up * 8 / R_up + t_edge / (1 - u) + rounds * RTT + bytes_down * 8 / R_down
+energy (device) = P_active * t_dev + P_tx * t_up + P_idle * (latency - t_dev - t_up)
+
+Sources: Kang et al., "Neurosurgeon", ASPLOS 2017 (latency/energy decomposition
+over split points); Li et al., "Edgent", IEEE TWC 2020; processor-sharing
+slowdown 1 / (1 - u) (Kleinrock, Queueing Systems Vol. 2, 1976).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from edgelam.envs.core.hardware import HardwareSpec, lm_head_cost, transformer_layer_cost
+from edgelam.envs.core.model_cards import ModelCard
+
+BITS = (4, 8, 16)
+
+
+@dataclass(frozen=True)
+class CostTables:
+    """Request prices precomputed once per scenario (P = number of held-out prompts)."""
+
+    num_layers: int  # L of the pricing card
+    prompt_tokens: np.ndarray  # (P,) int, T of each request
+    decode_tokens: int  # N
+    dev_layer_s: np.ndarray  # (P,) one layer on the device: prefill of T tokens + N - 1 decode steps
+    edge_layer_s: np.ndarray  # (P,) the same on an unloaded edge
+    dev_head_s: np.ndarray  # (P,) LM head on the device for the N generated tokens
+    edge_head_s: np.ndarray  # (P,) LM head at the edge for the N generated tokens
+    act_bytes: np.ndarray  # (3,) bytes of one d_model activation at 4, 8, 16 bits
+    token_id_bytes: int
+    dev_active_w: float
+    dev_idle_w: float
+    tx_power_w: float
+    rtt_s: float
+    downlink_rate_bps: float
+    quality_loss: np.ndarray  # (P, L + 1, 3) 1 - top-1 agreement with the unsplit run
+
+
+def executed_layer_map(card_layers: int, exec_layers: int) -> np.ndarray:
+    """Executed-model split layer for each card split layer 0..L_card (ends map to ends)."""
+    ls = np.arange(card_layers + 1)
+    inner = np.clip(np.rint(ls * exec_layers / card_layers), 1, max(exec_layers - 1, 1)).astype(np.int64)
+    return np.where(ls == 0, 0, np.where(ls == card_layers, exec_layers, inner))
+
+
+def build_tables(
+    card: ModelCard,
+    device: HardwareSpec,
+    edge: HardwareSpec,
+    prompt_tokens: np.ndarray,
+    decode_tokens: int,
+    device_weight_bits: int,
+    edge_weight_bits: int,
+    token_id_bytes: int,
+    tx_power_w: float,
+    rtt_s: float,
+    downlink_rate_bps: float,
+    quality_loss: np.ndarray,
+) -> CostTables:
+    """Price one layer and the head for every prompt length with the roofline model."""
+    prompt_tokens = np.asarray(prompt_tokens, dtype=np.int64)
+    n_dec = decode_tokens - 1
+    mean_ctx = prompt_tokens + decode_tokens / 2.0
+
+    def per_layer(hw: HardwareSpec, bits: int) -> np.ndarray:
+        prefill_s, _ = transformer_layer_cost(hw, card, "prefill", prompt_tokens, prompt_tokens, bits)
+        decode_s, _ = transformer_layer_cost(hw, card, "decode", 1, mean_ctx, bits)
+        return np.asarray(prefill_s + n_dec * decode_s, dtype=np.float64)
+
+    def head(hw: HardwareSpec, bits: int) -> np.ndarray:
+        s, _ = lm_head_cost(hw, card, tokens=1, weight_bits=bits)
+        return np.full(prompt_tokens.shape, decode_tokens * float(s))
+
+    return CostTables(
+        num_layers=card.num_layers,
+        prompt_tokens=prompt_tokens,
+        decode_tokens=decode_tokens,
+        dev_layer_s=per_layer(device, device_weight_bits),
+        edge_layer_s=per_layer(edge, edge_weight_bits),
+        dev_head_s=head(device, device_weight_bits),
+        edge_head_s=head(edge, edge_weight_bits),
+        act_bytes=np.array([card.activation_bytes(1, b) for b in BITS], dtype=np.float64),
+        token_id_bytes=token_id_bytes,
+        dev_active_w=device.power_active_w,
+        dev_idle_w=device.power_idle_w,
+        tx_power_w=tx_power_w,
+        rtt_s=rtt_s,
+        downlink_rate_bps=downlink_rate_bps,
+        quality_loss=np.asarray(quality_loss, dtype=np.float64),
+    )
+
+
+def request_cost(t: CostTables, prompt: int, split_layer, bits_index, rate_bps, edge_util):
+    """Latency (s), device energy (J), uplink bytes and quality loss of one request.
+
+    ``split_layer``, ``bits_index``, ``rate_bps`` and ``edge_util`` broadcast
+    (python numbers for one action, arrays for a search over all actions).
+    """
+    L = t.num_layers
+    T = t.prompt_tokens[prompt]
+    N = t.decode_tokens
+    on_device = split_layer == L
+    at_edge = split_layer == 0
+    split = 1 - on_device - at_edge  # 1 for 0 < l < L
+    up_bytes = at_edge * T * t.token_id_bytes + split * (T + N - 1) * t.act_bytes[bits_index]
+    down_bytes = (1 - on_device) * N * t.token_id_bytes
+    rounds = split * N + at_edge
+    dev_s = split_layer * t.dev_layer_s[prompt] + on_device * t.dev_head_s[prompt]
+    edge_s = ((L - split_layer) * t.edge_layer_s[prompt] + (1 - on_device) * t.edge_head_s[prompt]) / (
+        1.0 - edge_util
+    )
+    up_s = up_bytes * 8.0 / rate_bps
+    latency = dev_s + up_s + edge_s + rounds * t.rtt_s + down_bytes * 8.0 / t.downlink_rate_bps
+    energy = t.dev_active_w * dev_s + t.tx_power_w * up_s + t.dev_idle_w * (latency - dev_s - up_s)
+    quality_loss = t.quality_loss[prompt, split_layer, bits_index]
+    return latency, energy, up_bytes, quality_loss
+
+
+def all_action_costs(t: CostTables, prompt: int, rate_bps: float, edge_util: float, quality_loss=None):
+    """:func:`request_cost` over every (split layer, bits) pair: arrays shaped (L + 1, 3).
+
+    ``quality_loss`` replaces the per-prompt loss (e.g. by its mean over prompts
+    for a policy that cannot see this request's true quality).
+    """
+    layers = np.arange(t.num_layers + 1)[:, None]
+    bits = np.arange(len(BITS))[None, :]
+    latency, energy, up_bytes, q = request_cost(t, prompt, layers, bits, rate_bps, edge_util)
+    if quality_loss is not None:
+        q = np.broadcast_to(quality_loss, latency.shape)
+    return latency, energy, up_bytes, q

@@ -1,0 +1,276 @@
+"""edgelam/SplitInference-v0: adaptive device/edge split inference of an LLM over a fading uplink."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from edgelam.envs.core.channel import WirelessLink
+from edgelam.envs.core.config import load_scenario
+from edgelam.envs.core.hardware import load_hardware_catalog
+from edgelam.envs.core.model_cards import get_model_card
+from edgelam.envs.split_inference.config import ENV_DIR, SplitInferenceConfig
+from edgelam.envs.split_inference.dynamics import (
+    BITS,
+    CostTables,
+    build_tables,
+    executed_layer_map,
+    request_cost,
+)
+from gymnasium import spaces
+
+BACKENDS = ("replay", "live")
+# observation scaling: SNR in dB / 40, log10(rate in bit/s) / 10, prompt tokens / 128, decode tokens / 128
+SNR_SCALE_DB = 40.0
+QUEUE_SCALE = 10.0
+
+
+def _split_quality_tables(
+    executed_model: str, card_layers: int, profile_dir: str | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(prompt token counts (P,), quality loss (P, L_card + 1, 3)) from the profile of the executed model."""
+    from edgelam.envs.lam import load_profile
+
+    prof = load_profile("split_quality", profile_dir)
+    if str(prof["model"]) != executed_model:
+        raise ValueError(
+            f"executed_model: the shipped split profile is of {str(prof['model'])!r}, not {executed_model!r}; "
+            f"run `edgelam profile` for that model"
+        )
+    if list(prof["bits"]) != list(BITS):
+        raise ValueError(f"split profile bits {list(prof['bits'])} != {list(BITS)}; rerun `edgelam profile`")
+    exec_layers = len(prof["split_layers"]) - 1
+    layer_map = executed_layer_map(card_layers, exec_layers)
+    loss = 1.0 - np.asarray(prof["top1_agreement"], dtype=np.float64)[:, layer_map, :]
+    return np.asarray(prof["prompt_len"], dtype=np.int64), loss
+
+
+class SplitInferenceEnv(gym.Env):
+    """Choose the split layer and activation precision of each LLM request.
+
+    A device (phone NPU) and an edge server (GPU) share the layers of a
+    transformer: layers [0, l) run on the device, the hidden state is quantised to
+    4, 8 or 16 bits and sent over a Rayleigh-fading uplink, layers [l, L) and the
+    LM head run at the edge under a time-varying background load. Costs are
+    priced by the roofline model on the scenario's hardware and model card; the
+    quality loss of (l, bits) is the real disagreement of the shipped ``cloud``
+    model's split, quantised execution with its unsplit run on that request's
+    prompt (``backend="live"`` executes it inside ``step()``, ``"replay"`` reads
+    the profile recorded by ``edgelam profile`` from the same code).
+
+    ## Action Space
+    ``MultiDiscrete([L + 1, 3])``: split layer ``l`` in 0..L (0 = everything at
+    the edge, L = everything on the device) and precision index into (4, 8, 16)
+    bits. Precision is irrelevant when nothing is sent (l = 0 or L).
+
+    ## Observation Space
+    ``Box(float32)`` of ``snr_history + 6`` values: the last ``snr_history`` uplink
+    SNR estimates in dB / 40 (newest first; the estimate is ``csi_delay_slots``
+    old and has log-normal error ``csi_noise_db``), log10 of the estimated uplink
+    rate in bit/s / 10, edge utilisation u, prompt tokens / 128, decoded tokens /
+    128, device energy virtual queue / (10 x budget) (0 without a budget), and the
+    fraction of the episode elapsed.
+
+    ## Rewards
+    ``-(w_L * latency_s + w_E * energy_j + w_Q * quality_loss)`` with
+    ``quality_loss = 1 - top-1 agreement`` over the request's reference tokens.
+    With ``energy_budget_j`` set, the virtual queue Z(t+1) = max(Z + E - budget, 0)
+    (Neely 2010) is reported in ``info["virtual_queue"]``.
+
+    ## Episode End
+    Truncated after ``episode_length`` requests (200 by default, also the
+    registered ``max_episode_steps``); never terminated.
+
+    ## Physics and sources
+    3GPP TR 38.901 path loss + log-normal shadowing, Gauss-Markov Rayleigh fading
+    with rho = J0(2 pi f_d T) over request slots, Shannon rate with N0 = -174
+    dBm/Hz (``edgelam.envs.core.channel``); roofline layer costs
+    (``edgelam.envs.core.hardware``); split latency/energy as in Neurosurgeon
+    (Kang et al., ASPLOS 2017), see ``dynamics.py``.
+
+    ## Version History
+    * v0: initial release.
+    """
+
+    metadata = {"render_modes": [], "metric_directions": {"quality": "max", "quality_loss": "min"}}
+
+    def __init__(
+        self, scenario: str = "default", backend: str = "replay", render_mode: str | None = None, **overrides
+    ):
+        if backend not in BACKENDS:
+            raise ValueError(f"backend: {backend!r} is not one of {BACKENDS}")
+        if render_mode is not None:
+            raise ValueError(f"render_mode: SplitInference-v0 has no render modes, got {render_mode!r}")
+        self.config: SplitInferenceConfig = load_scenario(SplitInferenceConfig, ENV_DIR, scenario, overrides)
+        self.backend = backend
+        self.render_mode = render_mode
+        cfg = self.config
+        card = get_model_card(cfg.model_card)
+        catalog = load_hardware_catalog()
+        prompt_tokens, quality_loss = _split_quality_tables(
+            cfg.executed_model, card.num_layers, cfg.profile_dir
+        )
+        self.tables: CostTables = build_tables(
+            card,
+            catalog[cfg.device_hw],
+            catalog[cfg.edge_hw],
+            prompt_tokens,
+            cfg.decode_tokens,
+            cfg.device_weight_bits,
+            cfg.edge_weight_bits,
+            cfg.token_id_bytes,
+            cfg.channel.tx_power_w,
+            cfg.rtt_s,
+            cfg.downlink_rate_bps,
+            quality_loss,
+        )
+        self.num_layers = card.num_layers
+        self.num_prompts = len(prompt_tokens)
+        self.link = WirelessLink(cfg.channel, n_links=1)
+        self._live = None
+        if backend == "live":
+            from edgelam.envs.split_inference.live import LiveSplitQuality
+
+            self._live = LiveSplitQuality(cfg.executed_model, card.num_layers)
+
+        h = cfg.snr_history
+        self.action_space = spaces.MultiDiscrete([self.num_layers + 1, len(BITS)])
+        low = np.concatenate([np.full(h, -1.0), [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]]).astype(np.float32)
+        high = np.concatenate([np.full(h, 2.0), [1.5, 1.0, 1.0, 32.0, QUEUE_SCALE, 1.0]]).astype(np.float32)
+        self.observation_space = spaces.Box(low, high, dtype=np.float32)
+        self._low, self._high = low, high
+        self._w = cfg.reward
+        self._t = 0
+        self._prompt = 0
+        self._util = 0.0
+        self._snr = 0.0
+        self._rate = 0.0
+        self._queue = 0.0
+        self._snr_hist = np.zeros(h)
+
+    # -- state evolution -------------------------------------------------------------------------
+
+    def _next_slot(self) -> None:
+        """Advance channel and edge load one request slot and draw the next request."""
+        cfg, rng = self.config, self.np_random
+        prev_snr = self._snr
+        _, snr, rate = self.link.step(rng)
+        self._snr, self._rate = float(snr[0]), float(rate[0])
+        load = cfg.edge_load
+        shock = rng.standard_normal()
+        u = (
+            load.mean
+            + load.corr * (self._util - load.mean)
+            + load.std * math.sqrt(1.0 - load.corr**2) * shock
+        )
+        self._util = min(max(u, 0.0), load.max_util)
+        self._prompt = int(rng.integers(self.num_prompts))
+        seen = self._snr if cfg.csi_delay_slots == 0 else prev_snr
+        est_db = 10.0 * math.log10(max(seen, 1e-12)) + cfg.csi_noise_db * rng.standard_normal()
+        self._snr_hist = np.roll(self._snr_hist, 1)
+        self._snr_hist[0] = est_db
+
+    @property
+    def prompt_index(self) -> int:
+        """Held-out prompt of the pending request."""
+        return self._prompt
+
+    @property
+    def true_rate_bps(self) -> float:
+        """True uplink rate of the pending request's slot (oracle knowledge)."""
+        return self._rate
+
+    @property
+    def edge_util(self) -> float:
+        """Background utilisation of the edge, announced to the device."""
+        return self._util
+
+    @property
+    def virtual_queue(self) -> float:
+        """Device-energy virtual queue Z (0 without a budget)."""
+        return self._queue
+
+    def estimated_rate_bps(self) -> float:
+        """Uplink rate the device can estimate from its newest (stale, noisy) SNR estimate."""
+        ch = self.config.channel
+        return ch.bandwidth_hz * math.log2(1.0 + 10.0 ** (self._snr_hist[0] / 10.0))
+
+    def _obs(self) -> np.ndarray:
+        cfg = self.config
+        budget = cfg.energy_budget_j
+        queue = 0.0 if budget is None else self._queue / (QUEUE_SCALE * max(budget, 1e-12))
+        raw = np.concatenate(
+            [
+                self._snr_hist / SNR_SCALE_DB,
+                [
+                    math.log10(max(self.estimated_rate_bps(), 1.0)) / 10.0,
+                    self._util,
+                    self.tables.prompt_tokens[self._prompt] / 128.0,
+                    cfg.decode_tokens / 128.0,
+                    queue,
+                    self._t / cfg.episode_length,
+                ],
+            ]
+        )
+        return np.clip(raw, self._low, self._high).astype(np.float32)
+
+    # -- Gymnasium API ---------------------------------------------------------------------------
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        cfg, rng = self.config, self.np_random
+        distance = rng.uniform(*cfg.distance_m, size=1)
+        _, snr, _ = self.link.reset(rng, distance)
+        self._snr = float(snr[0])
+        self._util = float(cfg.edge_load.mean)
+        self._queue = 0.0
+        self._t = 0
+        self._snr_hist = np.full(cfg.snr_history, 10.0 * math.log10(max(self._snr, 1e-12)))
+        self._next_slot()
+        return self._obs(), {"uplink_rate_bps": self._rate, "distance_m": float(distance[0])}
+
+    def _check_action(self, action) -> tuple[int, int]:
+        a = np.asarray(action)
+        if a.shape != (2,) or (not np.issubdtype(a.dtype, np.integer) and not np.all(np.mod(a, 1) == 0)):
+            raise ValueError(f"action must be 2 integers [split_layer, bits_index], got {action!r}")
+        layer, bits = int(a[0]), int(a[1])
+        if not (0 <= layer <= self.num_layers and 0 <= bits < len(BITS)):
+            raise ValueError(
+                f"action {action!r} outside MultiDiscrete([{self.num_layers + 1}, {len(BITS)}]): "
+                f"split_layer in 0..{self.num_layers}, bits_index in 0..{len(BITS) - 1}"
+            )
+        return layer, bits
+
+    def step(self, action):
+        layer, bits = self._check_action(action)
+        cfg, w = self.config, self._w
+        latency, energy, up_bytes, qloss = request_cost(
+            self.tables, self._prompt, layer, bits, self._rate, self._util
+        )
+        if self._live is not None:
+            qloss = self._live.quality_loss(self._prompt, layer, BITS[bits])
+        latency, energy, qloss = float(latency), float(energy), float(qloss)
+        reward = -(w.latency_weight * latency + w.energy_weight_per_j * energy + w.quality_weight * qloss)
+        info = {
+            "latency_s": latency,
+            "energy_j": energy,
+            "quality": 1.0 - qloss,
+            "quality_loss": qloss,
+            "uplink_bytes": float(up_bytes),
+            "uplink_rate_bps": self._rate,
+            "snr_db": 10.0 * math.log10(max(self._snr, 1e-12)),
+            "edge_util": self._util,
+            "split_layer": layer,
+            "bits": BITS[bits],
+            "prompt_index": self._prompt,
+        }
+        if cfg.energy_budget_j is not None:
+            self._queue = max(self._queue + energy - cfg.energy_budget_j, 0.0)
+            info["virtual_queue"] = self._queue
+            info["budget_excess_j"] = energy - cfg.energy_budget_j
+        self._t += 1
+        truncated = self._t >= cfg.episode_length
+        self._next_slot()
+        return self._obs(), float(reward), False, truncated, info

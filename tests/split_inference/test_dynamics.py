@@ -1,0 +1,89 @@
+"""Exact values of the split-inference cost model on a toy table computed by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from edgelam.envs.split_inference.dynamics import (
+    CostTables,
+    all_action_costs,
+    executed_layer_map,
+    request_cost,
+)
+
+
+def toy_tables() -> CostTables:
+    # 4 layers; one prompt of 10 tokens; 3 decoded tokens
+    return CostTables(
+        num_layers=4,
+        prompt_tokens=np.array([10]),
+        decode_tokens=3,
+        dev_layer_s=np.array([0.1]),
+        edge_layer_s=np.array([0.01]),
+        dev_head_s=np.array([0.05]),
+        edge_head_s=np.array([0.005]),
+        act_bytes=np.array([50.0, 100.0, 200.0]),
+        token_id_bytes=4,
+        dev_active_w=2.0,
+        dev_idle_w=0.5,
+        tx_power_w=0.2,
+        rtt_s=0.01,
+        downlink_rate_bps=1e6,
+        quality_loss=np.array([[[0, 0, 0], [0.3, 0.1, 0.0], [0.2, 0.05, 0.0], [0.1, 0.02, 0.0], [0, 0, 0]]]),
+    )
+
+
+def test_device_only_hand_computed():
+    lat, en, up, q = request_cost(toy_tables(), 0, 4, 2, 1e6, 0.5)
+    assert lat == pytest.approx(4 * 0.1 + 0.05)  # no radio, no edge
+    assert en == pytest.approx(2.0 * 0.45)
+    assert up == 0 and q == 0
+
+
+def test_edge_only_hand_computed():
+    lat, en, up, q = request_cost(toy_tables(), 0, 0, 0, 1e6, 0.5)
+    up_s = 10 * 4 * 8 / 1e6
+    edge_s = (4 * 0.01 + 0.005) / 0.5
+    down_s = 3 * 4 * 8 / 1e6
+    assert up == 40
+    assert lat == pytest.approx(up_s + edge_s + 0.01 + down_s)
+    assert en == pytest.approx(0.2 * up_s + 0.5 * (lat - up_s))
+    assert q == 0
+
+
+def test_split_hand_computed():
+    lat, en, up, q = request_cost(toy_tables(), 0, 1, 1, 2e6, 0.0)
+    sent = (10 + 3 - 1) * 100.0
+    up_s = sent * 8 / 2e6
+    dev_s = 0.1
+    edge_s = 3 * 0.01 + 0.005
+    lat_expected = dev_s + up_s + edge_s + 3 * 0.01 + 3 * 4 * 8 / 1e6
+    assert up == sent and q == 0.1
+    assert lat == pytest.approx(lat_expected)
+    assert en == pytest.approx(2.0 * dev_s + 0.2 * up_s + 0.5 * (lat_expected - dev_s - up_s))
+
+
+def test_all_action_costs_broadcast_equals_scalar_calls():
+    t = toy_tables()
+    lat, en, up, q = all_action_costs(t, 0, 3e5, 0.2)
+    assert lat.shape == (5, 3)
+    for layer in range(5):
+        for b in range(3):
+            one = request_cost(t, 0, layer, b, 3e5, 0.2)
+            assert (lat[layer, b], en[layer, b], up[layer, b], q[layer, b]) == pytest.approx(one)
+
+
+def test_channel_decides_the_best_split():
+    t = toy_tables()
+    lat_good, *_ = all_action_costs(t, 0, 1e9, 0.0)
+    lat_bad, *_ = all_action_costs(t, 0, 1e3, 0.0)
+    assert np.unravel_index(np.argmin(lat_good), lat_good.shape)[0] == 0  # fast link: all at the edge
+    assert np.unravel_index(np.argmin(lat_bad), lat_bad.shape)[0] == 4  # dead link: all on the device
+
+
+def test_executed_layer_map_keeps_ends_and_interior():
+    m = executed_layer_map(24, 8)
+    assert m[0] == 0 and m[24] == 8
+    assert m[1:24].min() >= 1 and m[1:24].max() <= 7
+    assert list(executed_layer_map(8, 8)) == list(range(9))
+    assert np.all(np.diff(m) >= 0)
