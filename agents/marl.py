@@ -11,6 +11,7 @@ action spaces (pad them with SuperSuit otherwise).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -18,10 +19,11 @@ import supersuit as ss
 from edgelam.agents.common import ParallelFactory, action_mask, info_sums, make_parallel
 from edgelam.agents.metrics import EpisodeMetrics
 from edgelam.agents.policies import PolicySpec, accepts_masks, resolve_policy, to_env_action
-from edgelam.baselines import Policy
+from edgelam.baselines import Policy, RandomPolicy
 from pettingzoo import ParallelEnv
 from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import VecEnv, VecMonitor
+from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices
 from supersuit.vector.sb3_vector_wrapper import SB3VecEnvWrapper
 
 
@@ -43,6 +45,11 @@ class _SeededVecEnv(SB3VecEnvWrapper):
         self._next_seed = None
         return observations
 
+    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        """An attribute of the parallel env behind each sub-env (one sub-env per agent)."""
+        values = [getattr(m.par_env, attr_name) for m in self.venv.vec_envs for _ in range(m.num_envs)]
+        return [values[i] for i in self._get_indices(indices)]
+
 
 def parallel_vec_env(env_fn: Callable[[], ParallelEnv], n_envs: int = 1, seed: int | None = None) -> VecEnv:
     """An SB3 VecEnv over ``n_envs`` copies of a parallel env, one sub-env per agent.
@@ -62,16 +69,26 @@ def parallel_vec_env(env_fn: Callable[[], ParallelEnv], n_envs: int = 1, seed: i
     return VecMonitor(venv)
 
 
+def _resolve(spec: PolicySpec, env: ParallelEnv, agent: str, seed: int) -> Policy:
+    """Resolve a spec for one agent; ``random`` samples that agent's action space."""
+    if isinstance(spec, str) and spec == "random":
+        return RandomPolicy(SimpleNamespace(action_space=env.action_space(agent)), seed=seed)
+    return resolve_policy(spec, env, seed)
+
+
 def _agent_policies(
     policy: PolicySpec | Mapping[str, PolicySpec], env: ParallelEnv, seed: int
 ) -> dict[str, Policy]:
+    agents = env.possible_agents
     if isinstance(policy, Mapping):
-        missing = set(env.possible_agents) - set(policy)
+        missing = set(agents) - set(policy)
         if missing:
             raise ValueError(f"no policy for agents {sorted(missing)}")
-        return {a: resolve_policy(policy[a], env, seed) for a in env.possible_agents}
+        return {a: _resolve(policy[a], env, a, seed + i) for i, a in enumerate(agents)}
+    if isinstance(policy, str) and policy == "random":
+        return {a: _resolve(policy, env, a, seed + i) for i, a in enumerate(agents)}
     shared = resolve_policy(policy, env, seed)
-    return dict.fromkeys(env.possible_agents, shared)
+    return dict.fromkeys(agents, shared)
 
 
 def evaluate_parallel(
@@ -87,7 +104,9 @@ def evaluate_parallel(
 
     Args:
         policy: one policy spec shared by all agents (each agent's observation is
-            passed to it separately), or agent -> policy spec.
+            passed to it separately), or agent -> policy spec. ``random`` samples each
+            agent's own action space (agent ``i`` seeded with ``seed + i``); other
+            baseline names go through ``edgelam.baselines.make(name, parallel_env)``.
         env: a parallel env id or factory.
         episodes: number of episodes.
         seed: seed of the first episode.

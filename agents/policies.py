@@ -119,11 +119,12 @@ def resolve_policy(spec: PolicySpec, env: Any, seed: int) -> Policy:
     Args:
         spec: an object with ``predict`` (returned as is); a path to a saved model or
             run folder; a baseline name (built with ``edgelam.baselines.make(name, env)``;
-            ``random`` is seeded with ``seed``); or a callable ``env -> policy``.
+            ``random`` is seeded with ``seed``); or a callable ``env -> policy``
+            (a policy class taking the env, for instance).
         env: the env instance the policy will act on.
         seed: the evaluation seed.
     """
-    if hasattr(spec, "predict"):
+    if hasattr(spec, "predict") and not isinstance(spec, type):
         return spec
     if isinstance(spec, (str, Path)):
         if _is_path(spec):
