@@ -5,8 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pytest
-
-from edgelam.envs.core.config import apply_overrides, bounds, build, choices, load_scenario, read_yaml, to_dict
+from edgelam.envs.core.config import (
+    apply_overrides,
+    bounds,
+    build,
+    choices,
+    load_scenario,
+    read_yaml,
+    to_dict,
+)
 
 
 @dataclass(frozen=True)
@@ -26,7 +33,11 @@ class Outer:
 
 def test_build_defaults_and_values():
     cfg = build(Outer, {"episode_length": 5, "channel": {"doppler_hz": 50}})
-    assert cfg.episode_length == 5 and cfg.channel.doppler_hz == 50.0 and isinstance(cfg.channel.doppler_hz, float)
+    assert (
+        cfg.episode_length == 5
+        and cfg.channel.doppler_hz == 50.0
+        and isinstance(cfg.channel.doppler_hz, float)
+    )
     assert cfg.channel.model == "UMi" and cfg.budget_j is None
 
 

@@ -1,1 +1,117 @@
-"""Real-model runtime."""
+"""Real-model runtime: the shipped model family and everything edgelam does with a real model.
+
+Importing it imports torch; transformers is imported by :func:`load` on first use.
+
+Public API:
+
+* Assets: :func:`assets_dir`, :func:`load_prompts`, :func:`family_card`, ``SHIPPED_MODELS``.
+* Models (:mod:`.model`): :func:`load`, :class:`LM`, :class:`KVCache`, :func:`weights_sha256`.
+* Activation quantisation (:mod:`.quantize`): :func:`quantize`, :func:`encode`, :func:`decode`,
+  :func:`bit_errors`, :func:`transmit`, :func:`payload_bytes`.
+* Split execution (:mod:`.split`): :func:`split_quality`, :func:`split_quality_grid`.
+* Speculative sampling (:mod:`.speculative`): :func:`speculative_generate`, :func:`target_sample`,
+  :func:`make_draft`, :func:`acceptance_probability`, :class:`RoundStats`.
+* LoRA (:mod:`.lora`): :func:`attach_lora`, :func:`lora_state`, :func:`load_lora_state`,
+  :func:`average_lora_states`, :func:`lora_bytes`, :func:`train_lora_steps`.
+* Replay files (:mod:`.replay`, :mod:`.profile`): :func:`load_profile`, :func:`load_manifest`,
+  :class:`ProfileError`, :func:`profiles_dir`, :func:`run_profile`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+SHIPPED_MODELS = ("device", "edge", "cloud")
+
+
+def assets_dir() -> Path:
+    """Folder of the shipped assets (models, tokenizer, held-out tokens and prompts, model card)."""
+    return Path(__file__).resolve().parent / "assets"
+
+
+def load_prompts() -> list[dict]:
+    """The held-out prompt set (300 records).
+
+    Each record has ``id``, ``prompt_ids`` (32–128 token ids), ``reference_ids`` (the next
+    32 token ids of the same held-out file), and the decoded ``prompt`` / ``reference`` texts.
+    """
+    path = assets_dir() / "prompts.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing; rebuild with `python -m edgelam.envs.lam.build_family`")
+    with path.open() as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def family_card() -> dict:
+    """The model card ``family.json`` of the shipped family (corpus, tokenizer, per-model losses)."""
+    path = assets_dir() / "family.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing; rebuild with `python -m edgelam.envs.lam.build_family`")
+    return json.loads(path.read_text())
+
+
+from .lora import (  # noqa: E402
+    attach_lora,
+    average_lora_states,
+    load_lora_state,
+    lora_bytes,
+    lora_state,
+    train_lora_steps,
+)
+from .model import LM, KVCache, load, weights_sha256  # noqa: E402
+from .quantize import Encoded, bit_errors, decode, encode, payload_bytes, quantize, transmit  # noqa: E402
+from .replay import FORMAT_VERSION, ProfileError, load_manifest, load_profile, profiles_dir  # noqa: E402
+from .speculative import (  # noqa: E402
+    RoundStats,
+    acceptance_probability,
+    make_draft,
+    speculative_generate,
+    target_sample,
+)
+from .split import split_quality, split_quality_grid  # noqa: E402
+
+
+def run_profile(*args, **kwargs):
+    """Profile the real models into replay files; see :func:`.profile.run_profile`."""
+    from .profile import run_profile as _run_profile
+
+    return _run_profile(*args, **kwargs)
+
+
+__all__ = [
+    "FORMAT_VERSION",
+    "LM",
+    "SHIPPED_MODELS",
+    "Encoded",
+    "KVCache",
+    "ProfileError",
+    "RoundStats",
+    "acceptance_probability",
+    "assets_dir",
+    "attach_lora",
+    "average_lora_states",
+    "bit_errors",
+    "decode",
+    "encode",
+    "family_card",
+    "load",
+    "load_lora_state",
+    "load_manifest",
+    "load_profile",
+    "load_prompts",
+    "lora_bytes",
+    "lora_state",
+    "make_draft",
+    "payload_bytes",
+    "profiles_dir",
+    "quantize",
+    "run_profile",
+    "speculative_generate",
+    "split_quality",
+    "split_quality_grid",
+    "target_sample",
+    "train_lora_steps",
+    "transmit",
+    "weights_sha256",
+]

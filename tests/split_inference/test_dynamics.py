@@ -76,7 +76,7 @@ def test_all_action_costs_broadcast_equals_scalar_calls():
 def test_channel_decides_the_best_split():
     t = toy_tables()
     lat_good, *_ = all_action_costs(t, 0, 1e9, 0.0)
-    lat_bad, *_ = all_action_costs(t, 0, 1e3, 0.0)
+    lat_bad, *_ = all_action_costs(t, 0, 1e2, 0.0)
     assert np.unravel_index(np.argmin(lat_good), lat_good.shape)[0] == 0  # fast link: all at the edge
     assert np.unravel_index(np.argmin(lat_bad), lat_bad.shape)[0] == 4  # dead link: all on the device
 
