@@ -1,0 +1,406 @@
+"""Loading a causal LM and running it layer by layer.
+
+:func:`load` returns an :class:`LM`, a thin wrapper over a Hugging Face Llama-style
+``*ForCausalLM`` (``model.model.embed_tokens``, ``.layers``, ``.norm``, ``.rotary_emb`` and
+``model.lm_head``; Llama, Mistral, Qwen2/3 and the shipped family all have this shape) that
+exposes the pieces split inference and speculative decoding need:
+
+``head(forward_layers(embed(ids), 0, L))`` equals the HF model's logits, and running
+``[0, l)`` then ``[l, L)`` equals ``[0, L)``. A :class:`KVCache` makes incremental decoding
+equal to a full recompute; rotary positions continue from the cache length.
+
+Weights are loaded in float32 for execution, whatever their stored dtype; nothing is ever
+downloaded (``local_files_only=True``).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import SHIPPED_MODELS, assets_dir, replay
+from .quantize import payload_bytes
+
+REBUILD_HINT = "rebuild the shipped family with `python -m edgelam.envs.lam.build_family`"
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+_CACHE: dict[str, LM] = {}
+
+
+class KVCache:
+    """Key/value cache over the HF attention modules, one entry per layer index.
+
+    HF attention calls ``update(key, value, layer_idx)`` with the new (already rotated) keys
+    and values and attends over what it returns, so the same object serves any contiguous
+    range of layers. Each layer keeps its own length: a split run may fill layers ``[0, l)``
+    and ``[l, L)`` from two calls. :meth:`crop` rolls the cache back (speculative decoding
+    after a rejection).
+
+    Shapes: keys and values are ``(batch, kv_heads, tokens, head_dim)``.
+    """
+
+    def __init__(self) -> None:
+        self._keys: dict[int, torch.Tensor] = {}
+        self._values: dict[int, torch.Tensor] = {}
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append ``key_states``/``value_states`` for ``layer_idx``; return all keys and values."""
+        if layer_idx in self._keys:
+            key_states = torch.cat([self._keys[layer_idx], key_states], dim=-2)
+            value_states = torch.cat([self._values[layer_idx], value_states], dim=-2)
+        self._keys[layer_idx] = key_states
+        self._values[layer_idx] = value_states
+        return key_states, value_states
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        """Number of cached tokens of layer ``layer_idx`` (0 when it has none)."""
+        keys = self._keys.get(layer_idx)
+        return 0 if keys is None else int(keys.shape[-2])
+
+    def crop(self, length: int) -> None:
+        """Keep the first ``length`` tokens of every layer (roll back what came after)."""
+        if length < 0:
+            raise ValueError(f"crop length must be >= 0, got {length}")
+        for idx in list(self._keys):
+            self._keys[idx] = self._keys[idx][..., :length, :]
+            self._values[idx] = self._values[idx][..., :length, :]
+
+    def nbytes(self) -> int:
+        """Bytes held by the cached tensors."""
+        return sum(t.numel() * t.element_size() for t in [*self._keys.values(), *self._values.values()])
+
+
+class LM:
+    """A causal LM run layer by layer (see the module docstring).
+
+    Attributes:
+        name: shipped name (``device``/``edge``/``cloud``), folder name, or a derived name
+            (``cloud:early_exit:2``).
+        model: the underlying HF ``*ForCausalLM`` (float32, eval mode, weights frozen).
+        tokenizer: the HF tokenizer of the folder (``None`` if the folder has none).
+        num_layers: decoder layers this wrapper runs (fewer than the HF model for an early exit).
+        hidden_size, vocab_size: model shapes.
+        path: the folder it was loaded from (``None`` for derived models).
+
+    Token ids may be a list, a 1-D ``(T,)`` or 2-D ``(B, T)`` tensor/array; hidden states are
+    always ``(B, T, hidden_size)`` and logits ``(B, T, vocab_size)``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer=None,
+        name: str = "model",
+        num_layers: int | None = None,
+        path: Path | None = None,
+    ) -> None:
+        base = getattr(model, "model", None)
+        missing = [
+            attr
+            for obj, attr in (
+                (model, "lm_head"),
+                (base, "embed_tokens"),
+                (base, "layers"),
+                (base, "norm"),
+                (base, "rotary_emb"),
+            )
+            if obj is None or not hasattr(obj, attr)
+        ]
+        if missing:
+            raise ValueError(
+                f"{name}: not a Llama-style causal LM (needs model.embed_tokens, model.layers, model.norm, "
+                f"model.rotary_emb and lm_head; missing {missing}); got {type(model).__name__}"
+            )
+        total = len(base.layers)
+        num_layers = total if num_layers is None else num_layers
+        if not 1 <= num_layers <= total:
+            raise ValueError(f"num_layers must be in [1, {total}], got {num_layers}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name = name
+        self.path = path
+        self.config = model.config
+        self.num_layers = num_layers
+        self.hidden_size = int(model.config.hidden_size)
+        self.vocab_size = int(model.lm_head.weight.shape[0])
+        self._embed_tokens = base.embed_tokens
+        self._layers = list(base.layers)[:num_layers]
+        self._norm = base.norm
+        self._rotary = base.rotary_emb
+        self._lm_head = model.lm_head
+        self._derived: dict[str, LM] = {}
+
+    def __repr__(self) -> str:
+        return f"LM({self.name!r}, layers={self.num_layers}, d={self.hidden_size}, vocab={self.vocab_size})"
+
+    @property
+    def device(self) -> torch.device:
+        return self._lm_head.weight.device
+
+    def new_cache(self) -> KVCache:
+        """An empty KV cache for incremental decoding with this model."""
+        return KVCache()
+
+    def cached_tokens(self, cache: KVCache) -> int:
+        """Tokens ``cache`` holds for this model's first layer."""
+        return cache.get_seq_length(self._layer_idx(0))
+
+    def as_ids(self, ids) -> torch.Tensor:
+        """Token ids as a ``(B, T)`` int64 tensor on the model's device."""
+        t = torch.as_tensor(np.asarray(ids) if not isinstance(ids, torch.Tensor) else ids, dtype=torch.long)
+        if t.ndim == 1:
+            t = t.unsqueeze(0)
+        if t.ndim != 2:
+            raise ValueError(f"token ids must be 1-D or 2-D, got shape {tuple(t.shape)}")
+        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= self.vocab_size):
+            raise ValueError(
+                f"token ids must be in [0, {self.vocab_size}), got [{int(t.min())}, {int(t.max())}]"
+            )
+        return t.to(self.device)
+
+    def embed(self, ids) -> torch.Tensor:
+        """Token embeddings ``(B, T, d)`` (the hidden state entering layer 0)."""
+        return self._embed_tokens(self.as_ids(ids))
+
+    def forward_layers(
+        self,
+        h: torch.Tensor,
+        start: int,
+        end: int,
+        cache: KVCache | None = None,
+        positions: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Run decoder layers ``[start, end)`` on hidden states ``h`` ``(B, T, d)``.
+
+        Args:
+            h: hidden states entering layer ``start``.
+            start, end: layer range, ``0 <= start <= end <= num_layers``.
+            cache: KV cache; the ``T`` new tokens attend to what layer ``start`` already holds
+                and are appended to it.
+            positions: rotary positions ``(T,)`` or ``(B, T)``; default continues from the
+                cache length of layer ``start`` (``0..T-1`` without a cache).
+        """
+        if not 0 <= start <= end <= self.num_layers:
+            raise ValueError(
+                f"layer range must satisfy 0 <= start <= end <= {self.num_layers}, got [{start}, {end})"
+            )
+        if h.ndim != 3 or h.shape[-1] != self.hidden_size:
+            raise ValueError(f"hidden states must be (B, T, {self.hidden_size}), got {tuple(h.shape)}")
+        if start == end:
+            return h
+        batch, seq_len = h.shape[:2]
+        past = cache.get_seq_length(self._layer_idx(start)) if cache is not None else 0
+        if positions is None:
+            positions = torch.arange(past, past + seq_len, device=h.device)
+        positions = torch.as_tensor(positions, device=h.device, dtype=torch.long)
+        if positions.ndim == 1:
+            positions = positions.unsqueeze(0)
+        positions = positions.expand(batch, seq_len)
+        position_embeddings = self._rotary(h, positions)
+        mask = self._attention_mask(seq_len, past, h.dtype, h.device)
+        for layer in self._layers[start:end]:
+            out = layer(
+                h,
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=cache,
+                use_cache=cache is not None,
+                position_embeddings=position_embeddings,
+            )
+            h = out[0] if isinstance(out, tuple) else out
+        return h
+
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        """Final norm + LM head: logits ``(B, T, vocab)`` from the last layer's hidden states."""
+        return self._lm_head(self._norm(h))
+
+    def logits(self, ids, cache: KVCache | None = None, last: int | None = None) -> torch.Tensor:
+        """Logits ``(B, T, vocab)`` of ``ids`` through all layers (appending to ``cache``).
+
+        ``last=k`` applies the head to the last ``k`` positions only (``(B, k, vocab)``).
+        """
+        h = self.forward_layers(self.embed(ids), 0, self.num_layers, cache=cache)
+        if last is not None:
+            h = h[:, -last:]
+        return self.head(h)
+
+    def _layer_idx(self, i: int) -> int:
+        return int(getattr(self._layers[i].self_attn, "layer_idx", i))
+
+    def _attention_mask(self, seq_len: int, past: int, dtype: torch.dtype, device) -> torch.Tensor | None:
+        """Additive causal mask ``(1, 1, T, past + T)``; ``None`` where attention needs none.
+
+        A single new token attends to everything cached; SDPA applies causality itself when
+        nothing is cached. Every other case (eager attention, several new tokens after a
+        cache: speculative verification) gets an explicit mask.
+        """
+        if seq_len == 1:
+            return None
+        if past == 0 and getattr(self.config, "_attn_implementation", "eager") == "sdpa":
+            return None
+        kv = past + seq_len
+        allowed = (
+            torch.arange(kv, device=device)[None, :] <= (past + torch.arange(seq_len, device=device))[:, None]
+        )
+        mask = torch.zeros(seq_len, kv, dtype=dtype, device=device)
+        mask.masked_fill_(~allowed, torch.finfo(dtype).min)
+        return mask[None, None]
+
+    def layer_flops(self, seq_len: int, context_len: int = 0) -> np.ndarray:
+        """Matmul FLOPs per decoder layer, shape ``(num_layers,)``, from the real weight shapes.
+
+        ``seq_len`` new tokens attending causally to ``context_len`` cached tokens plus
+        themselves (prefill: ``context_len=0``; one decoded token: ``seq_len=1``). Counts
+        ``2 * in * out`` per token for every linear layer and ``4 * head_dim * heads`` per
+        (query, key) pair for scores and weighted values; norms, RoPE and activations are
+        neglected (< 1%).
+        """
+        if seq_len < 0 or context_len < 0:
+            raise ValueError(f"seq_len and context_len must be >= 0, got {seq_len}, {context_len}")
+        pairs = seq_len * context_len + seq_len * (seq_len + 1) // 2
+        out = np.zeros(self.num_layers)
+        for i, layer in enumerate(self._layers):
+            linear = sum(m.in_features * m.out_features for m in layer.modules() if isinstance(m, nn.Linear))
+            attn = layer.self_attn
+            heads = int(getattr(attn, "num_heads", None) or self.config.num_attention_heads)
+            out[i] = 2.0 * seq_len * linear + 4.0 * pairs * heads * attn.head_dim
+        return out
+
+    def head_flops(self, seq_len: int) -> float:
+        """Matmul FLOPs of the LM head for ``seq_len`` tokens."""
+        return 2.0 * seq_len * self.hidden_size * self.vocab_size
+
+    def activation_bytes(self, seq_len: int, bits: int, scheme: str = "per_token") -> int:
+        """Bytes sent when splitting after a layer: ``seq_len`` hidden states at ``bits`` bits.
+
+        Includes the fp16 scale per token (``per_token``) or per channel (``per_channel``)
+        that 4/8-bit quantisation transmits with the codes; see :func:`.quantize.payload_bytes`.
+        """
+        return payload_bytes(seq_len, self.hidden_size, bits, scheme)
+
+    @property
+    def num_params(self) -> int:
+        """Distinct parameters of the layers this wrapper runs, embeddings and head (tied counted once)."""
+        params = {
+            id(p): p
+            for m in [self._embed_tokens, *self._layers, self._norm, self._lm_head]
+            for p in m.parameters()
+        }
+        return sum(p.numel() for p in params.values())
+
+    @property
+    def param_bytes(self) -> int:
+        """Bytes of :attr:`num_params` at 16 bits per weight (the shipped fp16 storage)."""
+        return 2 * self.num_params
+
+    def layer_param_bytes(self, bits: int = 16) -> np.ndarray:
+        """Bytes of each decoder layer's weights at ``bits`` per weight, shape ``(num_layers,)``."""
+        return np.array([sum(p.numel() for p in layer.parameters()) * bits / 8 for layer in self._layers])
+
+    def truncated(self, num_layers: int) -> LM:
+        """Early-exit view: the first ``num_layers`` layers, then this model's final norm and head.
+
+        Shares the weights (no copy); use its own :class:`KVCache`.
+        """
+        key = f"early_exit:{num_layers}"
+        if key not in self._derived:
+            if not 1 <= num_layers < self.num_layers:
+                raise ValueError(f"early exit needs 1 <= k < {self.num_layers}, got {num_layers}")
+            self._derived[key] = LM(self.model, self.tokenizer, f"{self.name}:{key}", num_layers, None)
+        return self._derived[key]
+
+    def fake_quantized(self, bits: int = 8) -> LM:
+        """Copy whose linear weights (decoder layers and head) are symmetric per-output-channel
+        ``bits``-bit fake-quantised: ``W = round(W / s) * s``, ``s = max|W_row| / (2^(bits-1) - 1)``.
+        Tied embeddings share the head's quantised weight.
+        """
+        key = f"int{bits}"
+        if key not in self._derived:
+            if not 2 <= bits <= 16:
+                raise ValueError(f"weight bits must be in [2, 16], got {bits}")
+            model = copy.deepcopy(self.model)
+            qmax = 2 ** (bits - 1) - 1
+            with torch.no_grad():
+                for module in model.modules():
+                    if isinstance(module, nn.Linear):
+                        w = module.weight
+                        scale = w.abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / qmax
+                        w.copy_(torch.round(w / scale).clamp(-qmax, qmax) * scale)
+            self._derived[key] = LM(model, self.tokenizer, f"{self.name}:{key}", self.num_layers, None)
+        return self._derived[key]
+
+
+def resolve_path(name_or_path: str | Path) -> Path:
+    """Folder of a shipped model name or a local HF folder; raises if it has no weights."""
+    name = str(name_or_path)
+    if name in SHIPPED_MODELS:
+        path = assets_dir() / "models" / name
+        for fname in ("config.json", "model.safetensors"):
+            if not (path / fname).exists():
+                raise FileNotFoundError(f"shipped model {name!r} is missing {path / fname}; {REBUILD_HINT}")
+        return path
+    path = Path(name_or_path).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"{name!r} is neither a shipped model ({'|'.join(SHIPPED_MODELS)}) nor a local Hugging Face "
+            "model folder (models are never downloaded)"
+        )
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"{path} has no config.json: not a Hugging Face model folder")
+    if not any((path / f).exists() for f in WEIGHT_FILES):
+        raise FileNotFoundError(f"{path} has no weights (expected one of {', '.join(WEIGHT_FILES)})")
+    return path.resolve()
+
+
+def load(name_or_path: str | Path, fresh: bool = False) -> LM:
+    """Load a shipped model (``device``, ``edge``, ``cloud``) or a local HF causal-LM folder.
+
+    Models are cached per resolved folder; every caller shares the same weights. Pass
+    ``fresh=True`` for a private copy (e.g. before attaching and training LoRA adapters).
+
+    Raises:
+        FileNotFoundError: unknown name, missing folder or missing weight file (the message
+            says which file and, for shipped models, how to rebuild them).
+        ValueError: the folder is not a Llama-style causal LM.
+    """
+    path = resolve_path(name_or_path)
+    key = str(path)
+    if not fresh and key in _CACHE:
+        return _CACHE[key]
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    name = str(name_or_path) if str(name_or_path) in SHIPPED_MODELS else path.name
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch.float32)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        except (OSError, ValueError):
+            tokenizer = None
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+    model.eval()
+    model.requires_grad_(False)
+    lm = LM(model, tokenizer, name, path=path)
+    if not fresh:
+        _CACHE[key] = lm
+    return lm
+
+
+def weights_sha256(name_or_path: str | Path) -> str:
+    """SHA-256 over the weight files of a shipped name or local folder (:func:`.replay.weights_sha256`)."""
+    return replay.weights_sha256(resolve_path(name_or_path))
