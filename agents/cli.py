@@ -3,8 +3,8 @@
 Every subcommand takes ``--json`` (machine-readable output on stdout, nothing
 else there). ``--set key=value`` sets a dotted scenario key (the value is read as
 YAML: ``--set channel.doppler_hz=50 --set energy.enabled=true``). User errors
-(unknown env id, bad ``--set``, invalid scenario values) print one line
-``error: ...`` on stderr and exit with status 2.
+(unknown env id, bad ``--set``, invalid scenario values, missing model or
+profile files) print one line ``error: ...`` on stderr and exit with status 2.
 """
 
 from __future__ import annotations
@@ -237,7 +237,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
         from edgelam.envs.lam import run_profile
     except ImportError as exc:
         raise ValueError(f"profiling is not available: {exc}") from None
-    paths = run_profile(out_dir=args.out, n_prompts=args.prompts, quick=args.quick)
+    extra = {"log": lambda message: print(message, file=sys.stderr)} if args.json else {}
+    paths = run_profile(out_dir=args.out, n_prompts=args.prompts, quick=args.quick, **extra)
     if args.json:
         _print_json({"files": [str(p) for p in paths]})
     else:
@@ -332,7 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)
-    except (ValueError, gym.error.Error) as exc:
+    except (ValueError, FileNotFoundError, FileExistsError, gym.error.Error) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

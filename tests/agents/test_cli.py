@@ -74,7 +74,8 @@ def test_profile_calls_run_profile_lazily(capsys, monkeypatch, tmp_path):
 
     seen = {}
 
-    def fake_run_profile(out_dir=None, n_prompts=300, quick=False):
+    def fake_run_profile(out_dir=None, n_prompts=300, quick=False, log=print):
+        log("progress goes to stderr with --json")
         seen.update(out_dir=out_dir, n_prompts=n_prompts, quick=quick)
         return [tmp_path / "a.npz"]
 
