@@ -31,7 +31,14 @@ from typing import Any
 
 import gymnasium as gym
 from edgelam.agents import hyperparams as hp
-from edgelam.agents.common import is_parallel, make_env, make_parallel, torch_threads, with_action_masks
+from edgelam.agents.common import (
+    check_env_id,
+    is_parallel,
+    make_env,
+    make_parallel,
+    torch_threads,
+    with_action_masks,
+)
 from edgelam.agents.marl import parallel_vec_env
 from edgelam.agents.policies import (
     META,
@@ -188,9 +195,12 @@ def make_train_env(
     (MaskablePPO gets ``action_masks()``); parallel ids: :func:`parallel_vec_env`.
 
     Raises:
-        ValueError: if the algorithm does not handle the env's action space.
+        ValueError: if the algorithm does not handle the env's action space (or is
+            ``maskable_ppo`` on a parallel env).
     """
     if is_parallel(env_id):
+        if algo == "maskable_ppo":
+            raise ValueError("maskable_ppo is not supported with parameter sharing (parallel envs)")
         venv = parallel_vec_env(lambda: make_parallel(env_id, scenario, env_kwargs), n_envs, seed)
     else:
 
@@ -249,6 +259,7 @@ def train(
             algorithm does not handle, a run already in ``out_dir`` without
             ``resume``, or a resumed run whose settings differ.
     """
+    check_env_id(env_id)
     algo_cls = hp.algo_class(algo)
     params = hp.resolve(env_id, algo, hyperparams)
     if n_envs is not None:
