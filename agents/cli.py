@@ -176,8 +176,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from edgelam.agents.compare import format_cell
 
     rows = [["metric", "mean ± 95% CI"], *([m, format_cell(v[0], v[1])] for m, v in summary.items())]
-    title = f"{args.policy} on {args.env}: {args.episodes} episodes from seed {args.seed}"
-    Console().print(_table(title, rows, left=1), crop=False)
+    console = Console()
+    console.print(_table(f"{args.policy} on {args.env}", rows, left=1), crop=False)
+    console.print(f"{args.episodes} episodes, reset seeds {args.seed}..{args.seed + args.episodes - 1}")
     return 0
 
 
