@@ -25,8 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from edgelam.envs.core.config import bounds, choices
+from scipy.signal import lfilter
 from scipy.special import j0
+
+from edgelam.envs.core.config import bounds, choices
 
 SPEED_OF_LIGHT_MPS = 3.0e8
 """Speed of light c in m/s as used by 3GPP TR 38.901 (Table 7.4.1-1, note 1)."""
@@ -405,6 +407,26 @@ class GaussMarkovFading:
         self.h = self.rho * self.h + self._innovation * self._cn(rng)
         return self.power_gain
 
+    def trajectory(self, rng: np.random.Generator, n_slots: int) -> np.ndarray:
+        """Advance ``n_slots`` slots at once; return the power gains, shape (N, n_slots).
+
+        The same recursion as :meth:`step`, run by ``scipy.signal.lfilter`` over a
+        block of innovations drawn in one call (shape (2, N, n_slots)): envs that
+        precompute a block of slots use it instead of one :meth:`step` per slot.
+        """
+        if not (isinstance(n_slots, (int, np.integer)) and n_slots >= 1):
+            raise ValueError(f"n_slots: expected a positive int, got {n_slots!r}")
+        z = rng.standard_normal((2, self.n_links, n_slots))
+        e = (z[0] + 1j * z[1]) * math.sqrt(0.5)
+        rho = np.broadcast_to(self.rho, (self.n_links,))
+        h = np.empty((self.n_links, n_slots), dtype=np.complex128)
+        for r in np.unique(rho):  # one filter per distinct correlation (usually one)
+            rows = rho == r
+            x = e[rows] * math.sqrt(1.0 - r**2)
+            h[rows], _ = lfilter([1.0], [1.0, -r], x, axis=1, zi=(r * self.h[rows])[:, None])
+        self.h = h[:, -1].copy()
+        return h.real**2 + h.imag**2
+
 
 # -- link: path loss + shadowing + fading ------------------------------------------------------------
 
@@ -553,6 +575,20 @@ class WirelessLink:
     def step(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Advance fading one slot; return (gain, snr, rate_bps), each shape (N,)."""
         return self._outputs(self.fading.step(rng))
+
+    def trajectory(self, rng: np.random.Generator, n_slots: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Advance fading ``n_slots`` slots (large-scale state fixed); (gain, snr, rate_bps), each (N, n_slots).
+
+        Leaves the link in the state of the last slot, as ``n_slots`` calls of
+        :meth:`step` would (with a different but equally distributed random stream).
+        """
+        cfg = self.config
+        power = self.fading.trajectory(rng, n_slots) if cfg.fading else np.ones((self.n_links, n_slots))
+        gain = self.large_scale_gain[:, None] * power
+        snr = cfg.tx_power_w * gain / self._noise_w
+        rate = cfg.bandwidth_hz * np.log2(1.0 + snr)
+        self.gain, self.snr, self.rate_bps = gain[:, -1].copy(), snr[:, -1].copy(), rate[:, -1].copy()
+        return gain, snr, rate
 
     def move(
         self, rng: np.random.Generator, distances_m: np.ndarray | float, moved_m: np.ndarray | float | None = None

@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from edgelam.envs.core.hardware import HardwareSpec, lm_head_cost, transformer_layer_cost
 from edgelam.envs.core.model_cards import ModelCard
 

@@ -7,6 +7,9 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from gymnasium import spaces
+from scipy.signal import lfilter
+
 from edgelam.envs.core.channel import WirelessLink
 from edgelam.envs.core.config import load_scenario
 from edgelam.envs.core.hardware import load_hardware_catalog
@@ -19,12 +22,12 @@ from edgelam.envs.split_inference.dynamics import (
     executed_layer_map,
     request_cost,
 )
-from gymnasium import spaces
 
 BACKENDS = ("replay", "live")
 # observation scaling: SNR in dB / 40, log10(rate in bit/s) / 10, prompt tokens / 128, decode tokens / 128
 SNR_SCALE_DB = 40.0
 QUEUE_SCALE = 10.0
+BLOCK = 256  # request slots of exogenous state drawn per vectorised batch of random numbers
 
 
 def _split_quality_tables(
@@ -140,37 +143,55 @@ class SplitInferenceEnv(gym.Env):
         low = np.concatenate([np.full(h, -1.0), [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]]).astype(np.float32)
         high = np.concatenate([np.full(h, 2.0), [1.5, 1.0, 1.0, 32.0, QUEUE_SCALE, 1.0]]).astype(np.float32)
         self.observation_space = spaces.Box(low, high, dtype=np.float32)
-        self._low, self._high = low, high
+        self._obs_buf = np.zeros(len(low), dtype=np.float32)
         self._w = cfg.reward
         self._t = 0
         self._prompt = 0
         self._util = 0.0
-        self._snr = 0.0
+        self._snr_db = 0.0
         self._rate = 0.0
         self._queue = 0.0
-        self._snr_hist = np.zeros(h)
+        self._snr_hist: list[float] = [0.0] * h
 
     # -- state evolution -------------------------------------------------------------------------
 
-    def _next_slot(self) -> None:
-        """Advance channel and edge load one request slot and draw the next request."""
+    def _new_block(self) -> None:
+        """Draw the exogenous state of the next ``BLOCK`` request slots in a few vectorised calls.
+
+        Per slot: fading (Gauss-Markov, ``WirelessLink.trajectory``), the edge's
+        latent AR(1) utilisation (clipped to [0, max_util] when observed), the
+        request's held-out prompt, and the device's SNR estimate (``csi_delay_slots``
+        old, with ``csi_noise_db`` log-normal error). Row k of the block is slot k.
+        """
         cfg, rng = self.config, self.np_random
-        prev_snr = self._snr
-        _, snr, rate = self.link.step(rng)
-        self._snr, self._rate = float(snr[0]), float(rate[0])
+        _, snr, rate = self.link.trajectory(rng, BLOCK)
         load = cfg.edge_load
-        shock = rng.standard_normal()
-        u = (
-            load.mean
-            + load.corr * (self._util - load.mean)
-            + load.std * math.sqrt(1.0 - load.corr**2) * shock
-        )
-        self._util = min(max(u, 0.0), load.max_util)
-        self._prompt = int(rng.integers(self.num_prompts))
-        seen = self._snr if cfg.csi_delay_slots == 0 else prev_snr
-        est_db = 10.0 * math.log10(max(seen, 1e-12)) + cfg.csi_noise_db * rng.standard_normal()
-        self._snr_hist = np.roll(self._snr_hist, 1)
-        self._snr_hist[0] = est_db
+        shocks = load.std * math.sqrt(1.0 - load.corr**2) * rng.standard_normal(BLOCK)
+        latent, _ = lfilter([1.0], [1.0, -load.corr], shocks, zi=[load.corr * self._latent_util])
+        self._latent_util = float(latent[-1])
+        snr_db = 10.0 * np.log10(np.maximum(snr[0], 1e-12))
+        seen_db = snr_db if cfg.csi_delay_slots == 0 else np.concatenate([[self._last_snr_db], snr_db[:-1]])
+        self._last_snr_db = float(snr_db[-1])
+        est_db = seen_db + cfg.csi_noise_db * rng.standard_normal(BLOCK)
+        self._block_snr_db = snr_db.tolist()
+        self._block_rate = rate[0].tolist()
+        self._block_util = np.clip(load.mean + latent, 0.0, load.max_util).tolist()
+        self._block_prompt = rng.integers(self.num_prompts, size=BLOCK).tolist()
+        self._block_est_db = est_db.tolist()
+        self._k = 0
+
+    def _next_slot(self) -> None:
+        """Move to the next request slot (a new block every ``BLOCK`` slots)."""
+        self._k += 1
+        if self._k >= BLOCK:
+            self._new_block()
+        k = self._k
+        self._snr_db = self._block_snr_db[k]
+        self._rate = self._block_rate[k]
+        self._util = self._block_util[k]
+        self._prompt = self._block_prompt[k]
+        self._snr_hist.insert(0, self._block_est_db[k])
+        self._snr_hist.pop()
 
     @property
     def prompt_index(self) -> int:
@@ -194,27 +215,24 @@ class SplitInferenceEnv(gym.Env):
 
     def estimated_rate_bps(self) -> float:
         """Uplink rate the device can estimate from its newest (stale, noisy) SNR estimate."""
-        ch = self.config.channel
-        return ch.bandwidth_hz * math.log2(1.0 + 10.0 ** (self._snr_hist[0] / 10.0))
+        return self.config.channel.bandwidth_hz * math.log2(1.0 + 10.0 ** (self._snr_hist[0] / 10.0))
 
     def _obs(self) -> np.ndarray:
         cfg = self.config
         budget = cfg.energy_budget_j
-        queue = 0.0 if budget is None else self._queue / (QUEUE_SCALE * max(budget, 1e-12))
-        raw = np.concatenate(
-            [
-                self._snr_hist / SNR_SCALE_DB,
-                [
-                    math.log10(max(self.estimated_rate_bps(), 1.0)) / 10.0,
-                    self._util,
-                    self.tables.prompt_tokens[self._prompt] / 128.0,
-                    cfg.decode_tokens / 128.0,
-                    queue,
-                    self._t / cfg.episode_length,
-                ],
-            ]
-        )
-        return np.clip(raw, self._low, self._high).astype(np.float32)
+        queue = 0.0 if budget is None else min(self._queue / (QUEUE_SCALE * max(budget, 1e-12)), QUEUE_SCALE)
+        rate = math.log10(max(self.estimated_rate_bps(), 1.0)) / 10.0
+        obs = self._obs_buf
+        obs[: len(self._snr_hist)] = [min(max(x / SNR_SCALE_DB, -1.0), 2.0) for x in self._snr_hist]
+        obs[-6:] = [
+            min(rate, 1.5),
+            self._util,
+            min(self.tables.prompt_tokens[self._prompt] / 128.0, 1.0),
+            cfg.decode_tokens / 128.0,
+            queue,
+            self._t / cfg.episode_length,
+        ]
+        return obs.copy()
 
     # -- Gymnasium API ---------------------------------------------------------------------------
 
@@ -223,17 +241,19 @@ class SplitInferenceEnv(gym.Env):
         cfg, rng = self.config, self.np_random
         distance = rng.uniform(*cfg.distance_m, size=1)
         _, snr, _ = self.link.reset(rng, distance)
-        self._snr = float(snr[0])
-        self._util = float(cfg.edge_load.mean)
+        self._last_snr_db = 10.0 * math.log10(max(float(snr[0]), 1e-12))
+        self._latent_util = 0.0
         self._queue = 0.0
         self._t = 0
-        self._snr_hist = np.full(cfg.snr_history, 10.0 * math.log10(max(self._snr, 1e-12)))
+        self._snr_hist = [self._last_snr_db] * cfg.snr_history
+        self._new_block()
+        self._k = -1
         self._next_slot()
         return self._obs(), {"uplink_rate_bps": self._rate, "distance_m": float(distance[0])}
 
     def _check_action(self, action) -> tuple[int, int]:
-        a = np.asarray(action)
-        if a.shape != (2,) or (not np.issubdtype(a.dtype, np.integer) and not np.all(np.mod(a, 1) == 0)):
+        a = action if isinstance(action, np.ndarray) else np.asarray(action)
+        if a.shape != (2,) or (a.dtype.kind not in "iu" and not np.all(np.mod(a, 1) == 0)):
             raise ValueError(f"action must be 2 integers [split_layer, bits_index], got {action!r}")
         layer, bits = int(a[0]), int(a[1])
         if not (0 <= layer <= self.num_layers and 0 <= bits < len(BITS)):
@@ -260,7 +280,7 @@ class SplitInferenceEnv(gym.Env):
             "quality_loss": qloss,
             "uplink_bytes": float(up_bytes),
             "uplink_rate_bps": self._rate,
-            "snr_db": 10.0 * math.log10(max(self._snr, 1e-12)),
+            "snr_db": self._snr_db,
             "edge_util": self._util,
             "split_layer": layer,
             "bits": BITS[bits],

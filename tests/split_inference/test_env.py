@@ -1,0 +1,105 @@
+"""SplitInference-v0 behaviour: baselines rank as the physics says, Lyapunov keeps its budget, replay = live."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import edgelam.envs  # noqa: F401
+from edgelam.agents.evaluate import evaluate
+from edgelam.baselines import available, make
+
+ENV_ID = "edgelam/SplitInference-v0"
+
+GOOD = {  # 10 m line-of-sight, no shadowing or fading, idle edge
+    "distance_m": [10.0, 10.0],
+    "channel.los": "los",
+    "channel.shadowing": False,
+    "channel.fading": False,
+    "channel.bandwidth_hz": 100e6,
+    "edge_load.mean": 0.0,
+    "edge_load.std": 0.0,
+    "rtt_s": 0.001,
+}
+BAD = {"distance_m": [4000.0, 5000.0], "channel.los": "nlos", "channel.fading": False, "channel.shadowing": False}
+
+
+def mean_return(policy: str, overrides: dict, episodes: int = 3, **extra) -> float:
+    rows = evaluate(policy, ENV_ID, episodes=episodes, seed=0, env_kwargs={"episode_length": 50, **overrides, **extra})
+    return float(np.mean([r["return"] for r in rows]))
+
+
+def test_baselines_are_registered():
+    assert {"device_only", "edge_only", "neurosurgeon", "oracle", "lyapunov", "random"} <= set(available(ENV_ID))
+
+
+def test_good_channel_edge_wins_bad_channel_device_wins():
+    names = ["device_only", "edge_only", "random"]
+    good = {n: mean_return(n, GOOD) for n in names}
+    bad = {n: mean_return(n, BAD) for n in names}
+    assert max(good, key=good.get) == "edge_only"
+    assert max(bad, key=bad.get) == "device_only"
+    # the exhaustive search finds at least the best of the two static policies in both regimes
+    assert mean_return("neurosurgeon", GOOD) >= good["edge_only"] - 1e-9
+    assert mean_return("neurosurgeon", BAD) >= bad["device_only"] - 1e-9
+
+
+def test_oracle_beats_neurosurgeon_beats_random_on_default():
+    ret = {n: mean_return(n, {}, episodes=4) for n in ("oracle", "neurosurgeon", "random")}
+    assert ret["oracle"] >= ret["neurosurgeon"] > ret["random"]
+
+
+def _lyapunov_run(v: float, budget: float, steps: int = 3000) -> tuple[float, float, float]:
+    env = gym.make(ENV_ID, episode_length=steps, energy_budget_j=budget)
+    policy = make("lyapunov", env, v=v)
+    obs, _ = env.reset(seed=5)
+    energy, cost, queue = [], [], 0.0
+    w = env.unwrapped.config.reward
+    for _ in range(steps):
+        action, _ = policy.predict(obs)
+        obs, reward, _, truncated, info = env.step(action)
+        energy.append(info["energy_j"])
+        cost.append(w.latency_weight * info["latency_s"] + w.quality_weight * info["quality_loss"])
+        queue = info["virtual_queue"]
+        if truncated:
+            break
+    return float(np.mean(energy)), float(np.mean(cost)), queue
+
+
+def _unconstrained_energy() -> float:
+    rows = evaluate("neurosurgeon", ENV_ID, episodes=2, seed=5, env_kwargs={"episode_length": 500})
+    return float(np.mean([r["energy_j"] for r in rows]))
+
+
+@pytest.mark.slow
+def test_lyapunov_keeps_energy_budget_and_trades_cost_with_v():
+    free_energy = _unconstrained_energy()
+    budget = 0.8 * free_energy  # binding: below what the unconstrained search spends
+    runs = {v: _lyapunov_run(v, budget) for v in (0.1, 1.0, 10.0)}
+    for v, (mean_energy, _, queue) in runs.items():
+        # time-average energy <= budget + Z(T)/T (Neely 2010, virtual queue bound)
+        assert mean_energy <= budget + queue / 3000 + 1e-9, v
+        assert mean_energy <= budget * 1.05, v
+    costs = [runs[v][1] for v in (0.1, 1.0, 10.0)]
+    assert costs[0] >= costs[1] >= costs[2]  # larger V -> closer to the unconstrained optimum
+    queues = [runs[v][2] for v in (0.1, 1.0, 10.0)]
+    assert queues[2] >= queues[0]  # ... at the price of a longer queue (O(V))
+
+
+@pytest.mark.slow
+def test_replay_and_live_agree():
+    stats = {}
+    for backend in ("replay", "live"):
+        env = gym.make(ENV_ID, backend=backend, episode_length=500)
+        env.action_space.seed(0)
+        env.reset(seed=0)
+        q, lat = [], []
+        for _ in range(500):
+            _, _, _, truncated, info = env.step(env.action_space.sample())
+            q.append(info["quality"])
+            lat.append(info["latency_s"])
+        stats[backend] = (np.mean(q), np.mean(lat))
+    (q_r, l_r), (q_l, l_l) = stats["replay"], stats["live"]
+    assert abs(q_r - q_l) <= 0.05 * q_l
+    assert abs(l_r - l_l) <= 0.05 * l_l
