@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
 from edgelam.envs.core.config import bounds, build, choices, configs_dir, read_yaml
 from edgelam.envs.core.model_cards import ModelCard, file_stamp
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from edgelam.envs.core.config import bounds, build, configs_dir, read_yaml
 
 

@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 import pytest
+
 from edgelam.envs.core.channel import (
     NOISE_PSD_W_PER_HZ,
     ChannelConfig,
@@ -151,6 +152,35 @@ def test_gauss_markov_autocorrelation_matches_bessel(speed_kmh):
     assert power / (n_links * n_slots) == pytest.approx(1.0, abs=0.1)
 
 
+def test_fading_trajectory_is_the_step_recursion_over_a_block():
+    fading = GaussMarkovFading(3, np.array([0.9, 0.5, 0.9]))
+    fading.reset(np.random.default_rng(9))
+    h = fading.h.copy()
+    gains = fading.trajectory(np.random.default_rng(10), 50)
+    z = np.random.default_rng(10).standard_normal((2, 3, 50))  # the block of innovations it draws
+    e = (z[0] + 1j * z[1]) * math.sqrt(0.5)
+    expected = np.empty((3, 50))
+    for t in range(50):
+        h = fading.rho * h + np.sqrt(1.0 - fading.rho**2) * e[:, t]
+        expected[:, t] = np.abs(h) ** 2
+    np.testing.assert_allclose(gains, expected, rtol=1e-10)
+    np.testing.assert_allclose(fading.power_gain, expected[:, -1], rtol=1e-10)  # state = last slot
+    with pytest.raises(ValueError, match="n_slots"):
+        fading.trajectory(np.random.default_rng(0), 0)
+
+
+def test_fading_trajectory_statistics():
+    # complex Gaussian h: E|h|^2 = 1 and corr(|h_t|^2, |h_{t-1}|^2) = rho^2 (60 km/h: 0.660245^2)
+    fading = GaussMarkovFading(16, 0.660245)
+    rng = np.random.default_rng(9)
+    fading.reset(rng)
+    gains = fading.trajectory(rng, 50_000)
+    assert gains.shape == (16, 50_000)
+    assert gains.mean() == pytest.approx(1.0, abs=0.02)
+    lag1 = np.mean((gains[:, 1:] - 1.0) * (gains[:, :-1] - 1.0)) / np.var(gains)
+    assert lag1 == pytest.approx(0.660245**2, abs=0.02)
+
+
 def test_fading_reset_is_unit_power_rayleigh_and_validates():
     fading = GaussMarkovFading(200_000, 0.5)
     g = fading.reset(np.random.default_rng(1))
@@ -174,6 +204,10 @@ def test_link_without_randomness_is_pure_path_loss():
     np.testing.assert_allclose(rate, shannon_rate_bps(20e6, 0.2, gain), rtol=1e-12)
     gain2, _, _ = link.step(np.random.default_rng(1))
     np.testing.assert_allclose(gain2, gain)
+    block_gain, _, block_rate = link.trajectory(np.random.default_rng(2), 4)
+    assert block_gain.shape == (3, 4)
+    np.testing.assert_allclose(block_gain, np.repeat(gain[:, None], 4, axis=1))
+    np.testing.assert_allclose(block_rate[:, -1], link.rate_bps)
 
 
 def test_link_is_deterministic_and_fades_around_the_mean():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from edgelam.envs.core.hardware import (
     active_energy_j,
     compute_precision,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from edgelam.envs.core.config import build
 from edgelam.envs.core.mobility import (
     MobilityConfig,
