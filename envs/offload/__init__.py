@@ -1,0 +1,1 @@
+"""edgelam/Offload-v0: device / edge / cloud offloading of LLM tasks."""
