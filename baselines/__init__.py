@@ -34,6 +34,7 @@ _REGISTRY: dict[str, dict[str, Factory]] = {}
 # env id -> module that registers its baselines on import
 _MODULES: dict[str, str] = {
     "edgelam/SplitInference-v0": "edgelam.baselines.split_inference",
+    "edgelam/SpecDecode-v0": "edgelam.baselines.spec_decode",
 }
 
 

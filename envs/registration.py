@@ -20,6 +20,7 @@ GYM_ENVS: dict[str, tuple[str, str | None, int]] = {
         None,
         200,
     ),
+    "edgelam/SpecDecode-v0": ("edgelam.envs.spec_decode.env:SpecDecodeEnv", None, 256),
 }
 
 # PettingZoo parallel envs: id -> "module:factory" returning a ParallelEnv

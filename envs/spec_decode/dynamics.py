@@ -1,0 +1,130 @@
+"""Pure cost model of one speculative-decoding round, as scalar Python math over precomputed tables.
+
+A round with draft length ``g >= 1`` and draft variant ``v``:
+
+* ``edge_draft`` (draft at the edge, target/verifier on the device): the edge drafts ``g``
+  tokens, sends them (and ``prob_bytes_per_token`` of draft probabilities each) down the
+  link, the device verifies all ``g + 1`` positions in one pass and returns the verdict.
+* ``device_draft`` (draft on the device, target at the edge/cloud): the device drafts,
+  uploads the tokens, the server verifies and returns the verdict.
+
+latency = g t_draft(v) / (1 - u_draft_host) + B_fwd(g) 8 / R + t_verify(g) / (1 - u_target_host)
+          + B_verdict 8 / R + RTT
+energy (device) = P_active (device compute) + P_tx (device transmit) + P_idle (rest of the round)
+
+``g = 0`` is plain autoregressive decoding by the target: one target decode step; in
+``edge_draft`` it runs on the device and uses no link; in ``device_draft`` the target is
+remote, so its token comes back over the link (verdict bytes + RTT).
+
+Compute is priced by the roofline model (``edgelam.envs.core.hardware``) at the mean context
+of a request: a draft step is one single-token pass, the verification one parallel pass of
+``g + 1`` tokens with a KV cache (``"prefill"`` pricing: weights read once, memory-bound at
+small g) through every target layer and the LM head. Both directions of the
+link run at the current Shannon rate R (a reciprocal TDD link).
+
+Sources: Leviathan et al., "Fast Inference from Transformers via Speculative Decoding",
+ICML 2023 (rounds, acceptance); processor sharing slowdown 1 / (1 - u) (Kleinrock 1976).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edgelam.envs.core.hardware import HardwareSpec, lm_head_cost, transformer_layer_cost
+from edgelam.envs.core.model_cards import ModelCard
+
+
+@dataclass(frozen=True)
+class RoundTables:
+    """Prices of every (gamma, variant), precomputed once per scenario (python lists for speed)."""
+
+    edge_draft: bool  # topology: True = draft at the edge, verifier on the device
+    draft_step_s: list[float]  # (V,) one draft decode step on the draft's host, unloaded
+    verify_s: list[float]  # (gamma_max + 1,) target pass over gamma + 1 tokens on its host, unloaded
+    fwd_bytes: list[float]  # (gamma_max + 1,) drafted tokens (+ probabilities) sent to the verifier
+    verdict_bytes: float  # verdict (accepted count + correction/bonus token) sent back
+    rtt_s: float
+    dev_active_w: float
+    dev_idle_w: float
+    tx_power_w: float
+
+
+def _pass_s(hw: HardwareSpec, card: ModelCard, tokens: int, context: float, bits: int, layers: int) -> float:
+    """One forward pass over ``tokens`` new positions with a KV cache (weights read once) + their LM heads."""
+    layer_s, _ = transformer_layer_cost(hw, card, "prefill", tokens, context, bits)
+    head_s, _ = lm_head_cost(hw, card, tokens=tokens, weight_bits=bits)
+    return float(layers * layer_s + head_s)
+
+
+def build_tables(
+    edge_draft: bool,
+    target: ModelCard,
+    target_bits: int,
+    drafts: list[tuple[ModelCard, float, int]],
+    device: HardwareSpec,
+    edge: HardwareSpec,
+    gamma_max: int,
+    mean_context: float,
+    token_id_bytes: int,
+    prob_bytes_per_token: float,
+    verdict_bytes: int,
+    rtt_s: float,
+    tx_power_w: float,
+) -> RoundTables:
+    """Price the draft step of each ``(card, layer fraction, weight bits)`` and the verify pass of each gamma."""
+    draft_hw, target_hw = (edge, device) if edge_draft else (device, edge)
+    draft_step = [
+        _pass_s(draft_hw, card, 1, mean_context, bits, max(1, round(frac * card.num_layers)))
+        for card, frac, bits in drafts
+    ]
+    verify = [
+        _pass_s(target_hw, target, g + 1, mean_context, target_bits, target.num_layers) for g in range(gamma_max + 1)
+    ]
+    return RoundTables(
+        edge_draft=edge_draft,
+        draft_step_s=draft_step,
+        verify_s=verify,
+        fwd_bytes=[g * (token_id_bytes + prob_bytes_per_token) for g in range(gamma_max + 1)],
+        verdict_bytes=float(verdict_bytes),
+        rtt_s=rtt_s,
+        dev_active_w=device.power_active_w,
+        dev_idle_w=device.power_idle_w,
+        tx_power_w=tx_power_w,
+    )
+
+
+def round_cost(
+    t: RoundTables, gamma: int, variant: int, rate_bps: float, edge_util: float, device_util: float
+) -> tuple[float, float]:
+    """(latency_s, device energy_j) of one round with ``gamma`` drafted tokens of draft ``variant``."""
+    dev_slow = 1.0 / (1.0 - device_util)
+    edge_slow = 1.0 / (1.0 - edge_util)
+    if gamma == 0:
+        if t.edge_draft:
+            busy = t.verify_s[0] * dev_slow
+            return busy, t.dev_active_w * busy
+        back = t.verdict_bytes * 8.0 / rate_bps
+        latency = t.verify_s[0] * edge_slow + back + t.rtt_s
+        return latency, t.dev_idle_w * latency
+    fwd = t.fwd_bytes[gamma] * 8.0 / rate_bps
+    back = t.verdict_bytes * 8.0 / rate_bps
+    if t.edge_draft:
+        draft = gamma * t.draft_step_s[variant] * edge_slow
+        verify = t.verify_s[gamma] * dev_slow
+        latency = draft + fwd + verify + back + t.rtt_s
+        energy = t.dev_active_w * verify + t.tx_power_w * back + t.dev_idle_w * (draft + fwd + t.rtt_s)
+        return latency, energy
+    draft = gamma * t.draft_step_s[variant] * dev_slow
+    verify = t.verify_s[gamma] * edge_slow
+    latency = draft + fwd + verify + back + t.rtt_s
+    energy = t.dev_active_w * draft + t.tx_power_w * fwd + t.dev_idle_w * (verify + back + t.rtt_s)
+    return latency, energy
+
+
+def accepted_run(beta_row: list[float], pos: int, n_draft: int, uniforms: list[float]) -> int:
+    """Draft tokens accepted in a round: accept token i iff ``uniforms[i] < beta_row[pos + i]``, stop at the first
+    rejection (Leviathan et al. 2023, sequential acceptance)."""
+    a = 0
+    while a < n_draft and uniforms[a] < beta_row[pos + a]:
+        a += 1
+    return a

@@ -1,0 +1,183 @@
+"""SpecDecode-v0: analytics, i.i.d. acceptance against theory, replay mechanics, baselines, replay vs live."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import edgelam.envs  # noqa: F401  (registers the ids)
+from edgelam import baselines
+from edgelam.baselines.spec_decode import expected_speedup, expected_tokens, optimal_gamma
+from edgelam.envs.lam.replay import profiles_dir
+from edgelam.envs.spec_decode.env import SpecDecodeEnv
+
+ENV_ID = "edgelam/SpecDecode-v0"
+needs_profile = pytest.mark.skipif(
+    not (profiles_dir() / "acceptance.npz").exists(), reason="shipped acceptance profile not built yet"
+)
+
+
+def test_expected_tokens_exact():
+    assert expected_tokens(0.5, 2) == pytest.approx(1.75, abs=1e-12)
+    assert expected_tokens(0.0, 5) == 1.0
+    assert expected_tokens(1.0, 4) == 5.0
+    assert expected_tokens(0.8, 0) == pytest.approx(1.0, abs=1e-12)
+    assert expected_tokens(0.9, 3) == pytest.approx(1 + 0.9 + 0.81 + 0.729, abs=1e-12)
+
+
+def test_expected_speedup_and_optimal_gamma_exact():
+    assert expected_speedup(0.5, 2, 0.25) == pytest.approx(1.75 / 1.5, abs=1e-12)
+    assert expected_speedup(0.8, 0, 0.3) == 1.0
+    # alpha = 0.8, c = 0.05: speedups 1.0, 1.714, ..., 3.0823 (gamma 7), 3.0921 (gamma 8), 3.0780 (gamma 9)
+    assert optimal_gamma(0.8, 0.05, 20) == 8
+    assert optimal_gamma(0.8, 0.05, 5) == 5
+    assert optimal_gamma(0.1, 0.5, 8) == 0  # a poor draft never pays
+    assert optimal_gamma(1.0, 0.0, 6) == 6
+
+
+@pytest.mark.parametrize(("alpha", "gamma"), [(0.5, 1), (0.6, 3), (0.8, 4), (0.9, 7)])
+def test_iid_tokens_per_round_match_theory(alpha, gamma):
+    env = SpecDecodeEnv(
+        "iid", iid_alpha=alpha, tokens_per_request=4096, requests_per_episode=1, episode_length=100_000
+    )
+    env.reset(seed=int(alpha * 100) + gamma)
+    emitted = []
+    action = np.array([gamma, 0])
+    while len(emitted) < 15_000:
+        _, _, terminated, truncated, info = env.step(action)
+        if info["proposed_tokens"] == gamma:
+            emitted.append(info["tokens"])
+        if terminated or truncated:
+            env.reset()
+    assert np.mean(emitted) == pytest.approx(expected_tokens(alpha, gamma), rel=0.02)
+
+
+def test_iid_scenario_round_latency_is_draft_tokens_verify_verdict():
+    env = SpecDecodeEnv("iid")
+    env.reset(seed=0)
+    t = env.tables
+    _, _, _, _, info = env.step(np.array([3, 1]))
+    draft = 3 * t.draft_step_s[1] / (1.0 - info["edge_util"])
+    verify = t.verify_s[3] / (1.0 - info["device_util"])
+    link = (t.fwd_bytes[3] + t.verdict_bytes) * 8.0 / info["link_rate_bps"]  # token ids only, no RTT
+    assert t.fwd_bytes[3] == 3 * env.config.token_id_bytes
+    assert type(info["latency_s"]) is float
+    assert info["latency_s"] == pytest.approx(draft + verify + link, rel=1e-12)
+
+
+def test_reward_is_cost_per_request_token_and_gamma_zero_is_local():
+    env = SpecDecodeEnv("iid")
+    env.reset(seed=1)
+    w = env.config.reward.energy_weight_per_j
+    _, reward, _, _, info = env.step(np.array([0, 2]))
+    assert info["tokens"] == 1 and info["accepted_tokens"] == 0
+    assert info["latency_s"] == pytest.approx(env.tables.verify_s[0] / (1.0 - info["device_util"]), rel=1e-12)
+    assert reward == pytest.approx(-(info["latency_s"] + w * info["energy_j"]) / 32, rel=1e-12)
+
+
+def test_request_ends_after_n_tokens_and_episode_after_requests():
+    env = SpecDecodeEnv("iid", iid_alpha=1.0, requests_per_episode=2, tokens_per_request=10)
+    env.reset(seed=0)
+    tokens, steps, terminated = [], 0, False
+    while not terminated:
+        _, _, terminated, _, info = env.step(np.array([8, 0]))
+        tokens.append(info["tokens"])
+        steps += 1
+    # alpha = 1: 9 tokens (gamma cut to 10 - 0 - 1 = 8 drafts + bonus), then 1 token, per request
+    assert tokens == [9, 1, 9, 1]
+
+
+def test_oracle_knows_this_rounds_acceptance():
+    env = SpecDecodeEnv("iid", iid_alpha=0.6)
+    env.reset(seed=5)
+    for g in (1, 4, 8, 2, 8, 8):
+        predicted = env.accepted_if(g, 0)
+        _, _, terminated, truncated, info = env.step(np.array([g, 0]))
+        assert info["accepted_tokens"] == predicted
+        if terminated or truncated:
+            break
+
+
+def test_bad_scenario_values():
+    with pytest.raises(ValueError, match="draft_cards"):
+        SpecDecodeEnv("iid", draft_cards=["Llama-3.2-1B"])
+    with pytest.raises(ValueError, match="temperature"):
+        SpecDecodeEnv("iid", temperature=0.5)
+    with pytest.raises(ValueError, match="topology"):
+        SpecDecodeEnv("iid", topology="satellite")
+
+
+@needs_profile
+def test_replay_acceptance_follows_the_profile():
+    env = SpecDecodeEnv("default", tokens_per_request=32, gamma_max=8)
+    env.reset(seed=0)
+    for variant in range(env.num_variants):
+        env.reset(seed=variant)
+        acc, n = 0, 0
+        while n < 3000:
+            _, _, terminated, truncated, info = env.step(np.array([1, variant]))
+            if info["proposed_tokens"] == 1:
+                acc += info["accepted_tokens"]
+                n += 1
+            if terminated or truncated:
+                env.reset()
+        # gamma = 1 accepts the first token with beta at the position: mean over positions 0..30
+        expected = env.beta[variant, :, :31].mean()
+        assert acc / n == pytest.approx(expected, abs=0.04)
+
+
+def _mean_return(name: str, scenario: str, seeds) -> float:
+    env = gym.make(ENV_ID, scenario=scenario)
+    policy = baselines.make(name, env)
+    total = 0.0
+    for seed in seeds:
+        obs, _ = env.reset(seed=seed)
+        done = False
+        while not done:
+            action, _ = policy.predict(obs)
+            obs, reward, terminated, truncated, _ = env.step(action)
+            total += reward
+            done = terminated or truncated
+    return total / len(seeds)
+
+
+@needs_profile
+def test_leviathan_beats_autoregressive_and_fixed_under_blockage():
+    seeds = range(6)
+    lev = _mean_return("leviathan", "blockage", seeds)
+    assert lev > _mean_return("autoregressive", "blockage", seeds)
+    assert lev > _mean_return("fixed", "blockage", seeds)
+    assert _mean_return("oracle", "blockage", seeds) > lev
+
+
+@needs_profile
+def test_every_baseline_runs_on_default():
+    for name in baselines.available(ENV_ID):
+        assert np.isfinite(_mean_return(name, "default", [0]))
+
+
+def _mean_accepted(backend: str, temperature: float, gamma: int, rounds: int, seed: int = 0) -> float:
+    env = SpecDecodeEnv("default", backend=backend, temperature=temperature)
+    env.reset(seed=seed)
+    acc = []
+    variant = env.config.draft_variants.index("device")
+    while len(acc) < rounds:
+        _, _, terminated, truncated, info = env.step(np.array([gamma, variant]))
+        if info["proposed_tokens"] == gamma:
+            acc.append(info["accepted_tokens"])
+        if terminated or truncated:
+            env.reset()
+    return float(np.mean(acc))
+
+
+@pytest.mark.slow
+@needs_profile
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+@pytest.mark.parametrize("gamma", [1, 2, 4, 8])
+def test_replay_agrees_with_live(gamma, temperature):
+    live_rounds = 400 if temperature == 0 else 1200
+    live = _mean_accepted("live", temperature, gamma, live_rounds)
+    replay = _mean_accepted("replay", temperature, gamma, 30_000)
+    assert live + 1.0 == pytest.approx(replay + 1.0, rel=0.05)  # tokens per round within 5 %
+    assert live == pytest.approx(replay, rel=0.10, abs=0.05)
