@@ -17,14 +17,17 @@ from gymnasium.envs.registration import register, registry
 GYM_ENVS: dict[str, tuple[str, str | None, int]] = {
     "edgelam/SplitInference-v0": (
         "edgelam.envs.split_inference.env:SplitInferenceEnv",
-        None,
+        "edgelam.envs.split_inference.vector:SplitInferenceVectorEnv",
         200,
     ),
+    "edgelam/Offload-v0": ("edgelam.envs.offload.env:OffloadEnv", None, 200),
     "edgelam/SpecDecode-v0": ("edgelam.envs.spec_decode.env:SpecDecodeEnv", None, 256),
 }
 
 # PettingZoo parallel envs: id -> "module:factory" returning a ParallelEnv
-PARALLEL_ENVS: dict[str, str] = {}
+PARALLEL_ENVS: dict[str, str] = {
+    "edgelam/MultiUserOffload-v0": "edgelam.envs.multi_user_offload.env:parallel_env",
+}
 
 ENV_IDS: list[str] = [*GYM_ENVS, *PARALLEL_ENVS]
 

@@ -62,7 +62,6 @@ class SplitInferenceConfig:
     csi_noise_db: float = field(default=1.0, metadata=bounds(0.0, 20.0))
     snr_history: int = field(default=4, metadata=bounds(1, 32))
     energy_budget_j: float | None = field(default=None, metadata=bounds(0.0, None))
-    battery_j: float = field(default=2000.0, metadata=bounds(1e-3, None))
     channel: ChannelConfig = field(default_factory=ChannelConfig)
     edge_load: EdgeLoadConfig = field(default_factory=EdgeLoadConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)

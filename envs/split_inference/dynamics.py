@@ -24,14 +24,18 @@ slowdown 1 / (1 - u) (Kleinrock, Queueing Systems Vol. 2, 1976).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.signal import lfilter
 
+from edgelam.envs.core.channel import WirelessLink
 from edgelam.envs.core.hardware import HardwareSpec, lm_head_cost, transformer_layer_cost
 from edgelam.envs.core.model_cards import ModelCard
 
 BITS = (4, 8, 16)
+BLOCK = 256  # request slots of exogenous state drawn per vectorised batch of random numbers
 
 
 @dataclass(frozen=True)
@@ -147,3 +151,72 @@ def all_action_costs(t: CostTables, prompt: int, rate_bps: float, edge_util: flo
     if quality_loss is not None:
         q = np.broadcast_to(quality_loss, latency.shape)
     return latency, energy, up_bytes, q
+
+
+@dataclass(frozen=True)
+class ExogenousBlock:
+    """Exogenous state of B users over ``BLOCK`` request slots; every array is shaped (B, BLOCK)."""
+
+    snr_db: np.ndarray  # true uplink SNR in dB
+    rate_bps: np.ndarray  # true uplink Shannon rate in bit/s
+    edge_util: np.ndarray  # edge background utilisation in [0, max_util]
+    prompt: np.ndarray  # index of the request's held-out prompt
+    est_snr_db: np.ndarray  # the device's SNR estimate in dB (stale and noisy)
+
+
+class Exogenous:
+    """What the agent does not control, for B users at once, drawn in blocks of slots.
+
+    Per user and slot: fading (Gauss-Markov, :meth:`WirelessLink.trajectory`) over
+    a distance drawn uniformly in ``distance_m`` at reset (LOS and shadowing fixed
+    per episode); the edge's latent AR(1) utilisation
+    u = mean + x, x_{t+1} = corr x_t + std sqrt(1 - corr^2) N(0, 1), observed
+    clipped to [0, max_util]; the request's held-out prompt, uniform; and the SNR
+    estimate, ``csi_delay_slots`` old with ``csi_noise_db`` log-normal error.
+    Random numbers are drawn in a fixed order per block, so the single env (B = 1)
+    and the vector env with one user see the same trajectory for the same seed.
+    """
+
+    def __init__(self, config, num_prompts: int, n_users: int = 1) -> None:
+        self.config = config
+        self.num_prompts = num_prompts
+        self.n_users = n_users
+        self.link = WirelessLink(config.channel, n_links=n_users)
+        self._latent = np.zeros(n_users)
+        self._last_snr_db = np.zeros(n_users)
+
+    def reset(self, rng: np.random.Generator) -> np.ndarray:
+        """New episode for every user; returns the distances (m), shape (B,)."""
+        distance = rng.uniform(*self.config.distance_m, size=self.n_users)
+        _, snr, _ = self.link.reset(rng, distance)
+        self._last_snr_db = 10.0 * np.log10(np.maximum(snr, 1e-12))
+        self._latent = np.zeros(self.n_users)
+        return distance
+
+    @property
+    def initial_snr_db(self) -> np.ndarray:
+        """SNR (dB) at reset, before the first block: the device's first estimate history."""
+        return self._last_snr_db
+
+    def next_block(self, rng: np.random.Generator) -> ExogenousBlock:
+        """Draw the next ``BLOCK`` slots (continuing fading, load and CSI from the last block)."""
+        cfg, b = self.config, self.n_users
+        _, snr, rate = self.link.trajectory(rng, BLOCK)
+        load = cfg.edge_load
+        shocks = load.std * math.sqrt(1.0 - load.corr**2) * rng.standard_normal((b, BLOCK))
+        latent, _ = lfilter([1.0], [1.0, -load.corr], shocks, axis=1, zi=(load.corr * self._latent)[:, None])
+        self._latent = latent[:, -1].copy()
+        snr_db = 10.0 * np.log10(np.maximum(snr, 1e-12))
+        if cfg.csi_delay_slots == 0:
+            seen_db = snr_db
+        else:
+            seen_db = np.concatenate([self._last_snr_db[:, None], snr_db[:, :-1]], axis=1)
+        self._last_snr_db = snr_db[:, -1].copy()
+        est_db = seen_db + cfg.csi_noise_db * rng.standard_normal((b, BLOCK))
+        return ExogenousBlock(
+            snr_db=snr_db,
+            rate_bps=rate,
+            edge_util=np.clip(load.mean + latent, 0.0, load.max_util),
+            prompt=rng.integers(self.num_prompts, size=(b, BLOCK)),
+            est_snr_db=est_db,
+        )

@@ -8,16 +8,16 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
-from scipy.signal import lfilter
 
-from edgelam.envs.core.channel import WirelessLink
 from edgelam.envs.core.config import load_scenario
 from edgelam.envs.core.hardware import load_hardware_catalog
 from edgelam.envs.core.model_cards import get_model_card
 from edgelam.envs.split_inference.config import ENV_DIR, SplitInferenceConfig
 from edgelam.envs.split_inference.dynamics import (
     BITS,
+    BLOCK,
     CostTables,
+    Exogenous,
     build_tables,
     executed_layer_map,
     request_cost,
@@ -27,7 +27,6 @@ BACKENDS = ("replay", "live")
 # observation scaling: SNR in dB / 40, log10(rate in bit/s) / 10, prompt tokens / 128, decode tokens / 128
 SNR_SCALE_DB = 40.0
 QUEUE_SCALE = 10.0
-BLOCK = 256  # request slots of exogenous state drawn per vectorised batch of random numbers
 
 
 def _split_quality_tables(
@@ -131,7 +130,7 @@ class SplitInferenceEnv(gym.Env):
         )
         self.num_layers = card.num_layers
         self.num_prompts = len(prompt_tokens)
-        self.link = WirelessLink(cfg.channel, n_links=1)
+        self.exo = Exogenous(cfg, self.num_prompts, n_users=1)
         self._live = None
         if backend == "live":
             from edgelam.envs.split_inference.live import LiveSplitQuality
@@ -156,28 +155,13 @@ class SplitInferenceEnv(gym.Env):
     # -- state evolution -------------------------------------------------------------------------
 
     def _new_block(self) -> None:
-        """Draw the exogenous state of the next ``BLOCK`` request slots in a few vectorised calls.
-
-        Per slot: fading (Gauss-Markov, ``WirelessLink.trajectory``), the edge's
-        latent AR(1) utilisation (clipped to [0, max_util] when observed), the
-        request's held-out prompt, and the device's SNR estimate (``csi_delay_slots``
-        old, with ``csi_noise_db`` log-normal error). Row k of the block is slot k.
-        """
-        cfg, rng = self.config, self.np_random
-        _, snr, rate = self.link.trajectory(rng, BLOCK)
-        load = cfg.edge_load
-        shocks = load.std * math.sqrt(1.0 - load.corr**2) * rng.standard_normal(BLOCK)
-        latent, _ = lfilter([1.0], [1.0, -load.corr], shocks, zi=[load.corr * self._latent_util])
-        self._latent_util = float(latent[-1])
-        snr_db = 10.0 * np.log10(np.maximum(snr[0], 1e-12))
-        seen_db = snr_db if cfg.csi_delay_slots == 0 else np.concatenate([[self._last_snr_db], snr_db[:-1]])
-        self._last_snr_db = float(snr_db[-1])
-        est_db = seen_db + cfg.csi_noise_db * rng.standard_normal(BLOCK)
-        self._block_snr_db = snr_db.tolist()
-        self._block_rate = rate[0].tolist()
-        self._block_util = np.clip(load.mean + latent, 0.0, load.max_util).tolist()
-        self._block_prompt = rng.integers(self.num_prompts, size=BLOCK).tolist()
-        self._block_est_db = est_db.tolist()
+        """Draw the next ``BLOCK`` request slots (see :class:`Exogenous`) as python lists."""
+        block = self.exo.next_block(self.np_random)
+        self._block_snr_db = block.snr_db[0].tolist()
+        self._block_rate = block.rate_bps[0].tolist()
+        self._block_util = block.edge_util[0].tolist()
+        self._block_prompt = block.prompt[0].tolist()
+        self._block_est_db = block.est_snr_db[0].tolist()
         self._k = 0
 
     def _next_slot(self) -> None:
@@ -238,18 +222,14 @@ class SplitInferenceEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
-        cfg, rng = self.config, self.np_random
-        distance = rng.uniform(*cfg.distance_m, size=1)
-        _, snr, _ = self.link.reset(rng, distance)
-        self._last_snr_db = 10.0 * math.log10(max(float(snr[0]), 1e-12))
-        self._latent_util = 0.0
+        distance = float(self.exo.reset(self.np_random)[0])
         self._queue = 0.0
         self._t = 0
-        self._snr_hist = [self._last_snr_db] * cfg.snr_history
+        self._snr_hist = [float(self.exo.initial_snr_db[0])] * self.config.snr_history
         self._new_block()
         self._k = -1
         self._next_slot()
-        return self._obs(), {"uplink_rate_bps": self._rate, "distance_m": float(distance[0])}
+        return self._obs(), {"uplink_rate_bps": self._rate, "distance_m": distance}
 
     def _check_action(self, action) -> tuple[int, int]:
         a = action if isinstance(action, np.ndarray) else np.asarray(action)

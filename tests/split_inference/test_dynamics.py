@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from edgelam.envs.split_inference.dynamics import (
     CostTables,
     all_action_costs,

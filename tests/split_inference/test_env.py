@@ -58,7 +58,7 @@ def _lyapunov_run(v: float, budget: float, steps: int = 3000) -> tuple[float, fl
     w = env.unwrapped.config.reward
     for _ in range(steps):
         action, _ = policy.predict(obs)
-        obs, reward, _, truncated, info = env.step(action)
+        obs, _reward, _, truncated, info = env.step(action)
         energy.append(info["energy_j"])
         cost.append(w.latency_weight * info["latency_s"] + w.quality_weight * info["quality_loss"])
         queue = info["virtual_queue"]
@@ -96,7 +96,7 @@ def test_replay_and_live_agree():
         env.reset(seed=0)
         q, lat = [], []
         for _ in range(500):
-            _, _, _, truncated, info = env.step(env.action_space.sample())
+            _, _, _, _truncated, info = env.step(env.action_space.sample())
             q.append(info["quality"])
             lat.append(info["latency_s"])
         stats[backend] = (np.mean(q), np.mean(lat))

@@ -1,0 +1,148 @@
+"""Batched SplitInference-v0: B independent users stepped by numpy over arrays, no per-user Python loop."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from edgelam.envs.split_inference.dynamics import BITS, BLOCK, Exogenous, request_cost
+from edgelam.envs.split_inference.env import QUEUE_SCALE, SNR_SCALE_DB, SplitInferenceEnv
+
+
+class SplitInferenceVectorEnv(VectorEnv):
+    """``num_envs`` copies of :class:`SplitInferenceEnv` advanced together with array math.
+
+    Spaces, reward, ``info`` keys (as arrays of shape (B,)) and physics are those of
+    the single env, built from the same scenario and the same cost functions. All
+    copies share one episode length, so they truncate together; the step after a
+    truncation resets every copy (Gymnasium's next-step autoreset: reward 0,
+    ``terminated`` and ``truncated`` False). With ``num_envs=1`` and the same seed
+    the trajectory equals the single env's. Replay backend only. ``max_episode_steps``
+    (passed by ``gym.make_vec`` from the registration) caps ``episode_length``.
+
+    Create it with ``gym.make_vec("edgelam/SplitInference-v0", num_envs=256,
+    vectorization_mode="vector_entry_point", scenario=..., **overrides)``.
+    """
+
+    metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.NEXT_STEP}
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        scenario: str = "default",
+        backend: str = "replay",
+        max_episode_steps: int | None = None,
+        **overrides: Any,
+    ):
+        if not (isinstance(num_envs, int) and num_envs >= 1):
+            raise ValueError(f"num_envs: expected a positive int, got {num_envs!r}")
+        if backend != "replay":
+            raise ValueError(f"backend: the vector env runs the replay backend only, got {backend!r}")
+        overrides.pop("render_mode", None)
+        self.single = SplitInferenceEnv(scenario=scenario, backend="replay", **overrides)
+        self.config = self.single.config
+        # gym.make_vec passes the registered max_episode_steps; episodes end at the smaller of the two
+        self.episode_length = min(self.config.episode_length, max_episode_steps or self.config.episode_length)
+        self.tables = self.single.tables
+        self.num_envs = num_envs
+        self.num_layers = self.single.num_layers
+        self.single_action_space = self.single.action_space
+        self.single_observation_space = self.single.observation_space
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.exo = Exogenous(self.config, self.single.num_prompts, n_users=num_envs)
+        self._low = self.single_observation_space.low
+        self._high = self.single_observation_space.high
+        self._t = 0
+        self._k = BLOCK
+        self._needs_reset = False
+
+    def _next_slot(self) -> None:
+        self._k += 1
+        if self._k >= BLOCK:
+            self._block = self.exo.next_block(self.np_random)
+            self._k = 0
+        k, blk = self._k, self._block
+        self._rate = blk.rate_bps[:, k]
+        self._util = blk.edge_util[:, k]
+        self._prompt = blk.prompt[:, k]
+        self._snr_db = blk.snr_db[:, k]
+        self._snr_hist = np.concatenate([blk.est_snr_db[:, k : k + 1], self._snr_hist[:, :-1]], axis=1)
+
+    def _obs(self) -> np.ndarray:
+        cfg = self.config
+        budget = cfg.energy_budget_j
+        queue = np.zeros(self.num_envs) if budget is None else self._queue / (QUEUE_SCALE * max(budget, 1e-12))
+        est_rate = cfg.channel.bandwidth_hz * np.log2(1.0 + 10.0 ** (self._snr_hist[:, 0] / 10.0))
+        obs = np.concatenate(
+            [
+                self._snr_hist / SNR_SCALE_DB,
+                np.stack(
+                    [
+                        np.log10(np.maximum(est_rate, 1.0)) / 10.0,
+                        self._util,
+                        self.tables.prompt_tokens[self._prompt] / 128.0,
+                        np.full(self.num_envs, cfg.decode_tokens / 128.0),
+                        queue,
+                        np.full(self.num_envs, self._t / cfg.episode_length),
+                    ],
+                    axis=1,
+                ),
+            ],
+            axis=1,
+        )
+        return np.clip(obs, self._low, self._high).astype(np.float32)
+
+    def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):
+        if isinstance(seed, list):
+            seed = seed[0]
+        super().reset(seed=seed)
+        self.exo.reset(self.np_random)
+        self._queue = np.zeros(self.num_envs)
+        self._t = 0
+        self._snr_hist = np.repeat(self.exo.initial_snr_db[:, None], self.config.snr_history, axis=1)
+        self._k = BLOCK - 1  # the first _next_slot draws a block
+        self._block = None
+        self._next_slot()
+        self._needs_reset = False
+        return self._obs(), {"uplink_rate_bps": self._rate.copy()}
+
+    def step(self, actions):
+        if self._needs_reset:
+            obs, info = self.reset()
+            zeros = np.zeros(self.num_envs, dtype=bool)
+            return obs, np.zeros(self.num_envs), zeros, zeros.copy(), info
+        a = np.asarray(actions)
+        if a.shape != (self.num_envs, 2) or a.dtype.kind not in "iu":
+            raise ValueError(f"actions must be integers shaped ({self.num_envs}, 2), got {a.dtype} {a.shape}")
+        layer, bits = a[:, 0], a[:, 1]
+        if np.any((layer < 0) | (layer > self.num_layers) | (bits < 0) | (bits >= len(BITS))):
+            raise ValueError(f"actions outside MultiDiscrete([{self.num_layers + 1}, {len(BITS)}])")
+        cfg, w = self.config, self.config.reward
+        latency, energy, up_bytes, qloss = request_cost(self.tables, self._prompt, layer, bits, self._rate, self._util)
+        reward = -(w.latency_weight * latency + w.energy_weight_per_j * energy + w.quality_weight * qloss)
+        info = {
+            "latency_s": latency,
+            "energy_j": energy,
+            "quality": 1.0 - qloss,
+            "quality_loss": qloss,
+            "uplink_bytes": up_bytes.astype(np.float64),
+            "uplink_rate_bps": self._rate,
+            "snr_db": self._snr_db,
+            "edge_util": self._util,
+            "split_layer": layer,
+            "bits": np.asarray(BITS)[bits],
+            "prompt_index": self._prompt,
+        }
+        if cfg.energy_budget_j is not None:
+            self._queue = np.maximum(self._queue + energy - cfg.energy_budget_j, 0.0)
+            info["virtual_queue"] = self._queue.copy()
+            info["budget_excess_j"] = energy - cfg.energy_budget_j
+        self._t += 1
+        truncated = np.full(self.num_envs, self._t >= self.episode_length)
+        self._needs_reset = bool(truncated[0])
+        self._next_slot()
+        return self._obs(), reward, np.zeros(self.num_envs, dtype=bool), truncated, info
