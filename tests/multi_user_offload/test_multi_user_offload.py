@@ -1,0 +1,133 @@
+"""MultiUserOffload-v0: shared-resource costs, the square-root split, cvxpy baseline, SuperSuit conversion."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgelam import baselines
+from edgelam.baselines.multi_user_offload import optimal_allocation, sqrt_allocation
+from edgelam.envs.multi_user_offload.dynamics import equal_shares, slot_costs
+from edgelam.envs.offload.dynamics import CLOUD, DEVICE, EDGE
+from edgelam.envs.registration import make_parallel
+from tests.offload.toy import write_toy_profile
+
+ENV_ID = "edgelam/MultiUserOffload-v0"
+
+
+@pytest.fixture(scope="module")
+def toy_dir(tmp_path_factory):
+    return write_toy_profile(tmp_path_factory.mktemp("mu_offload_profile"))
+
+
+def _env(toy_dir, **kw):
+    return make_parallel(ENV_ID, profile_dir=toy_dir, **kw)
+
+
+def test_sqrt_allocation_matches_cvxpy_and_is_feasible():
+    a = np.array([1.0, 4.0, 9.0, 0.25])
+    closed = sqrt_allocation(a)
+    np.testing.assert_allclose(closed, np.array([1, 2, 3, 0.5]) / 6.5)
+    solved = optimal_allocation(a)
+    assert np.all(solved >= 0) and solved.sum() <= 1.0 + 1e-9
+    np.testing.assert_allclose(solved, closed, rtol=1e-3)
+    # the optimum beats the equal split: (sum sqrt a)^2 < n sum a
+    assert np.sum(a / closed) == pytest.approx(6.5**2)
+    assert np.sum(a / closed) < np.sum(a / np.full(4, 0.25))
+
+
+def test_slot_costs_share_the_band_and_the_edge(toy_dir):
+    env = _env(toy_dir, num_users=2)
+    env.reset(seed=0)
+    t, cfg = env.tables, env.config
+    prompts, se = np.array([0, 1]), np.array([2.0, 4.0])
+    alone = np.array([EDGE, DEVICE])
+    both = np.array([EDGE, EDGE])
+    args = (se,)
+    lat1, _, _, a = slot_costs(t, prompts, alone, *args, *equal_shares(alone), cfg.channel.bandwidth_hz, 0.5, 0.1)
+    lat2, _, _, _ = slot_costs(t, prompts, both, *args, *equal_shares(both), cfg.channel.bandwidth_hz, 0.5, 0.1)
+    # hand-checked: a = bits / (B se); user 0 alone at the edge gets the full band and half the edge (u = 0.5)
+    assert a[0] == pytest.approx(t.up_bits[0] / (cfg.channel.bandwidth_hz * 2.0))
+    assert lat1[0] == pytest.approx(a[0] + t.compute_s[0, EDGE] / 0.5 + t.edge_rtt_s + t.down_s)
+    # user 1 joining the edge halves user 0's band and compute share
+    assert lat2[0] == pytest.approx(2 * a[0] + 2 * t.compute_s[0, EDGE] / 0.5 + t.edge_rtt_s + t.down_s)
+
+
+def test_one_users_choice_changes_anothers_latency(toy_dir):
+    env = _env(toy_dir, num_users=3)
+    lat = []
+    for other in (DEVICE, CLOUD):
+        env.reset(seed=5)
+        _, _, _, _, infos = env.step({"user_0": EDGE, "user_1": other, "user_2": DEVICE})
+        lat.append(infos["user_0"]["latency_s"])
+    assert lat[1] > lat[0]
+
+
+def test_cvxpy_baseline_sets_a_feasible_sqrt_split(toy_dir):
+    env = _env(toy_dir, num_users=4, **{"channel.bandwidth_hz": 1e5})
+    pol = baselines.make("cvxpy", env)
+    obs, _ = env.reset(seed=2)
+    for _ in range(5):
+        actions, _ = pol.predict(obs)
+        tiers = np.array([actions[a] for a in env.possible_agents])
+        band, _compute = pol.allocation(tiers, sqrt_allocation)
+        obs, _, _, _, infos = env.step(actions)
+        got = np.array([infos[a]["band_share"] for a in env.possible_agents])
+        off = tiers != DEVICE
+        assert got.sum() <= 1 + 1e-6 and np.all(got[off] > 0)
+        np.testing.assert_allclose(got[off], band[off], rtol=1e-3)
+        assert not infos["user_0"]["allocation_projected"]
+
+
+def test_joint_policy_per_agent_calls_equal_dict_call(toy_dir):
+    env = _env(toy_dir)
+    pol = baselines.make("greedy", env)
+    obs, _ = env.reset(seed=3)
+    joint, _ = pol.predict(obs)
+    single = {a: pol.predict(obs[a])[0] for a in env.agents}
+    assert joint == single
+
+
+def test_baselines_beat_random_on_global_reward(toy_dir):
+    means = {}
+    for name in ("random", "greedy", "cvxpy"):
+        env = _env(toy_dir, episode_length=30)
+        rng = np.random.default_rng(0)
+        pol = None if name == "random" else baselines.make(name, env)
+        obs, _ = env.reset(seed=0)
+        total = []
+        while env.agents:
+            acts = {a: np.int64(rng.integers(3)) for a in env.agents} if pol is None else pol.predict(obs)[0]
+            obs, _, _, _, infos = env.step(acts)
+            total.append(infos["user_0"]["global_reward"])
+        means[name] = np.mean(total)
+    assert means["cvxpy"] > means["random"] and means["greedy"] > means["random"]
+
+
+def test_bad_config_and_action(toy_dir):
+    with pytest.raises(ValueError, match="num_users"):
+        _env(toy_dir, num_users=0)
+    with pytest.raises(ValueError, match="episode_length"):
+        _env(toy_dir, episode_length=0)
+    with pytest.raises(ValueError, match="backend"):
+        make_parallel(ENV_ID, backend="imaginary")
+    env = _env(toy_dir)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="action"):
+        env.step({a: 3 for a in env.agents})
+
+
+def test_supersuit_parameter_sharing_for_sb3(toy_dir):
+    import supersuit as ss
+
+    env = _env(toy_dir)
+    first = env.possible_agents[0]
+    assert all(env.observation_space(a) == env.observation_space(first) for a in env.possible_agents)
+    assert all(env.action_space(a) == env.action_space(first) for a in env.possible_agents)
+    venv = ss.pettingzoo_env_to_vec_env_v1(env)
+    venv = ss.concat_vec_envs_v1(venv, 2, num_cpus=0, base_class="stable_baselines3")
+    obs = venv.reset()
+    assert obs.shape == (2 * env.n, 8)
+    obs, rewards, _dones, _infos = venv.step(np.zeros(2 * env.n, dtype=np.int64))
+    assert rewards.shape == (2 * env.n,) and np.all(np.isfinite(rewards))
+    venv.close()
