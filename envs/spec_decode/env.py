@@ -227,8 +227,9 @@ class SpecDecodeEnv(gym.Env):
         rng = self.np_random
         self._prompt = int(rng.integers(self.num_prompts))
         self._pos = 0
+        seed = int(rng.integers(2**31))  # drawn by both backends: one env seed, one prompt sequence
         if self._live is not None:
-            self._live.start(int(self.prompt_ids[self._prompt]), int(rng.integers(2**31)))
+            self._live.start(int(self.prompt_ids[self._prompt]), seed)
 
     def _advance_channel_and_load(self, elapsed_s: float) -> None:
         cfg, rng = self.config, self.np_random

@@ -176,8 +176,9 @@ def _mean_accepted(backend: str, temperature: float, gamma: int, rounds: int, se
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
 @pytest.mark.parametrize("gamma", [1, 2, 4, 8])
 def test_replay_agrees_with_live(gamma, temperature):
+    # greedy: the same seed gives the same prompts and the same (deterministic) rounds in both backends
     live_rounds = 400 if temperature == 0 else 1200
     live = _mean_accepted("live", temperature, gamma, live_rounds)
-    replay = _mean_accepted("replay", temperature, gamma, 30_000)
+    replay = _mean_accepted("replay", temperature, gamma, live_rounds if temperature == 0 else 30_000)
     assert live + 1.0 == pytest.approx(replay + 1.0, rel=0.05)  # tokens per round within 5 %
     assert live == pytest.approx(replay, rel=0.10, abs=0.05)
