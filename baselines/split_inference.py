@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import gymnasium as gym
 import numpy as np
+
 from edgelam.baselines import register
 from edgelam.envs.split_inference.dynamics import BITS, all_action_costs
 
