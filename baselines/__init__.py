@@ -34,6 +34,8 @@ _REGISTRY: dict[str, dict[str, Factory]] = {}
 # env id -> module that registers its baselines on import
 _MODULES: dict[str, str] = {
     "edgelam/SplitInference-v0": "edgelam.baselines.split_inference",
+    "edgelam/MicroserviceRouting-v0": "edgelam.baselines.microservice_routing",
+    "edgelam/RobustRouting-v0": "edgelam.baselines.microservice_routing",
     "edgelam/Offload-v0": "edgelam.baselines.offload",
     "edgelam/SpecDecode-v0": "edgelam.baselines.spec_decode",
     "edgelam/MultiUserOffload-v0": "edgelam.baselines.multi_user_offload",

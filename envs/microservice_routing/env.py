@@ -1,0 +1,168 @@
+"""edgelam/MicroserviceRouting-v0: route the stages of multimodal LAM pipelines over edge servers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from edgelam.envs.core.config import load_scenario
+from edgelam.envs.microservice_routing.catalog import load_catalog
+from edgelam.envs.microservice_routing.config import ENV_DIR, MicroserviceRoutingConfig
+from edgelam.envs.microservice_routing.dynamics import OBS_CLIP, RoutingSim, RoutingTables, build_tables
+
+BACKENDS = ("replay", "live")
+
+
+def make_sim(cfg: MicroserviceRoutingConfig, backend: str) -> RoutingSim:
+    """The simulator of a scenario: catalog from the shipped JSON (replay) or re-profiled now (live)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: {backend!r} is not one of {BACKENDS}")
+    if backend == "live":
+        from edgelam.envs.microservice_routing.catalog import profile_catalog
+
+        catalog = profile_catalog()
+    else:
+        catalog = load_catalog(cfg.catalog_path)
+    return RoutingSim(cfg, build_tables(cfg, catalog))
+
+
+def observation_space(tables: RoutingTables) -> spaces.Box:
+    """Box of :meth:`RoutingSim.observation`: 5 K + M + 5 values."""
+    k, m = tables.num_servers, len(tables.microservices)
+    n = 5 * k + m + 5
+    low = np.zeros(n, dtype=np.float32)
+    high = np.full(n, OBS_CLIP, dtype=np.float32)
+    low[-4] = -1.0  # slack
+    high[3 * k : -5] = 1.0  # host mask, microservice one-hot, user cell one-hot
+    high[-5:] = (1.0, 1.0, 1.0, OBS_CLIP, 1.0)
+    return spaces.Box(low, high, dtype=np.float32)
+
+
+def check_action(action: Any, n: int) -> int:
+    """An integer action in 0..n-1, else ``ValueError`` naming the action."""
+    if isinstance(action, (int, np.integer)) and not isinstance(action, bool):
+        a = int(action)
+    else:
+        arr = np.asarray(action)
+        if arr.shape not in ((), (1,)) or arr.dtype.kind not in "iu":
+            raise ValueError(f"action must be one integer in 0..{n - 1}, got {action!r}")
+        a = int(arr.reshape(()))
+    if not 0 <= a < n:
+        raise ValueError(f"action {a} outside Discrete({n})")
+    return a
+
+
+class MicroserviceRoutingEnv(gym.Env):
+    """Route each stage of multimodal LAM requests to an edge server hosting its microservice.
+
+    K heterogeneous edge servers (catalog hardware, one per cell, backhaul links of
+    ``link_bps``) host replicas of the microservices of a multimodal LAM (modality
+    encoders, input projector, LM backbone, output projector, text/speech decoders;
+    FLOPs and tensor sizes profiled from real torch modules, ``catalog.py``, the LM
+    side priced at the scenario's ``backbone_card``). Requests of three pipelines
+    (text chat, image captioning, speech QA) arrive as a Poisson process from users
+    moving between cells; every step routes the pending stage of the current request.
+
+    ## Action Space
+    ``Discrete(K)``: the server for the pending stage. With ``migration.enabled``,
+    ``Discrete(2K)``: action K + s first moves a replica of the pending microservice
+    to server s (from its host with the fastest link to s) and routes there. The
+    mask (``action_masks()``, also ``info["action_mask"]``) marks hosts (first K)
+    and non-hosts (next K). An unmasked action is projected to the host with the
+    lowest transfer time, flagged ``info["infeasible_action"]`` and costs
+    ``reward.infeasible_penalty``.
+
+    ## Observation Space
+    ``Box(float32)`` of 5K + M + 5: per server the backlog ahead of the stage, the
+    transfer time of its input and its compute time (s / 0.5, clipped to 10); the
+    host mask; the microservice one-hot (M = 8); the requesting user's cell one-hot;
+    log10(input bytes) / 8; request slack (SLO - elapsed) / SLO in [-1, 1]; stages
+    left / 5; migration virtual queue / (10 budget); fraction of the episode elapsed.
+
+    ## Rewards
+    Each step pays ``-(stage latency)``: transfer + queueing + compute added to the
+    request's time; the step that finishes a request adds the delivery to the user's
+    current cell and ``-slo_penalty`` if its end-to-end latency exceeds ``slo_s``. A
+    request's rewards sum to ``-(e2e latency) - slo_penalty * [violated]``; also
+    ``-migration_weight_per_j * migration J`` and ``-infeasible_penalty``.
+    ``info``: ``latency_s`` (stage latency; summed over an episode it is the total
+    e2e latency), ``e2e_latency_s`` and ``slo_violated`` of the finished request,
+    ``energy_j`` (compute + transfer + migration), ``queue_lengths_s`` (K backlogs),
+    ``migration_energy_j`` and ``virtual_queue`` (Z(t+1) = max(Z + y - budget, 0)).
+
+    ## Episode End
+    Truncated after ``episode_length`` routing decisions (400; registered
+    ``max_episode_steps``); never terminated.
+
+    ## Physics and sources
+    Roofline service times (``edgelam.envs.core.hardware``); FCFS servers; ring
+    random-walk mobility of users between cells; microservice decomposition as in
+    NExT-GPT (Wu et al., ICML 2024); Lyapunov virtual queue (Neely 2010).
+
+    ## Version History
+    * v0: initial release.
+    """
+
+    metadata = {
+        "render_modes": [],
+        "info_sums": ("latency_s", "energy_j", "migration_energy_j", "completed"),
+    }
+
+    def __init__(self, scenario: str = "default", backend: str = "replay", render_mode: str | None = None, **overrides):
+        if render_mode is not None:
+            raise ValueError(f"render_mode: MicroserviceRouting-v0 has no render modes, got {render_mode!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend: {backend!r} is not one of {BACKENDS}")
+        self.config: MicroserviceRoutingConfig = load_scenario(MicroserviceRoutingConfig, ENV_DIR, scenario, overrides)
+        self.backend = backend
+        self.render_mode = render_mode
+        self.sim = make_sim(self.config, backend)
+        self.tables = self.sim.t
+        k = self.tables.num_servers
+        self.num_actions = 2 * k if self.config.migration.enabled else k
+        self.action_space = spaces.Discrete(self.num_actions)
+        self.observation_space = observation_space(self.tables)
+        self._t = 0
+
+    def action_masks(self) -> np.ndarray:
+        """Valid actions of the pending stage (what sb3-contrib's MaskablePPO calls)."""
+        return np.array(self.sim.action_mask(), dtype=bool)
+
+    def _obs(self) -> np.ndarray:
+        return np.array(self.sim.observation(self._t / self.config.episode_length), dtype=np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        self.sim.reset(self.np_random)
+        self._t = 0
+        return self._obs(), {"action_mask": self.action_masks()}
+
+    def step(self, action):
+        a = check_action(action, self.num_actions)
+        sim, w = self.sim, self.config.reward
+        out = sim.step(a)
+        reward = -out.stage_latency_s - w.migration_weight_per_j * out.migration_energy_j
+        if out.slo_violated:
+            reward -= w.slo_penalty
+        if out.infeasible:
+            reward -= w.infeasible_penalty
+        self._t += 1
+        truncated = self._t >= self.config.episode_length
+        info = {
+            "latency_s": out.stage_latency_s,
+            "energy_j": out.energy_j,
+            "e2e_latency_s": out.e2e_latency_s,
+            "slo_violated": out.slo_violated,
+            "completed": out.completed,
+            "server": out.server,
+            "migrated": out.migrated,
+            "infeasible_action": out.infeasible,
+            "migration_energy_j": out.migration_energy_j,
+            "virtual_queue": sim.virtual_queue,
+            "queue_lengths_s": np.maximum(np.array(sim.free_at) - sim.ready, 0.0),
+            "action_mask": self.action_masks(),
+        }
+        return self._obs(), float(reward), False, truncated, info

@@ -1,0 +1,152 @@
+"""edgelam/RobustRouting-v0: a microservice router against a demand adversary (PettingZoo parallel)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+from pettingzoo import ParallelEnv
+
+from edgelam.envs.core.config import load_scenario
+from edgelam.envs.microservice_routing.env import BACKENDS, check_action, make_sim, observation_space
+from edgelam.envs.robust_routing.config import ENV_DIR, RobustRoutingConfig
+
+ENV_ID = "edgelam/RobustRouting-v0"
+ROUTER, ADVERSARY = "router", "adversary"
+LOGIT_SCALE = 3.0
+
+
+def _softmax(x: np.ndarray) -> tuple[float, ...]:
+    e = np.exp(LOGIT_SCALE * (x - x.max()))
+    return tuple((e / e.sum()).tolist())
+
+
+class RobustRoutingEnv(ParallelEnv):
+    """Robust adversarial routing (Pinto et al., ICML 2017) over the MicroserviceRouting-v0 simulator.
+
+    Agents ``["router", "adversary"]`` act simultaneously every step.
+
+    ## Action Space
+    ``router``: ``Discrete(K)``, the server for the pending stage (mask in
+    ``infos["router"]["action_mask"]``; an unmasked action is projected to the nearest
+    host and penalised, as in MicroserviceRouting-v0). ``adversary``:
+    ``Box(-1, 1, (P + 1 + K,), float32)``: pipeline-mix logits, arrival-rate shift and
+    cell logits, applied to the next arrival within the scenario's ``adversary`` budget
+    (see :class:`~edgelam.envs.robust_routing.config.AdversaryConfig`).
+
+    ## Observation Space
+    Both agents see the MicroserviceRouting-v0 observation (``Box``, 5K + M + 5).
+
+    ## Rewards
+    Zero-sum: the router gets the MicroserviceRouting-v0 reward (negative stage latency,
+    SLO-violation and infeasibility penalties), the adversary its negative.
+    ``infos`` carry ``latency_s``, ``energy_j``, ``e2e_latency_s``, ``slo_violated`` and
+    ``queue_lengths_s`` for both agents.
+
+    ## Episode End
+    Both agents are truncated after ``episode_length`` steps; never terminated.
+
+    ## Version History
+    * v0: initial release.
+    """
+
+    metadata = {"name": "robust_routing_v0", "render_modes": [], "is_parallelizable": True}
+    env_id = ENV_ID
+
+    def __init__(
+        self, scenario: str = "default", backend: str = "replay", render_mode: str | None = None, **overrides
+    ) -> None:
+        if render_mode is not None:
+            raise ValueError(f"render_mode: RobustRouting-v0 has no render modes, got {render_mode!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend: {backend!r} is not one of {BACKENDS}")
+        self.config: RobustRoutingConfig = load_scenario(RobustRoutingConfig, ENV_DIR, scenario, overrides)
+        self.backend = backend
+        self.render_mode = render_mode
+        self.sim = make_sim(self.config, backend)
+        self.tables = self.sim.t
+        k, p = self.tables.num_servers, len(self.tables.pipelines)
+        self.num_pipelines = p
+        self.possible_agents = [ROUTER, ADVERSARY]
+        self.agents: list[str] = []
+        self._obs_space = observation_space(self.tables)
+        self._action_spaces = {
+            ROUTER: spaces.Discrete(k),
+            ADVERSARY: spaces.Box(-1.0, 1.0, shape=(p + 1 + k,), dtype=np.float32),
+        }
+        self._rng = np.random.default_rng()
+        self._t = 0
+
+    def observation_space(self, agent: str) -> spaces.Box:
+        """The same Box object for both agents on every call."""
+        return self._obs_space
+
+    def action_space(self, agent: str) -> spaces.Space:
+        """The agent's action space (the same object on every call)."""
+        return self._action_spaces[agent]
+
+    def action_masks(self) -> np.ndarray:
+        """The router's valid servers for the pending stage."""
+        return np.array(self.sim.action_mask(), dtype=bool)
+
+    def _observations(self) -> dict[str, np.ndarray]:
+        obs = np.array(self.sim.observation(self._t / self.config.episode_length), dtype=np.float32)
+        return {ROUTER: obs, ADVERSARY: obs.copy()}
+
+    def reset(self, seed: int | None = None, options: dict | None = None):
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        self.sim.reset(self._rng)
+        self.agents = list(self.possible_agents)
+        self._t = 0
+        mask = self.action_masks()
+        return self._observations(), {ROUTER: {"action_mask": mask}, ADVERSARY: {}}
+
+    def _apply_adversary(self, action: Any) -> None:
+        a = np.asarray(action, dtype=np.float64)
+        if a.shape != self._action_spaces[ADVERSARY].shape or not np.all(np.isfinite(a)):
+            raise ValueError(f"adversary action must be {self._action_spaces[ADVERSARY].shape} finite, got {action!r}")
+        a = np.clip(a, -1.0, 1.0)
+        adv, sim, p = self.config.adversary, self.sim, self.num_pipelines
+        q = _softmax(a[:p])
+        sim.mix = tuple((1.0 - adv.mix_budget) * b + adv.mix_budget * x for b, x in zip(sim.base_mix, q, strict=True))
+        sim.rate_hz = sim.base_rate_hz * (1.0 + adv.rate_budget * float(a[p]))
+        sim.cell_override = (adv.cell_budget, _softmax(a[p + 1 :])) if adv.cell_budget > 0 else None
+
+    def step(self, actions: dict[str, Any]):
+        if set(actions) != set(self.agents):
+            raise ValueError(f"actions for {sorted(actions)} but the live agents are {self.agents}")
+        route = check_action(actions[ROUTER], self.tables.num_servers)
+        self._apply_adversary(actions[ADVERSARY])
+        w = self.config.reward
+        out = self.sim.step(route)
+        reward = -out.stage_latency_s - w.slo_penalty * out.slo_violated - w.infeasible_penalty * out.infeasible
+        self._t += 1
+        truncated = self._t >= self.config.episode_length
+        info = {
+            "latency_s": out.stage_latency_s,
+            "energy_j": out.energy_j,
+            "e2e_latency_s": out.e2e_latency_s,
+            "slo_violated": out.slo_violated,
+            "completed": out.completed,
+            "infeasible_action": out.infeasible,
+            "arrival_rate_hz": self.sim.rate_hz,
+            "queue_lengths_s": np.maximum(np.array(self.sim.free_at) - self.sim.ready, 0.0),
+        }
+        obs = self._observations()
+        rewards = {ROUTER: float(reward), ADVERSARY: -float(reward) if reward != 0.0 else 0.0}
+        infos = {ROUTER: {**info, "action_mask": self.action_masks()}, ADVERSARY: dict(info)}
+        terms = dict.fromkeys(self.agents, False)
+        truncs = dict.fromkeys(self.agents, truncated)
+        if truncated:
+            self.agents = []
+        return obs, rewards, terms, truncs, infos
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def parallel_env(**kwargs: Any) -> RobustRoutingEnv:
+    """Factory registered in ``edgelam.envs.registration.PARALLEL_ENVS``."""
+    return RobustRoutingEnv(**kwargs)
