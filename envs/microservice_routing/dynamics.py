@@ -11,7 +11,8 @@ in routing order, one stage at a time, as ``edgelam.envs.core.queues.FCFSServerB
     start = max(ready + transfer, free_at[s], replica_ready)
     finish = start + service_s[p][stage][s]        (roofline time on s's hardware)
 
-The stage adds ``finish - ready`` to the request's latency. After the last stage the
+The stage adds ``finish - ready`` to the request's latency (the first stage also the
+upload over the access link). After the last stage the
 output is sent to the server of the user's cell *at that time* (users move) and down
 the access link. End-to-end latency = delivery time - arrival time.
 
@@ -335,7 +336,7 @@ class RoutingSim:
         service = t.service_s[p][k][server]
         finish = start + service
         self.free_at[server] = finish
-        latency = finish - self.ready
+        latency = finish - (self.arrival_s if k == 0 else self.ready)  # the first stage includes the upload
         energy = t.power_w[server] * service + sent * 8.0 * cfg.transfer_energy_j_per_bit + mig_j
         if self.migration:
             self.virtual_queue = max(self.virtual_queue + mig_j - cfg.migration.budget_j_per_step, 0.0)

@@ -53,6 +53,7 @@ class RobustRoutingEnv(ParallelEnv):
 
     metadata = {"name": "robust_routing_v0", "render_modes": [], "is_parallelizable": True}
     env_id = ENV_ID
+    spec = None  # no Gymnasium spec; baselines.make reads env_id
 
     def __init__(
         self, scenario: str = "default", backend: str = "replay", render_mode: str | None = None, **overrides

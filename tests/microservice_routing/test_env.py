@@ -1,0 +1,114 @@
+"""MicroserviceRouting-v0 behaviour: masks, projection, baselines, Lyapunov migration budget, speed."""
+
+from __future__ import annotations
+
+import time
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import edgelam.envs  # noqa: F401
+from edgelam import baselines
+
+ENV_ID = "edgelam/MicroserviceRouting-v0"
+
+
+def _run(env, policy, seed: int, steps: int | None = None) -> tuple[float, dict]:
+    obs, _ = env.reset(seed=seed)
+    total, sums = 0.0, {"completed": 0, "e2e": 0.0, "migration_j": 0.0}
+    done, n = False, 0
+    while not done:
+        action, _ = policy.predict(obs)
+        obs, reward, terminated, truncated, info = env.step(action)
+        total += reward
+        sums["completed"] += info["completed"]
+        sums["e2e"] += info["e2e_latency_s"]
+        sums["migration_j"] += info["migration_energy_j"]
+        n += 1
+        done = terminated or truncated or (steps is not None and n >= steps)
+    sums["steps"] = n
+    sums["virtual_queue"] = info["virtual_queue"]
+    return total, sums
+
+
+def test_mask_marks_hosts_and_infeasible_action_is_projected():
+    env = gym.make(ENV_ID)
+    env.reset(seed=0)
+    sim = env.unwrapped.sim
+    mask = env.unwrapped.action_masks()
+    assert mask.tolist() == sim.hosts[sim.microservice]
+    bad = int(np.flatnonzero(~mask)[0])
+    expected = sim.nearest_host(sim.microservice)
+    _, reward, _, _, info = env.step(bad)
+    assert info["infeasible_action"] and info["server"] == expected
+    assert reward <= -env.unwrapped.config.reward.infeasible_penalty
+
+
+def test_request_rewards_sum_to_negative_e2e_latency():
+    env = gym.make(ENV_ID, **{"reward.slo_penalty": 0.0})
+    policy = baselines.make("greedy", env)
+    obs, _ = env.reset(seed=4)
+    acc = 0.0
+    for _ in range(60):
+        action, _ = policy.predict(obs)
+        obs, reward, _, _, info = env.step(action)
+        acc += reward
+        if info["completed"]:
+            assert acc == pytest.approx(-info["e2e_latency_s"], rel=1e-9, abs=1e-12)
+            acc = 0.0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_greedy_beats_random_on_default(seed):
+    env = gym.make(ENV_ID)
+    greedy, _ = _run(env, baselines.make("greedy", env), seed)
+    for name in ("random", "random_masked", "nearest"):
+        policy = baselines.make(name, env, seed=seed) if name.startswith("random") else baselines.make(name, env)
+        other, _ = _run(env, policy, seed)
+        assert greedy > other, name
+
+
+def test_lyapunov_keeps_migration_within_budget():
+    budget = 0.01
+    kwargs = {"scenario": "migration", "episode_length": 3000, "migration.budget_j_per_step": budget}
+    env = gym.make(ENV_ID, **kwargs)
+    _, free = _run(env, baselines.make("greedy_migrate", env), seed=5)
+    _, lyap = _run(env, baselines.make("lyapunov", env), seed=5)
+    assert free["migration_j"] / free["steps"] > 2 * budget  # migrating is tempting here
+    assert lyap["migration_j"] > 0.0
+    assert lyap["migration_j"] / lyap["steps"] <= budget * 1.05
+    assert lyap["e2e"] / lyap["completed"] < free["e2e"] / free["completed"]
+
+
+def test_lyapunov_needs_migration():
+    with pytest.raises(ValueError, match="migration"):
+        baselines.make("lyapunov", gym.make(ENV_ID))
+
+
+def test_migration_moves_a_replica():
+    env = gym.make(ENV_ID, scenario="migration")
+    env.reset(seed=0)
+    sim = env.unwrapped.sim
+    k, ms = sim.k, sim.microservice
+    before = list(sim.hosts[ms])
+    target = before.index(False)
+    _, _, _, _, info = env.step(k + target)
+    assert info["migrated"] and sim.hosts[ms][target]
+    assert sum(sim.hosts[ms]) == sum(before)
+    assert info["migration_energy_j"] == pytest.approx(sim.t.weight_bytes[ms] * 8 * 2e-8)
+
+
+@pytest.mark.slow
+def test_replay_speed_through_gym_make():
+    env = gym.make(ENV_ID)
+    env.reset(seed=0)
+    actions = np.random.default_rng(0).integers(env.action_space.n, size=20_000)
+    start = time.perf_counter()
+    for a in actions.tolist():
+        _, _, _, truncated, _ = env.step(a)
+        if truncated:
+            env.reset()
+    rate = len(actions) / (time.perf_counter() - start)
+    print(f"MicroserviceRouting-v0 replay: {rate:.0f} steps/s")
+    assert rate > 5_000  # target 10,000 on an idle core; shared CI cores are slower
