@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
+
 from edgelam.agents.common import is_parallel, make_env, make_parallel, parallel_factory
 from edgelam.agents.compare import machine_info
 from edgelam.envs import registration

@@ -18,12 +18,13 @@ from typing import Any
 
 import gymnasium as gym
 import yaml
+from rich.console import Console
+from rich.table import Table
+
 from edgelam import baselines
 from edgelam.agents.common import check_env_id, env_dir, is_parallel
 from edgelam.envs import registration
 from edgelam.envs.core.config import apply_overrides, scenario_names
-from rich.console import Console
-from rich.table import Table
 
 
 class UsageError(ValueError):

@@ -22,13 +22,14 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-import edgelam.envs  # noqa: F401  (registers every env id)
 import gymnasium as gym
 import numpy as np
 import torch
+from pettingzoo import ParallelEnv
+
+import edgelam.envs  # noqa: F401  (registers every env id)
 from edgelam.envs import registration
 from edgelam.envs.core.config import configs_dir
-from pettingzoo import ParallelEnv
 
 # metric -> "max" | "min" when the env's metadata does not say
 DEFAULT_DIRECTIONS: dict[str, str] = {

@@ -40,6 +40,9 @@ from typing import Any
 import numpy as np
 import stable_baselines3
 import torch
+from rich.console import Console
+from rich.table import Table
+
 from edgelam import baselines as baseline_registry
 from edgelam.agents.common import check_env_id, is_parallel, make_env, make_parallel, metric_directions
 from edgelam.agents.evaluate import evaluate
@@ -47,8 +50,6 @@ from edgelam.agents.metrics import summarize
 from edgelam.agents.plots import plot_learning_curves, plot_metrics
 from edgelam.agents.policies import read_meta
 from edgelam.agents.train import LEARNING_CURVE, train
-from rich.console import Console
-from rich.table import Table
 
 QUICK = {"algos": ("ppo",), "seeds": (0, 1), "timesteps": 20_000, "episodes": 10}
 FULL = {"algos": ("ppo",), "seeds": (0, 1, 2), "timesteps": 100_000, "episodes": 30}

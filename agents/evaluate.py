@@ -18,11 +18,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from stable_baselines3.common.utils import set_random_seed
+
 from edgelam.agents.common import ParallelFactory, action_mask, info_sums, is_parallel, make_env
 from edgelam.agents.marl import evaluate_parallel
 from edgelam.agents.metrics import EpisodeMetrics, summarize
 from edgelam.agents.policies import PolicySpec, accepts_masks, resolve_policy, to_env_action
-from stable_baselines3.common.utils import set_random_seed
 
 __all__ = ["evaluate", "summarize"]
 

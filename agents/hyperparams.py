@@ -22,13 +22,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from edgelam.agents.common import env_dir
-from edgelam.envs.core.config import configs_dir, read_yaml
 from sb3_contrib import MaskablePPO
 from stable_baselines3 import A2C, DQN, PPO, SAC, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecNormalize
 from torch import nn
+
+from edgelam.agents.common import env_dir
+from edgelam.envs.core.config import configs_dir, read_yaml
 
 ALGOS: dict[str, type[BaseAlgorithm]] = {
     "ppo": PPO,

@@ -16,15 +16,16 @@ from typing import Any
 
 import numpy as np
 import supersuit as ss
-from edgelam.agents.common import ParallelFactory, action_mask, info_sums, make_parallel
-from edgelam.agents.metrics import EpisodeMetrics
-from edgelam.agents.policies import PolicySpec, accepts_masks, resolve_policy, to_env_action
-from edgelam.baselines import Policy, RandomPolicy
 from pettingzoo import ParallelEnv
 from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import VecEnv, VecMonitor
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices
 from supersuit.vector.sb3_vector_wrapper import SB3VecEnvWrapper
+
+from edgelam.agents.common import ParallelFactory, action_mask, info_sums, make_parallel
+from edgelam.agents.metrics import EpisodeMetrics
+from edgelam.agents.policies import PolicySpec, accepts_masks, resolve_policy, to_env_action
+from edgelam.baselines import Policy, RandomPolicy
 
 
 class _SeededVecEnv(SB3VecEnvWrapper):

@@ -7,8 +7,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
-from edgelam.agents.common import numeric_info
 from scipy import stats
+
+from edgelam.agents.common import numeric_info
 
 # row keys that identify an episode rather than measure it
 ID_KEYS = frozenset({"episode", "seed", "policy", "train_seed"})

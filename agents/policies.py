@@ -20,11 +20,12 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.vec_env import VecNormalize
+
 from edgelam import baselines
 from edgelam.agents.hyperparams import algo_class
 from edgelam.baselines import Policy
-from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.vec_env import VecNormalize
 
 PolicySpec = Policy | str | Path | Callable[[Any], Policy]
 

@@ -21,17 +21,18 @@ from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
-from edgelam.agents import hyperparams as hp
-from edgelam.agents.common import ParallelFactory, make_parallel, torch_threads
-from edgelam.agents.policies import META, MODEL, VECNORMALIZE, NormalizedPolicy, to_env_action
-from edgelam.agents.train import LEARNING_CURVE, LearningCurveCallback
-from edgelam.baselines import Policy
 from pettingzoo import ParallelEnv
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize
+
+from edgelam.agents import hyperparams as hp
+from edgelam.agents.common import ParallelFactory, make_parallel, torch_threads
+from edgelam.agents.policies import META, MODEL, VECNORMALIZE, NormalizedPolicy, to_env_action
+from edgelam.agents.train import LEARNING_CURVE, LearningCurveCallback
+from edgelam.baselines import Policy
 
 
 class OpponentView(gym.Env):

@@ -30,6 +30,12 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.utils import set_random_seed
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize
+
 from edgelam.agents import hyperparams as hp
 from edgelam.agents.common import (
     check_env_id,
@@ -50,11 +56,6 @@ from edgelam.agents.policies import (
     vecnormalize_path,
 )
 from edgelam.baselines import Policy
-from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback
-from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.utils import set_random_seed
-from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize
 
 CHECKPOINTS = "checkpoints"
 LEARNING_CURVE = "learning_curve.csv"

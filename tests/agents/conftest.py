@@ -8,9 +8,10 @@ from typing import ClassVar
 import gymnasium as gym
 import numpy as np
 import pytest
+from pettingzoo import ParallelEnv
+
 from edgelam import baselines
 from edgelam.envs import registration
-from pettingzoo import ParallelEnv
 
 TOY = "edgelam_test/Toy-v0"
 TOY_MASK = "edgelam_test/ToyMask-v0"

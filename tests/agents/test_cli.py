@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from edgelam.agents.cli import main, parse_sets
 from edgelam.envs import registration
-
 from tests.agents.conftest import TOY, TOY_PAR
 
 TINY_HP = [

@@ -7,11 +7,11 @@ import io
 import json
 
 import pytest
+from rich.console import Console
+
 from edgelam.agents import compare as compare_module
 from edgelam.agents.compare import compare, format_cell
 from edgelam.agents.plots import plot_v_tradeoff
-from rich.console import Console
-
 from tests.agents.conftest import TOY
 
 PNG = b"\x89PNG\r\n\x1a\n"

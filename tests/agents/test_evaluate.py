@@ -6,11 +6,11 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats
+
 from edgelam.agents.evaluate import evaluate, summarize
 from edgelam.agents.metrics import ci95_halfwidth
 from edgelam.agents.train import train
-from scipy import stats
-
 from tests.agents.conftest import TOY, TOY_MASK, OraclePolicy
 
 

@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 import torch
+
 from edgelam.agents import hyperparams as hp
 from edgelam.agents.policies import load_policy
 from edgelam.agents.train import train
-
 from tests.agents.conftest import TOY
 
 
