@@ -1,0 +1,97 @@
+"""Scenarios of FedFTAllocation-v0 (``configs/scenarios/fed_ft_allocation``) and FedFTPower-v0 (``fed_ft_power``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from edgelam.envs.core.channel import ChannelConfig
+from edgelam.envs.core.config import bounds, choices
+
+ALLOCATION_DIR = "fed_ft_allocation"
+POWER_DIR = "fed_ft_power"
+MODES = ("lora_fedavg", "split")
+
+
+@dataclass(frozen=True)
+class LoRAConfig:
+    """Federated LoRA fine-tuning of the executed model (Hu et al., ICLR 2022; FedAvg, McMahan et al., 2017).
+
+    Adapters of rank ``rank`` on the q/v projections; each round every participant runs
+    ``local_steps`` AdamW steps of ``batch_size`` sequences of 64 tokens from its own data.
+    """
+
+    rank: int = field(default=4, metadata=bounds(1, 64))
+    alpha: float = field(default=8.0, metadata=bounds(1e-3, 1e3))
+    lr: float = field(default=5e-3, metadata=bounds(1e-6, 1.0))
+    local_steps: int = field(default=3, metadata=bounds(1, 100))
+    batch_size: int = field(default=8, metadata=bounds(1, 256))
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """reward = loss_scale * (previous validation loss - new validation loss) - energy_weight_per_j * energy_j."""
+
+    loss_scale: float = field(default=100.0, metadata=bounds(0.0, 1e6))
+    energy_weight_per_j: float = field(default=0.2, metadata=bounds(0.0, 1e6))
+
+
+@dataclass(frozen=True)
+class FedFTConfig:
+    """One FedFT scenario (both envs); every field is validated on load.
+
+    ``channel.bandwidth_hz`` is the total uplink band B shared by FDMA and
+    ``channel.tx_power_w`` the device power limit p_max; ``channel.slot_s`` should be the
+    round length (fading is redrawn, correlated by rho = J0(2 pi f_d T), once per round).
+    Devices' topic mixtures are Dirichlet(``dirichlet_alpha``) over the first ``num_topics``
+    topics of the shipped partition (:mod:`.data`); their data sizes are uniform in
+    ``samples_per_device``; the validation set is the union of those topics' validation
+    sequences. A device's local computation takes ``cycles_per_sample * local_steps *
+    batch_size`` CPU cycles at frequency f: time cycles / f, energy kappa * cycles * f^2
+    (Yang et al., TWC 2021).
+    """
+
+    description: str = ""
+    episode_length: int = field(default=30, metadata=bounds(1, 100_000))
+    mode: str = field(default="lora_fedavg", metadata=choices(*MODES))
+    model: str = field(default="edge", metadata=choices("edge", "device", "cloud"))
+    profile_dir: str | None = None  # folder of a surrogate.json from `python -m edgelam.envs.fedft.profile`
+    num_devices: int = field(default=5, metadata=bounds(1, 64))
+    num_topics: int = field(default=5, metadata=bounds(1, 8))
+    dirichlet_alpha: float = field(default=0.3, metadata=bounds(1e-3, 1e3))
+    samples_per_device: tuple[int, ...] = field(default=(64, 256), metadata=bounds(8, 4096, length=2))
+    distance_m: tuple[float, ...] = field(default=(50.0, 400.0), metadata=bounds(10.0, 5000.0, length=2))
+    cpu_freq_hz: tuple[float, ...] = field(default=(1.0e9, 2.0e9), metadata=bounds(1e7, 1e11, length=2))
+    kappa: float = field(default=1e-28, metadata=bounds(0.0, 1e-20))
+    cycles_per_sample: float = field(default=1.25e8, metadata=bounds(1.0, 1e13))
+    deadline_s: float = field(default=4.0, metadata=bounds(1e-3, 1e5))
+    energy_budget_j: float = field(default=2.0, metadata=bounds(0.0, 1e6))
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    channel: ChannelConfig = field(default_factory=ChannelConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+
+    @property
+    def bandwidth_hz(self) -> float:
+        """Total uplink band B in Hz."""
+        return self.channel.bandwidth_hz
+
+    @property
+    def p_max_w(self) -> float:
+        """Device transmit power limit in W."""
+        return self.channel.tx_power_w
+
+    @property
+    def noise_w_per_hz(self) -> float:
+        """Receiver noise PSD N0 F in W/Hz (thermal noise times noise figure)."""
+        return self.channel.noise_psd_w_per_hz * 10.0 ** (self.channel.noise_figure_db / 10.0)
+
+    def validate(self) -> None:
+        """Cross-field checks -> ValueError naming the key."""
+        if self.mode == "split":
+            raise ValueError("mode: 'split' (per-round activation/gradient traffic) is not yet available; "
+                             "use 'lora_fedavg'")
+        for key in ("samples_per_device", "distance_m", "cpu_freq_hz"):
+            lo, hi = getattr(self, key)
+            if lo > hi:
+                raise ValueError(f"{key}: min {lo} exceeds max {hi}")
+        if self.channel.tx_power_w <= 0:
+            raise ValueError("channel.tx_power_w: p_max must be > 0")

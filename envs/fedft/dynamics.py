@@ -1,0 +1,163 @@
+"""Pure dynamics of the FedFT envs: projection of actions, round costs, the loss surrogate.
+
+All functions are numpy over devices (shape (K,)); the envs and the baselines call the same
+ones, so a controller optimises exactly what the env charges.
+
+Round model (Yang et al., "Energy efficient federated learning over wireless communication
+networks", TWC 2021): device k computes its local update in t_cmp = cycles / f_k seconds
+with energy kappa * cycles * f_k^2, then uploads ``bits`` over its FDMA share b_k at power
+p_k with the Shannon rate r_k = b_k log2(1 + p_k g_k / (N0 b_k)), taking bits / r_k
+seconds at energy p_k * bits / r_k. A device with b_k = 0 or p_k = 0 is not scheduled
+(no computation, no energy). A scheduled device whose t_cmp + t_up exceeds the deadline is
+dropped from the aggregation; it still spends its computation energy and transmits until
+the deadline.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SURROGATE_FILE = Path(__file__).resolve().parent / "surrogate.json"
+DEADLINE_RTOL = 1e-9
+
+
+def project_simplex(x: np.ndarray) -> np.ndarray:
+    """Euclidean projection of ``x`` (K,) onto the probability simplex (Duchi et al., ICML 2008)."""
+    x = np.asarray(x, dtype=np.float64)
+    u = np.sort(x)[::-1]
+    css = np.cumsum(u) - 1.0
+    k = np.arange(1, x.size + 1)
+    rho = np.nonzero(u - css / k > 0)[0][-1]
+    return np.maximum(x - css[rho] / (rho + 1.0), 0.0)
+
+
+def upload_rate_bps(bandwidth_hz: np.ndarray, power_w: np.ndarray, gains: np.ndarray, noise_w_per_hz: float):
+    """Shannon rate b log2(1 + p g / (N0 b)) in bit/s, (K,); 0 where b = 0."""
+    b = np.asarray(bandwidth_hz, dtype=np.float64)
+    snr = np.divide(np.asarray(power_w) * gains, noise_w_per_hz * b, out=np.zeros_like(b), where=b > 0)
+    return b * np.log2(1.0 + snr)
+
+
+@dataclass(frozen=True)
+class RoundCosts:
+    """Outcome of one round's allocation (arrays over devices, (K,); SI units)."""
+
+    scheduled: np.ndarray  # bool: given band and power
+    participants: np.ndarray  # bool: scheduled and done before the deadline
+    compute_s: np.ndarray
+    upload_s: np.ndarray  # inf where the rate is 0
+    compute_energy_j: np.ndarray
+    upload_energy_j: np.ndarray
+    latency_s: float  # until the last scheduled device finished (the deadline if one was dropped)
+
+    @property
+    def energy_j(self) -> np.ndarray:
+        """(K,) total device energy in J."""
+        return self.compute_energy_j + self.upload_energy_j
+
+
+def round_costs(
+    bits: float,
+    bandwidth_hz: np.ndarray,
+    power_w: np.ndarray,
+    gains: np.ndarray,
+    noise_w_per_hz: float,
+    cycles: float,
+    cpu_freq_hz: np.ndarray,
+    kappa: float,
+    deadline_s: float,
+) -> RoundCosts:
+    """Times, energies and participants of one round (see the module docstring)."""
+    b = np.asarray(bandwidth_hz, dtype=np.float64)
+    p = np.asarray(power_w, dtype=np.float64)
+    scheduled = (b > 0) & (p > 0)
+    rate = upload_rate_bps(b, p, gains, noise_w_per_hz)
+    upload = np.divide(bits, rate, out=np.full_like(rate, np.inf), where=rate > 0)
+    compute = cycles / np.asarray(cpu_freq_hz, dtype=np.float64)
+    done = compute + upload
+    participants = scheduled & (done <= deadline_s * (1.0 + DEADLINE_RTOL))
+    window = np.clip(deadline_s - compute, 0.0, None)
+    up_energy = np.where(scheduled, p * np.minimum(upload, window), 0.0)
+    cmp_energy = np.where(scheduled, kappa * cycles * np.asarray(cpu_freq_hz) ** 2, 0.0)
+    latency = float(np.max(np.minimum(done[scheduled], deadline_s))) if scheduled.any() else 0.0
+    return RoundCosts(scheduled, participants, compute, upload, cmp_energy, up_energy, latency)
+
+
+def topic_weights(participants: np.ndarray, data_sizes: np.ndarray, topic_counts: np.ndarray) -> np.ndarray:
+    """(G,) share of each topic in the data behind the FedAvg aggregate (zeros without participants).
+
+    Args:
+        participants: (K,) bool.
+        data_sizes: (K,) local sequences n_k (the aggregation weights).
+        topic_counts: (K, G) local sequences of each topic.
+    """
+    counts = topic_counts[participants].sum(axis=0).astype(np.float64)
+    total = float(np.sum(np.asarray(data_sizes)[participants]))
+    return counts / total if total > 0 else counts
+
+
+@dataclass(frozen=True)
+class Surrogate:
+    """Fitted surrogate of one FedAvg round's decrease of each topic's validation loss.
+
+    With m participants whose pooled data has topic shares w (G,), the decrease of topic g is
+
+        d_g = (L_g - floor) * (gain_own * w_g + gain_shared) - noise_cost / m + sigma / sqrt(m) * eps_g,
+
+    eps ~ N(0, 1), and exactly 0 when m = 0 (the global adapters do not change). ``gain_own``
+    is what a topic gains from its own data in the aggregate (non-IID), ``gain_shared`` what
+    every topic gains from any data, ``noise_cost`` the harm of a noisy aggregate of few
+    updates. Fitted by least squares to live runs (:mod:`.profile`); ``error`` holds its
+    measured error against live.
+    """
+
+    gain_own: float
+    gain_shared: float
+    noise_cost: float
+    floor: float
+    sigma: float
+    initial_loss: np.ndarray  # (8,) validation loss of every shipped topic before fine-tuning
+    adapter_bits: int
+    settings: dict
+    error: dict
+
+    def mean_decrease(self, losses: np.ndarray, weights: np.ndarray, num_participants: int | np.ndarray):
+        """Expected decrease (G,) (or (..., G) for batched weights / counts)."""
+        m = np.asarray(num_participants, dtype=np.float64)
+        d = (losses - self.floor) * (self.gain_own * weights + self.gain_shared) - self.noise_cost / np.maximum(
+            m, 1.0
+        )[..., None]
+        return np.where(m[..., None] > 0, d, 0.0)
+
+    def step(self, losses: np.ndarray, weights: np.ndarray, num_participants: int, rng: np.random.Generator):
+        """New per-topic losses (G,) after one round (draws G normals from ``rng`` when m > 0)."""
+        if num_participants == 0:
+            return losses.copy()
+        noise = self.sigma / np.sqrt(num_participants) * rng.standard_normal(losses.shape)
+        return losses - self.mean_decrease(losses, weights, num_participants) - noise
+
+
+def load_surrogate(profile_dir: str | Path | None = None) -> Surrogate:
+    """Read ``surrogate.json`` (the shipped one, or the one in ``profile_dir``)."""
+    path = SURROGATE_FILE if profile_dir is None else Path(profile_dir) / "surrogate.json"
+    if not path.exists():
+        raise ValueError(
+            f"profile_dir: {path} is missing; fit it with `python -m edgelam.envs.fedft.profile --out DIR`"
+        )
+    data = json.loads(path.read_text())
+    p = data["params"]
+    return Surrogate(
+        gain_own=float(p["gain_own"]),
+        gain_shared=float(p["gain_shared"]),
+        noise_cost=float(p["noise_cost"]),
+        floor=float(p["floor"]),
+        sigma=float(p["sigma"]),
+        initial_loss=np.asarray(data["initial_loss"], dtype=np.float64),
+        adapter_bits=int(data["adapter_bits"]),
+        settings=dict(data["settings"]),
+        error=dict(data.get("error", {})),
+    )

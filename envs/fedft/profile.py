@@ -1,0 +1,169 @@
+"""Fit the replay surrogate of the FedFT envs to live federated LoRA runs and measure its error.
+
+Runs real FedAvg rounds of the scenario's model (:class:`.live.LiveFederation`) with random
+participation (each round every device takes part with a probability drawn uniformly in
+[0.15, 1]), on devices drawn as the env draws them, fits :class:`.dynamics.Surrogate` by
+least squares on the first ``--fit-episodes`` episodes and measures its error on the
+remaining ``--test-episodes``:
+
+* ``one_round_mae``: mean absolute error of the predicted decrease of the global loss in
+  one round (live loss before the round given), nats/token;
+* ``trajectory_mae`` / ``trajectory_max``: mean / max absolute error of the global loss
+  when the surrogate's expected trajectory is run open loop from the initial loss under the
+  live participation sequence, nats/token; ``trajectory_rel`` = trajectory_mae / mean live loss
+  decrease at the end of those episodes.
+
+Writes ``surrogate.json`` (the shipped one by default)::
+
+    python -m edgelam.envs.fedft.profile [--scenario default] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy.optimize import least_squares
+
+from edgelam.envs.core.config import load_scenario
+from edgelam.envs.fedft.config import ALLOCATION_DIR, FedFTConfig
+from edgelam.envs.fedft.data import load_partition
+from edgelam.envs.fedft.dynamics import Surrogate, topic_weights
+
+
+def _devices(cfg: FedFTConfig, pools: np.ndarray, rng: np.random.Generator):
+    g = pools.shape[0]
+    sizes = rng.integers(cfg.samples_per_device[0], cfg.samples_per_device[1] + 1, size=cfg.num_devices)
+    mixtures = rng.dirichlet(np.full(g, cfg.dirichlet_alpha), size=cfg.num_devices)
+    counts = np.stack([rng.multinomial(n, p) for n, p in zip(sizes, mixtures, strict=True)])
+    data = [np.concatenate([pools[j][rng.integers(pools.shape[1], size=c)] for j, c in enumerate(row)])
+            for row in counts]
+    return sizes, counts, data
+
+
+def run_live(cfg: FedFTConfig, episodes: int, rounds: int, seed: int, log=print) -> list[dict]:
+    """Live episodes with random participation; per episode the arrays of losses, weights, counts."""
+    from edgelam.envs.fedft.live import LiveFederation
+
+    part = load_partition()
+    g = cfg.num_topics
+    lo = cfg.lora
+    fed = LiveFederation(cfg.model, lo.rank, lo.alpha, lo.lr, lo.local_steps, lo.batch_size, part.val[:g])
+    rng = np.random.default_rng(seed)
+    out = []
+    for ep in range(episodes):
+        sizes, counts, data = _devices(cfg, part.train[:g], rng)
+        losses = [fed.reset()]
+        weights, members = [], []
+        t0 = time.time()
+        for _ in range(rounds):
+            q = rng.uniform(0.15, 1.0)
+            participants = rng.random(cfg.num_devices) < q
+            losses.append(fed.round(data, participants, sizes.astype(np.float64), rng))
+            weights.append(topic_weights(participants, sizes, counts))
+            members.append(int(participants.sum()))
+        log(f"episode {ep}: loss {losses[0].mean():.4f} -> {losses[-1].mean():.4f} "
+            f"({(time.time() - t0) / rounds:.2f} s/round)")
+        out.append({"loss": np.stack(losses), "weights": np.stack(weights), "m": np.asarray(members)})
+    return out
+
+
+def _stack(episodes: list[dict]) -> tuple[np.ndarray, ...]:
+    before = np.concatenate([e["loss"][:-1] for e in episodes])
+    after = np.concatenate([e["loss"][1:] for e in episodes])
+    w = np.concatenate([e["weights"] for e in episodes])
+    m = np.concatenate([e["m"] for e in episodes])
+    keep = m > 0
+    return before[keep], after[keep], w[keep], m[keep]
+
+
+def fit(episodes: list[dict]) -> dict:
+    """Least-squares parameters (gain_own, gain_shared, noise_cost, floor, sigma)."""
+    before, after, w, m = _stack(episodes)
+    d = before - after
+    inv_m = 1.0 / m[:, None]
+
+    def residual(x):
+        a, c, e, f = x
+        return ((before - f) * (a * w + c) - e * inv_m - d).ravel()
+
+    sol = least_squares(residual, x0=[0.01, 0.002, 0.0, 3.0], bounds=([-1, -1, -1, 0.0], [1, 1, 1, before.min()]))
+    a, c, e, f = (float(v) for v in sol.x)
+    r = residual(sol.x).reshape(d.shape) * np.sqrt(m)[:, None]
+    return {"gain_own": a, "gain_shared": c, "noise_cost": e, "floor": f, "sigma": float(np.std(r))}
+
+
+def evaluate(params: dict, episodes: list[dict]) -> dict:
+    """Error of the surrogate (see the module docstring) on live ``episodes``."""
+    s = Surrogate(**params, initial_loss=np.zeros(8), adapter_bits=0, settings={}, error={})
+    one, traj, final_drop = [], [], []
+    for e in episodes:
+        live = e["loss"]
+        pred = s.mean_decrease(live[:-1], e["weights"], e["m"])
+        one.extend(np.abs(pred.mean(axis=1) - (live[:-1] - live[1:]).mean(axis=1)).tolist())
+        x = live[0].copy()
+        for t in range(len(e["m"])):
+            x = x - s.mean_decrease(x, e["weights"][t], e["m"][t])
+            traj.append(abs(float(x.mean() - live[t + 1].mean())))
+        final_drop.append(float(live[0].mean() - live[-1].mean()))
+    mae = float(np.mean(traj))
+    return {
+        "one_round_mae": float(np.mean(one)),
+        "trajectory_mae": mae,
+        "trajectory_max": float(np.max(traj)),
+        "trajectory_rel": mae / max(float(np.mean(final_drop)), 1e-12),
+        "live_final_decrease": float(np.mean(final_drop)),
+        "episodes": len(episodes),
+        "rounds": int(sum(len(e["m"]) for e in episodes)),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--scenario", default="default", help="a fed_ft_allocation scenario name or YAML path")
+    ap.add_argument("--fit-episodes", type=int, default=3)
+    ap.add_argument("--test-episodes", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=None, help="folder for surrogate.json (default: the shipped one)")
+    args = ap.parse_args(argv)
+    import torch
+
+    from edgelam.envs.fedft.live import LiveFederation
+
+    torch.set_num_threads(args.threads)
+    cfg = load_scenario(FedFTConfig, ALLOCATION_DIR, args.scenario)
+    lo = cfg.lora
+    full = LiveFederation(cfg.model, lo.rank, lo.alpha, lo.lr, lo.local_steps, lo.batch_size, load_partition().val)
+    initial = full.reset()
+    t0 = time.time()
+    eps = run_live(cfg, args.fit_episodes + args.test_episodes, args.rounds, args.seed)
+    seconds = time.time() - t0
+    params = fit(eps[: args.fit_episodes])
+    error = evaluate(params, eps[args.fit_episodes :])
+    error["fit_in_sample"] = evaluate(params, eps[: args.fit_episodes])["trajectory_mae"]
+    data = {
+        "settings": {"model": cfg.model, "rank": lo.rank, "alpha": lo.alpha, "lr": lo.lr,
+                     "local_steps": lo.local_steps, "batch_size": lo.batch_size, "num_topics": cfg.num_topics,
+                     "num_devices": cfg.num_devices, "dirichlet_alpha": cfg.dirichlet_alpha,
+                     "samples_per_device": list(cfg.samples_per_device), "seed": args.seed},
+        "initial_loss": initial.tolist(),
+        "adapter_bits": full.adapter_bits,
+        "params": params,
+        "error": error,
+        "live_seconds_per_round": seconds / ((args.fit_episodes + args.test_episodes) * args.rounds),
+        "torch_threads": args.threads,
+    }
+    path = (Path(__file__).resolve().parent if args.out is None else args.out) / "surrogate.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    print(json.dumps({"params": params, "error": error}, indent=2))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
