@@ -23,12 +23,14 @@ GYM_ENVS: dict[str, tuple[str, str | None, int]] = {
     "edgelam/Offload-v0": ("edgelam.envs.offload.env:OffloadEnv", None, 200),
     "edgelam/MicroserviceRouting-v0": ("edgelam.envs.microservice_routing.env:MicroserviceRoutingEnv", None, 400),
     "edgelam/SpecDecode-v0": ("edgelam.envs.spec_decode.env:SpecDecodeEnv", None, 256),
+    "edgelam/FedFTAllocation-v0": ("edgelam.envs.fedft.env:FedFTAllocationEnv", None, 30),
 }
 
 # PettingZoo parallel envs: id -> "module:factory" returning a ParallelEnv
 PARALLEL_ENVS: dict[str, str] = {
     "edgelam/MultiUserOffload-v0": "edgelam.envs.multi_user_offload.env:parallel_env",
     "edgelam/RobustRouting-v0": "edgelam.envs.robust_routing.env:parallel_env",
+    "edgelam/FedFTPower-v0": "edgelam.envs.fedft.env:parallel_env",
 }
 
 ENV_IDS: list[str] = [*GYM_ENVS, *PARALLEL_ENVS]

@@ -1,0 +1,188 @@
+"""The one FedFT simulator behind both env shells: devices, channel, global model, energy queue."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgelam.envs.core.channel import WirelessLink
+from edgelam.envs.fedft.config import FedFTConfig
+from edgelam.envs.fedft.data import load_partition
+from edgelam.envs.fedft.dynamics import RoundCosts, load_surrogate, round_costs, topic_weights
+
+BACKENDS = ("replay", "live")
+SNR_REF_DB = 40.0  # observation scale of the full-band, full-power SNR in dB
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    """What one round did (SI units); ``costs`` holds the per-device arrays."""
+
+    costs: RoundCosts
+    loss: float
+    previous_loss: float
+    topic_loss: np.ndarray  # (G,)
+
+
+class Federation:
+    """State of a FedFT episode and the transition of one round.
+
+    Randomness: devices, channel and fading come from the env's ``np_random``; learning
+    randomness (live local batches, replay surrogate noise) from a generator seeded from it
+    at :meth:`reset`, so both backends see the same devices and channels for one seed.
+    """
+
+    def __init__(self, cfg: FedFTConfig, backend: str) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"backend: {backend!r} is not one of {BACKENDS}")
+        self.cfg = cfg
+        self.backend = backend
+        self.k = cfg.num_devices
+        self.g = cfg.num_topics
+        self.surrogate = load_surrogate(cfg.profile_dir)
+        self._check_surrogate()
+        part = load_partition()
+        self.pools = part.train[: self.g]
+        self.link = WirelessLink(cfg.channel, n_links=self.k)
+        self.cycles = cfg.cycles_per_sample * cfg.lora.local_steps * cfg.lora.batch_size
+        self.live = None
+        if backend == "live":
+            from edgelam.envs.fedft.live import LiveFederation
+
+            lo = cfg.lora
+            self.live = LiveFederation(cfg.model, lo.rank, lo.alpha, lo.lr, lo.local_steps, lo.batch_size,
+                                       part.val[: self.g])
+            if self.live.adapter_bits != self.surrogate.adapter_bits:
+                raise ValueError(f"lora: adapters of {self.live.adapter_bits} bits differ from the surrogate's "
+                                 f"{self.surrogate.adapter_bits}; refit the surrogate (profile_dir)")
+        self.bits = float(self.surrogate.adapter_bits)
+        self.initial_topic_loss = self.surrogate.initial_loss[: self.g].copy()
+        self.initial_loss = float(self.initial_topic_loss.mean())
+        self._learn_rng = np.random.default_rng(0)
+        self.t = 0
+        self.queue = 0.0
+        self.gains = np.ones(self.k)
+        self.distances_m = np.zeros(self.k)
+        self.cpu_freq_hz = np.ones(self.k)
+        self.data_sizes = np.ones(self.k, dtype=np.int64)
+        self.topic_counts = np.zeros((self.k, self.g), dtype=np.int64)
+        self.local_data: list[np.ndarray] = []
+        self.topic_loss = self.initial_topic_loss.copy()
+        self.last_participants = np.zeros(self.k, dtype=bool)
+
+    def _check_surrogate(self) -> None:
+        cfg, s = self.cfg, self.surrogate.settings
+        mine = {"model": cfg.model, "rank": cfg.lora.rank, "alpha": cfg.lora.alpha, "lr": cfg.lora.lr,
+                "local_steps": cfg.lora.local_steps, "batch_size": cfg.lora.batch_size}
+        diff = {k: (v, s.get(k)) for k, v in mine.items() if s.get(k) != v}
+        if diff:
+            raise ValueError(f"lora/model: the surrogate was fitted with other settings {diff} (scenario, surrogate); "
+                             "fit one with `python -m edgelam.envs.fedft.profile --out DIR` and set profile_dir")
+
+    @property
+    def loss(self) -> float:
+        """Current global validation loss (mean over topics, nats/token)."""
+        return float(self.topic_loss.mean())
+
+    @property
+    def compute_s(self) -> np.ndarray:
+        """(K,) local computation time of each device in s."""
+        return self.cycles / self.cpu_freq_hz
+
+    @property
+    def upload_window_s(self) -> np.ndarray:
+        """(K,) time left for the upload before the deadline, in s (0 if computation misses it)."""
+        return np.clip(self.cfg.deadline_s - self.compute_s, 0.0, None)
+
+    def full_band_snr_db(self) -> np.ndarray:
+        """(K,) SNR in dB of each device alone on the whole band at p_max."""
+        cfg = self.cfg
+        snr = cfg.p_max_w * self.gains / (cfg.noise_w_per_hz * cfg.bandwidth_hz)
+        return 10.0 * np.log10(np.maximum(snr, 1e-30))
+
+    def reset(self, rng: np.random.Generator) -> None:
+        """Draw devices (distances, CPU, local data) and the first round's channel."""
+        cfg, k, g = self.cfg, self.k, self.g
+        self.distances_m = rng.uniform(*cfg.distance_m, size=k)
+        gains, _, _ = self.link.reset(rng, self.distances_m)
+        self.gains = gains.copy()
+        self.cpu_freq_hz = rng.uniform(*cfg.cpu_freq_hz, size=k)
+        lo, hi = cfg.samples_per_device
+        self.data_sizes = rng.integers(lo, hi + 1, size=k)
+        mixtures = rng.dirichlet(np.full(g, cfg.dirichlet_alpha), size=k)
+        self.topic_counts = np.stack([rng.multinomial(n, p) for n, p in zip(self.data_sizes, mixtures, strict=True)])
+        pool = self.pools.shape[1]
+        self.local_data = [
+            np.concatenate([self.pools[j][rng.integers(pool, size=c)] for j, c in enumerate(counts)])
+            for counts in self.topic_counts
+        ]
+        self._learn_rng = np.random.default_rng(rng.integers(2**63))
+        self.t = 0
+        self.queue = 0.0
+        self.last_participants = np.zeros(k, dtype=bool)
+        self.topic_loss = self.live.reset() if self.live is not None else self.initial_topic_loss.copy()
+
+    def costs(self, bandwidth_hz: np.ndarray, power_w: np.ndarray) -> RoundCosts:
+        """Costs of an allocation in the current round (no state change)."""
+        cfg = self.cfg
+        return round_costs(self.bits, bandwidth_hz, power_w, self.gains, cfg.noise_w_per_hz, self.cycles,
+                           self.cpu_freq_hz, cfg.kappa, cfg.deadline_s)
+
+    def play(self, bandwidth_hz: np.ndarray, power_w: np.ndarray, rng: np.random.Generator) -> RoundResult:
+        """Run one round with this allocation, then draw the next round's fading."""
+        costs = self.costs(bandwidth_hz, power_w)
+        previous = self.loss
+        part = costs.participants
+        if self.live is not None:
+            self.topic_loss = self.live.round(self.local_data, part, self.data_sizes.astype(np.float64),
+                                              self._learn_rng)
+        else:
+            w = topic_weights(part, self.data_sizes, self.topic_counts)
+            self.topic_loss = self.surrogate.step(self.topic_loss, w, int(part.sum()), self._learn_rng)
+        energy = float(costs.energy_j.sum())
+        self.queue = max(self.queue + energy - self.cfg.energy_budget_j, 0.0)
+        self.last_participants = part.copy()
+        self.t += 1
+        gains, _, _ = self.link.step(rng)
+        self.gains = gains.copy()
+        return RoundResult(costs, self.loss, previous, self.topic_loss.copy())
+
+    def device_features(self) -> np.ndarray:
+        """(K, 4) per device: full-band SNR dB / 40, compute time / deadline, data share, last participation."""
+        cfg = self.cfg
+        out = np.empty((self.k, 4), dtype=np.float32)
+        out[:, 0] = np.clip(self.full_band_snr_db() / SNR_REF_DB, -2.0, 3.0)
+        out[:, 1] = np.clip(self.compute_s / cfg.deadline_s, 0.0, 2.0)
+        out[:, 2] = self.data_sizes / self.data_sizes.sum()
+        out[:, 3] = self.last_participants
+        return out
+
+    def global_features(self) -> np.ndarray:
+        """(3,) loss / initial loss, energy queue / (10 x budget), elapsed fraction of the episode."""
+        cfg = self.cfg
+        budget = max(cfg.energy_budget_j, 1e-12)
+        return np.array(
+            [min(self.loss / self.initial_loss, 2.0), min(self.queue / (10.0 * budget), 10.0),
+             min(self.t / cfg.episode_length, 1.0)],
+            dtype=np.float32,
+        )
+
+    def info(self, result: RoundResult, bandwidth_hz: np.ndarray, power_w: np.ndarray) -> dict:
+        """The step's ``info`` (SI units)."""
+        c = result.costs
+        return {
+            "loss": result.loss,
+            "loss_decrease": result.previous_loss - result.loss,
+            "topic_loss": result.topic_loss,
+            "participants": c.participants.copy(),
+            "num_participants": int(c.participants.sum()),
+            "num_dropped": int((c.scheduled & ~c.participants).sum()),
+            "energy_j": float(c.energy_j.sum()),
+            "compute_energy_j": float(c.compute_energy_j.sum()),
+            "upload_energy_j": float(c.upload_energy_j.sum()),
+            "latency_s": float(c.latency_s),
+            "virtual_queue": self.queue,
+            "bandwidth_hz": np.asarray(bandwidth_hz, dtype=np.float64).copy(),
+            "power_w": np.asarray(power_w, dtype=np.float64).copy(),
+        }
