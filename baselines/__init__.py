@@ -39,6 +39,8 @@ _MODULES: dict[str, str] = {
     "edgelam/Offload-v0": "edgelam.baselines.offload",
     "edgelam/SpecDecode-v0": "edgelam.baselines.spec_decode",
     "edgelam/MultiUserOffload-v0": "edgelam.baselines.multi_user_offload",
+    "edgelam/FedFTAllocation-v0": "edgelam.baselines.fedft",
+    "edgelam/FedFTPower-v0": "edgelam.baselines.fedft",
 }
 
 

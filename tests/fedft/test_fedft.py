@@ -1,0 +1,311 @@
+"""FedFTAllocation-v0 / FedFTPower-v0: round physics, min-energy solver, baselines, surrogate vs live."""
+
+from __future__ import annotations
+
+import time
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import edgelam.envs  # noqa: F401  (registers the ids)
+from edgelam import baselines
+from edgelam.baselines.fedft import closed_form_power, min_energy_allocation
+from edgelam.envs.core.channel import NOISE_PSD_W_PER_HZ
+from edgelam.envs.fedft.data import SEQ_LEN, TOPICS, load_partition
+from edgelam.envs.fedft.dynamics import load_surrogate, project_simplex, round_costs, topic_weights, upload_rate_bps
+from edgelam.envs.fedft.env import FedFTPowerEnv, parallel_env
+
+ENV_ID = "edgelam/FedFTAllocation-v0"
+N0 = NOISE_PSD_W_PER_HZ * 10 ** 0.5  # 5 dB noise figure
+BITS = 196_608.0
+
+
+def _instance(rng: np.random.Generator, k: int = 5):
+    """Random feasible-looking instance: gains of 50..400 m macro links with Rayleigh fading."""
+    gains = 10 ** (-rng.uniform(100, 130, k) / 10) * rng.exponential(1.0, k)
+    deadline = rng.uniform(1.0, 2.5, k)
+    return gains, deadline
+
+
+def _equal_energy(gains, deadline, band, p_max):
+    k = gains.size
+    rate = upload_rate_bps(np.full(k, band / k), np.full(k, p_max), gains, N0)
+    return float(np.sum(p_max * BITS / rate)), rate * deadline >= BITS
+
+
+# -- pure physics -----------------------------------------------------------------------------------
+
+
+def test_project_simplex_exact_values_and_properties():
+    np.testing.assert_allclose(project_simplex(np.array([0.5, 0.5, 0.5, 0.5])), [0.25] * 4)
+    np.testing.assert_allclose(project_simplex(np.array([1.0, 0.0, 0.2])), [0.9, 0.0, 0.1])
+    np.testing.assert_allclose(project_simplex(np.array([1.0, 1.0, 0.0])), [0.5, 0.5, 0.0])
+    x = np.random.default_rng(0).uniform(0, 1, (50, 6))
+    for row in x:
+        p = project_simplex(row)
+        assert abs(p.sum() - 1.0) < 1e-12 and np.all(p >= 0)
+        np.testing.assert_allclose(project_simplex(p), p, atol=1e-12)
+
+
+def test_round_costs_toy_values_and_deadline_drop():
+    # 1 MHz, SNR 3 -> 2 Mbit/s: 1 Mbit in 0.5 s; compute 1e9 cycles at 1 GHz = 1 s, 1e-28*1e9*1e18 = 0.1 J
+    gain = 3 * N0 * 1e6 / 0.1
+    c = round_costs(1e6, np.array([1e6, 1e6, 0.0]), np.array([0.1, 0.1, 0.1]), np.full(3, gain), N0, 1e9,
+                    np.array([1e9, 0.5e9, 1e9]), 1e-28, 1.9)
+    np.testing.assert_allclose(c.upload_s[:2], [0.5, 0.5])
+    np.testing.assert_array_equal(c.scheduled, [True, True, False])
+    np.testing.assert_array_equal(c.participants, [True, False, False])  # the 2nd needs 2 + 0.5 > 1.9 s
+    np.testing.assert_allclose(c.compute_energy_j, [0.1, 0.025, 0.0])
+    np.testing.assert_allclose(c.upload_energy_j, [0.05, 0.0, 0.0])  # 2nd: window max(1.9 - 2, 0) = 0
+    assert c.latency_s == pytest.approx(1.9)
+
+
+def test_topic_weights_are_the_pooled_topic_shares():
+    counts = np.array([[10, 0], [5, 5], [0, 20]])
+    sizes = counts.sum(axis=1)
+    np.testing.assert_allclose(topic_weights(np.array([True, True, False]), sizes, counts), [0.75, 0.25])
+    np.testing.assert_allclose(topic_weights(np.zeros(3, bool), sizes, counts), [0.0, 0.0])
+
+
+def test_partition_is_shipped_small_and_topical():
+    part = load_partition()
+    assert part.topics == tuple(TOPICS)
+    assert part.train.dtype == np.uint16 and part.train.shape[2] == SEQ_LEN
+    assert part.val.shape[:2] == (len(TOPICS), 16)
+    # non-IID: a topic's sequences share more tokens with their own topic than with another
+    hist = np.stack([np.bincount(t.ravel(), minlength=4096) for t in part.train]).astype(float)
+    hist /= hist.sum(axis=1, keepdims=True)
+    val = np.stack([np.bincount(v.ravel(), minlength=4096) for v in part.val]).astype(float)
+    val /= val.sum(axis=1, keepdims=True)
+    overlap = np.minimum(val[:, None, :], hist[None, :, :]).sum(axis=2)  # (val topic, train topic)
+    assert np.mean(np.argmax(overlap, axis=1) == np.arange(len(TOPICS))) >= 0.75
+
+
+# -- min-energy solver ------------------------------------------------------------------------------
+
+
+def test_min_energy_is_feasible_matches_closed_form_and_beats_equal():
+    rng = np.random.default_rng(0)
+    band, p_max = 2e5, 0.2
+    solved = 0
+    for _ in range(8):
+        gains, deadline = _instance(rng)
+        equal_e, equal_ok = _equal_energy(gains, deadline, band, p_max)
+        b, p, status = min_energy_allocation(gains, BITS, deadline, band, N0, p_max, return_status=True)
+        if status != "optimal":
+            continue
+        solved += 1
+        rate = upload_rate_bps(b, p, gains, N0)
+        assert np.all(rate * deadline >= BITS * (1 - 1e-6)), "a device misses its deadline"
+        assert b.sum() <= band * (1 + 1e-9) and np.all(p <= p_max) and np.all(b > 0)
+        np.testing.assert_allclose(p, closed_form_power(gains, BITS, deadline, b, N0), rtol=1e-3)
+        energy = float(np.sum(p * deadline))
+        if equal_ok.all():
+            assert energy < equal_e
+    assert solved >= 6
+
+
+def test_min_energy_single_device_is_the_closed_form_on_the_whole_band():
+    g = np.array([1e-12])
+    b, p = min_energy_allocation(g, BITS, 1.5, 2e5, N0, 0.2)
+    assert b[0] == pytest.approx(2e5, rel=1e-6)
+    assert p[0] == pytest.approx(N0 * 2e5 / 1e-12 * (2 ** (BITS / (2e5 * 1.5)) - 1), rel=1e-4)
+
+
+def test_min_energy_strong_device_gets_less_band_than_the_weak_one():
+    b, _ = min_energy_allocation(np.array([1e-10, 1e-13]), BITS, 1.5, 2e5, N0, 0.2)
+    assert b[1] > b[0]
+
+
+def test_infeasible_instances_return_the_flagged_fallback():
+    g = np.full(5, 1e-12)
+    # each device alone meets its deadline on the whole band, five together cannot
+    alone = float(upload_rate_bps(np.array([2e5]), np.array([0.2]), g[:1], N0)[0]) * 0.5
+    b, p, status = min_energy_allocation(g, alone, 1.0, 2e5, N0, 0.2, return_status=True)
+    assert status.startswith("fallback")
+    np.testing.assert_allclose(b, np.full(5, 4e4))
+    np.testing.assert_allclose(p, np.full(5, 0.2))
+    _, _, status = min_energy_allocation(g, 1e12, 1.0, 2e5, N0, 0.2, return_status=True)
+    assert status.startswith("fallback: infeasible")
+
+
+# -- environments -----------------------------------------------------------------------------------
+
+
+def _episode(env, policy, seed=0):
+    obs, _ = env.reset(seed=seed)
+    ret, infos = 0.0, []
+    while True:
+        action, _ = policy.predict(obs)
+        obs, reward, terminated, truncated, info = env.step(action)
+        ret += reward
+        infos.append(info)
+        if terminated or truncated:
+            return ret, infos
+
+
+def test_equal_action_gives_equal_shares_and_reward_formula():
+    env = gym.make(ENV_ID)
+    env.reset(seed=1)
+    k = env.unwrapped.fed.k
+    cfg = env.unwrapped.config
+    action = np.concatenate([np.zeros(k), np.ones(k)]).astype(np.float32)
+    loss0 = env.unwrapped.fed.loss
+    _, reward, _, _, info = env.step(action)
+    np.testing.assert_allclose(info["bandwidth_hz"], cfg.bandwidth_hz / k)
+    np.testing.assert_allclose(info["power_w"], cfg.p_max_w)
+    expected = cfg.reward.loss_scale * (loss0 - info["loss"]) - cfg.reward.energy_weight_per_j * info["energy_j"]
+    assert reward == pytest.approx(expected)
+    assert info["virtual_queue"] == pytest.approx(max(info["energy_j"] - cfg.energy_budget_j, 0.0))
+
+
+def test_nobody_scheduled_leaves_the_model_and_energy_untouched():
+    env = gym.make(ENV_ID)
+    env.reset(seed=2)
+    k = env.unwrapped.fed.k
+    loss0 = env.unwrapped.fed.loss
+    _, reward, _, _, info = env.step(-np.ones(2 * k, dtype=np.float32))
+    assert info["loss"] == loss0 and info["energy_j"] == 0.0 and reward == 0.0 and info["num_participants"] == 0
+
+
+def test_an_impossible_deadline_drops_every_device():
+    env = gym.make(ENV_ID, deadline_s=0.5)  # computation alone takes >= 1.5 s
+    env.reset(seed=0)
+    k = env.unwrapped.fed.k
+    loss0 = env.unwrapped.fed.loss
+    _, _, _, _, info = env.step(np.concatenate([np.zeros(k), np.ones(k)]).astype(np.float32))
+    assert info["num_participants"] == 0 and info["num_dropped"] == k
+    assert info["loss"] == loss0 and info["energy_j"] > 0 and info["latency_s"] == pytest.approx(0.5)
+
+
+def test_split_mode_is_rejected_as_not_yet_available():
+    with pytest.raises(ValueError, match="mode"):
+        gym.make(ENV_ID, mode="split")
+
+
+def test_surrogate_settings_must_match_the_scenario():
+    with pytest.raises(ValueError, match="surrogate"):
+        gym.make(ENV_ID, **{"lora.rank": 8})
+
+
+def test_min_energy_baseline_schedules_feasibly_and_saves_energy_over_equal():
+    env = gym.make(ENV_ID)
+    r_eq, eq = _episode(env, baselines.make("equal", env))
+    policy = baselines.make("min_energy", env)
+    r_me, me = _episode(env, policy)
+    assert policy.solver_status == "optimal"
+    assert sum(i["num_dropped"] for i in me) == 0
+    assert sum(i["upload_energy_j"] for i in me) < 0.5 * sum(i["upload_energy_j"] for i in eq)
+    assert sum(i["num_participants"] for i in me) >= sum(i["num_participants"] for i in eq)
+    assert r_me > r_eq
+
+
+def test_lyapunov_keeps_energy_near_the_budget_where_equal_overspends():
+    env = gym.make(ENV_ID)
+    budget = env.unwrapped.config.energy_budget_j
+    _, eq = _episode(env, baselines.make("equal", env))
+    _, ly = _episode(env, baselines.make("lyapunov", env))
+    assert np.mean([i["energy_j"] for i in eq]) > 1.5 * budget
+    assert np.mean([i["energy_j"] for i in ly]) < 1.2 * budget
+    assert ly[-1]["virtual_queue"] < 0.2 * eq[-1]["virtual_queue"]
+    assert ly[-1]["loss"] < ly[0]["loss"]
+
+
+def test_replay_speed():
+    env = gym.make(ENV_ID)
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    actions = [env.action_space.sample() for _ in range(300)]
+    t0 = time.perf_counter()
+    for a in actions:
+        _, _, _, truncated, _ = env.step(a)
+        if truncated:
+            env.reset()
+    assert 300 / (time.perf_counter() - t0) > 300  # steps/s on one loaded core (measured ~2500)
+
+
+# -- PettingZoo env ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"no_such_key": 1}, "no_such_key"),
+        ({"episode_length": 0}, "episode_length"),
+        ({"episode_length": "long"}, "episode_length"),
+        ({"scenario": "no_such_scenario"}, "no_such_scenario"),
+        ({"backend": "imaginary"}, "backend"),
+    ],
+)
+def test_power_env_bad_config(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        parallel_env(**kwargs)
+
+
+def test_power_env_requests_are_normalised_and_rewards_are_shared_minus_own_energy():
+    env = parallel_env()
+    env.reset(seed=0)
+    cfg = env.config
+    req = {a: np.array([1.0, -1.0 + 0.5 * i], np.float32) for i, a in enumerate(env.agents)}
+    loss0 = env.fed.loss
+    _, rewards, _, _, infos = env.step(req)
+    shares = np.array([0.25 * i for i in range(env.fed.k)])
+    for i, a in enumerate(env.possible_agents):
+        assert infos[a]["bandwidth_hz"] == pytest.approx(cfg.bandwidth_hz * shares[i] / shares.sum())
+        shared = cfg.reward.loss_scale * (loss0 - infos[a]["loss"])
+        assert rewards[a] == pytest.approx(shared - cfg.reward.energy_weight_per_j * infos[a]["energy_j"])
+    assert infos["device_0"]["energy_j"] == 0.0  # no band requested: not scheduled
+
+
+def test_power_env_bad_action_and_equal_policy():
+    env = parallel_env()
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="action"):
+        env.step({a: np.array([2.0, 0.0], np.float32) for a in env.agents})
+    policy = baselines.make("equal", env)
+    obs, _ = env.reset(seed=0)
+    actions, _ = policy.predict(obs)
+    _, _, _, _, infos = env.step(actions)
+    assert infos["device_0"]["bandwidth_hz"] == pytest.approx(env.config.bandwidth_hz / env.fed.k)
+
+
+def test_power_env_supersuit_parameter_sharing():
+    import supersuit as ss
+
+    env = parallel_env()
+    assert isinstance(env, FedFTPowerEnv)
+    venv = ss.pettingzoo_env_to_vec_env_v1(env)
+    venv = ss.concat_vec_envs_v1(venv, 2, num_cpus=0, base_class="stable_baselines3")
+    obs = venv.reset()
+    assert obs.shape == (2 * env.fed.k, 7)
+    _, rewards, _, _ = venv.step(np.zeros((2 * env.fed.k, 2), dtype=np.float32))
+    assert rewards.shape == (2 * env.fed.k,) and np.all(np.isfinite(rewards))
+    venv.close()
+
+
+# -- live backend -----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_live_is_deterministic_and_close_to_the_surrogate():
+    """Live rounds with the equal policy: same seed, same losses; surrogate within its reported error."""
+    surrogate = load_surrogate()
+    runs = []
+    for backend in ("live", "live", "replay"):
+        env = gym.make(ENV_ID, backend=backend)
+        obs, info = env.reset(seed=5)
+        losses = [info["loss"]]
+        policy = baselines.make("equal", env)
+        t0 = time.perf_counter()
+        for _ in range(3):
+            obs, _, _, _, info = env.step(policy.predict(obs)[0])
+            losses.append(info["loss"])
+        runs.append((np.array(losses), time.perf_counter() - t0))
+    (live, secs), (again, _), (replay, _) = runs
+    np.testing.assert_array_equal(live, again)
+    assert live[-1] < live[0]
+    assert live[0] == pytest.approx(replay[0], abs=1e-4)  # initial loss recorded by the profile
+    tol = 3 * surrogate.error["trajectory_max"]
+    assert abs((live[0] - live[-1]) - (replay[0] - replay[-1])) < tol
+    assert secs / 3 < 20.0  # one live round of 5 devices on one core (measured ~1.5 s)
