@@ -19,10 +19,13 @@ from typing import Any
 import gymnasium as gym
 import yaml
 from rich.console import Console
-from rich.table import Table
 
 from edgelam import baselines
+from edgelam.agents import bench
 from edgelam.agents.common import check_env_id, env_dir, is_parallel
+from edgelam.agents.compare import compare, format_cell, jsonable, rich_table
+from edgelam.agents.evaluate import evaluate, summarize
+from edgelam.agents.train import train
 from edgelam.envs import registration
 from edgelam.envs.core.config import apply_overrides, scenario_names
 
@@ -63,20 +66,7 @@ def _csv(text: str, cast: type = str) -> list:
 
 
 def _print_json(data: Any) -> None:
-    from edgelam.agents.compare import jsonable
-
     print(json.dumps(jsonable(data), indent=2))
-
-
-def _table(title: str, rows: Sequence[Sequence[str]], left: int = 2) -> Table:
-    """A rich table whose columns never wrap (the first ``left`` columns left-aligned)."""
-    table = Table(title=title)
-    for i, name in enumerate(rows[0]):
-        width = max(len(row[i]) for row in rows)
-        table.add_column(name, justify="left" if i < left else "right", no_wrap=True, min_width=width)
-    for row in rows[1:]:
-        table.add_row(*row)
-    return table
 
 
 def _env_ids() -> list[str]:
@@ -104,14 +94,12 @@ def cmd_list(args: argparse.Namespace) -> int:
     rows = [["id", "kind", "scenarios", "baselines"]]
     for e in entries:
         rows.append([e["id"], e["kind"], ", ".join(e["scenarios"]) or "-", ", ".join(e["baselines"])])
-    Console().print(_table("edgelam environments", rows, left=4), crop=False)
+    Console().print(rich_table("edgelam environments", rows, left=4), crop=False)
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train one agent and save the run."""
-    from edgelam.agents.train import train
-
     check_env_id(args.env)
     out = args.out or Path("runs") / "train" / env_dir(args.env) / args.algo / f"seed_{args.seed}"
     result = train(
@@ -150,8 +138,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a baseline or a saved agent."""
-    from edgelam.agents.evaluate import evaluate, summarize
-
     check_env_id(args.env)
     rows = evaluate(
         args.policy,
@@ -174,19 +160,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             }
         )
         return 0
-    from edgelam.agents.compare import format_cell
-
     rows = [["metric", "mean ± 95% CI"], *([m, format_cell(v[0], v[1])] for m, v in summary.items())]
     console = Console()
-    console.print(_table(f"{args.policy} on {args.env}", rows, left=1), crop=False)
+    console.print(rich_table(f"{args.policy} on {args.env}", rows, left=1), crop=False)
     console.print(f"{args.episodes} episodes, reset seeds {args.seed}..{args.seed + args.episodes - 1}")
     return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Train agents over seeds and compare them with the baselines."""
-    from edgelam.agents.compare import compare
-
     check_env_id(args.env)
     out = args.out or Path("runs") / "compare" / env_dir(args.env)
     result = compare(
@@ -211,8 +193,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Steps per second of the envs on random actions."""
-    from edgelam.agents import bench
-
     for env_id in args.envs:
         check_env_id(env_id)
     result = bench.bench(args.envs, steps=args.steps, num_envs=args.num_envs, live_steps=args.live_steps)
@@ -225,7 +205,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return 0
     console = Console()
     title = "edgelam bench (random pre-sampled actions; step time only)"
-    console.print(_table(title, bench.rows(result)), crop=False)
+    console.print(rich_table(title, bench.rows(result)), crop=False)
     if not result["mobile_env"]["installed"]:
         console.print(f"{result['mobile_env']['env_id']}: {result['mobile_env']['note']}")
     if args.markdown:

@@ -307,7 +307,8 @@ def compare(
         "machine": machine_info(),
     }
     files["results.json"].write_text(json.dumps(jsonable(document), indent=2) + "\n")
-    console.print(_rich_table(env_id, table, best, metrics), crop=False)
+    title = f"{env_id}: mean ± 95% CI (* best; ↑ higher is better, ↓ lower)"
+    console.print(rich_table(title, table), crop=False)
     console.print(f"results: {out_dir} (results.csv, results.json, report.md, *.png); wall time {wall:.1f} s")
     return CompareResult(
         out_dir=out_dir,
@@ -350,18 +351,20 @@ def _table_text(
     return table
 
 
-def _rich_table(env_id: str, table: Sequence[Sequence[str]], best: Mapping, metrics: Sequence[str]) -> Table:
-    out = Table(title=f"{env_id}: mean ± 95% CI (* best; ↑ higher is better, ↓ lower)")
-    for i, name in enumerate(table[0]):
-        width = max(len(row[i]) for row in table)  # never wrap a number: wider than the terminal if need be
-        out.add_column(name, justify="left" if i < 2 else "right", no_wrap=True, min_width=width)
-    for row in table[1:]:
-        cells = row[:2] + [
-            f"[bold]{cell}[/bold]" if row[0] in best.get(metric, ()) else cell
-            for cell, metric in zip(row[2:], metrics, strict=True)
-        ]
-        out.add_row(*cells)
-    return out
+def rich_table(title: str, rows: Sequence[Sequence[str]], left: int = 2) -> Table:
+    """A rich table of text rows (header first) that never wraps or squeezes a cell.
+
+    The table is as wide as its cells need, wider than the terminal if need be (print
+    it with ``crop=False``); the first ``left`` columns are left-aligned, the others
+    right-aligned; cells ending in ``" *"`` (best values) are bold.
+    """
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    table = Table(title=title, width=sum(widths) + 3 * len(widths) + 1)
+    for i, name in enumerate(rows[0]):
+        table.add_column(name, justify="left" if i < left else "right", no_wrap=True)
+    for row in rows[1:]:
+        table.add_row(*(f"[bold]{c}[/bold]" if c.endswith(" *") else c for c in row))
+    return table
 
 
 def _write_csv(
