@@ -181,7 +181,9 @@ def compare(
         algos: algorithms to train (default ``("ppo",)``).
         seeds: training seeds (default ``(0, 1, 2)``; quick: ``(0, 1)``).
         timesteps: env steps per training run (default 100k; quick: 20k).
-        baselines: baseline names (default: every one available for the env).
+        baselines: baseline names (default: every one available for the env; those
+            raising ``ValueError`` on this scenario are skipped, with the reason recorded
+            under ``skipped_baselines`` in the settings; a named one that fails raises).
         episodes: evaluation episodes per policy and training seed (default 30; quick: 10).
         out_dir: output folder (layout in the module docstring); rerunning with the
             same folder reuses finished runs and resumes interrupted ones.
@@ -252,11 +254,19 @@ def compare(
         for row in evaluate(run["out_dir"], env_id, episodes, eval_seed, scenario, env_kwargs):
             rows.append({"policy": run["algo"], "train_seed": run["seed"], **row})
         kinds[run["algo"]] = "agent"
+    skipped: dict[str, str] = {}
     for name in names:
         if progress:
             console.log(f"evaluating baseline {name} ({episodes} episodes)")
-        for row in evaluate(name, env_id, episodes, eval_seed, scenario, env_kwargs):
-            rows.append({"policy": name, **row})
+        try:
+            baseline_rows = evaluate(name, env_id, episodes, eval_seed, scenario, env_kwargs)
+        except ValueError as exc:
+            if baselines is not None:
+                raise
+            skipped[name] = str(exc)
+            console.log(f"skipping baseline {name}: not applicable here ({exc})")
+            continue
+        rows.extend({"policy": name, **row} for row in baseline_rows)
         kinds[name] = "baseline"
 
     summary = {p: summarize(r for r in rows if r["policy"] == p) for p in kinds}
@@ -285,7 +295,8 @@ def compare(
         "algos": list(algos),
         "seeds": list(seeds),
         "timesteps": timesteps,
-        "baselines": names,
+        "baselines": [n for n in names if n not in skipped],
+        "skipped_baselines": skipped,
         "episodes": episodes,
         "eval_seed": eval_seed,
         "quick": quick,

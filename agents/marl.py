@@ -62,8 +62,21 @@ def parallel_vec_env(env_fn: Callable[[], ParallelEnv], n_envs: int = 1, seed: i
 
     Returns:
         The vector env, wrapped in ``VecMonitor`` (episode returns per agent).
+
+    Raises:
+        ValueError: if the agents' observation or action spaces differ.
     """
-    markov = ss.pettingzoo_env_to_vec_env_v1(env_fn())
+    env = env_fn()
+    first = env.possible_agents[0]
+    for agent in env.possible_agents[1:]:
+        if env.observation_space(agent) != env.observation_space(first) or env.action_space(
+            agent
+        ) != env.action_space(first):
+            raise ValueError(
+                f"parameter sharing needs one observation and action space for all agents; {agent!r} and "
+                f"{first!r} differ (pad them with SuperSuit, or train them apart, e.g. with RARL)"
+            )
+    markov = ss.pettingzoo_env_to_vec_env_v1(env)
     concat = ss.concat_vec_envs_v1(markov, n_envs, num_cpus=0, base_class="gymnasium")
     venv = _SeededVecEnv(concat)
     venv.seed(seed)

@@ -42,6 +42,7 @@ class NormalizedPolicy:
         self.model = model
         self.vecnormalize = vecnormalize
         vecnormalize.training = False
+        self._masked = accepts_masks(model)
 
     def predict(
         self,
@@ -51,8 +52,8 @@ class NormalizedPolicy:
         deterministic: bool = True,
         action_masks: np.ndarray | None = None,
     ) -> tuple[Any, Any]:
-        """SB3's ``predict`` on the normalised observation."""
-        extra = {} if action_masks is None else {"action_masks": action_masks}
+        """SB3's ``predict`` on the normalised observation (masks go to models that take them)."""
+        extra = {"action_masks": action_masks} if action_masks is not None and self._masked else {}
         obs = self.vecnormalize.normalize_obs(observation)
         return self.model.predict(obs, state, episode_start, deterministic, **extra)
 
@@ -138,6 +139,8 @@ def resolve_policy(spec: PolicySpec, env: Any, seed: int) -> Policy:
 
 def accepts_masks(policy: Policy) -> bool:
     """Whether ``policy.predict`` takes ``action_masks`` (MaskablePPO and alike)."""
+    if isinstance(policy, NormalizedPolicy):
+        return policy._masked
     try:
         return "action_masks" in inspect.signature(policy.predict).parameters
     except (TypeError, ValueError):

@@ -9,6 +9,7 @@ import json
 import pytest
 from rich.console import Console
 
+from edgelam import baselines
 from edgelam.agents import compare as compare_module
 from edgelam.agents.compare import compare, format_cell
 from edgelam.agents.plots import plot_v_tradeoff
@@ -90,9 +91,28 @@ def test_rerun_reuses_finished_runs_and_interrupted_runs_resume(tmp_path, tiny_p
 
     first = _run(tmp_path, tiny_ppo, console)
     assert [r["reused"] for r in first.runs] == [True, False]
+
+    def inapplicable(env):
+        raise ValueError("needs another scenario")
+
+    monkeypatch.setitem(baselines._REGISTRY[TOY], "needs_other_scenario", inapplicable)
     second = _run(tmp_path, tiny_ppo, console)
     assert all(r["reused"] for r in second.runs)
-    assert second.summary == first.summary
+    assert second.summary == first.summary  # the inapplicable baseline is skipped, recorded
+    settings = json.loads((tmp_path / "results.json").read_text())["settings"]
+    assert settings["skipped_baselines"] == {"needs_other_scenario": "needs another scenario"}
+    with pytest.raises(ValueError, match="needs another scenario"):
+        compare(
+            TOY,
+            seeds=(0,),
+            timesteps=256,
+            episodes=1,
+            out_dir=tmp_path,
+            baselines=["needs_other_scenario"],
+            hyperparams={"ppo": tiny_ppo},
+            progress=False,
+            console=console,
+        )
 
 
 def test_v_tradeoff_plot(tmp_path):
