@@ -48,11 +48,14 @@ from edgelam.agents.common import check_env_id, is_parallel, make_env, make_para
 from edgelam.agents.evaluate import evaluate
 from edgelam.agents.metrics import summarize
 from edgelam.agents.plots import plot_learning_curves, plot_metrics
-from edgelam.agents.policies import read_meta
+from edgelam.agents.policies import META, read_meta
+from edgelam.agents.rarl import train_rarl
 from edgelam.agents.train import LEARNING_CURVE, train
 
 QUICK = {"algos": ("ppo",), "seeds": (0, 1), "timesteps": 20_000, "episodes": 10}
 FULL = {"algos": ("ppo",), "seeds": (0, 1, 2), "timesteps": 100_000, "episodes": 30}
+# RARL on adversarial envs: (protagonist phase, adversary phase) pairs per run
+RARL_ITERATIONS = 4
 
 # columns of the printed table besides the return: not per-agent, not the episode length
 _HIDDEN = frozenset({"length"})
@@ -136,14 +139,91 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def _env_metadata(env_id: str, scenario: str, env_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
+def _env_info(
+    env_id: str, scenario: str, env_kwargs: Mapping[str, Any] | None
+) -> tuple[dict[str, Any], list[str] | None]:
+    """The env's metadata and, for a parallel env, its agents."""
     if is_parallel(env_id):
         env = make_parallel(env_id, scenario, env_kwargs)
+        agents = list(env.possible_agents)
     else:
         env = make_env(env_id, scenario, env_kwargs)
+        agents = None
     metadata = dict(env.metadata)
     env.close()
-    return metadata
+    return metadata, agents
+
+
+def _protagonist_view(row: Mapping[str, Any], protagonist: str) -> dict[str, Any]:
+    """An episode row of an adversarial env seen from the protagonist (``x/<protagonist>`` -> ``x``)."""
+    suffix = "/" + protagonist
+    out = {k: row[k] for k in ("episode", "seed", "length")}
+    out.update({k.removesuffix(suffix): v for k, v in row.items() if k.endswith(suffix)})
+    return out
+
+
+def _train_rarl_run(
+    env_id: str,
+    seed: int,
+    timesteps: int,
+    run_dir: Path,
+    scenario: str,
+    env_kwargs: Mapping[str, Any] | None,
+    hyperparams: Mapping[str, Any] | None,
+    progress: bool,
+) -> tuple[int, float, bool]:
+    """Train (or reuse) one RARL run of ``timesteps`` env steps split over both agents' phases.
+
+    Returns:
+        ``(env steps, wall time in s, reused)``.
+    """
+    steps = max(timesteps // (2 * RARL_ITERATIONS), 1)
+    settings = _rarl_settings(env_id, seed, steps, scenario, env_kwargs, hyperparams)
+    meta = read_meta(run_dir)
+    if meta is not None and (run_dir / "history.json").is_file():
+        changed = sorted(k for k, v in settings.items() if meta.get(k) != v)
+        if changed:
+            raise ValueError(f"{run_dir} holds a RARL run with other settings ({', '.join(changed)})")
+        return meta["num_timesteps"], meta["wall_time_s"], True
+    began = time.perf_counter()
+    result = train_rarl(
+        env_id,
+        iterations=RARL_ITERATIONS,
+        protagonist_steps=steps,
+        adversary_steps=steps,
+        seed=seed,
+        out_dir=run_dir,
+        scenario=scenario,
+        env_kwargs=env_kwargs,
+        hyperparams=hyperparams,
+        progress=progress,
+    )
+    wall = time.perf_counter() - began
+    total = result.protagonist.num_timesteps + result.adversary.num_timesteps
+    (run_dir / META).write_text(json.dumps({**settings, "num_timesteps": total, "wall_time_s": wall}, indent=2))
+    return total, wall, False
+
+
+def _rarl_settings(
+    env_id: str,
+    seed: int,
+    steps: int,
+    scenario: str,
+    env_kwargs: Mapping[str, Any] | None,
+    hyperparams: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    return jsonable(
+        {
+            "algo": "rarl",
+            "env_id": env_id,
+            "seed": seed,
+            "iterations": RARL_ITERATIONS,
+            "phase_steps": steps,
+            "scenario": str(scenario),
+            "env_kwargs": dict(env_kwargs or {}),
+            "hyperparams": dict(hyperparams or {}),
+        }
+    )
 
 
 def _table_metrics(summary: Mapping[str, Mapping[str, Any]]) -> list[str]:
@@ -172,6 +252,7 @@ def compare(
     eval_seed: int = 10_000,
     hyperparams: Mapping[str, Mapping[str, Any]] | None = None,
     console: Console | None = None,
+    eval_adversary: str | Path = "random",
 ) -> CompareResult:
     """Train agents over seeds, evaluate them and the baselines on the same episodes, report.
 
@@ -194,6 +275,15 @@ def compare(
             kept apart from the training seeds.
         hyperparams: algorithm -> hyperparameter overrides.
         console: where the status lines and the table go (default: stdout).
+        eval_adversary: on an adversarial env, the adversary every protagonist (trained
+            or baseline) is evaluated against: a baseline name or a saved policy.
+
+    On an adversarial env (a 2-agent parallel env whose second agent is named
+    ``adversary``, e.g. RobustRouting-v0) the only algorithm is ``rarl``
+    (:func:`edgelam.agents.rarl.train_rarl`, ``RARL_ITERATIONS`` iterations whose phases
+    share ``timesteps``; ``hyperparams["rarl"]`` are its PPO overrides); baselines act
+    for the protagonist; every metric is the protagonist's (its return and info),
+    measured against ``eval_adversary``.
 
     Raises:
         ValueError: on an unknown env id, algorithm, baseline or hyperparameter, or a
@@ -202,7 +292,13 @@ def compare(
     began = time.perf_counter()
     check_env_id(env_id)
     defaults = QUICK if quick else FULL
-    algos = tuple(algos if algos is not None else defaults["algos"])
+    metadata, agents = _env_info(env_id, scenario, env_kwargs)
+    adversarial = agents is not None and len(agents) == 2 and agents[1] == "adversary"
+    algos = tuple(algos if algos is not None else ("rarl",) if adversarial else defaults["algos"])
+    if adversarial and algos != ("rarl",):
+        raise ValueError(f"{env_id} is adversarial ({agents}): the algorithm to train is rarl, not {algos}")
+    if not adversarial and "rarl" in algos:
+        raise ValueError(f"rarl needs an adversarial env (agents [protagonist, 'adversary']); {env_id} is not")
     seeds = tuple(seeds if seeds is not None else defaults["seeds"])
     timesteps = int(timesteps if timesteps is not None else defaults["timesteps"])
     episodes = int(episodes if episodes is not None else defaults["episodes"])
@@ -213,12 +309,32 @@ def compare(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     console = console or Console()
-    directions = metric_directions(_env_metadata(env_id, scenario, env_kwargs))
+    directions = metric_directions(metadata)
 
     runs: list[dict[str, Any]] = []
     for algo in algos:
         for seed in seeds:
             run_dir = out_dir / "runs" / algo / f"seed_{seed}"
+            if algo == "rarl":
+                if progress:
+                    console.log(f"rarl seed {seed} -> {run_dir}")
+                steps, wall, reused = _train_rarl_run(
+                    env_id, seed, timesteps, run_dir, scenario, env_kwargs, (hyperparams or {}).get(algo), progress
+                )
+                protagonist = agents[0]
+                runs.append(
+                    {
+                        "algo": algo,
+                        "seed": seed,
+                        "out_dir": run_dir,
+                        "num_timesteps": steps,
+                        "wall_time_s": wall,
+                        "reused": reused,
+                        "policy": {protagonist: run_dir / protagonist, "adversary": eval_adversary},
+                        "curve": run_dir / protagonist / LEARNING_CURVE,
+                    }
+                )
+                continue
             meta = read_meta(run_dir)
             reused = bool(meta and meta.get("finished") and meta.get("num_timesteps", 0) >= timesteps)
             if progress:
@@ -243,15 +359,25 @@ def compare(
                     "num_timesteps": result.num_timesteps,
                     "wall_time_s": result.wall_time_s,
                     "reused": reused,
+                    "policy": run_dir,
+                    "curve": run_dir / LEARNING_CURVE,
                 }
             )
+
+    def evaluate_policy(policy: Any) -> list[dict[str, Any]]:
+        if adversarial:
+            if not isinstance(policy, Mapping):
+                policy = {agents[0]: policy, "adversary": eval_adversary}
+            rows = evaluate(policy, env_id, episodes, eval_seed, scenario, env_kwargs)
+            return [_protagonist_view(row, agents[0]) for row in rows]
+        return evaluate(policy, env_id, episodes, eval_seed, scenario, env_kwargs)
 
     rows: list[dict[str, Any]] = []
     kinds: dict[str, str] = {}
     for run in runs:
         if progress:
             console.log(f"evaluating {run['algo']} seed {run['seed']} ({episodes} episodes)")
-        for row in evaluate(run["out_dir"], env_id, episodes, eval_seed, scenario, env_kwargs):
+        for row in evaluate_policy(run["policy"]):
             rows.append({"policy": run["algo"], "train_seed": run["seed"], **row})
         kinds[run["algo"]] = "agent"
     skipped: dict[str, str] = {}
@@ -259,7 +385,7 @@ def compare(
         if progress:
             console.log(f"evaluating baseline {name} ({episodes} episodes)")
         try:
-            baseline_rows = evaluate(name, env_id, episodes, eval_seed, scenario, env_kwargs)
+            baseline_rows = evaluate_policy(name)
         except ValueError as exc:
             if baselines is not None:
                 raise
@@ -283,7 +409,7 @@ def compare(
     files = {
         "results.csv": _write_csv(out_dir / "results.csv", summary, kinds, all_metrics, directions, best),
         "learning_curves.png": plot_learning_curves(
-            {a: {r["seed"]: r["out_dir"] / LEARNING_CURVE for r in runs if r["algo"] == a} for a in algos},
+            {a: {r["seed"]: r["curve"] for r in runs if r["algo"] == a} for a in algos},
             out_dir / "learning_curves.png",
         ),
         "metrics.png": plot_metrics(summary, metrics, best, out_dir / "metrics.png"),
@@ -301,6 +427,8 @@ def compare(
         "eval_seed": eval_seed,
         "quick": quick,
     }
+    if adversarial:
+        settings["eval_adversary"] = str(eval_adversary)
     files["report.md"] = _write_report(out_dir / "report.md", settings, table, runs, wall, files)
     files["results.json"] = out_dir / "results.json"
     document = {

@@ -180,7 +180,7 @@ def train_rarl(
 
     Raises:
         ValueError: if the env does not have exactly two agents, or ``out_dir``
-            already holds a RARL run (runs are not resumed).
+            already holds a finished RARL run (an interrupted one restarts from scratch).
     """
     env_id = env if isinstance(env, str) else None
     params = hp.resolve(env_id, "ppo", hyperparams)
@@ -229,6 +229,7 @@ def train_rarl(
     curves = {a: LearningCurveCallback(out_dir / a / LEARNING_CURVE) for a in agents}
     for agent in agents:
         (out_dir / agent).mkdir(parents=True, exist_ok=True)
+        (out_dir / agent / LEARNING_CURVE).unlink(missing_ok=True)  # left by an interrupted run
     with torch_threads(threads):
         for iteration in range(iterations):
             for agent, steps in ((protagonist, protagonist_steps), (adversary, adversary_steps)):

@@ -13,7 +13,7 @@ from edgelam import baselines
 from edgelam.agents import compare as compare_module
 from edgelam.agents.compare import compare, format_cell
 from edgelam.agents.plots import plot_v_tradeoff
-from tests.agents.conftest import TOY
+from tests.agents.conftest import TOY, TOY_ZERO_SUM
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -121,3 +121,19 @@ def test_v_tradeoff_plot(tmp_path):
     assert path.read_bytes().startswith(PNG)
     with pytest.raises(ValueError):
         plot_v_tradeoff([1, 10], [3.0], [0.1, 0.2], tmp_path / "bad.png")
+
+
+def test_adversarial_env_trains_rarl_and_reports_the_protagonist(tmp_path, tiny_ppo):
+    console, _ = _console()
+    kwargs = {"seeds": (0,), "timesteps": 512, "episodes": 2, "out_dir": tmp_path, "progress": False}
+    result = compare(TOY_ZERO_SUM, hyperparams={"rarl": tiny_ppo}, console=console, **kwargs)
+    assert result.kinds == {"rarl": "agent", "random": "baseline"}
+    (run,) = result.runs
+    assert not run["reused"] and (tmp_path / "runs" / "rarl" / "seed_0" / "history.json").is_file()
+    episode = result.episodes[0]
+    assert not any("/" in key for key in episode)  # the router's view: its return and info
+    assert episode["return"] in range(-8, 9, 2)  # 8 steps of +-1
+    again = compare(TOY_ZERO_SUM, hyperparams={"rarl": tiny_ppo}, console=console, **kwargs)
+    assert again.runs[0]["reused"] and again.summary == result.summary
+    with pytest.raises(ValueError, match="adversarial"):
+        compare(TOY_ZERO_SUM, algos=("ppo",), console=console, **kwargs)
