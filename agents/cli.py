@@ -184,6 +184,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         env_kwargs=parse_sets(args.set),
         progress=not args.json and not args.no_progress,
         eval_seed=args.eval_seed,
+        eval_adversary=args.eval_adversary,
         console=Console(stderr=True) if args.json else None,
     )
     if args.json:
@@ -283,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("compare", "train agents over seeds and compare them with every baseline")
     _add_env_options(p)
-    p.add_argument("--algos", help="comma-separated algorithms (default: ppo)")
+    p.add_argument("--algos", help="comma-separated algorithms (default: ppo; adversarial envs: rarl)")
     p.add_argument("--seeds", help="comma-separated training seeds (default: 0,1,2; --quick: 0,1)")
     p.add_argument("--timesteps", type=int, help="env steps per run (default: 100000; --quick: 20000)")
     p.add_argument("--episodes", type=int, help="evaluation episodes (default: 30; --quick: 10)")
@@ -291,6 +292,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a setting that finishes in minutes on 2 cores")
     p.add_argument("--out", type=Path, help="output folder (default: runs/compare/<env>); rerun to resume")
     p.add_argument("--eval-seed", type=int, default=10_000, help="seed of the first evaluation episode")
+    p.add_argument(
+        "--eval-adversary",
+        default="random",
+        help="adversarial envs: the adversary policies are evaluated against (baseline name or saved policy)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars or status lines")
     p.set_defaults(func=cmd_compare)
 
