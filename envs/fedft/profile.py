@@ -11,7 +11,10 @@ remaining ``--test-episodes``:
 * ``trajectory_mae`` / ``trajectory_max``: mean / max absolute error of the global loss
   when the surrogate's expected trajectory is run open loop from the initial loss under the
   live participation sequence, nats/token; ``trajectory_rel`` = trajectory_mae / mean live loss
-  decrease at the end of those episodes.
+  decrease at the end of those episodes;
+* ``one_round_noise_floor``: the error a perfect mean predictor would still make in one
+  round, E|N(0, sigma^2 / (m G))| = sqrt(2 / pi) sigma / sqrt(m G), averaged over the rounds
+  (live SGD noise of the global loss, with sigma the fitted per-topic noise).
 
 Writes ``surrogate.json`` (the shipped one by default)::
 
@@ -99,8 +102,10 @@ def fit(episodes: list[dict]) -> dict:
 def evaluate(params: dict, episodes: list[dict]) -> dict:
     """Error of the surrogate (see the module docstring) on live ``episodes``."""
     s = Surrogate(**params, initial_loss=np.zeros(8), adapter_bits=0, settings={}, error={})
-    one, traj, final_drop = [], [], []
+    one, traj, final_drop, floor = [], [], [], []
     for e in episodes:
+        m = np.maximum(e["m"], 1)
+        floor.extend((np.sqrt(2.0 / np.pi) * s.sigma / np.sqrt(m * e["weights"].shape[1]) * (e["m"] > 0)).tolist())
         live = e["loss"]
         pred = s.mean_decrease(live[:-1], e["weights"], e["m"])
         one.extend(np.abs(pred.mean(axis=1) - (live[:-1] - live[1:]).mean(axis=1)).tolist())
@@ -112,6 +117,7 @@ def evaluate(params: dict, episodes: list[dict]) -> dict:
     mae = float(np.mean(traj))
     return {
         "one_round_mae": float(np.mean(one)),
+        "one_round_noise_floor": float(np.mean(floor)),
         "trajectory_mae": mae,
         "trajectory_max": float(np.max(traj)),
         "trajectory_rel": mae / max(float(np.mean(final_drop)), 1e-12),

@@ -289,23 +289,28 @@ def test_power_env_supersuit_parameter_sharing():
 
 @pytest.mark.slow
 def test_live_is_deterministic_and_close_to_the_surrogate():
-    """Live rounds with the equal policy: same seed, same losses; surrogate within its reported error."""
+    """Live rounds of the equal policy: same seed, same losses; the surrogate's expected trajectory under the same
+    participation stays within 0.01 nats/token + 25% of the live decrease (measured: see the printed numbers)."""
     surrogate = load_surrogate()
     runs = []
-    for backend in ("live", "live", "replay"):
-        env = gym.make(ENV_ID, backend=backend)
+    for _ in range(2):
+        env = gym.make(ENV_ID, backend="live")
         obs, info = env.reset(seed=5)
-        losses = [info["loss"]]
+        fed = env.unwrapped.fed
+        losses, topic = [info["loss"]], fed.topic_loss.copy()
         policy = baselines.make("equal", env)
         t0 = time.perf_counter()
         for _ in range(3):
             obs, _, _, _, info = env.step(policy.predict(obs)[0])
             losses.append(info["loss"])
-        runs.append((np.array(losses), time.perf_counter() - t0))
-    (live, secs), (again, _), (replay, _) = runs
+            w = topic_weights(info["participants"], fed.data_sizes, fed.topic_counts)
+            topic = topic - surrogate.mean_decrease(topic, w, info["num_participants"])
+        runs.append((np.array(losses), float(topic.mean()), (time.perf_counter() - t0) / 3))
+    (live, predicted, secs), (again, _, _) = runs
     np.testing.assert_array_equal(live, again)
-    assert live[-1] < live[0]
-    assert live[0] == pytest.approx(replay[0], abs=1e-4)  # initial loss recorded by the profile
-    tol = 3 * surrogate.error["trajectory_max"]
-    assert abs((live[0] - live[-1]) - (replay[0] - replay[-1])) < tol
-    assert secs / 3 < 20.0  # one live round of 5 devices on one core (measured ~1.5 s)
+    live_drop, predicted_drop = live[0] - live[-1], live[0] - predicted
+    print(f"live decrease {live_drop:.4f}, surrogate {predicted_drop:.4f}, {secs:.2f} s/live round")
+    assert live_drop > 0
+    assert live[0] == pytest.approx(float(surrogate.initial_loss[:5].mean()), abs=1e-4)
+    assert abs(live_drop - predicted_drop) < 0.01 + 0.25 * live_drop
+    assert secs < 20.0  # one live round of 5 devices on one core (measured ~1.5 s)
