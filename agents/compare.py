@@ -448,7 +448,9 @@ def compare(
     files["results.json"].write_text(json.dumps(jsonable(document), indent=2) + "\n")
     title = f"{env_id}: mean ± 95% CI (* best; ↑ higher is better, ↓ lower)"
     console.print(rich_table(title, table), crop=False)
-    console.print(f"results: {out_dir} (results.csv, results.json, report.md, *.png); wall time {wall:.1f} s")
+    console.print(
+        f"results: {out_dir} (results.csv, results.json, report.md, *.png); wall time {wall:.1f} s", soft_wrap=True
+    )
     return CompareResult(
         out_dir=out_dir,
         summary=summary,
