@@ -27,6 +27,8 @@ FedFTPower-v0 (one policy shared by all agents, called with each agent's observa
 
 from __future__ import annotations
 
+import warnings
+
 import cvxpy as cp
 import gymnasium as gym
 import numpy as np
@@ -86,11 +88,12 @@ def min_energy_allocation(
 
     Returns:
         ``(bandwidth_hz, power_w)``, (K,) each; with ``return_status`` also ``status``:
-        ``"optimal"``, or ``"fallback: <reason>"`` when the problem is infeasible (some
-        device cannot make its deadline), the solvers fail or their solution cannot be made
-        feasible. The safe fallback is equal bandwidth and p_max for every device: it
-        meets every deadline that any allocation without coordination could promise, and
-        spends no more than the equal baseline.
+        ``"optimal"``, ``"optimal_inaccurate (polished)"`` (an inaccurate solver solution
+        whose powers, raised to the closed form, meet every deadline), or
+        ``"fallback: <reason>"`` when the problem is infeasible (some device cannot make its
+        deadline), the solvers fail, or their solution cannot be made feasible. The safe
+        fallback is the equal baseline's allocation (equal bandwidth, p_max): it needs no
+        solver and gives every device its fair share of the band at full power.
     """
     g = np.asarray(gains, dtype=np.float64)
     k = g.size
@@ -119,11 +122,14 @@ def min_energy_allocation(
         solved = None
         for solver in (cp.CLARABEL, cp.SCS):
             try:
-                problem.solve(solver=solver)
+                with warnings.catch_warnings():  # an inaccurate solution is polished and checked below
+                    warnings.simplefilter("ignore", UserWarning)
+                    problem.solve(solver=solver)
             except cp.error.SolverError:
                 continue
             if problem.status in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE) and b_mhz.value is not None:
                 solved = (np.maximum(b_mhz.value, 0.0) * MHZ, np.maximum(p_mw.value, 0.0) * MW)
+                status = "optimal" if problem.status == cp.OPTIMAL else "optimal_inaccurate (polished)"
                 break
             if problem.status in (cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE):
                 break

@@ -194,7 +194,7 @@ def test_min_energy_baseline_schedules_feasibly_and_saves_energy_over_equal():
     r_eq, eq = _episode(env, baselines.make("equal", env))
     policy = baselines.make("min_energy", env)
     r_me, me = _episode(env, policy)
-    assert policy.solver_status == "optimal"
+    assert policy.solver_status.startswith("optimal")
     assert sum(i["num_dropped"] for i in me) == 0
     assert sum(i["upload_energy_j"] for i in me) < 0.5 * sum(i["upload_energy_j"] for i in eq)
     assert sum(i["num_participants"] for i in me) >= sum(i["num_participants"] for i in eq)
