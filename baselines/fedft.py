@@ -23,6 +23,8 @@ FedFTPower-v0 (one policy shared by all agents, called with each agent's observa
 
 * ``equal``: every device requests the same band and transmits at p_max.
 * ``random``: each agent samples its own action space.
+* ``min_energy`` / ``lyapunov``: the controllers above, each device handed its share of the
+  joint decision (:class:`Joint`).
 """
 
 from __future__ import annotations
@@ -255,9 +257,50 @@ class Lyapunov(MinEnergy):
         return b, p
 
 
+class Joint:
+    """A FedFTAllocation-v0 controller (``MinEnergy`` / ``Lyapunov``) as a FedFTPower-v0 joint policy.
+
+    Each device requests its share b_k / B (normalising them onto the band gives b back) and
+    transmits at p_k: agent action [2 p_k / p_max - 1, 2 b_k / B - 1]. Called with the dict of
+    all observations it returns every agent's action; called SB3-style with one agent's
+    observation (in ``env.agents`` order) it decides once per round and hands the actions
+    out one call after the other.
+    """
+
+    def __init__(self, controller: MinEnergy) -> None:
+        self.controller = controller
+        self.env = controller.env
+        self._round: tuple | None = None
+        self._queue: list[np.ndarray] = []
+
+    @property
+    def solver_status(self) -> str:
+        return self.controller.solver_status
+
+    def actions(self) -> list[np.ndarray]:
+        """Per device (``possible_agents`` order) its action for the current round."""
+        fed = self.env.fed
+        b, p = self.controller.decide()
+        flat = _encode(fed, b, p)
+        return [np.array([flat[fed.k + i], flat[i]], dtype=np.float32) for i in range(fed.k)]
+
+    def predict(self, observation, state=None, episode_start=None, deterministic=True):
+        if isinstance(observation, dict):
+            acts = self.actions()
+            return {a: acts[i] for i, a in enumerate(self.env.possible_agents) if a in observation}, state
+        fed = self.env.fed
+        key = (fed.t, fed.gains.tobytes())
+        if key != self._round or not self._queue:
+            self._round = key
+            self._queue = self.actions()
+        return self._queue.pop(0), state
+
+
 register(ALLOCATION_ID, "equal", lambda env: Equal(env))
 register(ALLOCATION_ID, "min_energy", lambda env: MinEnergy(env))
 register(ALLOCATION_ID, "lyapunov", lambda env, v=1.0: Lyapunov(env, v=v))
 register(POWER_ID, "equal", lambda env: Equal(env))
+register(POWER_ID, "min_energy", lambda env: Joint(MinEnergy(env)))
+register(POWER_ID, "lyapunov", lambda env, v=1.0: Joint(Lyapunov(env, v=v)))
 
-__all__ = ["Equal", "Lyapunov", "MinEnergy", "closed_form_power", "min_energy_allocation"]
+__all__ = ["Equal", "Joint", "Lyapunov", "MinEnergy", "closed_form_power", "min_energy_allocation"]

@@ -270,6 +270,28 @@ def test_power_env_bad_action_and_equal_policy():
     assert infos["device_0"]["bandwidth_hz"] == pytest.approx(env.config.bandwidth_hz / env.fed.k)
 
 
+def test_power_env_joint_min_energy_matches_per_agent_calls_and_saves_energy():
+    env = parallel_env()
+    totals = {}
+    for name in ("equal", "min_energy"):
+        policy = baselines.make(name, env)
+        obs, _ = env.reset(seed=3)
+        energy, dropped = 0.0, 0
+        while env.agents:
+            joint, _ = policy.predict(obs)
+            if name == "min_energy":
+                single = [policy.predict(obs[a])[0] for a in env.agents]
+                for a, act in zip(env.agents, single, strict=True):
+                    np.testing.assert_array_equal(act, joint[a])
+            obs, _, _, _, infos = env.step(joint)
+            first = infos[env.possible_agents[0]]
+            energy += first["total_energy_j"]
+            dropped += sum(i["bandwidth_hz"] > 0 and not i["participated"] for i in infos.values())
+        totals[name] = (energy, dropped)
+    assert totals["min_energy"][1] == 0
+    assert totals["min_energy"][0] < totals["equal"][0]
+
+
 def test_power_env_supersuit_parameter_sharing():
     import supersuit as ss
 
