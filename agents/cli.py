@@ -23,8 +23,9 @@ from rich.console import Console
 from edgelam import baselines
 from edgelam.agents import bench
 from edgelam.agents.common import check_env_id, env_dir, is_parallel
-from edgelam.agents.compare import compare, format_cell, jsonable, rich_table
+from edgelam.agents.compare import RARL_ITERATIONS, compare, format_cell, jsonable, rich_table
 from edgelam.agents.evaluate import evaluate, summarize
+from edgelam.agents.rarl import train_rarl
 from edgelam.agents.train import train
 from edgelam.envs import registration
 from edgelam.envs.core.config import apply_overrides, scenario_names
@@ -102,6 +103,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Train one agent and save the run."""
     check_env_id(args.env)
     out = args.out or Path("runs") / "train" / env_dir(args.env) / args.algo / f"seed_{args.seed}"
+    if args.algo == "rarl":
+        summary = _train_rarl(args, out)
+    else:
+        summary = _train(args, out)
+    if args.json:
+        _print_json(summary)
+    else:
+        for key, value in summary.items():
+            print(f"{key}: {value}")
+    return 0
+
+
+def _train(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     result = train(
         args.env,
         args.algo,
@@ -115,7 +129,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         progress=args.progress and not args.json,
         resume=args.resume,
     )
-    summary = {
+    return {
         "env_id": args.env,
         "algo": result.algo,
         "seed": result.seed,
@@ -128,12 +142,34 @@ def cmd_train(args: argparse.Namespace) -> int:
         "learning_curve": result.learning_curve,
         "tensorboard": result.out_dir / "tb",
     }
-    if args.json:
-        _print_json(summary)
-    else:
-        for key, value in summary.items():
-            print(f"{key}: {value}")
-    return 0
+
+
+def _train_rarl(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    if not is_parallel(args.env):
+        raise ValueError(f"rarl needs a 2-agent PettingZoo env [protagonist, adversary]; {args.env} is Gymnasium")
+    if args.resume or args.n_envs is not None:
+        raise ValueError("rarl runs take neither --resume nor --n-envs (set n_envs with --hp)")
+    steps = max(args.timesteps // (2 * args.iterations), 1)
+    result = train_rarl(
+        args.env,
+        iterations=args.iterations,
+        protagonist_steps=steps,
+        adversary_steps=steps,
+        seed=args.seed,
+        out_dir=out,
+        scenario=args.scenario,
+        env_kwargs=parse_sets(args.set),
+        hyperparams=apply_overrides({}, parse_sets(args.hp, "--hp")),
+        progress=args.progress and not args.json,
+    )
+    return {
+        "env_id": args.env,
+        "algo": "rarl",
+        "seed": args.seed,
+        "out_dir": result.out_dir,
+        "models": {agent: result.out_dir / agent / "model.zip" for agent in result.policies},
+        "history": result.history,
+    }
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -259,7 +295,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("train", "train an SB3 agent (checkpoints, TensorBoard, learning curve)")
     _add_env_options(p)
-    p.add_argument("--algo", default="ppo", help="ppo | a2c | dqn | sac | td3 | maskable_ppo (default: ppo)")
+    p.add_argument(
+        "--algo",
+        default="ppo",
+        help="ppo | a2c | dqn | sac | td3 | maskable_ppo | rarl (adversarial parallel envs) (default: ppo)",
+    )
     p.add_argument("--timesteps", type=int, default=100_000, help="total env steps (default: 100000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, help="run folder (default: runs/train/<env>/<algo>/seed_<seed>)")
@@ -271,6 +311,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="hyperparameter override (repeatable), e.g. n_steps=512 or policy_kwargs.net_arch=[32,32]",
     )
     p.add_argument("--resume", action="store_true", help="continue the run in --out up to --timesteps")
+    p.add_argument(
+        "--iterations",
+        type=int,
+        default=RARL_ITERATIONS,
+        help=f"rarl: protagonist/adversary phase pairs; the phases share --timesteps (default: {RARL_ITERATIONS})",
+    )
     p.add_argument("--progress", action="store_true", help="show a progress bar")
     p.set_defaults(func=cmd_train)
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from edgelam.agents.cli import main, parse_sets
 from edgelam.envs import registration
-from tests.agents.conftest import TOY, TOY_PAR
+from tests.agents.conftest import TOY, TOY_PAR, TOY_ZERO_SUM
 
 TINY_HP = [
     *("--hp", "n_envs=2", "--hp", "n_steps=64", "--hp", "batch_size=64"),
@@ -49,6 +50,14 @@ def test_train_then_evaluate_the_saved_run(capsys, tmp_path):
     assert out["num_timesteps"] >= 128 and out["model"].endswith("model.zip")
     rows = _json(capsys, ["evaluate", TOY, "--policy", out["model"], "--episodes", "2", "--json"])
     assert rows["summary"]["length"]["mean"] == 10.0
+
+
+def test_train_rarl(capsys, tmp_path):
+    argv = ["train", TOY_ZERO_SUM, "--algo", "rarl", "--timesteps", "256", "--iterations", "1"]
+    out = _json(capsys, [*argv, "--out", str(tmp_path), *TINY_HP, "--json"])
+    assert [h["trained"] for h in out["history"]] == ["router", "adversary"]
+    assert all(Path(p).is_file() for p in out["models"].values())
+    assert main(["train", TOY, "--algo", "rarl", "--out", str(tmp_path / "x")]) == 2
 
 
 def test_compare_json(capsys, tmp_path):
