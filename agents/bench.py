@@ -87,8 +87,8 @@ def _live_step_s(env_id: str, steps: int, seed: int) -> tuple[float | None, str]
             env = gym.make(env_id, backend="live")
     except TypeError:
         return None, "the env takes no backend= argument"
-    except ValueError as exc:
-        return None, f"backend='live' rejected: {exc}"
+    except (ValueError, FileNotFoundError) as exc:
+        return None, f"backend='live' unavailable: {exc}"
     total = _time_parallel(env, steps, seed) if is_parallel(env_id) else _time_gym(env, steps, seed)
     env.close()
     return total / steps, f"mean over {steps} steps"
