@@ -106,19 +106,20 @@ class Surrogate:
 
     With m participants whose pooled data has topic shares w (G,), the decrease of topic g is
 
-        d_g = (L_g - floor) * (gain_own * w_g + gain_shared) - noise_cost / m + sigma / sqrt(m) * eps_g,
+        d_g = h_g * (gain_own * w_g + gain_shared) - noise_cost / m + sigma / sqrt(m) * eps_g,
 
+    with h_g = headroom - (L_g(0) - L_g) what is left of the decrease the adapters can reach,
     eps ~ N(0, 1), and exactly 0 when m = 0 (the global adapters do not change). ``gain_own``
     is what a topic gains from its own data in the aggregate (non-IID), ``gain_shared`` what
     every topic gains from any data, ``noise_cost`` the harm of a noisy aggregate of few
-    updates. Fitted by least squares to live runs (:mod:`.profile`); ``error`` holds its
-    measured error against live.
+    updates (so the loss settles higher with fewer participants). Fitted by least squares to
+    live runs (:mod:`.profile`); ``error`` holds its measured error against live.
     """
 
     gain_own: float
     gain_shared: float
     noise_cost: float
-    floor: float
+    headroom: float
     sigma: float
     initial_loss: np.ndarray  # (8,) validation loss of every shipped topic before fine-tuning
     adapter_bits: int
@@ -128,9 +129,8 @@ class Surrogate:
     def mean_decrease(self, losses: np.ndarray, weights: np.ndarray, num_participants: int | np.ndarray):
         """Expected decrease (G,) (or (..., G) for batched weights / counts)."""
         m = np.asarray(num_participants, dtype=np.float64)
-        d = (losses - self.floor) * (self.gain_own * weights + self.gain_shared) - self.noise_cost / np.maximum(
-            m, 1.0
-        )[..., None]
+        head = self.headroom - (self.initial_loss[: losses.shape[-1]] - losses)
+        d = head * (self.gain_own * weights + self.gain_shared) - self.noise_cost / np.maximum(m, 1.0)[..., None]
         return np.where(m[..., None] > 0, d, 0.0)
 
     def step(self, losses: np.ndarray, weights: np.ndarray, num_participants: int, rng: np.random.Generator):
@@ -154,7 +154,7 @@ def load_surrogate(profile_dir: str | Path | None = None) -> Surrogate:
         gain_own=float(p["gain_own"]),
         gain_shared=float(p["gain_shared"]),
         noise_cost=float(p["noise_cost"]),
-        floor=float(p["floor"]),
+        headroom=float(p["headroom"]),
         sigma=float(p["sigma"]),
         initial_loss=np.asarray(data["initial_loss"], dtype=np.float64),
         adapter_bits=int(data["adapter_bits"]),

@@ -86,12 +86,14 @@ class FedFTAllocationEnv(gym.Env):
 
     ## Surrogate error and speed
     Measured by ``python -m edgelam.envs.fedft.profile`` (``surrogate.json``, key ``error``)
-    on 2 live episodes x 30 rounds with random participation not used for the fit (fit on
-    4 x 30): one-round error of the global-loss decrease 0.0085 nats/token (mean absolute);
-    open-loop surrogate trajectory vs live 0.021 mean / 0.080 max nats/token, i.e. 18% of
-    the live decrease over an episode (0.116). ``tests/fedft`` replays the surrogate on 3 live
-    rounds of the equal policy (live 0.059, surrogate 0.045). Replay runs about 2,500 steps/s
-    on one core (equal policy); a live round of 5 devices takes 1.4-3.5 s on one shared core.
+    on 2 live episodes x 30 rounds (one with random, one with full participation) not used
+    for the fit (fit on 4 x 30 alike): one-round error of the global-loss decrease 0.0061
+    nats/token (mean absolute; live SGD noise alone makes 0.0057); open-loop surrogate
+    trajectory vs live 0.0067 mean / 0.036 max nats/token, 5% of the live decrease over an
+    episode (0.127). ``tests/fedft`` replays the surrogate on 3 live rounds of the equal
+    policy from another seed (live decrease 0.059, surrogate 0.046). Replay runs about
+    2,500 steps/s on one core (equal policy); a live round of 5 devices takes 1.4-3.8 s on
+    one core shared with other jobs.
 
     ## Version History
     * v0: initial release (mode ``lora_fedavg``; ``split`` is not yet available).
