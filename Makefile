@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.edgelam-installed
 
-.PHONY: demo test test-fast bench lint setup clean
+.PHONY: demo test test-fast bench results lint setup clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,9 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/edgelam bench --markdown docs/benchmarks.md
+
+results: $(STAMP)
+	$(VENV)/bin/edgelam results
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -250,6 +250,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_results(args: argparse.Namespace) -> int:
+    from edgelam.agents.results import run_results
+
+    doc = run_results(only=args.only, out_dir=args.out, doc=args.doc)
+    if args.json:
+        _print_json({"doc": str(doc)})
+    else:
+        print(f"wrote {doc}")
+    return 0
+
+
 def cmd_profile(args: argparse.Namespace) -> int:
     """Run the real model and record the replay files of the envs."""
     try:
@@ -353,6 +364,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--live-steps", type=int, default=5, help="steps timed with backend='live' (0: skip)")
     p.add_argument("--markdown", metavar="PATH", help="also write the results as a Markdown page")
     p.set_defaults(func=cmd_bench)
+
+    p = command("results", "run the compare of every env in configs/agents/results.yaml, write docs/results.md")
+    p.add_argument("--only", nargs="*", metavar="ENV", help="only these env ids")
+    p.add_argument("--out", type=Path, default=Path("runs/results"), help="raw compare folders (resumable)")
+    p.add_argument("--doc", type=Path, default=Path("docs/results.md"), help="the Markdown page to write")
+    p.set_defaults(func=cmd_results)
 
     p = command("profile", "run the real model and record the replay files")
     p.add_argument("--out", type=Path, help="output folder (default: the package's profiles)")

@@ -62,7 +62,7 @@ def available(env_id: str) -> list[str]:
 
 
 class RandomPolicy:
-    """Uniform random actions from the env's action space, seeded by the env's reset seed."""
+    """Uniform random actions from the env's action space, from a generator seeded with ``seed``."""
 
     def __init__(self, env: gym.Env, seed: int | None = None) -> None:
         self.action_space = env.action_space

@@ -1,0 +1,113 @@
+"""``docs/results.md``: the compare table of every env, from the runs in ``configs/agents/results.yaml``.
+
+``edgelam results [--only ENV ...] [--out runs/results] [--doc docs/results.md]``
+runs :func:`edgelam.agents.compare.compare` for each entry (resumable: finished
+training runs in ``out/<env>`` are reused), then writes one Markdown page with each
+env's table, its settings, the wall time and the machine. Numbers in the page are
+exactly those of each run's ``results.csv``.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from edgelam.agents.common import env_name
+from edgelam.agents.compare import compare
+from edgelam.envs.core.config import bounds, build, configs_dir
+
+
+@dataclass(frozen=True)
+class ResultsEntry:
+    """One env's compare settings (validated like scenarios)."""
+
+    env: str
+    scenario: str = "default"
+    algos: tuple[str, ...] = ("ppo",)
+    seeds: tuple[int, ...] = field(default=(0, 1), metadata=bounds(0, None))
+    timesteps: int = field(default=50_000, metadata=bounds(1, None))
+    episodes: int = field(default=10, metadata=bounds(1, None))
+
+
+def load_entries(path: Path | None = None) -> list[ResultsEntry]:
+    """The entries of ``configs/agents/results.yaml`` (or ``path``)."""
+    import yaml
+
+    path = path or configs_dir() / "agents" / "results.yaml"
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"cannot read results settings {path}: {exc}") from None
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: expected a YAML list of entries")
+    return [build(ResultsEntry, entry, prefix=f"[{i}].") for i, entry in enumerate(data)]
+
+
+def machine() -> str:
+    """One line describing this machine (CPU, cores, Python, torch)."""
+    cpu = platform.processor() or platform.machine()
+    return (
+        f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} torch threads"
+    )
+
+
+def run_results(
+    only: Sequence[str] | None = None,
+    out_dir: str | Path = "runs/results",
+    doc: str | Path = "docs/results.md",
+    progress: bool = False,
+) -> Path:
+    """Run every (or the ``only``) entries and write the Markdown page; returns its path."""
+    entries = load_entries()
+    if only:
+        unknown = sorted(set(only) - {e.env for e in entries})
+        if unknown:
+            raise ValueError(f"not in results.yaml: {', '.join(unknown)}")
+        entries = [e for e in entries if e.env in only]
+    sections = []
+    start = time.perf_counter()
+    for e in entries:
+        res = compare(
+            e.env,
+            scenario=e.scenario,
+            algos=e.algos,
+            seeds=e.seeds,
+            timesteps=e.timesteps,
+            episodes=e.episodes,
+            out_dir=Path(out_dir) / env_name(e.env),
+            progress=progress,
+        )
+        header, *rows = res.table
+        lines = [
+            f"## {e.env} (scenario `{e.scenario}`)",
+            "",
+            f"Agents {', '.join(e.algos)} trained {e.timesteps} steps on seeds {list(e.seeds)}; "
+            f"{e.episodes} evaluation episodes per policy and seed; wall time {res.wall_time_s / 60:.1f} min. "
+            "Mean ± 95% CI; `*` marks the best policy of a column.",
+            "",
+            "| " + " | ".join(header) + " |",
+            "|" + "---|" * len(header),
+            *("| " + " | ".join(r) + " |" for r in rows),
+            "",
+        ]
+        sections.append("\n".join(lines))
+    total = (time.perf_counter() - start) / 60
+    page = [
+        "# Results: RL agents against the baselines on every env",
+        "",
+        "Produced by `edgelam results` (settings in `configs/agents/results.yaml`; each env's raw files",
+        f"under `{out_dir}/<env>/`). Machine: {machine()}. Total wall time {total:.1f} min.",
+        "",
+        *sections,
+    ]
+    doc = Path(doc)
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text("\n".join(page))
+    return doc
