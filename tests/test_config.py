@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pytest
+
 from edgelam.envs.core.config import (
     apply_overrides,
     bounds,

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import warnings
 
-import edgelam.envs  # noqa: F401  (registers the ids)
 import gymnasium as gym
 import numpy as np
 import pytest
-from edgelam.envs.registration import GYM_ENVS, PARALLEL_ENVS, make_parallel
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+import edgelam.envs  # noqa: F401  (registers the ids)
+from edgelam.envs.registration import GYM_ENVS, PARALLEL_ENVS, make_parallel
 
 GYM_IDS = sorted(GYM_ENVS)
 PARALLEL_IDS = sorted(PARALLEL_ENVS)

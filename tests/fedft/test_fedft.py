@@ -212,19 +212,6 @@ def test_lyapunov_keeps_energy_near_the_budget_where_equal_overspends():
     assert ly[-1]["loss"] < ly[0]["loss"]
 
 
-def test_replay_speed():
-    env = gym.make(ENV_ID)
-    env.reset(seed=0)
-    env.action_space.seed(0)
-    actions = [env.action_space.sample() for _ in range(300)]
-    t0 = time.perf_counter()
-    for a in actions:
-        _, _, _, truncated, _ = env.step(a)
-        if truncated:
-            env.reset()
-    assert 300 / (time.perf_counter() - t0) > 300  # steps/s on one loaded core (measured ~2500)
-
-
 # -- PettingZoo env ---------------------------------------------------------------------------------
 
 
@@ -335,4 +322,3 @@ def test_live_is_deterministic_and_close_to_the_surrogate():
     assert live_drop > 0
     assert live[0] == pytest.approx(float(surrogate.initial_loss[:5].mean()), abs=1e-4)
     assert abs(live_drop - predicted_drop) < 0.01 + 0.25 * live_drop
-    assert secs < 20.0  # one live round of 5 devices on one core (measured ~1.5 s)

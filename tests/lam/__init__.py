@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import torch
+
 from edgelam.envs.lam import SHIPPED_MODELS, assets_dir
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import edgelam.envs.lam as lam
 import numpy as np
 import pytest
 import torch
+
+import edgelam.envs.lam as lam
 from edgelam.envs.lam import LM, SHIPPED_MODELS, family_card, load, load_prompts
 from edgelam.envs.lam import model as model_mod
 

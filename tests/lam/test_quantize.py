@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from edgelam.envs.lam import bit_errors, decode, encode, payload_bytes, quantize, transmit
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from scipy import stats
+
 from edgelam.envs.lam import (
     acceptance_probability,
     load,
@@ -14,7 +16,6 @@ from edgelam.envs.lam import (
     target_sample,
 )
 from edgelam.envs.lam import speculative as spec
-from scipy import stats
 
 from . import largest_shipped, perturbed, shipped_available, tiny_lm
 

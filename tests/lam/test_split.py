@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from edgelam.envs.lam import load, load_prompts, split_quality, split_quality_grid
 
 from . import largest_shipped
