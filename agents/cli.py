@@ -229,7 +229,28 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    """Steps per second of the envs on random actions."""
+    """Steps per second of the envs on random actions (``--models``: decode time of the shipped models)."""
+    if args.models:
+        from edgelam.agents.bench_models import bench_models
+
+        model_rows = bench_models()
+        if args.json:
+            _print_json(model_rows)
+            return 0
+        header = ["model", "layers", "params", "wrapper ms/token", "raw torch ms/token", "overhead"]
+        cells = [
+            [
+                r["model"],
+                str(r["layers"]),
+                f"{r['parameters'] / 1e6:.2f} M",
+                f"{r['wrapper_s_per_token'] * 1e3:.2f}",
+                f"{r['raw_s_per_token'] * 1e3:.2f}",
+                f"{r['overhead']:.2f}x",
+            ]
+            for r in model_rows
+        ]
+        Console().print(rich_table("decode with a KV cache, batch 1, 64-token prompt", [header, *cells]), crop=False)
+        return 0
     for env_id in args.envs:
         check_env_id(env_id)
     result = bench.bench(args.envs, steps=args.steps, num_envs=args.num_envs, live_steps=args.live_steps)
@@ -363,6 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-envs", type=int, default=256, help="batch of the vector env (default: 256)")
     p.add_argument("--live-steps", type=int, default=5, help="steps timed with backend='live' (0: skip)")
     p.add_argument("--markdown", metavar="PATH", help="also write the results as a Markdown page")
+    p.add_argument(
+        "--models", action="store_true", help="instead: decode time per token of the shipped models, wrapper vs raw"
+    )
     p.set_defaults(func=cmd_bench)
 
     p = command("results", "run the compare of every env in configs/agents/results.yaml, write docs/results.md")

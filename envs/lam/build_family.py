@@ -46,7 +46,7 @@ CONTINUATION_TOKENS = 32
 FAMILY = {
     "device": {"layers": 2, "d_model": 128, "ffn": 384, "lr": 2e-3},
     "edge": {"layers": 4, "d_model": 192, "ffn": 512, "lr": 1.5e-3},
-    "cloud": {"layers": 8, "d_model": 256, "ffn": 704, "lr": 1e-3},
+    "cloud": {"layers": 8, "d_model": 256, "ffn": 704, "lr": 2.5e-3},
 }
 HEAD_DIM = 32
 
@@ -126,8 +126,15 @@ def heldout_loss(model, heldout: np.ndarray) -> float:
     return total / len(x)
 
 
-def train_model(name: str, spec: dict, train_ids: np.ndarray, steps: int, seed: int, log) -> tuple:
-    model = make_model(spec, seed)
+def train_model(
+    name: str, spec: dict, train_ids: np.ndarray, steps: int, seed: int, log, init_from: Path | None = None
+) -> tuple:
+    if init_from is None:
+        model = make_model(spec, seed)
+    else:  # continue training a saved model of the family (a second, lower-LR cosine cycle)
+        from transformers import LlamaForCausalLM
+
+        model = LlamaForCausalLM.from_pretrained(init_from, dtype=torch.float32)
     opt = torch.optim.AdamW(model.parameters(), lr=spec["lr"], betas=(0.9, 0.95), weight_decay=0.1)
     warmup = max(1, steps // 20)
 
@@ -187,6 +194,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=ASSETS)
     ap.add_argument("--only", nargs="*", choices=list(FAMILY), default=list(FAMILY))
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--continue-training",
+        action="store_true",
+        help="start from the saved weights of each --only model (a further cosine cycle at --lr)",
+    )
+    ap.add_argument("--lr", type=float, help="peak learning rate (default: the family's per-model value)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     out: Path = args.out
@@ -198,8 +211,8 @@ def main(argv: list[str] | None = None) -> None:
     files = corpus_files(args.stdlib)
     rels = [str(f.relative_to(args.stdlib)) for f in files]
     texts = [f.read_text(encoding="utf-8", errors="replace") for f in files]
-    train_texts = [t for r, t in zip(rels, texts) if not is_heldout(r)]
-    held_texts = [t for r, t in zip(rels, texts) if is_heldout(r)]
+    train_texts = [t for r, t in zip(rels, texts, strict=True) if not is_heldout(r)]
+    held_texts = [t for r, t in zip(rels, texts, strict=True) if is_heldout(r)]
     corpus_sha = hashlib.sha256("\n".join(rels).encode() + b"".join(t.encode() for t in texts)).hexdigest()
     log(f"corpus: {len(files)} files, {len(held_texts)} held out, sha256 {corpus_sha[:16]}")
 
@@ -236,35 +249,44 @@ def main(argv: list[str] | None = None) -> None:
                 "heldout_files": len(held_texts),
                 "heldout_rule": f"crc32(relative path) % {HELDOUT_MOD} == 0",
                 "sha256": corpus_sha,
-                "train_tokens": int(len(train_ids)),
+                "train_tokens": len(train_ids),
                 "heldout_bytes_per_token": bytes_per_token,
             },
             "tokenizer": {"type": "byte-level BPE (tokenizers)", "vocab_size": VOCAB_SIZE, "eos": EOS},
-            "training": {"seq_len": SEQ_LEN, "batch": BATCH, "seed": args.seed, "optimizer": "AdamW(0.9, 0.95), wd 0.1, cosine to 10%, clip 1.0"},
+            "training": {
+                "seq_len": SEQ_LEN,
+                "batch": BATCH,
+                "optimizer": "AdamW(0.9, 0.95), wd 0.1, cosine to 10%, clip 1.0; per-model stages list seeds/LRs",
+            },
             "heldout_eval": {"sequences": HELDOUT_SEQS, "seq_len": SEQ_LEN, "file": "heldout_tokens.npy"},
         }
     )
     card.setdefault("models", {})
     for name in args.only:
-        spec = FAMILY[name]
-        model, secs = train_model(name, spec, train_ids, args.steps, args.seed, log)
+        spec = dict(FAMILY[name], lr=args.lr or FAMILY[name]["lr"])
         model_dir = out / "models" / name
+        previous = card["models"].get(name) if args.continue_training else None
+        if args.continue_training and previous is None:
+            raise SystemExit(f"--continue-training: no trained {name!r} in {card_path}")
+        init = model_dir if args.continue_training else None
+        model, secs = train_model(name, spec, train_ids, args.steps, args.seed, log, init_from=init)
         model.to(torch.float16).save_pretrained(model_dir)
         tokenizer.save_pretrained(model_dir)
         from transformers import LlamaForCausalLM
 
         reloaded = LlamaForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
         loss = heldout_loss(reloaded, heldout)
+        stage = {"steps": args.steps, "seed": args.seed, "peak_lr": spec["lr"], "train_seconds": round(secs, 1)}
+        stages = [*previous.get("stages", []), stage] if previous else [stage]
         card["models"][name] = {
             "layers": spec["layers"],
             "d_model": spec["d_model"],
             "ffn": spec["ffn"],
             "heads": spec["d_model"] // HEAD_DIM,
             "parameters": int(sum(p.numel() for p in reloaded.parameters())),
-            "steps": args.steps,
-            "train_tokens_seen": args.steps * BATCH * SEQ_LEN,
-            "peak_lr": spec["lr"],
-            "train_seconds": round(secs, 1),
+            "steps": sum(st["steps"] for st in stages),
+            "train_tokens_seen": sum(st["steps"] for st in stages) * BATCH * SEQ_LEN,
+            "stages": stages,
             "heldout_loss_nats": round(loss, 4),
             "heldout_bits_per_byte": round(loss / math.log(2) / bytes_per_token, 4),
             "stored_dtype": "float16",

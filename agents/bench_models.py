@@ -1,0 +1,70 @@
+"""Forward time per decoded token of each shipped model, through edgelam's wrapper and raw torch.
+
+``edgelam bench --models`` decodes ``tokens`` tokens after a ``context``-token prompt
+with a KV cache, one token per forward pass, twice per model: through
+:class:`edgelam.envs.lam.LM` (``logits(ids, cache)``) and through the Hugging Face
+module itself (``model(input_ids, past_key_values=..., use_cache=True)``), and
+reports the median seconds per token of each and their ratio (the wrapper's overhead).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+
+@torch.no_grad()
+def _decode_wrapper(lm, prompt: torch.Tensor, tokens: int) -> float:
+    cache = lm.new_cache()
+    logits = lm.logits(prompt, cache=cache, last=1)
+    t0 = time.perf_counter()
+    for _ in range(tokens):
+        nxt = logits[:, -1].argmax(-1, keepdim=True)
+        logits = lm.logits(nxt, cache=cache)
+    return (time.perf_counter() - t0) / tokens
+
+
+@torch.no_grad()
+def _decode_raw(model, prompt: torch.Tensor, tokens: int) -> float:
+    out = model(input_ids=prompt, use_cache=True)
+    past, logits = out.past_key_values, out.logits
+    t0 = time.perf_counter()
+    for _ in range(tokens):
+        nxt = logits[:, -1].argmax(-1, keepdim=True)
+        out = model(input_ids=nxt, past_key_values=past, use_cache=True)
+        past, logits = out.past_key_values, out.logits
+    return (time.perf_counter() - t0) / tokens
+
+
+def bench_models(
+    names: Sequence[str] = ("device", "edge", "cloud"), tokens: int = 32, context: int = 64, repeats: int = 5
+) -> list[dict[str, Any]]:
+    """Median seconds per decoded token, wrapper vs raw, for each model (see the module docstring)."""
+    from edgelam.envs.lam import load
+
+    rows = []
+    gen = torch.Generator().manual_seed(0)
+    for name in names:
+        lm = load(name)
+        prompt = torch.randint(0, lm.vocab_size, (1, context), generator=gen)
+        wrapper, raw = [], []
+        for _ in range(repeats):  # interleaved, so load on the machine hits both alike
+            wrapper.append(_decode_wrapper(lm, prompt, tokens))
+            raw.append(_decode_raw(lm.model, prompt, tokens))
+        w, r = statistics.median(wrapper), statistics.median(raw)
+        rows.append(
+            {
+                "model": name,
+                "layers": lm.num_layers,
+                "parameters": lm.num_params,
+                "wrapper_s_per_token": w,
+                "raw_s_per_token": r,
+                "overhead": w / r,
+                "torch_threads": torch.get_num_threads(),
+            }
+        )
+    return rows
