@@ -10,7 +10,8 @@ exposes the pieces split inference and speculative decoding need:
 equal to a full recompute; rotary positions continue from the cache length.
 
 Weights are loaded in float32 for execution, whatever their stored dtype; nothing is ever
-downloaded (``local_files_only=True``).
+downloaded (``local_files_only=True``). The wrapper builds plain causal masks: sliding-window
+attention (Mistral-style configs) is not applied.
 """
 
 from __future__ import annotations
