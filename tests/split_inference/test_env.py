@@ -50,41 +50,43 @@ def test_oracle_beats_neurosurgeon_beats_random_on_default():
     assert ret["oracle"] >= ret["neurosurgeon"] > ret["random"]
 
 
-def _lyapunov_run(v: float, budget: float, steps: int = 3000) -> tuple[float, float, float]:
-    env = gym.make(ENV_ID, episode_length=steps, energy_budget_j=budget)
-    policy = make("lyapunov", env, v=v)
+LYAPUNOV_SCENARIO = "congested_edge"  # a loaded edge: the fastest splits cost the device more energy
+STEPS = 3000
+
+
+def _run(policy: str, budget: float, **kwargs) -> tuple[float, float, float]:
+    """(mean energy J, mean latency + weighted quality loss, final virtual queue) over STEPS requests."""
+    env = gym.make(
+        ENV_ID, scenario=LYAPUNOV_SCENARIO, max_episode_steps=STEPS, episode_length=STEPS, energy_budget_j=budget
+    )
+    policy = make(policy, env, **kwargs)
     obs, _ = env.reset(seed=5)
-    energy, cost, queue = [], [], 0.0
+    energy, cost = [], []
     w = env.unwrapped.config.reward
-    for _ in range(steps):
+    for _ in range(STEPS):
         action, _ = policy.predict(obs)
-        obs, _reward, _, truncated, info = env.step(action)
+        obs, _, _, _, info = env.step(action)
         energy.append(info["energy_j"])
         cost.append(w.latency_weight * info["latency_s"] + w.quality_weight * info["quality_loss"])
-        queue = info["virtual_queue"]
-        if truncated:
-            break
-    return float(np.mean(energy)), float(np.mean(cost)), queue
-
-
-def _unconstrained_energy() -> float:
-    rows = evaluate("neurosurgeon", ENV_ID, episodes=2, seed=5, env_kwargs={"episode_length": 500})
-    return float(np.mean([r["energy_j"] for r in rows]))
+    return float(np.mean(energy)), float(np.mean(cost)), info["virtual_queue"]
 
 
 @pytest.mark.slow
 def test_lyapunov_keeps_energy_budget_and_trades_cost_with_v():
-    free_energy = _unconstrained_energy()
-    budget = 0.8 * free_energy  # binding: below what the unconstrained search spends
-    runs = {v: _lyapunov_run(v, budget) for v in (0.1, 1.0, 10.0)}
+    free_energy, free_cost, _ = _run("neurosurgeon", 1.0)  # unconstrained: ignores the budget
+    floor_energy, _, _ = _run("lyapunov", 0.0, v=1e-3)  # budget 0: the least energy it can spend
+    assert floor_energy < 0.8 * free_energy  # the budget below can bind
+    budget = 0.5 * (floor_energy + free_energy)
+    runs = {v: _run("lyapunov", budget, v=v) for v in (0.1, 1.0, 10.0)}
     for v, (mean_energy, _, queue) in runs.items():
-        # time-average energy <= budget + Z(T)/T (Neely 2010, virtual queue bound)
-        assert mean_energy <= budget + queue / 3000 + 1e-9, v
+        # time-average energy <= budget + Z(T)/T (Neely 2010, virtual-queue bound) ...
+        assert mean_energy <= budget + queue / STEPS + 1e-9, v
+        # ... and the queue stays small, so the budget is met up to a few percent
         assert mean_energy <= budget * 1.05, v
     costs = [runs[v][1] for v in (0.1, 1.0, 10.0)]
-    assert costs[0] >= costs[1] >= costs[2]  # larger V -> closer to the unconstrained optimum
+    assert costs[0] >= costs[1] >= costs[2] >= free_cost - 1e-9  # larger V -> closer to the unconstrained cost
     queues = [runs[v][2] for v in (0.1, 1.0, 10.0)]
-    assert queues[2] >= queues[0]  # ... at the price of a longer queue (O(V))
+    assert queues[2] >= queues[0]  # ... at the price of a longer queue, O(V)
 
 
 @pytest.mark.slow
