@@ -230,6 +230,23 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Steps per second of the envs on random actions (``--models``: decode time of the shipped models)."""
+    if args.speculative:
+        from edgelam.agents.bench_models import bench_speculative
+
+        spec = bench_speculative()
+        if args.json:
+            _print_json(spec)
+            return 0
+        header = ["gamma", "measured tokens/s", "predicted tokens/s"]
+        cells = [
+            [str(r["gamma"]), f"{r['tokens_per_s']:.1f}", f"{r['predicted_tokens_per_s']:.1f}"] for r in spec["rows"]
+        ]
+        title = (
+            f"live speculative decoding, {spec['target']} target, {spec['draft']} draft, T={spec['temperature']}: "
+            f"alpha={spec['alpha']:.3f}, c={spec['c']:.3f}"
+        )
+        Console().print(rich_table(title, [header, *cells]), crop=False)
+        return 0
     if args.models:
         from edgelam.agents.bench_models import bench_models
 
@@ -386,6 +403,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", metavar="PATH", help="also write the results as a Markdown page")
     p.add_argument(
         "--models", action="store_true", help="instead: decode time per token of the shipped models, wrapper vs raw"
+    )
+    p.add_argument(
+        "--speculative",
+        action="store_true",
+        help="instead: live speculative decoding tokens/s per gamma (cloud target, device draft) vs theory",
     )
     p.set_defaults(func=cmd_bench)
 
