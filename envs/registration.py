@@ -37,7 +37,7 @@ ENV_IDS: list[str] = [*GYM_ENVS, *PARALLEL_ENVS]
 
 
 def register_all() -> None:
-    """Register every Gymnasium env id once (idempotent)."""
+    """Register every Gymnasium env id once, and the PettingZoo ids where PettingZoo has a registry (idempotent)."""
     for env_id, (entry, vector_entry, max_steps) in GYM_ENVS.items():
         if env_id not in registry:
             register(
@@ -46,6 +46,19 @@ def register_all() -> None:
                 vector_entry_point=vector_entry,
                 max_episode_steps=max_steps,
             )
+    _register_pettingzoo()
+
+
+def _register_pettingzoo() -> None:
+    """``pettingzoo.register("parallel", id, entry_point)`` for each parallel env (PettingZoo with a registry)."""
+    try:
+        from pettingzoo import parallel_registry
+        from pettingzoo import register as pz_register
+    except ImportError:  # an older PettingZoo without a registry: make_parallel() still works
+        return
+    for env_id, entry in PARALLEL_ENVS.items():
+        if env_id not in parallel_registry:
+            pz_register("parallel", env_id, entry)
 
 
 def make_parallel(env_id: str, **kwargs: Any):

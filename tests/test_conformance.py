@@ -172,3 +172,13 @@ def test_pettingzoo_parallel_seed(env_id):
     from pettingzoo.test import parallel_seed_test
 
     parallel_seed_test(lambda: make_parallel(env_id))
+
+
+@pytest.mark.parametrize("env_id", PARALLEL_IDS)
+def test_pettingzoo_registry_builds_the_same_env(env_id):
+    pettingzoo = pytest.importorskip("pettingzoo")
+    if not hasattr(pettingzoo, "parallel_registry"):
+        pytest.skip("this PettingZoo has no registry")
+    env = pettingzoo.make("parallel", env_id)
+    ref = make_parallel(env_id)
+    assert type(env) is type(ref) and env.possible_agents == ref.possible_agents
