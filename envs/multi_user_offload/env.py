@@ -19,7 +19,7 @@ from edgelam.envs.offload.dynamics import DEVICE
 from edgelam.envs.offload.env import offload_tables
 
 ENV_ID = "edgelam/MultiUserOffload-v0"
-BACKENDS = ("replay",)
+BACKENDS = ("replay", "live")
 # device confidence, T / 128, log10(full-band rate) / 10, edge background util, last cloud RTT s,
 # battery fraction, fraction of users that offloaded last slot, elapsed fraction
 OBS_HIGH = (1.0, 32.0, 2.0, 1.0, 10.0, 1.0, 1.0, 1.0)
@@ -28,11 +28,28 @@ OBS_HIGH = (1.0, 32.0, 2.0, 1.0, 10.0, 1.0, 1.0, 1.0)
 class MultiUserOffloadEnv(ParallelEnv):
     """N users each run their LLM task on the device, the edge or the cloud, every slot.
 
-    Tiers, roofline pricing and real per-task quality are those of ``Offload-v0``
-    (replay of the ``offload`` profile: device tier = shipped ``device`` model, edge =
-    ``edge``, cloud = ``cloud``). Users who offload share the uplink band (FDMA), users
-    at the edge share its free capacity, so one user's choice changes the others'
-    latency; the split is documented in :mod:`.dynamics`.
+    Every slot each user gets a task, a prompt drawn uniformly from the held-out set
+    (its answer is the 32-token reference continuation). Tiers, roofline pricing and
+    real per-task quality are those of ``Offload-v0``: a tier's quality is the
+    teacher-forced top-1 accuracy of the shipped edgelam model executing for it
+    (``<tier>.executed_model``: ``device``, ``edge``, ``cloud`` by default). Users who
+    offload share the uplink band (FDMA), users at the edge share its free capacity, so
+    one user's choice changes the others' latency; the split is documented in
+    :mod:`.dynamics`.
+
+    ## Backends
+    ``"replay"`` (default) reads each task's device confidence and per-tier quality from
+    the ``offload`` profile (``profile_dir``; None = shipped), recorded by ``edgelam
+    profile``. ``"live"`` runs the real models inside the env with the same function
+    (:class:`edgelam.envs.offload.live.LiveOffloadQuality`): the device model on every
+    new task (its confidence is in the observation, its accuracy is the device tier's
+    quality) and the chosen edge or cloud model in :meth:`step`. Both backends draw the
+    same tasks, channels and RTTs from the same seed; only the source of the model
+    numbers differs. Live results are cached per (task, tier) inside the env instance:
+    the runs are deterministic, so a task executed twice (by two users, or in two
+    slots) runs its model once, and an episode costs at most 3 x (number of held-out
+    tasks) model runs. A reduced held-out set (a ``profile_dir`` holding the first P
+    prompts) bounds that further.
 
     Allocation: equal shares by default. A controller (the ``cvxpy`` baseline) may set
     the split of the next :meth:`step` with :meth:`set_allocation`; it applies to that
@@ -55,6 +72,13 @@ class MultiUserOffloadEnv(ParallelEnv):
     ## Episode End
     All agents are truncated after ``episode_length`` slots; never terminated.
 
+    ## Physics and sources
+    3GPP TR 38.901 path loss + shadowing, Gauss-Markov Rayleigh fading over slots,
+    Shannon spectral efficiency (``edgelam.envs.core.channel``); FDMA uplink with power
+    control and processor-sharing edge, square-root optimal split (Boyd & Vandenberghe
+    2004; :mod:`.dynamics`); roofline compute and MEC latency/energy decomposition of
+    Offload-v0 (Williams et al. 2009, Mao et al. 2017); log-normal AR(1) WAN RTT.
+
     ## Version History
     * v0: initial release.
     """
@@ -64,7 +88,7 @@ class MultiUserOffloadEnv(ParallelEnv):
     def __init__(self, scenario: str = "default", backend: str = "replay", render_mode: str | None = None,
                  **overrides):
         if backend not in BACKENDS:
-            raise ValueError(f"backend: {backend!r} is not one of {BACKENDS} (MultiUserOffload-v0 replays only)")
+            raise ValueError(f"backend: {backend!r} is not one of {BACKENDS} (MultiUserOffload-v0)")
         if render_mode is not None:
             raise ValueError(f"render_mode: MultiUserOffload-v0 has no render modes, got {render_mode!r}")
         self.config: MultiUserOffloadConfig = load_scenario(MultiUserOffloadConfig, ENV_DIR, scenario, overrides)
@@ -85,12 +109,18 @@ class MultiUserOffloadEnv(ParallelEnv):
         self.link = WirelessLink(cfg.channel, n_links=self.n)
         self._np_random, _ = seeding.np_random(None)
         self._allocation: tuple[np.ndarray, np.ndarray] | None = None
+        self._live = None
+        if backend == "live":
+            from edgelam.envs.offload.live import LiveOffloadQuality
+
+            self._live = LiveOffloadQuality(tuple(getattr(cfg, t).executed_model for t in TIERS), cache=True)
         self._init_state()
 
     def _init_state(self) -> None:
         self._t = 0
         self._battery = np.full(self.n, self.config.battery_j)
         self._prompts = np.zeros(self.n, dtype=np.int64)
+        self._conf = np.zeros(self.n)
         self._se = np.ones(self.n)
         self._z = 0.0
         self._rtt = self.config.wan.rtt_mean_s
@@ -109,6 +139,16 @@ class MultiUserOffloadEnv(ParallelEnv):
     def prompts(self) -> np.ndarray:
         """(N,) held-out prompt of each user's pending task."""
         return self._prompts
+
+    @property
+    def device_confidence(self) -> np.ndarray:
+        """(N,) the device model's real confidence on each user's pending task (live: just computed)."""
+        return self._conf
+
+    @property
+    def live_model_runs(self) -> int:
+        """Real model executions so far in this env instance (0 for ``backend="replay"``)."""
+        return 0 if self._live is None else self._live.runs
 
     @property
     def spectral_efficiency(self) -> np.ndarray:
@@ -155,6 +195,10 @@ class MultiUserOffloadEnv(ParallelEnv):
         _, snr, _ = self.link.step(rng)
         self._se = np.maximum(np.log2(1.0 + snr), 1e-6)
         self._prompts = rng.integers(self.num_prompts, size=self.n)
+        if self._live is None:
+            self._conf = self.tables.confidence[self._prompts]
+        else:
+            self._conf = np.array([self._live.device_run(int(p))[1] for p in self._prompts])
         wan = cfg.wan
         self._z = wan.corr * self._z + math.sqrt(1.0 - wan.corr**2) * float(rng.standard_normal())
         self._rtt = wan.rtt_mean_s * math.exp(wan.rtt_log_std * self._z - 0.5 * wan.rtt_log_std**2)
@@ -163,7 +207,7 @@ class MultiUserOffloadEnv(ParallelEnv):
         cfg = self.config
         t = self.tables
         obs = np.empty((self.n, len(OBS_HIGH)), dtype=np.float32)
-        obs[:, 0] = t.confidence[self._prompts]
+        obs[:, 0] = self._conf
         obs[:, 1] = np.minimum(t.prompt_tokens[self._prompts] / 128.0, 32.0)
         obs[:, 2] = np.clip(np.log10(np.maximum(cfg.channel.bandwidth_hz * self._se, 1.0)) / 10.0, 0.0, 2.0)
         obs[:, 3] = cfg.edge_background_util
@@ -217,7 +261,10 @@ class MultiUserOffloadEnv(ParallelEnv):
             self.tables, self._prompts, tiers, self._se, band, compute,
             cfg.channel.bandwidth_hz, cfg.edge_background_util, self._rtt,
         )
-        quality = self.tables.quality[self._prompts, tiers]
+        if self._live is None:
+            quality = self.tables.quality[self._prompts, tiers]
+        else:
+            quality = np.array([self._live.accuracy(int(p), int(k)) for p, k in zip(self._prompts, tiers, strict=True)])
         rewards_arr = (
             w.quality_weight * quality
             - w.latency_weight * latency
@@ -257,7 +304,7 @@ class MultiUserOffloadEnv(ParallelEnv):
         return obs, rewards, terminations, truncations, infos
 
     def close(self) -> None:
-        """Nothing to release."""
+        """Nothing to release (live models are shared, cached by :func:`edgelam.envs.lam.load`)."""
 
 
 def parallel_env(**kwargs: Any) -> MultiUserOffloadEnv:

@@ -1,4 +1,4 @@
-"""Live backend of Offload-v0: the chosen tier's executed model really runs on the task inside ``step()``."""
+"""Live backend of Offload-v0 and MultiUserOffload-v0: the chosen tier's executed model really runs on the task."""
 
 from __future__ import annotations
 
@@ -7,28 +7,43 @@ class LiveOffloadQuality:
     """Teacher-forced top-1 accuracy (and device confidence) of real model runs on held-out tasks.
 
     Calls :func:`edgelam.envs.lam.profile.profile_offload` -- the very function that
-    records the ``offload`` replay profile -- on one model and one prompt.
+    records the ``offload`` replay profile -- on one model and one prompt. Task ``p`` is
+    held-out prompt ``p`` (profiles record the first P held-out prompts in order).
 
     Args:
         executed_models: names of the models executing for (device, edge, cloud).
+        cache: keep each (prompt, tier) result for the lifetime of this object, so a task
+            executed twice runs its model once (the runs are deterministic, so the numbers
+            are the same; MultiUserOffload-v0 uses it to keep N users per slot tractable).
+            ``False`` (Offload-v0) runs the model on every call.
     """
 
-    def __init__(self, executed_models: tuple[str, str, str]) -> None:
+    def __init__(self, executed_models: tuple[str, str, str], cache: bool = False) -> None:
         from edgelam.envs.lam import load, load_prompts
 
         self.models = [load(name) for name in executed_models]
         self.prompts = load_prompts()
+        self.runs = 0  # real model executions so far
+        self._cache: dict[tuple[int, int], tuple[float, float]] | None = {} if cache else None
 
-    def _run(self, prompt: int, tier: int) -> dict:
+    def run(self, prompt: int, tier: int) -> tuple[float, float]:
+        """(top-1 accuracy, confidence) of ``tier``'s model on ``prompt``'s reference continuation."""
+        key = (prompt, tier)
+        if self._cache is not None and key in self._cache:
+            return self._cache[key]
         from edgelam.envs.lam.profile import profile_offload
 
-        return profile_offload([self.models[tier]], [self.prompts[prompt]])
+        out = profile_offload([self.models[tier]], [self.prompts[prompt]])
+        self.runs += 1
+        result = float(out["ref_accuracy"][0, 0]), float(out["confidence"][0, 0])
+        if self._cache is not None:
+            self._cache[key] = result
+        return result
 
     def device_run(self, prompt: int) -> tuple[float, float]:
         """(top-1 accuracy, confidence) of the device model on ``prompt``."""
-        out = self._run(prompt, 0)
-        return float(out["ref_accuracy"][0, 0]), float(out["confidence"][0, 0])
+        return self.run(prompt, 0)
 
     def accuracy(self, prompt: int, tier: int) -> float:
         """Top-1 accuracy of ``tier``'s model on ``prompt``'s reference continuation."""
-        return float(self._run(prompt, tier)["ref_accuracy"][0, 0])
+        return self.run(prompt, tier)[0]
