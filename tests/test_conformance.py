@@ -174,6 +174,25 @@ def test_pettingzoo_parallel_seed(env_id):
     parallel_seed_test(lambda: make_parallel(env_id))
 
 
+def _multi_user_offload_live(tmp_path) -> dict:
+    from tests.multi_user_offload.heldout import write_heldout_subset
+
+    return {"profile_dir": write_heldout_subset(tmp_path, 8)}  # first 8 held-out tasks: <= 24 model runs
+
+
+# parallel envs with backend="live" -> overrides of a reduced scenario that keeps the real model runs fast
+LIVE_PARALLEL = {"edgelam/MultiUserOffload-v0": _multi_user_offload_live}
+
+
+@pytest.mark.parametrize("env_id", sorted(LIVE_PARALLEL))
+def test_pettingzoo_parallel_api_and_seed_live(env_id, tmp_path):
+    from pettingzoo.test import parallel_api_test, parallel_seed_test
+
+    kwargs = {"backend": "live", **LIVE_PARALLEL[env_id](tmp_path)}
+    parallel_api_test(make_parallel(env_id, **kwargs), num_cycles=200)
+    parallel_seed_test(lambda: make_parallel(env_id, **kwargs))
+
+
 @pytest.mark.parametrize("env_id", PARALLEL_IDS)
 def test_pettingzoo_registry_builds_the_same_env(env_id):
     pettingzoo = pytest.importorskip("pettingzoo")
