@@ -36,6 +36,7 @@ from edgelam.envs.core.model_cards import ModelCard
 
 BITS = (4, 8, 16)
 BLOCK = 256  # request slots of exogenous state drawn per vectorised batch of random numbers
+MIN_RATE_BPS = 1.0  # uplink rate floor (as Offload-v0): a powerless link prices uploads as long, not infinite
 
 
 @dataclass(frozen=True)
@@ -173,8 +174,10 @@ class Exogenous:
     u = mean + x, x_{t+1} = corr x_t + std sqrt(1 - corr^2) N(0, 1), observed
     clipped to [0, max_util]; the request's held-out prompt, uniform; and the SNR
     estimate, ``csi_delay_slots`` old with ``csi_noise_db`` log-normal error.
-    Random numbers are drawn in a fixed order per block, so the single env (B = 1)
-    and the vector env with one user see the same trajectory for the same seed.
+    The uplink rate is floored at ``MIN_RATE_BPS`` (``channel.tx_power_w = 0`` gives SNR 0),
+    so latency, energy and the virtual queue stay finite. Random numbers are drawn in a
+    fixed order per block, so the single env (B = 1) and the vector env with one user see
+    the same trajectory for the same seed.
     """
 
     def __init__(self, config, num_prompts: int, n_users: int = 1) -> None:
@@ -215,7 +218,7 @@ class Exogenous:
         est_db = seen_db + cfg.csi_noise_db * rng.standard_normal((b, BLOCK))
         return ExogenousBlock(
             snr_db=snr_db,
-            rate_bps=rate,
+            rate_bps=np.maximum(rate, MIN_RATE_BPS),
             edge_util=np.clip(load.mean + latent, 0.0, load.max_util),
             prompt=rng.integers(self.num_prompts, size=(b, BLOCK)),
             est_snr_db=est_db,
