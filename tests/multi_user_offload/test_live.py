@@ -92,3 +92,21 @@ def test_live_runs_each_task_and_tier_once(tmp_path):
     for tier in (CLOUD, EDGE, CLOUD, DEVICE, EDGE):
         env.step(dict.fromkeys(env.agents, tier))
     assert env.live_model_runs == runs  # the same episode again is served from the cache
+
+
+def test_live_through_supersuit_parameter_sharing_equals_replay(tmp_path):
+    """The SB3 view (one sub-env per user) of live equals that of replay on the shipped tasks."""
+    from edgelam.agents.marl import parallel_vec_env
+
+    folder = write_heldout_subset(tmp_path, 8)
+    runs = {}
+    for backend in ("replay", "live"):
+        venv = parallel_vec_env(lambda b=backend: make_parallel(ENV_ID, backend=b, profile_dir=folder), 2, seed=3)
+        rows = [venv.reset()]
+        for k in range(6):
+            obs, rewards, _dones, _infos = venv.step(np.full(venv.num_envs, k % 3, dtype=np.int64))
+            rows += [obs, rewards[:, None]]
+        venv.close()
+        runs[backend] = np.concatenate(rows, axis=1)
+    assert runs["live"].shape == (8, 6 * 9 + 8)
+    np.testing.assert_allclose(runs["live"], runs["replay"], atol=1e-4)
