@@ -2,7 +2,10 @@
 
 They read the env's own state and price allocations with its own functions
 (``env.unwrapped.fed``: :class:`edgelam.envs.fedft.core.Federation`, and
-:mod:`edgelam.envs.fedft.dynamics`), so they optimise exactly what the env charges.
+:mod:`edgelam.envs.fedft.dynamics`), so they optimise exactly what the env charges; in both
+modes: ``fed.bits`` is the upload of a round (adapters, or split mode's activations, labels and
+device adapters) and ``fed.upload_window_s`` the deadline less computation and (split mode)
+gradient download.
 
 FedFTAllocation-v0:
 
@@ -10,8 +13,12 @@ FedFTAllocation-v0:
 * ``random``: uniform random actions.
 * ``min_energy``: every device that can make the deadline at all (full band, p_max) is
   scheduled with the allocation of :func:`min_energy_allocation` over its upload window
-  (deadline minus computation time, less a 1% margin for float32 actions); the policy's
-  ``solver_status`` says how the last round was solved (``optimal`` or ``fallback: ...``).
+  (deadline minus computation and download time, less a 1% margin for float32 actions);
+  while those devices cannot all make it together (the solver finds the problem
+  infeasible), the one with the least full-band headroom (capacity over its window / bits)
+  is left out and the rest re-solved; the policy's ``solver_status`` says how the last
+  round was solved (``optimal`` or ``fallback: ...``) and ``left_out`` how many devices the
+  rule left out.
 * ``lyapunov`` (Neely 2010, drift-plus-penalty): each round chooses the scheduled set S
   minimising ``V * (energy_weight * E(S) - loss_scale * dL(S)) + Z * E(S)``, with E(S) the
   round energy under the min-energy allocation of S, dL(S) the expected loss decrease of
@@ -183,6 +190,7 @@ class MinEnergy:
     def __init__(self, env: gym.Env) -> None:
         self.env = env.unwrapped
         self.solver_status = "not run"
+        self.left_out = 0
 
     def candidates(self) -> np.ndarray:
         """(K,) bool: devices whose upload window admits the upload alone on the band at p_max."""
@@ -207,8 +215,27 @@ class MinEnergy:
         )
         return b, p, status
 
+    def schedule(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+        """(scheduled, bandwidth_hz, power_w, status): the candidates, less the fewest weakest devices that make the
+        min-energy problem feasible (module docstring)."""
+        fed = self.env.fed
+        cfg = fed.cfg
+        scheduled = self.candidates()
+        window = fed.upload_window_s * (1.0 - DEADLINE_MARGIN)
+        rate = upload_rate_bps(np.full(fed.k, cfg.bandwidth_hz), np.full(fed.k, cfg.p_max_w), fed.gains,
+                               cfg.noise_w_per_hz)
+        headroom = rate * window / fed.bits
+        b, p, status = self.allocate(scheduled)
+        self.left_out = 0
+        while status.startswith("fallback: solver status infeasible") and scheduled.sum() > 1:
+            scheduled = scheduled.copy()
+            scheduled[np.flatnonzero(scheduled)[np.argmin(headroom[scheduled])]] = False
+            self.left_out += 1
+            b, p, status = self.allocate(scheduled)
+        return scheduled, b, p, status
+
     def decide(self) -> tuple[np.ndarray, np.ndarray]:
-        b, p, self.solver_status = self.allocate(self.candidates())
+        _, b, p, self.solver_status = self.schedule()
         return b, p
 
     def predict(self, observation, state=None, episode_start=None, deterministic=True):
@@ -236,8 +263,7 @@ class Lyapunov(MinEnergy):
 
     def decide(self) -> tuple[np.ndarray, np.ndarray]:
         fed = self.env.fed
-        scheduled = self.candidates()
-        b, p, self.solver_status = self.allocate(scheduled)
+        scheduled, b, p, self.solver_status = self.schedule()
         energy = fed.costs(b, p).energy_j
         best = self.objective(scheduled, float(energy.sum()))
         while scheduled.any():

@@ -10,6 +10,7 @@ from edgelam.envs.core.config import bounds, choices
 ALLOCATION_DIR = "fed_ft_allocation"
 POWER_DIR = "fed_ft_power"
 MODES = ("lora_fedavg", "split")
+WIRE_DTYPES = {"float16": 16, "bfloat16": 16, "float32": 32}  # dtype of split activations/gradients -> bits
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,34 @@ class LoRAConfig:
     lr: float = field(default=5e-3, metadata=bounds(1e-6, 1.0))
     local_steps: int = field(default=3, metadata=bounds(1, 100))
     batch_size: int = field(default=8, metadata=bounds(1, 256))
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Split federated fine-tuning (``mode: split``): SplitFed V1 (Thapa et al., AAAI 2022) with LoRA as in
+    SplitLoRA (Lin et al., arXiv 2407.00952, 2024).
+
+    Each device keeps the token embedding and the first ``device_layers`` decoder layers with
+    their adapters; the edge server runs the remaining layers with their adapters, the final
+    norm, the LM head and the loss. Per local step the device uploads the cut-layer
+    activations (B, T, d) and the next-token labels (B, T - 1) and, when it has trainable
+    layers, receives the gradient w.r.t. those activations (B, T, d); both tensors travel as
+    ``wire_dtype``. The downlink uses a band of ``downlink_bandwidth_hz`` shared equally by
+    all K devices (not allocated by the agent) at the base station's power spectral density
+    ``bs_tx_psd_w_per_hz``: 46 dBm over 10 MHz (3GPP TR 36.814 V9.0.0, Table A.2.1.1-2),
+    received with the UE noise figure ``ue_noise_figure_db`` (9 dB, same table).
+    """
+
+    device_layers: int = field(default=1, metadata=bounds(0, 63))
+    wire_dtype: str = field(default="float16", metadata=choices(*WIRE_DTYPES))
+    downlink_bandwidth_hz: float = field(default=2.0e5, metadata=bounds(1.0, 1e10))
+    bs_tx_psd_w_per_hz: float = field(default=4.0e-6, metadata=bounds(0.0, 1.0))
+    ue_noise_figure_db: float = field(default=9.0, metadata=bounds(0.0, 30.0))
+
+    @property
+    def wire_bits(self) -> int:
+        """Bits per exchanged activation / gradient value."""
+        return WIRE_DTYPES[self.wire_dtype]
 
 
 @dataclass(frozen=True)
@@ -47,7 +76,9 @@ class FedFTConfig:
     ``samples_per_device``; the validation set is the union of those topics' validation
     sequences. A device's local computation takes ``cycles_per_sample * local_steps *
     batch_size`` CPU cycles at frequency f: time cycles / f, energy kappa * cycles * f^2
-    (Yang et al., TWC 2021).
+    (Yang et al., TWC 2021). ``mode`` is ``lora_fedavg`` (devices train all adapters and
+    upload them) or ``split`` (see :class:`SplitConfig`; the device runs only its share of the
+    model's real forward FLOPs, so its cycles are that share of these).
     """
 
     description: str = ""
@@ -66,6 +97,7 @@ class FedFTConfig:
     deadline_s: float = field(default=4.0, metadata=bounds(1e-3, 1e5))
     energy_budget_j: float = field(default=2.0, metadata=bounds(0.0, 1e6))
     lora: LoRAConfig = field(default_factory=LoRAConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
     channel: ChannelConfig = field(default_factory=ChannelConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
 
@@ -87,8 +119,12 @@ class FedFTConfig:
     def validate(self) -> None:
         """Cross-field checks -> ValueError naming the key."""
         if self.mode == "split":
-            raise ValueError("mode: 'split' (per-round activation/gradient traffic) is not yet available; "
-                             "use 'lora_fedavg'")
+            from edgelam.envs.fedft.dynamics import load_model_costs
+
+            load_model_costs(self.model).check_device_layers(self.split.device_layers)
+        if self.mode != "split" and self.split != SplitConfig():
+            raise ValueError(f"split: settings of mode 'split' given with mode {self.mode!r}; "
+                             "set mode: split or drop the split section")
         for key in ("samples_per_device", "distance_m", "cpu_freq_hz"):
             lo, hi = getattr(self, key)
             if lo > hi:

@@ -9,7 +9,14 @@ import numpy as np
 from edgelam.envs.core.channel import WirelessLink
 from edgelam.envs.fedft.config import FedFTConfig
 from edgelam.envs.fedft.data import load_partition
-from edgelam.envs.fedft.dynamics import RoundCosts, load_surrogate, round_costs, topic_weights
+from edgelam.envs.fedft.dynamics import (
+    RoundCosts,
+    downlink_time_s,
+    load_model_costs,
+    load_surrogate,
+    round_costs,
+    topic_weights,
+)
 
 BACKENDS = ("replay", "live")
 SNR_REF_DB = 40.0  # observation scale of the full-band, full-power SNR in dB
@@ -45,24 +52,33 @@ class Federation:
         part = load_partition()
         self.pools = part.train[: self.g]
         self.link = WirelessLink(cfg.channel, n_links=self.k)
-        self.cycles = cfg.cycles_per_sample * cfg.lora.local_steps * cfg.lora.batch_size
+        lo = cfg.lora
+        self.cycles = cfg.cycles_per_sample * lo.local_steps * lo.batch_size
+        self.bits = float(self.surrogate.adapter_bits)
+        self.downlink_bits = 0.0
+        if cfg.mode == "split":
+            sp = cfg.split
+            self.model_costs = load_model_costs(cfg.model)
+            self.cycles *= self.model_costs.device_flop_share(sp.device_layers)
+            self.bits, self.downlink_bits = self.model_costs.split_bits(
+                sp.device_layers, lo.batch_size, lo.local_steps, sp.wire_bits, lo.rank)
         self.live = None
         if backend == "live":
-            from edgelam.envs.fedft.live import LiveFederation
+            from edgelam.envs.fedft.live import make_live
 
-            lo = cfg.lora
-            self.live = LiveFederation(cfg.model, lo.rank, lo.alpha, lo.lr, lo.local_steps, lo.batch_size,
-                                       part.val[: self.g])
+            self.live = make_live(cfg, part.val[: self.g])
+            if cfg.mode == "split":
+                self._check_model_costs()
             if self.live.adapter_bits != self.surrogate.adapter_bits:
                 raise ValueError(f"lora: adapters of {self.live.adapter_bits} bits differ from the surrogate's "
                                  f"{self.surrogate.adapter_bits}; refit the surrogate (profile_dir)")
-        self.bits = float(self.surrogate.adapter_bits)
         self.initial_topic_loss = self.surrogate.initial_loss[: self.g].copy()
         self.initial_loss = float(self.initial_topic_loss.mean())
         self._learn_rng = np.random.default_rng(0)
         self.t = 0
         self.queue = 0.0
         self.gains = np.ones(self.k)
+        self.downlink_s = np.zeros(self.k)
         self.distances_m = np.zeros(self.k)
         self.cpu_freq_hz = np.ones(self.k)
         self.data_sizes = np.ones(self.k, dtype=np.int64)
@@ -80,6 +96,18 @@ class Federation:
             raise ValueError(f"lora/model: the surrogate was fitted with other settings {diff} (scenario, surrogate); "
                              "fit one with `python -m edgelam.envs.fedft.profile --out DIR` and set profile_dir")
 
+    def _check_model_costs(self) -> None:
+        """ValueError if the recorded costs the traffic and cycles come from are not the live model's."""
+        from edgelam.envs.fedft.live import measure_model_costs
+
+        mc = self.model_costs
+        real = measure_model_costs(self.live.lm, mc.seq_len)
+        recorded = {"num_layers": mc.num_layers, "hidden_size": mc.hidden_size, "layer_flops": mc.layer_flops.tolist(),
+                    "head_flops": mc.head_flops, "lora_values_per_rank": mc.lora_values_per_rank.astype(int).tolist()}
+        if real != recorded:
+            raise ValueError(f"model: the recorded costs of {self.cfg.model!r} differ from the live model; re-record "
+                             "them with `python -m edgelam.envs.fedft.profile --model-costs`")
+
     @property
     def loss(self) -> float:
         """Current global validation loss (mean over topics, nats/token)."""
@@ -92,8 +120,17 @@ class Federation:
 
     @property
     def upload_window_s(self) -> np.ndarray:
-        """(K,) time left for the upload before the deadline, in s (0 if computation misses it)."""
-        return np.clip(self.cfg.deadline_s - self.compute_s, 0.0, None)
+        """(K,) time left for the upload before the deadline, in s (0 if computation and download miss it)."""
+        return np.clip(self.cfg.deadline_s - self.compute_s - self.downlink_s, 0.0, None)
+
+    def _set_gains(self, gains: np.ndarray) -> None:
+        """This round's link gains and the downlink time they give (split mode; zeros otherwise)."""
+        cfg = self.cfg
+        self.gains = gains.copy()
+        sp = cfg.split
+        noise = cfg.channel.noise_psd_w_per_hz * 10.0 ** (sp.ue_noise_figure_db / 10.0)
+        self.downlink_s = downlink_time_s(self.downlink_bits, self.gains, sp.downlink_bandwidth_hz,
+                                          sp.bs_tx_psd_w_per_hz, noise)
 
     def full_band_snr_db(self) -> np.ndarray:
         """(K,) SNR in dB of each device alone on the whole band at p_max."""
@@ -106,7 +143,7 @@ class Federation:
         cfg, k, g = self.cfg, self.k, self.g
         self.distances_m = rng.uniform(*cfg.distance_m, size=k)
         gains, _, _ = self.link.reset(rng, self.distances_m)
-        self.gains = gains.copy()
+        self._set_gains(gains)
         self.cpu_freq_hz = rng.uniform(*cfg.cpu_freq_hz, size=k)
         lo, hi = cfg.samples_per_device
         self.data_sizes = rng.integers(lo, hi + 1, size=k)
@@ -127,7 +164,7 @@ class Federation:
         """Costs of an allocation in the current round (no state change)."""
         cfg = self.cfg
         return round_costs(self.bits, bandwidth_hz, power_w, self.gains, cfg.noise_w_per_hz, self.cycles,
-                           self.cpu_freq_hz, cfg.kappa, cfg.deadline_s)
+                           self.cpu_freq_hz, cfg.kappa, cfg.deadline_s, self.downlink_s)
 
     def play(self, bandwidth_hz: np.ndarray, power_w: np.ndarray, rng: np.random.Generator) -> RoundResult:
         """Run one round with this allocation, then draw the next round's fading."""
@@ -145,15 +182,16 @@ class Federation:
         self.last_participants = part.copy()
         self.t += 1
         gains, _, _ = self.link.step(rng)
-        self.gains = gains.copy()
+        self._set_gains(gains)
         return RoundResult(costs, self.loss, previous, self.topic_loss.copy())
 
     def device_features(self) -> np.ndarray:
-        """(K, 4) per device: full-band SNR dB / 40, compute time / deadline, data share, last participation."""
+        """(K, 4) per device: full-band SNR dB / 40, (compute + download time) / deadline, data share, last
+        participation."""
         cfg = self.cfg
         out = np.empty((self.k, 4), dtype=np.float32)
         out[:, 0] = np.clip(self.full_band_snr_db() / SNR_REF_DB, -2.0, 3.0)
-        out[:, 1] = np.clip(self.compute_s / cfg.deadline_s, 0.0, 2.0)
+        out[:, 1] = np.clip((self.compute_s + self.downlink_s) / cfg.deadline_s, 0.0, 2.0)
         out[:, 2] = self.data_sizes / self.data_sizes.sum()
         out[:, 3] = self.last_participants
         return out
@@ -182,6 +220,8 @@ class Federation:
             "compute_energy_j": float(c.compute_energy_j.sum()),
             "upload_energy_j": float(c.upload_energy_j.sum()),
             "latency_s": float(c.latency_s),
+            "uplink_bits": self.bits,
+            "downlink_bits": self.downlink_bits,
             "virtual_queue": self.queue,
             "bandwidth_hz": np.asarray(bandwidth_hz, dtype=np.float64).copy(),
             "power_w": np.asarray(power_w, dtype=np.float64).copy(),

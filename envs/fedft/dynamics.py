@@ -11,6 +11,17 @@ seconds at energy p_k * bits / r_k. A device with b_k = 0 or p_k = 0 is not sche
 (no computation, no energy). A scheduled device whose t_cmp + t_up exceeds the deadline is
 dropped from the aggregation; it still spends its computation energy and transmits until
 the deadline.
+
+Split mode (:class:`edgelam.envs.fedft.config.SplitConfig`): the device exchanges the
+cut-layer activations, labels and gradients of every local step (:meth:`ModelCosts.split_bits`)
+instead of uploading adapters, and computes only its share of the model's forward FLOPs
+(:meth:`ModelCosts.device_flop_share`). Computation and transfers of a step alternate
+(device forward, upload, server forward/backward, download, device backward), so the
+round takes compute + upload + download time; the downlink time (:func:`downlink_time_s`)
+is fixed by the channel before the agent allocates the uplink. The edge server's own
+computation is neglected: forward and backward of a local step of 8 sequences of the
+shipped ``edge`` model are about 8 GFLOP, under 1 ms on a 10 TFLOP/s accelerator, against
+seconds of transfer.
 """
 
 from __future__ import annotations
@@ -22,7 +33,10 @@ from pathlib import Path
 import numpy as np
 
 SURROGATE_FILE = Path(__file__).resolve().parent / "surrogate.json"
+MODEL_COSTS_FILE = Path(__file__).resolve().parent / "model_costs.json"
 DEADLINE_RTOL = 1e-9
+LABEL_BITS = 16  # a next-token id sent in split mode: uint16 (vocabularies up to 65,536)
+ADAPTER_BITS = 16  # an uploaded adapter value (float16), as in lora_fedavg
 
 
 def project_simplex(x: np.ndarray) -> np.ndarray:
@@ -70,21 +84,109 @@ def round_costs(
     cpu_freq_hz: np.ndarray,
     kappa: float,
     deadline_s: float,
+    downlink_s: np.ndarray | float = 0.0,
 ) -> RoundCosts:
-    """Times, energies and participants of one round (see the module docstring)."""
+    """Times, energies and participants of one round (see the module docstring).
+
+    ``downlink_s`` (scalar or (K,)) is the time a device spends receiving in the round (split
+    mode's gradients); it counts toward the deadline like computation, at no device energy.
+    """
     b = np.asarray(bandwidth_hz, dtype=np.float64)
     p = np.asarray(power_w, dtype=np.float64)
     scheduled = (b > 0) & (p > 0)
     rate = upload_rate_bps(b, p, gains, noise_w_per_hz)
     upload = np.divide(bits, rate, out=np.full_like(rate, np.inf), where=rate > 0)
     compute = cycles / np.asarray(cpu_freq_hz, dtype=np.float64)
-    done = compute + upload
+    busy = compute + np.asarray(downlink_s, dtype=np.float64)
+    done = busy + upload
     participants = scheduled & (done <= deadline_s * (1.0 + DEADLINE_RTOL))
-    window = np.clip(deadline_s - compute, 0.0, None)
+    window = np.clip(deadline_s - busy, 0.0, None)
     up_energy = np.where(scheduled, p * np.minimum(upload, window), 0.0)
     cmp_energy = np.where(scheduled, kappa * cycles * np.asarray(cpu_freq_hz) ** 2, 0.0)
     latency = float(np.max(np.minimum(done[scheduled], deadline_s))) if scheduled.any() else 0.0
     return RoundCosts(scheduled, participants, compute, upload, cmp_energy, up_energy, latency)
+
+
+def downlink_time_s(
+    bits: float, gains: np.ndarray, bandwidth_hz: float, bs_psd_w_per_hz: float, noise_w_per_hz: float
+) -> np.ndarray:
+    """(K,) seconds for each of K devices to receive ``bits`` on an equal share B/K of the downlink band.
+
+    The base station transmits at the power spectral density ``bs_psd_w_per_hz`` on every
+    share, so the SNR psd g / N0 does not depend on K; the link gain is the uplink's
+    (reciprocal block-fading channel). 0 where ``bits`` is 0, inf where the rate is 0.
+    """
+    g = np.asarray(gains, dtype=np.float64)
+    if bits == 0:
+        return np.zeros_like(g)
+    share = np.full_like(g, bandwidth_hz / g.size)
+    rate = upload_rate_bps(share, bs_psd_w_per_hz * share, g, noise_w_per_hz)
+    return np.divide(bits, rate, out=np.full_like(rate, np.inf), where=rate > 0)
+
+
+@dataclass(frozen=True)
+class ModelCosts:
+    """Shapes and forward FLOPs of one executed model, recorded from the real model (:mod:`.profile`).
+
+    FLOPs are :meth:`edgelam.envs.lam.LM.layer_flops` / ``head_flops`` of one training
+    sequence of ``seq_len`` tokens; the token embedding is a table lookup (no matmul FLOPs).
+    """
+
+    num_layers: int
+    hidden_size: int
+    seq_len: int
+    layer_flops: np.ndarray  # (L,) forward matmul FLOPs of each decoder layer for one sequence
+    head_flops: float  # forward matmul FLOPs of the LM head for one sequence
+    lora_values_per_rank: np.ndarray  # (L,) adapter values of each layer per unit of rank (sum of in + out)
+
+    def check_device_layers(self, device_layers: int) -> None:
+        """ValueError unless the split leaves at least one decoder layer on the server."""
+        if not 0 <= device_layers < self.num_layers:
+            raise ValueError(f"split.device_layers: {device_layers} must be in [0, {self.num_layers - 1}] "
+                             f"(the model has {self.num_layers} decoder layers; the server keeps at least one)")
+
+    def device_flop_share(self, device_layers: int) -> float:
+        """Share of one training sequence's forward FLOPs run on the device (its layers over all layers + head)."""
+        self.check_device_layers(device_layers)
+        return float(self.layer_flops[:device_layers].sum() / (self.layer_flops.sum() + self.head_flops))
+
+    def split_bits(
+        self, device_layers: int, batch_size: int, local_steps: int, wire_bits: int, rank: int
+    ) -> tuple[float, float]:
+        """(uplink, downlink) bits of one device in one split round.
+
+        Per local step the device uploads the activations ``batch_size x seq_len x
+        hidden_size`` at ``wire_bits`` and the labels ``batch_size x (seq_len - 1)`` at
+        :data:`LABEL_BITS`, and, if ``device_layers > 0``, downloads the gradient of the same
+        shape as the activations; at the end of the round it uploads its layers' adapters
+        (float16) for their FedAvg. With ``device_layers == 0`` nothing on the device trains, so
+        no gradient is sent back.
+        """
+        self.check_device_layers(device_layers)
+        activations = batch_size * self.seq_len * self.hidden_size * wire_bits
+        labels = batch_size * (self.seq_len - 1) * LABEL_BITS
+        adapters = float(self.lora_values_per_rank[:device_layers].sum()) * rank * ADAPTER_BITS
+        uplink = local_steps * (activations + labels) + adapters
+        downlink = local_steps * activations if device_layers > 0 else 0
+        return float(uplink), float(downlink)
+
+
+def load_model_costs(model: str, path: str | Path | None = None) -> ModelCosts:
+    """The :class:`ModelCosts` of a shipped model from ``model_costs.json`` (or ``path``)."""
+    path = MODEL_COSTS_FILE if path is None else Path(path)
+    data = json.loads(path.read_text())
+    if model not in data["models"]:
+        raise ValueError(f"model: {model!r} has no recorded costs in {path} (have {sorted(data['models'])}); "
+                         "record them with `python -m edgelam.envs.fedft.profile --model-costs`")
+    m = data["models"][model]
+    return ModelCosts(
+        num_layers=int(m["num_layers"]),
+        hidden_size=int(m["hidden_size"]),
+        seq_len=int(data["seq_len"]),
+        layer_flops=np.asarray(m["layer_flops"], dtype=np.float64),
+        head_flops=float(m["head_flops"]),
+        lora_values_per_rank=np.asarray(m["lora_values_per_rank"], dtype=np.float64),
+    )
 
 
 def topic_weights(participants: np.ndarray, data_sizes: np.ndarray, topic_counts: np.ndarray) -> np.ndarray:

@@ -7,17 +7,38 @@ local sequences, and uploads its adapters; the server averages them weighted by 
 measures the real validation loss of each topic. Devices that miss the deadline never
 reach the average, so they are not trained here (their discarded update cannot change the
 result). Deterministic for a seed on a fixed torch build and thread count.
+
+:class:`SplitLiveFederation` runs the same rounds split between device and edge server
+(SplitFed V1, Thapa et al., AAAI 2022; with LoRA, SplitLoRA, Lin et al., arXiv
+2407.00952): for each local step the device runs the embedding and its first
+``device_layers`` layers, the activations cross to the server cast to the wire dtype, the
+server runs the rest of the model, the loss and the backward pass and steps its adapters,
+and the gradient w.r.t. the received activations crosses back (cast again) for the
+device's backward pass and step. The server keeps one copy of its adapters per device,
+trained in parallel from the round's global adapters; at the end of the round the server
+copies and the devices' adapters are averaged by FedAvg with the same data-size weights.
+That is, per device, the update of :class:`LiveFederation` computed in two places; it
+differs from it only by the rounding of the exchanged tensors (none with ``float32``), so
+both modes follow the same learning dynamics (tested) and replay uses one surrogate.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
+from torch import nn
 
 from edgelam.envs.lam import attach_lora, average_lora_states, load, load_lora_state, lora_bytes, lora_state
 from edgelam.envs.lam import train_lora_steps as _train
+from edgelam.envs.lam.lora import LoRALinear
+
+if TYPE_CHECKING:
+    from edgelam.envs.fedft.config import FedFTConfig
 
 LORA_TARGETS = ("q_proj", "v_proj")
+WIRE_TORCH_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
 class LiveFederation:
@@ -69,6 +90,10 @@ class LiveFederation:
         )
         return ce.reshape(g, v * (t - 1)).mean(dim=1).double().numpy()
 
+    def local_update(self, batches: list[np.ndarray]) -> None:
+        """Train the loaded adapters on ``batches`` ((B, T) token ids, one per local step) in place."""
+        _train(self.lm, batches, self.local_steps, lr=self.lr)
+
     def round(
         self, local_data: list[np.ndarray], participants: np.ndarray, weights: np.ndarray, rng: np.random.Generator
     ) -> np.ndarray:
@@ -88,8 +113,111 @@ class LiveFederation:
             data = local_data[k]
             picks = rng.integers(len(data), size=(self.local_steps, self.batch_size))
             load_lora_state(self.lm, self.global_state)
-            _train(self.lm, [data[p] for p in picks], self.local_steps, lr=self.lr)
+            self.local_update([data[p] for p in picks])
             states.append(lora_state(self.lm))
         self.global_state = average_lora_states(states, weights[idx])
         load_lora_state(self.lm, self.global_state)
         return self.validation_loss()
+
+
+class SplitLiveFederation(LiveFederation):
+    """:class:`LiveFederation` whose local updates run split between device and edge server (module docstring).
+
+    Args:
+        device_layers: decoder layers (with their adapters) on the device, in [0, L - 1].
+        wire_dtype: ``float16``, ``bfloat16`` or ``float32``, the dtype of the exchanged tensors.
+        The others as :class:`LiveFederation`.
+
+    ``last_traffic_bits`` holds the (uplink, downlink) bits of the last device's local update,
+    counted from the tensors that really crossed the cut (activations, labels, gradients and
+    the device's adapters uploaded for FedAvg).
+    """
+
+    def __init__(
+        self, model: str, rank: int, alpha: float, lr: float, local_steps: int, batch_size: int,
+        val_tokens: np.ndarray, device_layers: int, wire_dtype: str,
+    ) -> None:
+        super().__init__(model, rank, alpha, lr, local_steps, batch_size, val_tokens)
+        if not 0 <= device_layers < self.lm.num_layers:
+            raise ValueError(f"split.device_layers: {device_layers} must be in [0, {self.lm.num_layers - 1}]")
+        if wire_dtype not in WIRE_TORCH_DTYPES:
+            raise ValueError(f"split.wire_dtype: {wire_dtype!r} is not one of {tuple(WIRE_TORCH_DTYPES)}")
+        self.device_layers = device_layers
+        self.wire_dtype = WIRE_TORCH_DTYPES[wire_dtype]
+        layers = list(self.lm.model.model.layers)[: self.lm.num_layers]
+        self.device_params = _trainable(layers[:device_layers])
+        self.server_params = _trainable(layers[device_layers:])
+        self.last_traffic_bits = (0, 0)
+
+    def local_update(self, batches: list[np.ndarray]) -> None:
+        """SplitFed local update of one device on ``batches``, in place on the loaded adapters."""
+        lm, cut = self.lm, self.device_layers
+        device_opt = torch.optim.AdamW(self.device_params, lr=self.lr, weight_decay=0.0) if cut > 0 else None
+        server_opt = torch.optim.AdamW(self.server_params, lr=self.lr, weight_decay=0.0)
+        up = down = 0
+        module = lm.model
+        was_training = module.training
+        module.train()
+        try:
+            for step in range(self.local_steps):
+                ids = batches[step % len(batches)]
+                x = lm.as_ids(ids)
+                labels = np.ascontiguousarray(np.asarray(ids)[:, 1:], dtype=np.uint16)  # sent with the activations
+                # device: embedding and its layers
+                h = lm.forward_layers(lm.embed(x), 0, cut)
+                sent = h.detach().to(self.wire_dtype)
+                up += _bits(sent) + labels.nbytes * 8
+                # server: the rest of the model, loss, backward, step of its adapter copy
+                received = sent.to(h.dtype).requires_grad_(cut > 0)
+                logits = lm.head(lm.forward_layers(received, cut, lm.num_layers))
+                target = torch.as_tensor(labels.astype(np.int64), device=logits.device)
+                loss = nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), target.reshape(-1))
+                server_opt.zero_grad(set_to_none=True)
+                loss.backward()
+                server_opt.step()
+                if device_opt is None:
+                    continue
+                # device: backward of its layers from the returned gradient, step of its adapters
+                grad = received.grad.to(self.wire_dtype)
+                down += _bits(grad)
+                device_opt.zero_grad(set_to_none=True)
+                h.backward(grad.to(h.dtype))
+                device_opt.step()
+        finally:
+            module.train(was_training)
+        up += sum(p.numel() for p in self.device_params) * 16  # the device's adapters, float16, for FedAvg
+        self.last_traffic_bits = (up, down)
+
+
+def _trainable(modules: list[nn.Module]) -> list[nn.Parameter]:
+    return [p for m in modules for p in m.parameters() if p.requires_grad]
+
+
+def _bits(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size() * 8
+
+
+def measure_model_costs(lm, seq_len: int) -> dict:
+    """Shapes and forward FLOPs of a loaded model (``LM``) for one sequence (the fields of ``model_costs.json``)."""
+    layers = list(lm.model.model.layers)[: lm.num_layers]
+    lora = [
+        sum(m.in_features + m.out_features for name, m in layer.named_modules()
+            if isinstance(m, (nn.Linear, LoRALinear)) and name.rsplit(".", 1)[-1] in LORA_TARGETS)
+        for layer in layers
+    ]
+    return {
+        "num_layers": int(lm.num_layers),
+        "hidden_size": int(lm.hidden_size),
+        "layer_flops": [float(f) for f in lm.layer_flops(seq_len)],
+        "head_flops": float(lm.head_flops(seq_len)),
+        "lora_values_per_rank": [int(v) for v in lora],
+    }
+
+
+def make_live(cfg: FedFTConfig, val_tokens: np.ndarray) -> LiveFederation:
+    """The live backend of a scenario's ``mode`` (``lora_fedavg`` or ``split``)."""
+    lo = cfg.lora
+    args = (cfg.model, lo.rank, lo.alpha, lo.lr, lo.local_steps, lo.batch_size, val_tokens)
+    if cfg.mode == "split":
+        return SplitLiveFederation(*args, device_layers=cfg.split.device_layers, wire_dtype=cfg.split.wire_dtype)
+    return LiveFederation(*args)

@@ -20,6 +20,12 @@ remaining ``--test-episodes``:
 Writes ``surrogate.json`` (the shipped one by default)::
 
     python -m edgelam.envs.fedft.profile [--scenario default] [--out DIR]
+
+``--evaluate-only`` fits nothing: it runs ``--test-episodes`` live episodes of the
+scenario's mode (e.g. ``--scenario split``, real split learning) and stores the existing
+surrogate's error against them under the key ``error_<mode>`` of its ``surrogate.json``.
+``--model-costs`` records the shapes and forward FLOPs of the shipped models that split
+mode prices its traffic and device computation with (``model_costs.json``).
 """
 
 from __future__ import annotations
@@ -34,8 +40,8 @@ from scipy.optimize import least_squares
 
 from edgelam.envs.core.config import load_scenario
 from edgelam.envs.fedft.config import ALLOCATION_DIR, FedFTConfig
-from edgelam.envs.fedft.data import load_partition
-from edgelam.envs.fedft.dynamics import Surrogate, topic_weights
+from edgelam.envs.fedft.data import SEQ_LEN, load_partition
+from edgelam.envs.fedft.dynamics import MODEL_COSTS_FILE, SURROGATE_FILE, Surrogate, load_surrogate, topic_weights
 
 
 def _devices(cfg: FedFTConfig, pools: np.ndarray, rng: np.random.Generator):
@@ -49,13 +55,13 @@ def _devices(cfg: FedFTConfig, pools: np.ndarray, rng: np.random.Generator):
 
 
 def run_live(cfg: FedFTConfig, episodes: int, rounds: int, seed: int, log=print) -> list[dict]:
-    """Live episodes with random participation; per episode the arrays of losses, weights, counts."""
-    from edgelam.envs.fedft.live import LiveFederation
+    """Live episodes (of the scenario's mode) with random participation; per episode the arrays of losses, weights,
+    counts."""
+    from edgelam.envs.fedft.live import make_live
 
     part = load_partition()
     g = cfg.num_topics
-    lo = cfg.lora
-    fed = LiveFederation(cfg.model, lo.rank, lo.alpha, lo.lr, lo.local_steps, lo.batch_size, part.val[:g])
+    fed = make_live(cfg, part.val[:g])
     rng = np.random.default_rng(seed)
     out = []
     for ep in range(episodes):
@@ -144,6 +150,44 @@ def evaluate(params: dict, episodes: list[dict]) -> dict:
     }
 
 
+def record_model_costs(models: tuple[str, ...] | None = None, path: Path = MODEL_COSTS_FILE) -> dict:
+    """Write ``model_costs.json``: per shipped model its shapes and forward FLOPs per ``SEQ_LEN``-token sequence."""
+    from edgelam.envs.fedft.live import measure_model_costs
+    from edgelam.envs.lam import SHIPPED_MODELS, load
+
+    data = {"seq_len": SEQ_LEN,
+            "models": {name: measure_model_costs(load(name), SEQ_LEN) for name in models or SHIPPED_MODELS}}
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return data
+
+
+def _save_runs(path: Path, eps: list[dict]) -> None:
+    np.savez_compressed(path, **{f"{k}_{i}": v for i, e in enumerate(eps) for k, v in e.items()})
+
+
+def evaluate_only(
+    cfg: FedFTConfig, episodes: int, rounds: int, seed: int, out: Path | None, save_runs: Path | None = None
+) -> dict:
+    """Error of the existing surrogate (``out`` or the shipped one) on new live episodes of ``cfg``'s mode.
+
+    Stores it under ``error_<mode>`` in that ``surrogate.json`` and returns it; ``save_runs``
+    also saves the live runs (.npz). The live runs draw participation and batches from
+    ``seed`` alike in every mode, so two modes' runs of one seed can be compared round by round.
+    """
+    path = (SURROGATE_FILE.parent if out is None else out) / "surrogate.json"
+    s = load_surrogate(path.parent)
+    eps = run_live(cfg, episodes, rounds, seed)
+    if save_runs is not None:
+        _save_runs(save_runs, eps)
+    params = {k: getattr(s, k) for k in ("gain_own", "gain_shared", "noise_cost", "headroom", "sigma")}
+    error = evaluate(params, eps)
+    error["seed"] = seed
+    data = json.loads(path.read_text())
+    data[f"error_{cfg.mode}"] = error
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return error
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--scenario", default="default", help="a fed_ft_allocation scenario name or YAML path")
@@ -155,13 +199,25 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=None, help="folder for surrogate.json (default: the shipped one)")
     ap.add_argument("--save-runs", type=Path, default=None, help="also save the live runs (.npz) for offline fits")
     ap.add_argument("--from-runs", type=Path, default=None, help="fit to live runs saved by --save-runs")
+    ap.add_argument("--evaluate-only", action="store_true",
+                    help="measure the existing surrogate on --test-episodes new live episodes of the scenario's mode")
+    ap.add_argument("--model-costs", action="store_true", help="record model_costs.json of the shipped models")
     args = ap.parse_args(argv)
     import torch
 
     from edgelam.envs.fedft.live import LiveFederation
 
     torch.set_num_threads(args.threads)
+    if args.model_costs:
+        data = record_model_costs()
+        print(json.dumps(data, indent=2))
+        print(f"wrote {MODEL_COSTS_FILE}")
+        return
     cfg = load_scenario(FedFTConfig, ALLOCATION_DIR, args.scenario)
+    if args.evaluate_only:
+        error = evaluate_only(cfg, args.test_episodes, args.rounds, args.seed, args.out, args.save_runs)
+        print(json.dumps({f"error_{cfg.mode}": error}, indent=2))
+        return
     lo = cfg.lora
     full = LiveFederation(cfg.model, lo.rank, lo.alpha, lo.lr, lo.local_steps, lo.batch_size, load_partition().val)
     initial = full.reset()
@@ -176,7 +232,7 @@ def main(argv: list[str] | None = None) -> None:
         eps = run_live(cfg, args.fit_episodes + args.test_episodes, args.rounds, args.seed)
     seconds = time.time() - t0
     if args.save_runs is not None:
-        np.savez_compressed(args.save_runs, **{f"{k}_{i}": v for i, e in enumerate(eps) for k, v in e.items()})
+        _save_runs(args.save_runs, eps)
     params = fit(eps[: args.fit_episodes])
     error = evaluate(params, eps[args.fit_episodes :])
     error["fit_in_sample"] = evaluate(params, eps[: args.fit_episodes])["trajectory_mae"]

@@ -179,11 +179,6 @@ def test_an_impossible_deadline_drops_every_device():
     assert info["loss"] == loss0 and info["energy_j"] > 0 and info["latency_s"] == pytest.approx(0.5)
 
 
-def test_split_mode_is_rejected_as_not_yet_available():
-    with pytest.raises(ValueError, match="mode"):
-        gym.make(ENV_ID, mode="split")
-
-
 def test_surrogate_settings_must_match_the_scenario():
     with pytest.raises(ValueError, match="surrogate"):
         gym.make(ENV_ID, **{"lora.rank": 8})
