@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from edgelam.envs.core.channel import ChannelConfig
 from edgelam.envs.core.config import bounds, choices
+from edgelam.envs.fedft.dynamics import load_model_costs
 
 ALLOCATION_DIR = "fed_ft_allocation"
 POWER_DIR = "fed_ft_power"
@@ -119,8 +120,6 @@ class FedFTConfig:
     def validate(self) -> None:
         """Cross-field checks -> ValueError naming the key."""
         if self.mode == "split":
-            from edgelam.envs.fedft.dynamics import load_model_costs
-
             load_model_costs(self.model).check_device_layers(self.split.device_layers)
         if self.mode != "split" and self.split != SplitConfig():
             raise ValueError(f"split: settings of mode 'split' given with mode {self.mode!r}; "
