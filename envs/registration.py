@@ -20,7 +20,11 @@ GYM_ENVS: dict[str, tuple[str, str | None, int]] = {
         "edgelam.envs.split_inference.vector:SplitInferenceVectorEnv",
         200,
     ),
-    "edgelam/Offload-v0": ("edgelam.envs.offload.env:OffloadEnv", None, 200),
+    "edgelam/Offload-v0": (
+        "edgelam.envs.offload.env:OffloadEnv",
+        "edgelam.envs.offload.vector:OffloadVectorEnv",
+        200,
+    ),
     "edgelam/MicroserviceRouting-v0": ("edgelam.envs.microservice_routing.env:MicroserviceRoutingEnv", None, 400),
     "edgelam/SpecDecode-v0": ("edgelam.envs.spec_decode.env:SpecDecodeEnv", None, 256),
     "edgelam/FedFTAllocation-v0": ("edgelam.envs.fedft.env:FedFTAllocationEnv", None, 30),

@@ -18,16 +18,25 @@ the task's 32 reference tokens (``offload`` replay profile, :mod:`edgelam.envs.l
 Sources: roofline (Williams et al., CACM 2009) with prefill compute-bound and decode
 memory-bound (Pope et al., MLSys 2023); MEC offloading latency/energy decomposition
 (Mao et al., IEEE COMST 2017); FCFS waiting by Lindley's recursion (Lindley 1952).
+
+Exogenous randomness (prompts, fading, background edge work, WAN RTT) is drawn in
+blocks of slots for B users at once (:func:`draw_task_block`), by the single env
+(B = 1) and the vector env alike, in one fixed order, so both see the same trajectory
+for the same seed.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.signal import lfilter
 
+from edgelam.envs.core.channel import ChannelConfig, shannon_rate_bps
 from edgelam.envs.core.hardware import HardwareSpec, model_cost
 from edgelam.envs.core.model_cards import ModelCard
+from edgelam.envs.core.queues import background_work_s
 
 DEVICE, EDGE, CLOUD = 0, 1, 2
 
@@ -117,6 +126,30 @@ def build_tables(
     )
 
 
+def tier_cost(
+    t: TierTables, compute_s, up_bits, cloud_usd, tier, rate_bps, edge_wait_s, cloud_rtt_s
+) -> tuple:
+    """(latency_s, device energy_j, cloud_cost_usd) of tasks priced ``compute_s`` on ``tier`` (0, 1 or 2).
+
+    One formula for one task (python numbers: the single env, the baselines) and for a
+    batch (numpy arrays of shape (B,): the vector env). ``compute_s``, ``up_bits`` and
+    ``cloud_usd`` are the task's entries of the tables (:func:`task_cost` looks them up).
+    Each term is switched by a 0/1 tier indicator; adding or multiplying by exact zeros
+    and ones leaves every tier's value bit-identical to its own branch-free expression.
+    """
+    on_device = tier == DEVICE
+    on_edge = tier == EDGE
+    on_cloud = tier == CLOUD
+    offloaded = tier != DEVICE
+    up_s = offloaded * up_bits / rate_bps
+    latency = compute_s + up_s + on_edge * t.edge_rtt_s + on_edge * edge_wait_s + on_cloud * cloud_rtt_s
+    latency = latency + offloaded * t.down_s
+    energy = on_device * t.dev_active_w * compute_s + offloaded * (
+        t.tx_power_w * up_s + t.dev_idle_w * (latency - up_s)
+    )
+    return latency, energy, on_cloud * cloud_usd
+
+
 def task_cost(
     t: TierTables, prompt: int, tier: int, rate_bps: float, edge_wait_s: float, cloud_rtt_s: float
 ) -> tuple[float, float, float]:
@@ -124,14 +157,71 @@ def task_cost(
 
     Scalar Python math over the precomputed rows (the env's hot path; baselines call it per tier).
     """
-    comp = t.compute_rows[prompt][tier]
-    if tier == DEVICE:
-        return comp, t.dev_active_w * comp, 0.0
-    up_s = t.up_bits_list[prompt] / rate_bps
-    if tier == EDGE:
-        latency = comp + up_s + t.edge_rtt_s + edge_wait_s + t.down_s
-        usd = 0.0
-    else:
-        latency = comp + up_s + cloud_rtt_s + t.down_s
-        usd = t.cloud_usd_list[prompt]
-    return latency, t.tx_power_w * up_s + t.dev_idle_w * (latency - up_s), usd
+    return tier_cost(
+        t, t.compute_rows[prompt][tier], t.up_bits_list[prompt], t.cloud_usd_list[prompt], tier, rate_bps,
+        edge_wait_s, cloud_rtt_s,
+    )
+
+
+@dataclass(frozen=True)
+class TaskBlock:
+    """Exogenous state of B users over n task slots; every array is shaped (B, n)."""
+
+    prompt: np.ndarray  # int, held-out prompt of the task
+    innovation: np.ndarray  # complex CN(0, 1) innovations of the Gauss-Markov fading
+    rate_bps: np.ndarray  # uplink Shannon rate in bit/s (>= 1)
+    background_s: np.ndarray  # work brought to the edge by background jobs during the task interval, s
+    rtt_shock: np.ndarray  # N(0, 1) innovations of the log-RTT AR(1)
+    rtt_s: np.ndarray  # cloud round trip in s
+
+
+def uplink_rates(
+    channel: ChannelConfig, large_scale_gain: np.ndarray, innovation: np.ndarray, h0: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(rate_bps (B, n), last fading coefficient (B,)) of B links over n slots from h0 (B,) on.
+
+    h_t = rho h_{t-1} + sqrt(1 - rho^2) e_t (Gauss-Markov Rayleigh fading, Jakes 1974) run by
+    ``lfilter`` along the slots; rate = b log2(1 + p g |h|^2 / (N0 F b)), at least 1 bit/s.
+    """
+    rho = channel.rho
+    h = lfilter([math.sqrt(1.0 - rho**2)], [1.0, -rho], innovation, axis=1, zi=(rho * h0)[:, None])[0]
+    fading = np.abs(h) ** 2 if channel.fading else np.ones(h.shape)
+    rates = shannon_rate_bps(
+        channel.bandwidth_hz, channel.tx_power_w, large_scale_gain[:, None] * fading,
+        channel.noise_psd_w_per_hz, channel.noise_figure_db,
+    )
+    return np.maximum(rates, 1.0), h[:, -1].copy()
+
+
+def cloud_rtts(wan, shock: np.ndarray, z0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rtt_s (B, n), last latent (B,)): log-normal RTT around ``wan.rtt_mean_s`` with AR(1) log-correlation.
+
+    z_t = c z_{t-1} + sqrt(1 - c^2) shock_t, rtt = mean exp(sigma z - sigma^2 / 2) (mean preserved).
+    """
+    c = wan.corr
+    z = lfilter([math.sqrt(1.0 - c**2)], [1.0, -c], shock, axis=1, zi=(c * z0)[:, None])[0]
+    rtt = wan.rtt_mean_s * np.exp(wan.rtt_log_std * z - 0.5 * wan.rtt_log_std**2)
+    return rtt, z[:, -1].copy()
+
+
+def draw_task_block(
+    rng: np.random.Generator, cfg, num_prompts: int, large_scale_gain: np.ndarray, h0: np.ndarray,
+    z0: np.ndarray, n: int,
+) -> tuple[TaskBlock, np.ndarray, np.ndarray]:
+    """Draw the next ``n`` tasks of B users (an Offload config ``cfg``); returns (block, last h, last z).
+
+    Random draws in this order: prompts (B, n), fading innovations (real (B, n), imaginary (B, n)),
+    background arrivals and their work (:func:`edgelam.envs.core.queues.background_work_s`),
+    RTT shocks (B, n). Fading continues from ``h0`` and the RTT latent from ``z0`` (each (B,)).
+    """
+    b = len(h0)
+    prompt = rng.integers(num_prompts, size=(b, n))
+    innovation = (rng.standard_normal((b, n)) + 1j * rng.standard_normal((b, n))) / math.sqrt(2.0)
+    rate, h_last = uplink_rates(cfg.channel, large_scale_gain, innovation, h0)
+    eq = cfg.edge_queue
+    background = np.asarray(
+        background_work_s(rng, eq.utilisation, eq.mean_job_s, cfg.task_interval_s, size=(b, n)), dtype=np.float64
+    )
+    shock = rng.standard_normal((b, n))
+    rtt, z_last = cloud_rtts(cfg.wan, shock, z0)
+    return TaskBlock(prompt, innovation, rate, background, shock, rtt), h_last, z_last

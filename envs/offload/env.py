@@ -8,15 +8,13 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
-from scipy.signal import lfilter
 
-from edgelam.envs.core.channel import WirelessLink, shannon_rate_bps
+from edgelam.envs.core.channel import WirelessLink
 from edgelam.envs.core.config import load_scenario
 from edgelam.envs.core.hardware import load_hardware_catalog
 from edgelam.envs.core.model_cards import get_model_card
-from edgelam.envs.core.queues import background_work_s
 from edgelam.envs.offload.config import ENV_DIR, TIERS, OffloadConfig
-from edgelam.envs.offload.dynamics import EDGE, TierTables, build_tables, task_cost
+from edgelam.envs.offload.dynamics import EDGE, TierTables, build_tables, draw_task_block, task_cost
 
 BACKENDS = ("replay", "live")
 CHUNK = 256  # random draws are made in blocks of this many tasks
@@ -103,6 +101,11 @@ class OffloadEnv(gym.Env):
     FCFS edge with Poisson background jobs (``core.queues``, Lindley 1952); log-normal
     AR(1) WAN RTT; costs in ``dynamics.py``.
 
+    ## Vector env
+    ``gym.make_vec("edgelam/Offload-v0", num_envs=B, vectorization_mode="vector_entry_point")``
+    steps B devices with numpy (:class:`edgelam.envs.offload.vector.OffloadVectorEnv`,
+    replay backend, next-step autoreset); with B = 1 it equals this env for the same seed.
+
     ## Version History
     * v0: initial release.
     """
@@ -135,7 +138,6 @@ class OffloadEnv(gym.Env):
         self._quality_rows = self.tables.quality.tolist()
         self._conf = self.tables.confidence.tolist()
         self._tokens = (self.tables.prompt_tokens / 128.0).tolist()
-        self._rho = cfg.channel.rho
         self._budget = cfg.budget.per_task
         self._budget_energy = cfg.budget.metric == "energy_j"
         self._w = cfg.reward
@@ -164,27 +166,15 @@ class OffloadEnv(gym.Env):
 
     def _draw_chunk(self) -> None:
         """Draw the next CHUNK tasks: prompts, fading, background edge work, WAN RTT."""
-        cfg, rng, n = self.config, self.np_random, CHUNK
-        self._prompts = rng.integers(self.num_prompts, size=n).tolist()
-        e = (rng.standard_normal(n) + 1j * rng.standard_normal(n)) / math.sqrt(2.0)
-        h = lfilter([math.sqrt(1.0 - self._rho**2)], [1.0, -self._rho], e, zi=[self._rho * self._h])[0]
-        self._h = complex(h[-1])
-        fading = np.abs(h) ** 2 if cfg.channel.fading else np.ones(n)
-        ch = cfg.channel
-        rates = shannon_rate_bps(
-            ch.bandwidth_hz, ch.tx_power_w, self.link.large_scale_gain[0] * fading,
-            ch.noise_psd_w_per_hz, ch.noise_figure_db,
+        blk, h, z = draw_task_block(
+            self.np_random, self.config, self.num_prompts, self.link.large_scale_gain,
+            np.array([self._h]), np.array([self._z]), CHUNK,
         )
-        self._rates = np.maximum(rates, 1.0).tolist()
-        eq = cfg.edge_queue
-        self._bg = np.asarray(
-            background_work_s(rng, eq.utilisation, eq.mean_job_s, cfg.task_interval_s, size=n)
-        ).tolist()
-        wan = cfg.wan
-        ar = [math.sqrt(1.0 - wan.corr**2)], [1.0, -wan.corr]
-        z = lfilter(*ar, rng.standard_normal(n), zi=[wan.corr * self._z])[0]
-        self._z = float(z[-1])
-        self._rtts = (wan.rtt_mean_s * np.exp(wan.rtt_log_std * z - 0.5 * wan.rtt_log_std**2)).tolist()
+        self._h, self._z = complex(h[0]), float(z[0])
+        self._prompts = blk.prompt[0].tolist()
+        self._rates = blk.rate_bps[0].tolist()
+        self._bg = blk.background_s[0].tolist()
+        self._rtts = blk.rtt_s[0].tolist()
         self._k = 0
 
     def _next_task(self) -> None:

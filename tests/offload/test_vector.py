@@ -1,0 +1,151 @@
+"""The batched Offload vector env is the single env, B times, without a Python loop per device."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import edgelam.envs  # noqa: F401
+from edgelam.envs.offload.env import OffloadEnv
+from edgelam.envs.offload.vector import OffloadVectorEnv
+
+ENV_ID = "edgelam/Offload-v0"
+
+
+def _assert_info_equal(single: dict, vec: dict, t: int) -> None:
+    for key, value in single.items():
+        assert value == vec[key][0], (t, key, value, vec[key])
+
+
+@pytest.mark.parametrize("overrides", [{}, {"battery_j": 40.0}])
+def test_one_device_vector_env_equals_the_single_env(overrides):
+    """Same seed, same actions: same obs, reward, ends and info, bit for bit, across resets.
+
+    A 40 J battery empties within ~60 tasks, so the episodes end by termination too.
+    """
+    steps = 600  # crosses block boundaries (256 tasks) and episode ends
+    single = OffloadEnv(**overrides)
+    vec = OffloadVectorEnv(num_envs=1, **overrides)
+    rng = np.random.default_rng(0)
+    actions = rng.integers(0, 3, steps)
+    obs_s, info_s = single.reset(seed=7)
+    obs_v, info_v = vec.reset(seed=7)
+    assert np.array_equal(obs_s, obs_v[0])
+    _assert_info_equal(info_s, info_v, -1)
+    ends = {"terminated": 0, "truncated": 0}
+    for t in range(steps):
+        obs_s, r_s, term_s, trunc_s, info_s = single.step(int(actions[t]))
+        obs_v, r_v, term_v, trunc_v, info_v = vec.step(actions[t : t + 1])
+        assert np.array_equal(obs_s, obs_v[0]), t
+        assert r_s == r_v[0], t
+        assert (term_s, trunc_s) == (bool(term_v[0]), bool(trunc_v[0])), t
+        _assert_info_equal(info_s, info_v, t)
+        if term_s or trunc_s:
+            ends["terminated" if term_s else "truncated"] += 1
+            obs_s, info_s = single.reset()
+            obs_v, r_v, term_v, trunc_v, info_v = vec.step(actions[t : t + 1])  # next-step autoreset
+            assert np.array_equal(obs_s, obs_v[0]) and r_v[0] == 0.0 and not term_v[0] and not trunc_v[0]
+            _assert_info_equal(info_s, info_v, t)
+    assert ends["terminated" if overrides else "truncated"] >= 2
+
+
+def test_reset_with_a_seed_repeats_the_batch():
+    vec = OffloadVectorEnv(num_envs=8, battery_j=40.0)
+    actions = np.random.default_rng(1).integers(0, 3, (150, 8))
+    runs = []
+    for _ in range(2):
+        obs, _ = vec.reset(seed=3)
+        out = [obs]
+        for a in actions:
+            obs, reward, _, _, _ = vec.step(a)
+            out += [obs, reward]
+        runs.append(out)
+    assert all(np.array_equal(x, y) for x, y in zip(*runs, strict=True))
+
+
+def test_batch_spaces_and_per_device_autoreset():
+    """B = 8 with a small battery: devices end at different steps, each resets alone on its next step."""
+    b = 8
+    vec = gym.make_vec(ENV_ID, num_envs=b, vectorization_mode="vector_entry_point", battery_j=40.0)
+    assert vec.metadata["autoreset_mode"] == gym.vector.AutoresetMode.NEXT_STEP
+    obs, info = vec.reset(seed=0)
+    assert obs.shape == (b, 8) and vec.observation_space.contains(obs)
+    assert info["distance_m"].shape == (b,)
+    rng = np.random.default_rng(0)
+    ended = np.zeros(b, dtype=bool)
+    lone_resets = 0
+    for _ in range(400):
+        actions = rng.integers(0, 3, b)
+        obs, reward, terminated, truncated, info = vec.step(actions)
+        assert vec.observation_space.contains(obs)
+        assert reward.shape == (b,) and np.all(np.isfinite(reward))
+        if ended.any():
+            # the devices that ended last step restart: reward 0, a fresh battery and clock
+            assert np.all(reward[ended] == 0.0) and not terminated[ended].any() and not truncated[ended].any()
+            assert np.all(obs[ended, 5] == 1.0) and np.all(obs[ended, 7] == 0.0)
+            assert np.all(info["distance_m"][ended] >= 30.0) and np.array_equal(info["_distance_m"], ended)
+            if not ended.all():
+                lone_resets += 1
+                stepped = ~ended
+                assert np.array_equal(info["_latency_s"], stepped)
+                assert np.all(info["latency_s"][stepped] > 0) and np.all(info["energy_j"][stepped] > 0)
+        else:
+            assert "_latency_s" not in info and np.all(info["latency_s"] > 0)
+        assert np.all(info["battery_j"][~ended] >= 0.0)
+        assert np.all(terminated == (info["battery_j"] <= 0.0) & ~ended)
+        ended = terminated | truncated
+    assert lone_resets > 10  # the devices really desynchronised
+    assert len(set(np.round(reward, 9))) > 1  # independent devices differ
+    with pytest.raises(ValueError, match="actions"):
+        vec.step(np.full(b, 3))
+    with pytest.raises(ValueError, match="actions"):
+        vec.step(np.zeros(b - 1, dtype=np.int64))
+    vec.close()
+
+
+def test_lone_resets_keep_the_statistics_of_the_single_env():
+    """Per-device resets give the single env's distribution of rates and costs, and a new link per episode."""
+    b = 64
+    vec = OffloadVectorEnv(num_envs=b, battery_j=40.0)  # ~60-task episodes, most resets are lone ones
+    vec.reset(seed=0)
+    rates, latency = [], []
+    sums, counts = np.zeros(b), np.zeros(b)
+    episode_means: list[list[float]] = [[] for _ in range(b)]
+    for _ in range(400):
+        _, _, term, trunc, info = vec.step(np.ones(b, dtype=np.int64))  # always the edge
+        keep = info.get("_latency_s", np.ones(b, dtype=bool))
+        log_rate = np.log10(info["uplink_rate_bps"])
+        rates.append(log_rate[keep])
+        latency.append(info["latency_s"][keep])
+        sums += np.where(keep, log_rate, 0.0)
+        counts += keep
+        for i in np.flatnonzero(term | trunc):  # test bookkeeping, not the env's hot path
+            episode_means[i].append(sums[i] / counts[i])
+            sums[i] = counts[i] = 0.0
+    single = OffloadEnv(battery_j=40.0)
+    s_rates, s_latency = [], []
+    single.reset(seed=1)
+    for _ in range(6000):
+        _, _, term, trunc, info = single.step(1)
+        s_rates.append(np.log10(info["uplink_rate_bps"]))
+        s_latency.append(info["latency_s"])
+        if term or trunc:
+            single.reset()
+    # episodes are the independent unit (distance and shadowing are drawn per episode): ~100 of them
+    # in the single run; 6 standard errors of the single run's mean as the tolerance
+    for v, s in ((np.concatenate(rates), s_rates), (np.concatenate(latency), s_latency)):
+        assert abs(np.mean(v) - np.mean(s)) < 6 * np.std(s) / np.sqrt(100)
+    # a device's consecutive episodes see independent links (a stale distance or shadowing would correlate them)
+    pairs = np.array([(m[j], m[j + 1]) for m in episode_means for j in range(len(m) - 1)])
+    assert len(pairs) > 150
+    assert abs(np.corrcoef(pairs.T)[0, 1]) < 0.3
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="num_envs"):
+        OffloadVectorEnv(num_envs=0)
+    with pytest.raises(ValueError, match="backend"):
+        OffloadVectorEnv(num_envs=2, backend="live")
+    with pytest.raises(ValueError, match="battery_j"):
+        OffloadVectorEnv(num_envs=2, battery_j=-1.0)
