@@ -205,11 +205,11 @@ def _deep_copy(data: Any) -> Any:
 
 
 def read_yaml(path: Path | str) -> dict:
-    """Read a YAML mapping; a parse error or a non-mapping raises ``ValueError``."""
+    """Read a YAML mapping (UTF-8); an unreadable file, a parse error or a non-mapping raises ``ValueError``."""
     path = Path(path)
     try:
-        text = path.read_text()
-    except OSError as exc:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"cannot read config file {path}: {exc}") from None
     try:
         data = yaml.safe_load(text)
