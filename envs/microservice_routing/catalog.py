@@ -39,6 +39,8 @@ from typing import Any
 import numpy as np
 
 CATALOG_PATH = Path(__file__).with_name("catalog.json")
+CATALOG_KEYS = ("executed_lm", "decode_tokens", "microservices", "pipelines")
+REGENERATE = "regenerate it with `python -m edgelam.envs.microservice_routing.catalog`"
 EXECUTED_LM = "edge"
 ACT_BYTES = 2  # fp16 activations and weights
 TOKEN_ID_BYTES = 4
@@ -320,11 +322,13 @@ def load_catalog(path: Path | str | None = None) -> dict[str, Any]:
     """Read a catalog JSON (default: the shipped ``catalog.json``)."""
     p = Path(path) if path is not None else CATALOG_PATH
     try:
-        return json.loads(p.read_text())
-    except OSError as exc:
-        raise ValueError(
-            f"catalog: cannot read {p} ({exc}); run `python -m edgelam.envs.microservice_routing.catalog`"
-        ) from None
+        catalog = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # ValueError: bad UTF-8 or JSON
+        raise ValueError(f"catalog: cannot read {p} ({exc}); {REGENERATE}") from None
+    missing = [k for k in CATALOG_KEYS if not isinstance(catalog, dict) or k not in catalog]
+    if missing:
+        raise ValueError(f"catalog: {p} has no {missing[0]!r} (expected keys {', '.join(CATALOG_KEYS)}); {REGENERATE}")
+    return catalog
 
 
 def main() -> None:

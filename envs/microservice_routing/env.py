@@ -9,7 +9,7 @@ import numpy as np
 from gymnasium import spaces
 
 from edgelam.envs.core.config import load_scenario
-from edgelam.envs.microservice_routing.catalog import load_catalog
+from edgelam.envs.microservice_routing.catalog import REGENERATE, load_catalog
 from edgelam.envs.microservice_routing.config import ENV_DIR, MicroserviceRoutingConfig
 from edgelam.envs.microservice_routing.dynamics import OBS_CLIP, RoutingSim, RoutingTables, build_tables
 
@@ -26,7 +26,12 @@ def make_sim(cfg: MicroserviceRoutingConfig, backend: str) -> RoutingSim:
         catalog = profile_catalog()
     else:
         catalog = load_catalog(cfg.catalog_path)
-    return RoutingSim(cfg, build_tables(cfg, catalog))
+    try:
+        tables = build_tables(cfg, catalog)
+    except (KeyError, TypeError, IndexError, AttributeError) as exc:  # a field missing or of the wrong kind
+        where = cfg.catalog_path or "the shipped catalog.json"
+        raise ValueError(f"catalog: {where} is malformed ({type(exc).__name__}: {exc}); {REGENERATE}") from None
+    return RoutingSim(cfg, tables)
 
 
 def observation_space(tables: RoutingTables) -> spaces.Box:
