@@ -19,6 +19,13 @@ agents' actions one call after the other.
   with c_i the split-independent weighted costs minus expected quality; exact at
   integral z. Rounding: argmax_k z_ik, then one pass of single-user improvement on the
   exact objective. The split is applied with ``env.set_allocation``.
+
+  Solver failure: when cvxpy raises ``SolverError`` or returns no solution, the split falls
+  back to its closed form ``sqrt_allocation`` (the same optimum, no solver), and the
+  relaxation to z_i = the one-hot argmin of c_i (each user's best tier ignoring the shared
+  congestion term), which the single-user improvement pass then corrects on the exact
+  objective. ``solver_status`` says how the last slot was decided: ``"optimal"`` or
+  ``"fallback: <reason>"``.
 """
 
 from __future__ import annotations
@@ -41,7 +48,12 @@ def sqrt_allocation(a: np.ndarray, total: float = 1.0) -> np.ndarray:
 
 
 def optimal_allocation(a: np.ndarray, total: float = 1.0) -> np.ndarray:
-    """Solve min sum_i a_i / x_i s.t. sum_i x_i <= total, x >= 0 with cvxpy (a_i > 0)."""
+    """Solve min sum_i a_i / x_i s.t. sum_i x_i <= total, x >= 0 with cvxpy (a_i > 0).
+
+    Raises:
+        ValueError: a coefficient is not > 0.
+        cvxpy.error.SolverError: the solver fails or returns no solution.
+    """
     a = np.asarray(a, dtype=np.float64)
     if a.size == 0:
         return a.copy()
@@ -52,7 +64,7 @@ def optimal_allocation(a: np.ndarray, total: float = 1.0) -> np.ndarray:
     problem = cp.Problem(cp.Minimize(cp.sum(cp.multiply(a / scale, cp.inv_pos(x)))), [cp.sum(x) <= total])
     problem.solve(solver=cp.CLARABEL)
     if x.value is None:
-        raise ValueError(f"allocation problem is {problem.status}")
+        raise cp.error.SolverError(f"allocation problem is {problem.status}")
     return np.asarray(x.value) * total / max(float(np.sum(x.value)), total)
 
 
@@ -122,7 +134,24 @@ class Greedy(JointPolicy):
 
 
 class CvxpyAllocation(JointPolicy):
-    """Relaxed-and-rounded decisions with the convex optimal (square-root) bandwidth / compute split."""
+    """Relaxed-and-rounded decisions with the convex optimal (square-root) bandwidth / compute split.
+
+    ``solver_status`` is ``"optimal"`` or ``"fallback: <reason>"`` for the last decided slot
+    (see the module docstring for the fallbacks).
+    """
+
+    def __init__(self, env) -> None:
+        super().__init__(env)
+        self.solver_status = "not run"
+        self._failures: list[str] = []
+
+    def _solved_allocation(self, a: np.ndarray) -> np.ndarray:
+        """``optimal_allocation(a)``, or its closed form ``sqrt_allocation(a)`` when the solver fails."""
+        try:
+            return optimal_allocation(a)
+        except cp.error.SolverError as exc:
+            self._failures.append(f"allocation solver failed ({exc})")
+            return sqrt_allocation(a)
 
     def _split(self, tiers: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         env = self.env
@@ -132,8 +161,9 @@ class CvxpyAllocation(JointPolicy):
         s = env.tables.compute_s[env.prompts, EDGE]
         return a, s, s
 
-    def allocation(self, tiers: np.ndarray, solver=optimal_allocation) -> tuple[np.ndarray, np.ndarray]:
-        """Optimal (band, compute) shares (N,) for fixed decisions."""
+    def allocation(self, tiers: np.ndarray, solver=None) -> tuple[np.ndarray, np.ndarray]:
+        """Optimal (band, compute) shares (N,) for fixed decisions (default solver: cvxpy with fallback)."""
+        solver = self._solved_allocation if solver is None else solver
         a, s, _ = self._split(tiers)
         band, compute = np.zeros(self.env.n), np.zeros(self.env.n)
         off, edge = tiers != DEVICE, tiers == EDGE
@@ -167,10 +197,18 @@ class CvxpyAllocation(JointPolicy):
         )
         problem = cp.Problem(cp.Minimize(cp.sum(cp.multiply(costs, z)) + w.latency_weight * shared),
                              [cp.sum(z, axis=1) == 1])
-        problem.solve(solver=cp.CLARABEL)
-        return np.asarray(z.value)
+        try:
+            problem.solve(solver=cp.CLARABEL)
+            failure = None if z.value is not None else f"relaxation status {problem.status}"
+        except cp.error.SolverError as exc:
+            failure = f"relaxation solver failed ({exc})"
+        if failure is None:
+            return np.asarray(z.value)
+        self._failures.append(failure)
+        return np.eye(3)[np.argmin(costs, axis=1)]
 
     def decide(self) -> np.ndarray:
+        self._failures = []
         quality = self.expected_quality()
         tiers = np.argmax(self.relaxed(), axis=1).astype(np.int64)
         best = self._objective(tiers, *self.allocation(tiers, sqrt_allocation), quality)
@@ -182,6 +220,7 @@ class CvxpyAllocation(JointPolicy):
                 if cost < best - 1e-12:
                     best, tiers = cost, trial
         self.env.set_allocation(*self.allocation(tiers))
+        self.solver_status = f"fallback: {'; '.join(self._failures)}" if self._failures else "optimal"
         return tiers
 
 
