@@ -33,7 +33,7 @@ import platform
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +78,8 @@ class CompareResult:
         episodes: every evaluated episode row, tagged with ``policy`` (and ``train_seed``).
         wall_time_s: wall time of the whole call.
         files: name -> path of every file written.
+        failed: jobs that failed (Ray engine: after their retries), each
+            ``{"job": key, "error": text}``; empty when every job finished.
     """
 
     out_dir: Path
@@ -91,6 +93,7 @@ class CompareResult:
     episodes: list[dict[str, Any]]
     wall_time_s: float
     files: dict[str, Path]
+    failed: list[dict[str, Any]] = field(default_factory=list)
 
 
 def format_cell(mean: float, ci95: float) -> str:
@@ -237,6 +240,259 @@ def _direction(directions: Mapping[str, str], metric: str) -> str | None:
     return directions.get(metric, directions.get(metric.split("/")[0]))
 
 
+@dataclass(frozen=True)
+class CompareJob:
+    """One unit of work of a compare: train and evaluate one (algorithm, seed), or evaluate one baseline.
+
+    Every engine runs the same jobs through :func:`run_job` (the local engine in this
+    process, the Ray engine as one Tune trial each), so their results are the same.
+
+    Attributes:
+        env_id: the env id.
+        scenario: scenario name or YAML path.
+        env_kwargs: dotted scenario overrides.
+        kind: ``"agent"`` (train, then evaluate) or ``"baseline"`` (evaluate).
+        name: the algorithm or baseline name.
+        seed: training seed (``None`` for a baseline).
+        timesteps: env steps of the training run.
+        episodes: evaluation episodes.
+        eval_seed: reset seed of the first evaluation episode.
+        run_dir: the training run folder (``None`` for a baseline).
+        hyperparams: the algorithm's hyperparameter overrides.
+        protagonist: on an adversarial env, the protagonist agent (else ``None``).
+        eval_adversary: on an adversarial env, the adversary evaluated against.
+        strict: a baseline named by the user: a ``ValueError`` raises instead of skipping it.
+    """
+
+    env_id: str
+    scenario: str
+    env_kwargs: Mapping[str, Any]
+    kind: str
+    name: str
+    seed: int | None
+    timesteps: int
+    episodes: int
+    eval_seed: int
+    run_dir: Path | None = None
+    hyperparams: Mapping[str, Any] | None = None
+    protagonist: str | None = None
+    eval_adversary: str | Path = "random"
+    strict: bool = False
+
+    @property
+    def key(self) -> str:
+        """A name unique within a compare (``agent/ppo/seed_0``, ``baseline/random``)."""
+        return f"{self.kind}/{self.name}" + ("" if self.seed is None else f"/seed_{self.seed}")
+
+
+@dataclass
+class JobResult:
+    """What :func:`run_job` produced.
+
+    Attributes:
+        key: the job's :attr:`CompareJob.key`.
+        rows: evaluated episode rows, tagged with ``policy`` (and ``train_seed``).
+        run: the training run entry (agents; ``None`` for baselines).
+        skipped: why a baseline was skipped (not applicable to the scenario), else ``None``.
+    """
+
+    key: str
+    rows: list[dict[str, Any]]
+    run: dict[str, Any] | None = None
+    skipped: str | None = None
+
+
+@dataclass
+class ComparePlan:
+    """The settings of a compare, resolved and validated, and its jobs (see :func:`plan_compare`)."""
+
+    env_id: str
+    scenario: str
+    env_kwargs: dict[str, Any]
+    algos: tuple[str, ...]
+    seeds: tuple[int, ...]
+    timesteps: int
+    episodes: int
+    names: list[str]
+    eval_seed: int
+    quick: bool
+    out_dir: Path
+    directions: dict[str, str]
+    adversarial: bool
+    eval_adversary: str | Path
+    jobs: list[CompareJob]
+
+
+def plan_compare(
+    env_id: str,
+    scenario: str = "default",
+    algos: Sequence[str] | None = None,
+    seeds: Sequence[int] | None = None,
+    timesteps: int | None = None,
+    baselines: Sequence[str] | None = None,
+    episodes: int | None = None,
+    out_dir: str | Path = "runs/compare",
+    quick: bool = False,
+    env_kwargs: Mapping[str, Any] | None = None,
+    eval_seed: int = 10_000,
+    hyperparams: Mapping[str, Mapping[str, Any]] | None = None,
+    eval_adversary: str | Path = "random",
+) -> ComparePlan:
+    """Resolve the defaults of :func:`compare`, validate them and list its jobs (arguments as there).
+
+    Jobs come in the order of the report: each algorithm x seed, then each baseline.
+
+    Raises:
+        ValueError: on an unknown env id, or algorithms that do not fit the env.
+    """
+    check_env_id(env_id)
+    defaults = QUICK if quick else FULL
+    metadata, agents = _env_info(env_id, scenario, env_kwargs)
+    adversarial = agents is not None and len(agents) == 2 and agents[1] == "adversary"
+    algos = tuple(algos if algos is not None else ("rarl",) if adversarial else defaults["algos"])
+    if adversarial and algos != ("rarl",):
+        raise ValueError(f"{env_id} is adversarial ({agents}): the algorithm to train is rarl, not {algos}")
+    if not adversarial and "rarl" in algos:
+        raise ValueError(f"rarl needs an adversarial env (agents [protagonist, 'adversary']); {env_id} is not")
+    seeds = tuple(seeds if seeds is not None else defaults["seeds"])
+    timesteps = int(timesteps if timesteps is not None else defaults["timesteps"])
+    episodes = int(episodes if episodes is not None else defaults["episodes"])
+    names = list(baselines if baselines is not None else baseline_registry.available(env_id))
+    clash = set(names) & set(algos)
+    if clash:
+        raise ValueError(f"names used both as algorithm and baseline: {sorted(clash)}")
+    out_dir = Path(out_dir)
+    common = {
+        "env_id": env_id,
+        "scenario": scenario,
+        "env_kwargs": dict(env_kwargs or {}),
+        "timesteps": timesteps,
+        "episodes": episodes,
+        "eval_seed": eval_seed,
+        "protagonist": agents[0] if adversarial else None,
+        "eval_adversary": eval_adversary,
+    }
+    jobs = [
+        CompareJob(
+            kind="agent",
+            name=algo,
+            seed=seed,
+            run_dir=out_dir / "runs" / algo / f"seed_{seed}",
+            hyperparams=(hyperparams or {}).get(algo),
+            **common,
+        )
+        for algo in algos
+        for seed in seeds
+    ]
+    jobs += [
+        CompareJob(kind="baseline", name=name, seed=None, strict=baselines is not None, **common) for name in names
+    ]
+    return ComparePlan(
+        env_id=env_id,
+        scenario=scenario,
+        env_kwargs=dict(env_kwargs or {}),
+        algos=algos,
+        seeds=seeds,
+        timesteps=timesteps,
+        episodes=episodes,
+        names=names,
+        eval_seed=eval_seed,
+        quick=quick,
+        out_dir=out_dir,
+        directions=metric_directions(metadata),
+        adversarial=adversarial,
+        eval_adversary=eval_adversary,
+        jobs=jobs,
+    )
+
+
+def _evaluate_job(job: CompareJob, policy: Any) -> list[dict[str, Any]]:
+    if job.protagonist is not None:
+        if not isinstance(policy, Mapping):
+            policy = {job.protagonist: policy, "adversary": job.eval_adversary}
+        rows = evaluate(policy, job.env_id, job.episodes, job.eval_seed, job.scenario, job.env_kwargs)
+        return [_protagonist_view(row, job.protagonist) for row in rows]
+    return evaluate(policy, job.env_id, job.episodes, job.eval_seed, job.scenario, job.env_kwargs)
+
+
+def run_job(job: CompareJob, progress: bool = False, console: Console | None = None) -> JobResult:
+    """Run one job of a compare: train (or reuse) and evaluate an agent, or evaluate a baseline.
+
+    A training run already finished in ``job.run_dir`` is reused, an interrupted one resumed.
+
+    Args:
+        job: the job.
+        progress: SB3 progress bars and status lines.
+        console: where the status lines go (default: stdout).
+
+    Raises:
+        ValueError: on a bad hyperparameter, a run folder holding a run with other settings,
+            or a strict baseline that does not apply (a non-strict one is returned as skipped).
+    """
+    console = console or Console()
+    if job.kind == "baseline":
+        if progress:
+            console.log(f"evaluating baseline {job.name} ({job.episodes} episodes)")
+        try:
+            rows = _evaluate_job(job, job.name)
+        except ValueError as exc:
+            if job.strict:
+                raise
+            console.log(f"skipping baseline {job.name}: not applicable here ({exc})")
+            return JobResult(job.key, [], skipped=str(exc))
+        return JobResult(job.key, [{"policy": job.name, **row} for row in rows])
+    if job.kind != "agent" or job.run_dir is None or job.seed is None:
+        raise ValueError(f"bad compare job {job.key}: an agent job needs a seed and a run folder")
+    algo, seed, run_dir = job.name, job.seed, job.run_dir
+    if algo == "rarl":
+        if progress:
+            console.log(f"rarl seed {seed} -> {run_dir}")
+        steps, wall, reused = _train_rarl_run(
+            job.env_id, seed, job.timesteps, run_dir, job.scenario, job.env_kwargs, job.hyperparams, progress
+        )
+        run = {
+            "algo": algo,
+            "seed": seed,
+            "out_dir": run_dir,
+            "num_timesteps": steps,
+            "wall_time_s": wall,
+            "reused": reused,
+            "policy": {job.protagonist: run_dir / job.protagonist, "adversary": job.eval_adversary},
+            "curve": run_dir / job.protagonist / LEARNING_CURVE,
+        }
+    else:
+        meta = read_meta(run_dir)
+        reused = bool(meta and meta.get("finished") and meta.get("num_timesteps", 0) >= job.timesteps)
+        if progress:
+            console.log(f"{'reusing' if reused else 'training'} {algo} seed {seed} -> {run_dir}")
+        result = train(
+            job.env_id,
+            algo,
+            timesteps=job.timesteps,
+            seed=seed,
+            out_dir=run_dir,
+            scenario=job.scenario,
+            env_kwargs=job.env_kwargs,
+            hyperparams=job.hyperparams,
+            progress=progress and not reused,
+            resume=True,
+        )
+        run = {
+            "algo": algo,
+            "seed": seed,
+            "out_dir": run_dir,
+            "num_timesteps": result.num_timesteps,
+            "wall_time_s": result.wall_time_s,
+            "reused": reused,
+            "policy": run_dir,
+            "curve": run_dir / LEARNING_CURVE,
+        }
+    if progress:
+        console.log(f"evaluating {algo} seed {seed} ({job.episodes} episodes)")
+    rows = [{"policy": algo, "train_seed": seed, **row} for row in _evaluate_job(job, run["policy"])]
+    return JobResult(job.key, rows, run=run)
+
+
 def compare(
     env_id: str,
     scenario: str = "default",
@@ -285,115 +541,61 @@ def compare(
     for the protagonist; every metric is the protagonist's (its return and info),
     measured against ``eval_adversary``.
 
+    The work is the jobs of :func:`plan_compare`, each run by :func:`run_job`, in this
+    process; :func:`edgelam.agents.ray_engine.compare_ray` runs the same jobs on Ray.
+
     Raises:
         ValueError: on an unknown env id, algorithm, baseline or hyperparameter, or a
             run folder holding a run with other settings.
     """
     began = time.perf_counter()
-    check_env_id(env_id)
-    defaults = QUICK if quick else FULL
-    metadata, agents = _env_info(env_id, scenario, env_kwargs)
-    adversarial = agents is not None and len(agents) == 2 and agents[1] == "adversary"
-    algos = tuple(algos if algos is not None else ("rarl",) if adversarial else defaults["algos"])
-    if adversarial and algos != ("rarl",):
-        raise ValueError(f"{env_id} is adversarial ({agents}): the algorithm to train is rarl, not {algos}")
-    if not adversarial and "rarl" in algos:
-        raise ValueError(f"rarl needs an adversarial env (agents [protagonist, 'adversary']); {env_id} is not")
-    seeds = tuple(seeds if seeds is not None else defaults["seeds"])
-    timesteps = int(timesteps if timesteps is not None else defaults["timesteps"])
-    episodes = int(episodes if episodes is not None else defaults["episodes"])
-    names = list(baselines if baselines is not None else baseline_registry.available(env_id))
-    clash = set(names) & set(algos)
-    if clash:
-        raise ValueError(f"names used both as algorithm and baseline: {sorted(clash)}")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    plan = plan_compare(
+        env_id,
+        scenario=scenario,
+        algos=algos,
+        seeds=seeds,
+        timesteps=timesteps,
+        baselines=baselines,
+        episodes=episodes,
+        out_dir=out_dir,
+        quick=quick,
+        env_kwargs=env_kwargs,
+        eval_seed=eval_seed,
+        hyperparams=hyperparams,
+        eval_adversary=eval_adversary,
+    )
+    plan.out_dir.mkdir(parents=True, exist_ok=True)
     console = console or Console()
-    directions = metric_directions(metadata)
+    results = [run_job(job, progress, console) for job in plan.jobs]
+    return finish_compare(plan, results, began, console)
 
-    runs: list[dict[str, Any]] = []
-    for algo in algos:
-        for seed in seeds:
-            run_dir = out_dir / "runs" / algo / f"seed_{seed}"
-            if algo == "rarl":
-                if progress:
-                    console.log(f"rarl seed {seed} -> {run_dir}")
-                steps, wall, reused = _train_rarl_run(
-                    env_id, seed, timesteps, run_dir, scenario, env_kwargs, (hyperparams or {}).get(algo), progress
-                )
-                protagonist = agents[0]
-                runs.append(
-                    {
-                        "algo": algo,
-                        "seed": seed,
-                        "out_dir": run_dir,
-                        "num_timesteps": steps,
-                        "wall_time_s": wall,
-                        "reused": reused,
-                        "policy": {protagonist: run_dir / protagonist, "adversary": eval_adversary},
-                        "curve": run_dir / protagonist / LEARNING_CURVE,
-                    }
-                )
-                continue
-            meta = read_meta(run_dir)
-            reused = bool(meta and meta.get("finished") and meta.get("num_timesteps", 0) >= timesteps)
-            if progress:
-                console.log(f"{'reusing' if reused else 'training'} {algo} seed {seed} -> {run_dir}")
-            result = train(
-                env_id,
-                algo,
-                timesteps=timesteps,
-                seed=seed,
-                out_dir=run_dir,
-                scenario=scenario,
-                env_kwargs=env_kwargs,
-                hyperparams=(hyperparams or {}).get(algo),
-                progress=progress and not reused,
-                resume=True,
-            )
-            runs.append(
-                {
-                    "algo": algo,
-                    "seed": seed,
-                    "out_dir": run_dir,
-                    "num_timesteps": result.num_timesteps,
-                    "wall_time_s": result.wall_time_s,
-                    "reused": reused,
-                    "policy": run_dir,
-                    "curve": run_dir / LEARNING_CURVE,
-                }
-            )
 
-    def evaluate_policy(policy: Any) -> list[dict[str, Any]]:
-        if adversarial:
-            if not isinstance(policy, Mapping):
-                policy = {agents[0]: policy, "adversary": eval_adversary}
-            rows = evaluate(policy, env_id, episodes, eval_seed, scenario, env_kwargs)
-            return [_protagonist_view(row, agents[0]) for row in rows]
-        return evaluate(policy, env_id, episodes, eval_seed, scenario, env_kwargs)
+def finish_compare(
+    plan: ComparePlan,
+    results: Sequence[JobResult],
+    began: float,
+    console: Console | None = None,
+    failed: Sequence[Mapping[str, Any]] = (),
+) -> CompareResult:
+    """Aggregate the jobs' results, write every file and print the table.
 
-    rows: list[dict[str, Any]] = []
+    Args:
+        plan: the compare's plan.
+        results: the results of the plan's jobs that finished, in the plan's order.
+        began: ``time.perf_counter()`` when the compare began (for its wall time).
+        console: where the table goes (default: stdout).
+        failed: jobs that failed (``{"job": key, "error": text, ...}``); listed in the
+            report and ``results.json`` under ``failed``, never dropped silently.
+    """
+    console = console or Console()
+    runs = [r.run for r in results if r.run is not None]
+    rows = [row for r in results for row in r.rows]
     kinds: dict[str, str] = {}
-    for run in runs:
-        if progress:
-            console.log(f"evaluating {run['algo']} seed {run['seed']} ({episodes} episodes)")
-        for row in evaluate_policy(run["policy"]):
-            rows.append({"policy": run["algo"], "train_seed": run["seed"], **row})
-        kinds[run["algo"]] = "agent"
-    skipped: dict[str, str] = {}
-    for name in names:
-        if progress:
-            console.log(f"evaluating baseline {name} ({episodes} episodes)")
-        try:
-            baseline_rows = evaluate_policy(name)
-        except ValueError as exc:
-            if baselines is not None:
-                raise
-            skipped[name] = str(exc)
-            console.log(f"skipping baseline {name}: not applicable here ({exc})")
-            continue
-        rows.extend({"policy": name, **row} for row in baseline_rows)
-        kinds[name] = "baseline"
+    for job, result in zip(_finished_jobs(plan, results), results, strict=True):
+        if result.skipped is None:
+            kinds[job.name] = job.kind
+    skipped = {r.key.split("/", 1)[1]: r.skipped for r in results if r.skipped is not None}
+    directions = plan.directions
 
     summary = {p: summarize(r for r in rows if r["policy"] == p) for p in kinds}
     all_metrics = list(dict.fromkeys(m for s in summary.values() for m in s))
@@ -405,31 +607,32 @@ def compare(
     metrics = _table_metrics(summary)
     table = _table_text(summary, kinds, metrics, directions, best)
     wall = time.perf_counter() - began
+    out_dir = plan.out_dir
 
     files = {
         "results.csv": _write_csv(out_dir / "results.csv", summary, kinds, all_metrics, directions, best),
         "learning_curves.png": plot_learning_curves(
-            {a: {r["seed"]: r["curve"] for r in runs if r["algo"] == a} for a in algos},
+            {a: {r["seed"]: r["curve"] for r in runs if r["algo"] == a} for a in plan.algos},
             out_dir / "learning_curves.png",
         ),
         "metrics.png": plot_metrics(summary, metrics, best, out_dir / "metrics.png"),
     }
     settings = {
-        "env_id": env_id,
-        "scenario": str(scenario),
-        "env_kwargs": dict(env_kwargs or {}),
-        "algos": list(algos),
-        "seeds": list(seeds),
-        "timesteps": timesteps,
-        "baselines": [n for n in names if n not in skipped],
+        "env_id": plan.env_id,
+        "scenario": str(plan.scenario),
+        "env_kwargs": dict(plan.env_kwargs),
+        "algos": list(plan.algos),
+        "seeds": list(plan.seeds),
+        "timesteps": plan.timesteps,
+        "baselines": [n for n in plan.names if n not in skipped],
         "skipped_baselines": skipped,
-        "episodes": episodes,
-        "eval_seed": eval_seed,
-        "quick": quick,
+        "episodes": plan.episodes,
+        "eval_seed": plan.eval_seed,
+        "quick": plan.quick,
     }
-    if adversarial:
-        settings["eval_adversary"] = str(eval_adversary)
-    files["report.md"] = _write_report(out_dir / "report.md", settings, table, runs, wall, files)
+    if plan.adversarial:
+        settings["eval_adversary"] = str(plan.eval_adversary)
+    files["report.md"] = _write_report(out_dir / "report.md", settings, table, runs, wall, files, failed)
     files["results.json"] = out_dir / "results.json"
     document = {
         "settings": settings,
@@ -445,8 +648,10 @@ def compare(
         "wall_time_s": wall,
         "machine": machine_info(),
     }
+    if failed:
+        document["failed"] = list(failed)
     files["results.json"].write_text(json.dumps(jsonable(document), indent=2) + "\n")
-    title = f"{env_id}: mean ± 95% CI (* best; ↑ higher is better, ↓ lower)"
+    title = f"{plan.env_id}: mean ± 95% CI (* best; ↑ higher is better, ↓ lower)"
     console.print(rich_table(title, table), crop=False)
     console.print(
         f"results: {out_dir} (results.csv, results.json, report.md, *.png); wall time {wall:.1f} s", soft_wrap=True
@@ -463,7 +668,16 @@ def compare(
         episodes=rows,
         wall_time_s=wall,
         files=files,
+        failed=list(failed),
     )
+
+
+def _finished_jobs(plan: ComparePlan, results: Sequence[JobResult]) -> list[CompareJob]:
+    by_key = {job.key: job for job in plan.jobs}
+    missing = [r.key for r in results if r.key not in by_key]
+    if missing:
+        raise ValueError(f"results of jobs not in the plan: {missing}")
+    return [by_key[r.key] for r in results]
 
 
 def _header(metric: str, directions: Mapping[str, str]) -> str:
@@ -545,6 +759,7 @@ def _write_report(
     runs: Sequence[Mapping[str, Any]],
     wall: float,
     files: Mapping[str, Path],
+    failed: Sequence[Mapping[str, Any]] = (),
 ) -> Path:
     lines = [
         f"# edgelam compare: {settings['env_id']}",
@@ -570,6 +785,19 @@ def _write_report(
         "",
         f"Wall time of this compare: {wall:.1f} s (training time of reused runs not included).",
         "",
+        *(
+            [
+                "## Failed jobs",
+                "",
+                "These jobs failed after their retries; their policies are missing from the table. "
+                "Rerun the same command to retry them.",
+                "",
+                *(f"- `{f['job']}`: {f['error']}" for f in failed),
+                "",
+            ]
+            if failed
+            else []
+        ),
         "## Machine",
         "",
         *(f"- {k}: {v}" for k, v in machine_info().items()),
