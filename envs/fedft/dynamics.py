@@ -244,22 +244,29 @@ class Surrogate:
 
 
 def load_surrogate(profile_dir: str | Path | None = None) -> Surrogate:
-    """Read ``surrogate.json`` (the shipped one, or the one in ``profile_dir``)."""
+    """Read ``surrogate.json`` (the shipped one, or the one in ``profile_dir``).
+
+    Raises:
+        ValueError: the file is missing, not JSON, or lacks a field (the message names the
+            file and how to fit it again).
+    """
     path = SURROGATE_FILE if profile_dir is None else Path(profile_dir) / "surrogate.json"
+    refit = "fit it with `python -m edgelam.envs.fedft.profile --out DIR`"
     if not path.exists():
-        raise ValueError(
-            f"profile_dir: {path} is missing; fit it with `python -m edgelam.envs.fedft.profile --out DIR`"
+        raise ValueError(f"profile_dir: {path} is missing; {refit}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        p = data["params"]
+        return Surrogate(
+            gain_own=float(p["gain_own"]),
+            gain_shared=float(p["gain_shared"]),
+            noise_cost=float(p["noise_cost"]),
+            headroom=float(p["headroom"]),
+            sigma=float(p["sigma"]),
+            initial_loss=np.asarray(data["initial_loss"], dtype=np.float64),
+            adapter_bits=int(data["adapter_bits"]),
+            settings=dict(data["settings"]),
+            error=dict(data.get("error", {})),
         )
-    data = json.loads(path.read_text())
-    p = data["params"]
-    return Surrogate(
-        gain_own=float(p["gain_own"]),
-        gain_shared=float(p["gain_shared"]),
-        noise_cost=float(p["noise_cost"]),
-        headroom=float(p["headroom"]),
-        sigma=float(p["sigma"]),
-        initial_loss=np.asarray(data["initial_loss"], dtype=np.float64),
-        adapter_bits=int(data["adapter_bits"]),
-        settings=dict(data["settings"]),
-        error=dict(data.get("error", {})),
-    )
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # ValueError: bad UTF-8 or JSON, a non-number
+        raise ValueError(f"profile_dir: {path} is corrupt ({type(exc).__name__}: {exc}); {refit}") from None
