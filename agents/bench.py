@@ -16,6 +16,7 @@ Actions are sampled before the clock starts and only ``step()`` calls are timed
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import time
 from collections.abc import Sequence
@@ -130,12 +131,13 @@ def bench_mobile_env(steps: int = 10_000, seed: int = 0) -> dict[str, Any]:
         return {"env_id": MOBILE_ENV_ID, "installed": False, "note": "mobile-env is not installed"}
     import mobile_env  # noqa: F401  (registers its ids)
 
-    env = gym.make(MOBILE_ENV_ID)
+    env = gym.make(MOBILE_ENV_ID)  # the same default wrappers as the edgelam envs, timed by the same loop
     total = _time_gym(env, steps, seed)
     env.close()
     return {
         "env_id": MOBILE_ENV_ID,
         "installed": True,
+        "version": importlib.metadata.version("mobile-env"),
         "steps": steps,
         "steps_per_s": steps / total,
         "mean_step_s": total / steps,
@@ -209,6 +211,8 @@ def to_markdown(result: dict[str, Any]) -> str:
     mobile = result["mobile_env"]
     if not mobile["installed"]:
         lines += [f"mobile-env ({mobile['env_id']}): {mobile['note']}; no ratio reported.", ""]
+    else:
+        lines += [f"x mobile-env: steps/s over mobile-env {mobile['version']} ({mobile['env_id']}), same run.", ""]
     notes = [f"- {r['env_id']}: live backend: {r['live_note']}" for r in result["envs"] if "live_note" in r]
     if notes:
         lines += ["## Live backend", "", *notes, ""]
