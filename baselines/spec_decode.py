@@ -10,11 +10,14 @@ Policies (all price actions with the env's own :func:`~edgelam.envs.spec_decode.
 
 * ``autoregressive``: gamma = 0 every round.
 * ``fixed``: the best static (gamma, draft) for the scenario, found by simulating every pair
-  on replay episodes of seeds disjoint from evaluation seeds (10_000 + i).
+  on replay episodes of seeds 1_000_000 + i, disjoint from the evaluation seeds (10_000 + i).
 * ``leviathan``: per round, (gamma, draft) maximising Theorem 3.8's expected speedup extended
   with the communication terms: the expected tokens ``expected_tokens(alpha_v, gamma)`` over
-  the expected round cost (latency + w_E energy) with the link rate measured last round, the
-  announced loads and the running acceptance estimate alpha_v of each draft.
+  the expected round cost (latency + w_E energy) under the announced loads and the running
+  acceptance estimate alpha_v of each draft. The expectation over the link is taken over
+  the coming round's fading given what was measured last round (:func:`predicted_rates`):
+  Gauss-Markov fading makes the next fading coefficient CN(rho h_prev, 1 - rho^2), at the
+  large-scale SNR measured last round.
 * ``lyapunov`` (Neely 2010): drift-plus-penalty on the energy-per-token budget: per round
   minimise ``[V (latency + w_E energy) + Z (energy - budget x tokens)] / tokens`` in
   expectation, Z the env's virtual queue.
@@ -31,7 +34,31 @@ from edgelam.baselines import register
 from edgelam.envs.spec_decode.dynamics import round_cost
 
 ENV_ID = "edgelam/SpecDecode-v0"
-FIXED_SEARCH_SEED = 10_000
+FIXED_SEARCH_SEED = 1_000_000  # search episodes, disjoint from training seeds and evaluation seeds (10_000 + i)
+# fixed CN(0, 1) draws that discretise the next round's fading innovation (deterministic policies)
+_INNOVATION = np.random.default_rng(0).standard_normal((2, 32)) / np.sqrt(2.0)
+
+
+def predicted_rates(env: gym.Env) -> list[float]:
+    """Equally likely link rates (bit/s) of the coming round, predicted from last round's measurement.
+
+    With lag-one fading correlation rho (``channel.rho``), last round's fading power
+    ``|h|^2 = snr / mean_snr`` (both measured) and the next coefficient
+    ``h' = rho |h| + sqrt(1 - rho^2) w``, w ~ CN(0, 1) (Gauss-Markov; Jakes 1974), the rates are
+    ``b log2(1 + mean_snr |h'|^2)`` over 32 fixed draws of w. Without fading: last round's rate.
+    """
+    base = env.unwrapped
+    ch = base.config.channel
+    last = base.estimated_rate_bps()
+    mean_snr = base.estimated_mean_snr()
+    if not ch.fading or mean_snr <= 0.0:
+        return [last]
+    snr = 2.0 ** (last / ch.bandwidth_hz) - 1.0
+    rho = ch.rho
+    a = rho * np.sqrt(max(snr, 0.0) / mean_snr)
+    s = np.sqrt(max(1.0 - rho * rho, 0.0))
+    power = (a + s * _INNOVATION[0]) ** 2 + (s * _INNOVATION[1]) ** 2
+    return np.maximum(ch.bandwidth_hz * np.log2(1.0 + mean_snr * power), 1.0).tolist()
 
 
 def expected_tokens(alpha: float, gamma: int) -> float:
@@ -77,7 +104,8 @@ class _PerRound:
         cfg = env.config
         w_e = cfg.reward.energy_weight_per_j
         oracle = self.mode == "oracle"
-        rate = env.true_rate_bps if oracle else env.estimated_rate_bps()
+        rates = [env.true_rate_bps] if oracle else predicted_rates(env)
+        ergodic = env.true_ergodic_rate_bps if oracle else env.estimated_ergodic_rate_bps()
         alphas = env.acceptance_ema
         cap = env.tokens_left - 1
         best, best_cost = (0, 0), float("inf")
@@ -86,7 +114,13 @@ class _PerRound:
                 n = min(gamma, cap)
                 if n < gamma or (gamma == 0 and variant > 0):
                     continue  # the same round as a smaller gamma / the variant is unused
-                latency, energy = round_cost(env.tables, n, variant, rate, env.edge_util, env.device_util)
+                latency = energy = 0.0
+                for rate in rates:  # expectation over the predicted link rates
+                    lat, en = round_cost(env.tables, n, variant, rate, env.edge_util, env.device_util, ergodic)
+                    latency += lat
+                    energy += en
+                latency /= len(rates)
+                energy /= len(rates)
                 if oracle:
                     tokens = env.accepted_if(n, variant) + 1.0
                 else:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy.signal import lfilter
-from scipy.special import j0
+from scipy.special import exp1, j0
 
 from edgelam.envs.core.config import bounds, choices
 
@@ -99,6 +99,31 @@ def snr_linear(
     signal_w = p * g
     snr = np.divide(signal_w, noise_w, out=np.zeros(np.broadcast(signal_w, noise_w).shape), where=noise_w > 0)
     return _out(snr)
+
+
+def ergodic_rate_bps(bandwidth_hz: float, mean_snr: float) -> float:
+    """Ergodic Shannon rate E[b log2(1 + s X)] of a Rayleigh link, X ~ Exp(1), mean SNR ``s`` (linear).
+
+    Closed form ``b e^(1/s) E1(1/s) / ln 2`` (Goldsmith, *Wireless Communications*, 2005,
+    Sec. 4.2.4; E1 the exponential integral), evaluated as ``b (1/s) e^(1/s) E1(1/s) s / ln 2``
+    so that large ``1/s`` (deep blockage) neither overflows nor underflows: the scaled
+    ``x e^x E1(x)`` tends to 1 as x grows. Zero mean SNR gives zero rate.
+
+    Raises:
+        ValueError: for a negative or non-finite bandwidth or mean SNR.
+    """
+    if not (math.isfinite(bandwidth_hz) and bandwidth_hz >= 0.0):
+        raise ValueError(f"bandwidth_hz: must be finite and >= 0, got {bandwidth_hz!r}")
+    if not (math.isfinite(mean_snr) and mean_snr >= 0.0):
+        raise ValueError(f"mean_snr: must be finite and >= 0, got {mean_snr!r}")
+    if mean_snr == 0.0 or bandwidth_hz == 0.0:
+        return 0.0
+    x = 1.0 / mean_snr
+    if x > 500.0:  # asymptotic series x e^x E1(x) ~ 1 - 1/x + 2/x^2 (exp(x) would overflow)
+        scaled = 1.0 - 1.0 / x + 2.0 / (x * x)
+    else:
+        scaled = x * math.exp(x) * float(exp1(x))
+    return bandwidth_hz * scaled * mean_snr / math.log(2.0)
 
 
 def shannon_rate_bps(
@@ -571,6 +596,11 @@ class WirelessLink:
             self.shadowing_db = np.zeros(self.n_links)
         self._update_large_scale()
         return self._outputs(self.fading.reset(rng))
+
+    @property
+    def mean_snr(self) -> np.ndarray:
+        """Linear SNR averaged over the small-scale fading (path loss + shadowing only), shape (N,)."""
+        return self.config.tx_power_w * self.large_scale_gain / self._noise_w
 
     def step(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Advance fading one slot; return (gain, snr, rate_bps), each shape (N,)."""

@@ -27,11 +27,27 @@ class LoadConfig:
 
 @dataclass(frozen=True)
 class BlockageConfig:
-    """Scheduled blockage: an extra ``loss_db`` on the link during rounds [start_round, end_round)."""
+    """Scheduled blockage: an extra loss on the link while the episode clock is in [start_s, end_s).
 
-    start_round: int = field(default=0, metadata=bounds(0, 1_000_000))
-    end_round: int = field(default=0, metadata=bounds(0, 1_000_000))
+    The loss ramps linearly from 0 to ``loss_db`` over ``ramp_s`` after ``start_s`` and back to 0
+    over the ``ramp_s`` before ``end_s`` (a blocker crossing the first Fresnel zone: the
+    knife-edge loss of 3GPP TR 38.901 Sec. 7.6.4.2 grows over the crossing time);
+    ``ramp_s = 0`` switches it abruptly. The clock is the sum of the round latencies, so a
+    blockage lasts the same time whatever the policy does.
+    """
+
+    start_s: float = field(default=0.0, metadata=bounds(0.0, 1e6))
+    end_s: float = field(default=0.0, metadata=bounds(0.0, 1e6))
     loss_db: float = field(default=0.0, metadata=bounds(0.0, 80.0))
+    ramp_s: float = field(default=0.0, metadata=bounds(0.0, 1e6))
+
+    def loss_at(self, t_s: float) -> float:
+        """Blockage loss in dB at episode time ``t_s``."""
+        if not (self.start_s <= t_s < self.end_s) or self.loss_db == 0.0:
+            return 0.0
+        if self.ramp_s == 0.0:
+            return self.loss_db
+        return self.loss_db * min((t_s - self.start_s) / self.ramp_s, (self.end_s - t_s) / self.ramp_s, 1.0)
 
 
 @dataclass(frozen=True)
@@ -108,5 +124,5 @@ class SpecDecodeConfig:
             raise ValueError(f"draft_variants: duplicate names in {self.draft_variants}")
         if self.distance_m[0] > self.distance_m[1]:
             raise ValueError(f"distance_m: min {self.distance_m[0]} exceeds max {self.distance_m[1]}")
-        if self.blockage.end_round < self.blockage.start_round:
-            raise ValueError("blockage.end_round: must be >= blockage.start_round")
+        if self.blockage.end_s < self.blockage.start_s:
+            raise ValueError("blockage.end_s: must be >= blockage.start_s")

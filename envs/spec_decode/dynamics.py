@@ -20,7 +20,11 @@ Compute is priced by the roofline model (``edgelam.envs.core.hardware``) at the 
 of a request: a draft step is one single-token pass, the verification one parallel pass of
 ``g + 1`` tokens with a KV cache (``"prefill"`` pricing: weights read once, memory-bound at
 small g) through every target layer and the LM head. Both directions of the
-link run at the current Shannon rate R (a reciprocal TDD link).
+link run at the current Shannon rate R (a reciprocal TDD link) for at most one fading
+slot (``slot_s``, the coherence interval the env steps fading by); a transfer longer than
+that sees fresh fading in the slots after it, so the rest of its bits go at the ergodic
+(fading-averaged) rate of the link's large-scale SNR (:func:`link_time_s`). Without this a
+round caught in a deep fade would hold one fading realisation for minutes.
 
 Sources: Leviathan et al., "Fast Inference from Transformers via Speculative Decoding",
 ICML 2023 (rounds, acceptance); processor sharing slowdown 1 / (1 - u) (Kleinrock 1976).
@@ -28,6 +32,7 @@ ICML 2023 (rounds, acceptance); processor sharing slowdown 1 / (1 - u) (Kleinroc
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from edgelam.envs.core.hardware import HardwareSpec, lm_head_cost, transformer_layer_cost
@@ -47,6 +52,7 @@ class RoundTables:
     dev_active_w: float
     dev_idle_w: float
     tx_power_w: float
+    slot_s: float = math.inf  # fading coherence slot; transfers longer than it continue at the ergodic rate
 
 
 def _pass_s(hw: HardwareSpec, card: ModelCard, tokens: int, context: float, bits: int, layers: int) -> float:
@@ -70,6 +76,7 @@ def build_tables(
     verdict_bytes: int,
     rtt_s: float,
     tx_power_w: float,
+    slot_s: float = math.inf,
 ) -> RoundTables:
     """Price the draft step of each ``(card, layer fraction, weight bits)`` and the verify pass of each gamma."""
     draft_hw, target_hw = (edge, device) if edge_draft else (device, edge)
@@ -90,24 +97,49 @@ def build_tables(
         dev_active_w=device.power_active_w,
         dev_idle_w=device.power_idle_w,
         tx_power_w=tx_power_w,
+        slot_s=slot_s,
     )
 
 
+def link_time_s(bits: float, rate_bps: float, ergodic_bps: float | None, slot_s: float) -> float:
+    """Seconds to send ``bits``: at ``rate_bps`` (this slot's fading) for up to ``slot_s``, the rest at ``ergodic_bps``.
+
+    After one coherence slot the Rayleigh fading has decorrelated, so a long transfer averages
+    over it: its remaining bits go at the ergodic rate E[b log2(1 + s X)]
+    (:func:`edgelam.envs.core.channel.ergodic_rate_bps`; Goldsmith 2005, Sec. 4.2.4).
+    ``ergodic_bps=None`` keeps the slot's rate for the whole transfer.
+    """
+    in_slot = rate_bps * slot_s
+    if ergodic_bps is None or bits <= in_slot:
+        return bits / rate_bps
+    return slot_s + (bits - in_slot) / max(ergodic_bps, 1.0)
+
+
 def round_cost(
-    t: RoundTables, gamma: int, variant: int, rate_bps: float, edge_util: float, device_util: float
+    t: RoundTables,
+    gamma: int,
+    variant: int,
+    rate_bps: float,
+    edge_util: float,
+    device_util: float,
+    ergodic_bps: float | None = None,
 ) -> tuple[float, float]:
-    """(latency_s, device energy_j) of one round with ``gamma`` drafted tokens of draft ``variant``."""
+    """(latency_s, device energy_j) of one round with ``gamma`` drafted tokens of draft ``variant``.
+
+    ``rate_bps`` is the link rate in the round's fading slot, ``ergodic_bps`` the fading-averaged
+    rate that a transfer longer than ``t.slot_s`` continues at (:func:`link_time_s`).
+    """
     dev_slow = 1.0 / (1.0 - device_util)
     edge_slow = 1.0 / (1.0 - edge_util)
     if gamma == 0:
         if t.edge_draft:
             busy = t.verify_s[0] * dev_slow
             return busy, t.dev_active_w * busy
-        back = t.verdict_bytes * 8.0 / rate_bps
+        back = link_time_s(t.verdict_bytes * 8.0, rate_bps, ergodic_bps, t.slot_s)
         latency = t.verify_s[0] * edge_slow + back + t.rtt_s
         return latency, t.dev_idle_w * latency
-    fwd = t.fwd_bytes[gamma] * 8.0 / rate_bps
-    back = t.verdict_bytes * 8.0 / rate_bps
+    fwd = link_time_s(t.fwd_bytes[gamma] * 8.0, rate_bps, ergodic_bps, t.slot_s)
+    back = link_time_s(t.verdict_bytes * 8.0, rate_bps, ergodic_bps, t.slot_s)
     if t.edge_draft:
         draft = gamma * t.draft_step_s[variant] * edge_slow
         verify = t.verify_s[gamma] * dev_slow

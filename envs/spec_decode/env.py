@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from edgelam.envs.core.channel import WirelessLink
+from edgelam.envs.core.channel import WirelessLink, ergodic_rate_bps
 from edgelam.envs.core.config import load_scenario
 from edgelam.envs.core.hardware import load_hardware_catalog
 from edgelam.envs.core.model_cards import get_model_card
@@ -144,6 +144,7 @@ class SpecDecodeEnv(gym.Env):
             cfg.verdict_bytes,
             cfg.rtt_s,
             cfg.channel.tx_power_w,
+            cfg.channel.slot_s,
         )
         self.link = WirelessLink(cfg.channel, n_links=1)
         self._live = None
@@ -171,6 +172,11 @@ class SpecDecodeEnv(gym.Env):
         self._device_util = cfg.device_load.mean
         self._rate = 1.0
         self._est_rate = 1.0
+        self._ergodic = 1.0
+        self._est_ergodic = 1.0
+        self._mean_snr = -1.0
+        self._est_mean_snr = -1.0
+        self._clock_s = 0.0
         self._snr = 0.0
         self._distance = 0.0
         self._battery = cfg.battery_j
@@ -190,6 +196,19 @@ class SpecDecodeEnv(gym.Env):
     def estimated_rate_bps(self) -> float:
         """Link rate the controller knows: the one measured in the previous round."""
         return self._est_rate
+
+    @property
+    def true_ergodic_rate_bps(self) -> float:
+        """Fading-averaged rate of the coming round's large-scale SNR (oracle knowledge)."""
+        return self._ergodic
+
+    def estimated_ergodic_rate_bps(self) -> float:
+        """Fading-averaged rate the controller knows: that of the previous round's large-scale SNR."""
+        return self._est_ergodic
+
+    def estimated_mean_snr(self) -> float:
+        """Large-scale (fading-averaged) linear SNR of the previous round, blockage included."""
+        return self._est_mean_snr
 
     @property
     def edge_util(self) -> float:
@@ -237,14 +256,19 @@ class SpecDecodeEnv(gym.Env):
             d = min(max(self._distance + cfg.drift_mps * elapsed_s, 10.0), 5000.0)
             self.link.move(rng, d, abs(d - self._distance))
             self._distance = d
-        self._est_rate = self._rate
+        self._clock_s += elapsed_s
+        self._est_rate, self._est_ergodic, self._est_mean_snr = self._rate, self._ergodic, self._mean_snr
         _, snr, _ = self.link.step(rng)
-        snr = float(snr[0])
-        block = cfg.blockage
-        if block.start_round <= self._round < block.end_round:
-            snr *= 10.0 ** (-block.loss_db / 10.0)
+        snr, mean_snr = float(snr[0]), float(self.link.mean_snr[0])
+        loss_db = cfg.blockage.loss_at(self._clock_s)
+        if loss_db > 0.0:
+            snr *= 10.0 ** (-loss_db / 10.0)
+            mean_snr *= 10.0 ** (-loss_db / 10.0)
         self._snr = snr
         self._rate = max(cfg.channel.bandwidth_hz * math.log2(1.0 + snr), 1.0)
+        if mean_snr != self._mean_snr:  # large-scale change (blockage, drift): re-evaluate the closed form
+            self._mean_snr = mean_snr
+            self._ergodic = max(ergodic_rate_bps(cfg.channel.bandwidth_hz, mean_snr), 1.0)
         z = rng.standard_normal(2).tolist()
         for name, load, shock in (("_edge_util", cfg.edge_load, z[0]), ("_device_util", cfg.device_load, z[1])):
             innovation = load.std * math.sqrt(1.0 - load.corr**2) * shock
@@ -283,7 +307,7 @@ class SpecDecodeEnv(gym.Env):
         self.link.reset(rng, self._distance)
         self._new_request()
         self._advance_channel_and_load(0.0)
-        self._est_rate = self._rate
+        self._est_rate, self._est_ergodic, self._est_mean_snr = self._rate, self._ergodic, self._mean_snr
         return self._obs(), {"link_rate_bps": self._rate, "distance_m": self._distance}
 
     def _check_action(self, action) -> tuple[int, int]:
@@ -314,7 +338,9 @@ class SpecDecodeEnv(gym.Env):
             if self._live is not None:
                 self._live.round(variant, 0)
         emitted = accepted + 1
-        latency, energy = round_cost(self.tables, n_draft, variant, self._rate, self._edge_util, self._device_util)
+        latency, energy = round_cost(
+            self.tables, n_draft, variant, self._rate, self._edge_util, self._device_util, self._ergodic
+        )
         if n_draft > 0:
             tested = accepted + (accepted < n_draft)
             eta = 1.0 - (1.0 - cfg.acceptance_ema) ** tested

@@ -20,6 +20,7 @@ from edgelam.envs.core.channel import (
     db_to_linear,
     dbm_to_w,
     doppler_hz,
+    ergodic_rate_bps,
     fading_correlation,
     linear_to_db,
     make_path_loss,
@@ -294,3 +295,18 @@ def test_trace_missing_file_and_mode(tmp_path):
         ThroughputTrace.from_csv(tmp_path / "absent.csv")
     with pytest.raises(ValueError, match="mode"):
         ThroughputTrace(np.array([0.0]), np.array([1.0]), mode="loop")
+
+
+@pytest.mark.parametrize("mean_snr", [1e-4, 0.03, 1.0, 100.0])
+def test_ergodic_rate_matches_monte_carlo_over_rayleigh_fading(mean_snr):
+    x = np.random.default_rng(0).exponential(size=1_000_000)
+    monte_carlo = float(np.mean(1e7 * np.log2(1.0 + mean_snr * x)))
+    assert ergodic_rate_bps(1e7, mean_snr) == pytest.approx(monte_carlo, rel=5e-3)
+    assert ergodic_rate_bps(1e7, mean_snr) < 1e7 * np.log2(1.0 + mean_snr)  # Jensen: fading costs rate
+
+
+def test_ergodic_rate_is_continuous_across_its_asymptotic_branch_and_validates():
+    assert ergodic_rate_bps(1e7, 1 / 499.99) == pytest.approx(ergodic_rate_bps(1e7, 1 / 500.01), rel=1e-4)
+    assert ergodic_rate_bps(1e7, 0.0) == 0.0
+    with pytest.raises(ValueError, match="mean_snr"):
+        ergodic_rate_bps(1e7, -1.0)

@@ -10,6 +10,8 @@ import edgelam.envs  # noqa: F401  (registers the ids)
 from edgelam import baselines
 from edgelam.baselines.spec_decode import expected_speedup, expected_tokens, optimal_gamma
 from edgelam.envs.lam.replay import profiles_dir
+from edgelam.envs.spec_decode.config import BlockageConfig
+from edgelam.envs.spec_decode.dynamics import link_time_s
 from edgelam.envs.spec_decode.env import SpecDecodeEnv
 
 ENV_ID = "edgelam/SpecDecode-v0"
@@ -144,7 +146,7 @@ def _mean_return(name: str, scenario: str, seeds) -> float:
 
 @needs_profile
 def test_leviathan_beats_autoregressive_and_fixed_under_blockage():
-    seeds = range(6)
+    seeds = range(20)
     lev = _mean_return("leviathan", "blockage", seeds)
     assert lev > _mean_return("autoregressive", "blockage", seeds)
     assert lev > _mean_return("fixed", "blockage", seeds)
@@ -182,3 +184,50 @@ def test_replay_agrees_with_live(gamma, temperature):
     replay = _mean_accepted("replay", temperature, gamma, live_rounds if temperature == 0 else 30_000)
     assert live + 1.0 == pytest.approx(replay + 1.0, rel=0.05)  # tokens per round within 5 %
     assert live == pytest.approx(replay, rel=0.10, abs=0.05)
+
+
+def test_link_time_continues_at_the_ergodic_rate_after_one_slot():
+    # 1e4 bits at 1e6 bit/s fit in a 50 ms slot: plain bits / rate
+    assert link_time_s(1e4, 1e6, 2e6, 0.05) == pytest.approx(1e-2)
+    # a deep fade (1 kbit/s) sends 50 bits in the slot, the other 9950 go at the ergodic 1 Mbit/s
+    assert link_time_s(1e4, 1e3, 1e6, 0.05) == pytest.approx(0.05 + 9950 / 1e6)
+    # without an ergodic rate the slot's rate holds for the whole transfer
+    assert link_time_s(1e4, 1e3, None, 0.05) == pytest.approx(10.0)
+
+
+def test_blockage_loss_ramps_and_follows_the_episode_clock():
+    block = BlockageConfig(start_s=2.0, end_s=10.0, loss_db=30.0, ramp_s=0.5)
+    assert [block.loss_at(t) for t in (1.99, 2.0, 2.25, 2.5, 6.0, 9.75, 10.0)] == pytest.approx(
+        [0.0, 0.0, 15.0, 30.0, 30.0, 15.0, 0.0]
+    )
+    assert BlockageConfig(start_s=1.0, end_s=3.0, loss_db=20.0).loss_at(1.0) == 20.0  # abrupt without a ramp
+    env = gym.make(ENV_ID, scenario="blockage", drift_mps=0.0)  # no drift: only the blockage moves the mean SNR
+    env.reset(seed=3)
+    base = env.unwrapped
+    blocked = []
+    done = False
+    while not done:
+        clock = base._clock_s
+        _, _, terminated, truncated, _ = env.step(np.array([0, 0]))
+        blocked.append((clock, base.estimated_mean_snr()))
+        done = terminated or truncated
+    # autoregressive rounds of ~50 ms walk the clock through the whole 2-10 s window
+    inside = [snr for t, snr in blocked if 2.6 < t < 9.4]
+    outside = [snr for t, snr in blocked if t < 1.9]
+    assert inside and outside
+    assert np.median(outside) / np.median(inside) == pytest.approx(1e3)  # 30 dB
+
+
+def test_round_latency_is_bounded_in_a_deep_fade():
+    env = gym.make(ENV_ID, scenario="blockage")
+    env.reset(seed=0)
+    base = env.unwrapped
+    worst = 0.0
+    for _ in range(200):
+        _, _, terminated, truncated, info = env.step(np.array([8, 3]))
+        bits = base.tables.fwd_bytes[info["proposed_tokens"]] * 8.0 + base.tables.verdict_bytes * 8.0
+        ergodic = base.estimated_ergodic_rate_bps()  # after step(): the one the round used
+        worst = max(worst, info["latency_s"] - bits / ergodic)
+        if terminated or truncated:
+            env.reset()
+    assert worst < 1.0  # compute + RTT + at most two slots: no round holds one fade for minutes
