@@ -79,7 +79,7 @@ class JointPolicy:
 
     def expected_quality(self) -> np.ndarray:
         """(N, 3) expected quality of each tier from each user's device confidence."""
-        conf = self.env.tables.confidence[self.env.prompts]
+        conf = self.env.device_confidence  # the backend's value (live: just computed by the device model)
         return np.clip(conf[:, None] * self.fit[:, 0] + self.fit[:, 1], 0.0, 1.0)
 
     def decide(self) -> np.ndarray:
