@@ -128,6 +128,7 @@ def _train(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         hyperparams=apply_overrides({}, parse_sets(args.hp, "--hp")),
         progress=args.progress and not args.json,
         resume=args.resume,
+        vectorized=args.vector,
     )
     return {
         "env_id": args.env,
@@ -353,6 +354,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, help="run folder (default: runs/train/<env>/<algo>/seed_<seed>)")
     p.add_argument("--n-envs", type=int, help="vectorised env copies (default: from configs/agents)")
+    p.add_argument(
+        "--vector",
+        action="store_true",
+        help="train on the env's batched vector env (its vector_entry_point) through SB3VectorAdapter",
+    )
     p.add_argument(
         "--hp",
         action="append",

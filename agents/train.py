@@ -39,6 +39,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize
 from edgelam.agents import hyperparams as hp
 from edgelam.agents.common import (
     check_env_id,
+    env_kwargs_for,
     is_parallel,
     make_env,
     make_parallel,
@@ -55,6 +56,7 @@ from edgelam.agents.policies import (
     read_meta,
     vecnormalize_path,
 )
+from edgelam.agents.vec import SB3VectorAdapter
 from edgelam.baselines import Policy
 
 CHECKPOINTS = "checkpoints"
@@ -188,18 +190,42 @@ def _truncate_curve(path: Path, steps: int) -> None:
 
 
 def make_train_env(
-    env_id: str, algo: str, scenario: str, env_kwargs: Mapping[str, Any] | None, n_envs: int, seed: int
+    env_id: str,
+    algo: str,
+    scenario: str,
+    env_kwargs: Mapping[str, Any] | None,
+    n_envs: int,
+    seed: int,
+    vectorized: bool = False,
 ) -> VecEnv:
     """The monitored vector env an algorithm trains on (before VecNormalize).
 
     Gymnasium ids: ``make_vec_env`` over ``n_envs`` copies in a ``DummyVecEnv``
-    (MaskablePPO gets ``action_masks()``); parallel ids: :func:`parallel_vec_env`.
+    (MaskablePPO gets ``action_masks()``); with ``vectorized``, the env's batched
+    ``vector_entry_point`` env of ``n_envs`` copies behind :class:`SB3VectorAdapter`;
+    parallel ids: :func:`parallel_vec_env`.
 
     Raises:
         ValueError: if the algorithm does not handle the env's action space (or is
-            ``maskable_ppo`` on a parallel env).
+            ``maskable_ppo`` on a parallel env), or ``vectorized`` is asked of an env
+            without a ``vector_entry_point`` or with ``maskable_ppo``.
     """
-    if is_parallel(env_id):
+    if vectorized:
+        spec = None if is_parallel(env_id) else gym.spec(env_id)
+        if spec is None or spec.vector_entry_point is None or algo == "maskable_ppo":
+            raise ValueError(
+                f"vectorized: {env_id} with {algo} has no batched vector env (needs a registered "
+                f"vector_entry_point and an algorithm other than maskable_ppo)"
+            )
+        kwargs = env_kwargs_for(scenario, env_kwargs)
+        try:
+            batched = gym.make_vec(env_id, num_envs=n_envs, vectorization_mode="vector_entry_point", **kwargs)
+        except TypeError as exc:
+            raise ValueError(f"{env_id}: bad arguments {kwargs}: {exc}") from exc
+        venv: VecEnv = SB3VectorAdapter(batched)
+        venv.seed(seed)
+        venv.action_space.seed(seed)
+    elif is_parallel(env_id):
         if algo == "maskable_ppo":
             raise ValueError("maskable_ppo is not supported with parameter sharing (parallel envs)")
         venv = parallel_vec_env(lambda: make_parallel(env_id, scenario, env_kwargs), n_envs, seed)
@@ -231,6 +257,7 @@ def train(
     resume: bool = False,
     checkpoint_freq: int | None = None,
     threads: int = 1,
+    vectorized: bool = False,
 ) -> TrainResult:
     """Train ``algo`` on ``env_id`` for ``timesteps`` env steps and save the run in ``out_dir``.
 
@@ -254,6 +281,9 @@ def train(
             at least 1000).
         threads: torch CPU threads while learning (one is fastest for small MLPs on
             a busy machine; the thread count can change results in the last bits).
+        vectorized: train on the env's batched vector env (``vector_entry_point``,
+            :class:`~edgelam.agents.vec.SB3VectorAdapter`) instead of ``n_envs``
+            single envs in a ``DummyVecEnv``; recorded in ``meta.json`` when set.
 
     Raises:
         ValueError: on an unknown algorithm or hyperparameter, an action space the
@@ -274,6 +304,7 @@ def train(
             "scenario": str(scenario),
             "env_kwargs": dict(env_kwargs or {}),
             "hyperparams": params,
+            **({"vectorized": True} if vectorized else {}),
         }
     )
     meta = read_meta(out_dir)
@@ -281,7 +312,7 @@ def train(
     if meta is not None:
         if not resume:
             raise ValueError(f"{out_dir} already holds a run; pass resume=True (--resume) or another out_dir")
-        changed = sorted(k for k, v in settings.items() if meta.get(k) != v)
+        changed = sorted(k for k in {*settings, "vectorized"} if meta.get(k) != settings.get(k))
         if changed:
             raise ValueError(
                 f"{out_dir} holds a run with other settings ({', '.join(changed)}); use another out_dir"
@@ -312,7 +343,7 @@ def train(
         _truncate_curve(curve_path, start_steps)
     run_seed = seed + start_steps
     set_random_seed(run_seed)
-    venv = make_train_env(env_id, algo, scenario, env_kwargs, params["n_envs"], run_seed)
+    venv = make_train_env(env_id, algo, scenario, env_kwargs, params["n_envs"], run_seed, vectorized)
     norm_kwargs = hp.normalize_kwargs(params)
     if norm_kwargs is not None:
         stats_path = vecnormalize_path(start[0]) if start else None

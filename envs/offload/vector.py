@@ -167,7 +167,29 @@ class OffloadVectorEnv(VectorEnv):
     # -- Gymnasium vector API -----------------------------------------------------------------
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):
-        """Reset every device; ``seed`` seeds the one generator of the batch (a list: its first entry)."""
+        """Reset every device, or those of ``options["reset_mask"]`` (a bool array (B,), Gymnasium's partial reset).
+
+        ``seed`` seeds the one generator of the batch (a list: its first entry); a partial
+        reset continues the generator (it takes no seed). The info of a partial reset
+        carries ``_<key>`` masks: its entries belong to the devices that reset.
+        """
+        mask = None if options is None else options.get("reset_mask")
+        if mask is not None:
+            mask = np.asarray(mask)
+            if mask.shape != (self.num_envs,) or mask.dtype != np.bool_ or not mask.any():
+                raise ValueError(
+                    f"options['reset_mask']: expected a bool array ({self.num_envs},) with a True, got {mask!r}"
+                )
+            if seed is not None:
+                raise ValueError("seed: a partial reset (options['reset_mask']) continues the generator; pass no seed")
+            if not mask.all():
+                idx = np.flatnonzero(mask)
+                distance = np.zeros(self.num_envs)
+                distance[idx] = self._reset_some(idx)
+                self._needs_reset = self._needs_reset & ~mask
+                rate = self._rate_blk[:, self._k].copy()
+                info = {"distance_m": distance, "_distance_m": mask, "uplink_rate_bps": rate, "_uplink_rate_bps": mask}
+                return self._obs(), info
         if isinstance(seed, list):
             seed = seed[0]
         super().reset(seed=seed)
