@@ -8,8 +8,12 @@ PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.edgelam-installed
 BENCH_STAMP := $(VENV)/.edgelam-bench-installed
+# a second environment with the `ray` extra (Ray Tune, RLlib), which pins gymnasium 1.2.x
+RAY_VENV  ?= .venv-ray
+RAY_PY    := $(RAY_VENV)/bin/python
+RAY_STAMP := $(RAY_VENV)/.edgelam-installed
 
-.PHONY: demo test test-fast bench results lint setup clean
+.PHONY: demo test test-fast test-ray bench results lint setup setup-ray clean
 
 setup: $(STAMP)
 
@@ -25,11 +29,26 @@ $(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e ".[bench]"
 	touch $(BENCH_STAMP)
 
+setup-ray: $(RAY_STAMP)
+
+$(RAY_STAMP): pyproject.toml
+	test -x $(RAY_PY) || $(PYTHON) -m venv $(RAY_VENV)
+	$(RAY_PY) -m pip install --quiet --upgrade pip
+	$(RAY_PY) -m pip install --quiet $(TORCH)
+	$(RAY_PY) -m pip install --quiet -e ".[test,ray]"
+	touch $(RAY_STAMP)
+
 demo: $(STAMP)
 	$(VENV)/bin/edgelam compare edgelam/SplitInference-v0 --quick --out runs/demo
 
+# the default environment (newest gymnasium), then the ray one (gymnasium 1.2.x)
 test: $(STAMP)
 	$(PY) -m pytest -q
+	$(MAKE) test-ray
+
+# on a local 2-CPU Ray instance: Tune sweeps, RLlib PPO; and the env conformance suite on gymnasium 1.2.x
+test-ray: $(RAY_STAMP)
+	$(RAY_PY) -m pytest -q tests/test_conformance.py tests/ray
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
@@ -44,4 +63,4 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(RAY_VENV) runs .pytest_cache .ruff_cache

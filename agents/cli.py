@@ -102,8 +102,13 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     """Train one agent and save the run."""
     check_env_id(args.env)
-    out = args.out or Path("runs") / "train" / env_dir(args.env) / args.algo / f"seed_{args.seed}"
-    if args.algo == "rarl":
+    folder = f"rllib_{args.algo}" if args.engine == "rllib" else args.algo
+    out = args.out or Path("runs") / "train" / env_dir(args.env) / folder / f"seed_{args.seed}"
+    if args.engine == "rllib":
+        summary = _train_rllib(args, out)
+    elif args.num_env_runners is not None or args.per_agent:
+        raise ValueError("--num-env-runners and --per-agent need --engine rllib")
+    elif args.algo == "rarl":
         summary = _train_rarl(args, out)
     else:
         summary = _train(args, out)
@@ -143,6 +148,27 @@ def _train(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         "learning_curve": result.learning_curve,
         "tensorboard": result.out_dir / "tb",
     }
+
+
+def _train_rllib(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    from edgelam.agents.rllib_engine import train_rllib
+
+    if args.resume or args.n_envs is not None:
+        raise ValueError("--engine rllib takes neither --resume nor --n-envs (use --num-env-runners)")
+    result = train_rllib(
+        args.env,
+        args.algo,
+        timesteps=args.timesteps,
+        seed=args.seed,
+        out_dir=out,
+        scenario=args.scenario,
+        env_kwargs=parse_sets(args.set),
+        num_env_runners=args.num_env_runners or 0,
+        per_agent=args.per_agent,
+        hyperparams=apply_overrides({}, parse_sets(args.hp, "--hp")),
+        address=args.address,
+    )
+    return result.summary()
 
 
 def _train_rarl(args: argparse.Namespace, out: Path) -> dict[str, Any]:
@@ -208,10 +234,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
     """Train agents over seeds and compare them with the baselines."""
     check_env_id(args.env)
     out = args.out or Path("runs") / "compare" / env_dir(args.env)
-    result = compare(
+    engine_kwargs: dict[str, Any] = {}
+    run_compare = compare
+    if args.engine == "ray":
+        from edgelam.agents.ray_engine import compare_ray
+
+        run_compare = compare_ray
+        engine_kwargs = {"address": args.address, "workers": args.workers, "max_failures": args.max_failures}
+    elif args.address is not None or args.workers is not None:
+        raise ValueError("--address and --workers need --engine ray")
+    result = run_compare(
         args.env,
         scenario=args.scenario,
-        algos=_csv(args.algos) if args.algos else None,
+        algos=_csv(args.algos) if args.algos is not None else None,
         seeds=_csv(args.seeds, int) if args.seeds else None,
         timesteps=args.timesteps,
         baselines=_csv(args.baselines) if args.baselines is not None else None,
@@ -223,9 +258,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
         eval_seed=args.eval_seed,
         eval_adversary=args.eval_adversary,
         console=Console(stderr=True) if args.json else None,
+        **engine_kwargs,
     )
     if args.json:
         print(result.files["results.json"].read_text(), end="")
+    if result.failed:
+        jobs = ", ".join(f["job"] for f in result.failed)
+        print(f"error: {len(result.failed)} jobs failed ({jobs}); see {out / 'report.md'}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -373,6 +413,17 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"rarl: protagonist/adversary phase pairs; the phases share --timesteps (default: {RARL_ITERATIONS})",
     )
     p.add_argument("--progress", action="store_true", help="show a progress bar")
+    p.add_argument(
+        "--engine",
+        choices=("sb3", "rllib"),
+        default="sb3",
+        help="sb3 (default) or rllib: Ray RLlib training (algo ppo; needs the ray extra)",
+    )
+    p.add_argument(
+        "--num-env-runners", type=int, help="rllib: remote env runners sampling in parallel (default: 0, in-process)"
+    )
+    p.add_argument("--per-agent", action="store_true", help="rllib, PettingZoo envs: one policy per agent")
+    p.add_argument("--address", help="rllib: Ray cluster to join (default: a local Ray instance)")
     p.set_defaults(func=cmd_train)
 
     p = command("evaluate", "evaluate a baseline or a saved agent through the common loop")
@@ -385,7 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("compare", "train agents over seeds and compare them with every baseline")
     _add_env_options(p)
-    p.add_argument("--algos", help="comma-separated algorithms (default: ppo; adversarial envs: rarl)")
+    p.add_argument(
+        "--algos", help="comma-separated algorithms (default: ppo; adversarial envs: rarl; empty: baselines only)"
+    )
     p.add_argument("--seeds", help="comma-separated training seeds (default: 0,1,2; --quick: 0,1)")
     p.add_argument("--timesteps", type=int, help="env steps per run (default: 100000; --quick: 20000)")
     p.add_argument("--episodes", type=int, help="evaluation episodes (default: 30; --quick: 10)")
@@ -399,6 +452,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="adversarial envs: the adversary policies are evaluated against (baseline name or saved policy)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars or status lines")
+    p.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local (default: this process) or ray: one Ray Tune trial per job (needs the ray extra)",
+    )
+    p.add_argument("--address", help="ray: cluster to join, e.g. auto or <head-ip>:6379 (default: a local instance)")
+    p.add_argument("--workers", type=int, help="ray: trials at once (default: as many as the CPUs allow)")
+    p.add_argument("--max-failures", type=int, default=2, help="ray: retries of a failing trial (default: 2)")
     p.set_defaults(func=cmd_compare)
 
     p = command("bench", "steps per second of the envs on random actions")

@@ -86,7 +86,7 @@ def vecnormalize_path(model_path: Path) -> Path | None:
 
 
 def load_policy(path: str | Path) -> Policy:
-    """Load a saved model (``model.zip``, a checkpoint, or a run folder).
+    """Load a saved model (``model.zip``, a checkpoint, or a run folder; RLlib run folders too).
 
     The algorithm is read from the ``meta.json`` beside the file (or in its parent
     folder, for checkpoints); VecNormalize statistics, when present, are applied
@@ -96,6 +96,16 @@ def load_policy(path: str | Path) -> Policy:
         ValueError: if the file or its ``meta.json`` is missing.
     """
     path = Path(path)
+    if path.is_dir() and (read_meta(path) or {}).get("engine") == "rllib":
+        from edgelam.agents.rllib_engine import load_rllib_policy
+
+        policy = load_rllib_policy(path)
+        if isinstance(policy, dict):
+            raise ValueError(
+                f"{path} holds one RLlib policy per agent: evaluate the mapping "
+                "edgelam.agents.rllib_engine.load_rllib_policy(path) instead"
+            )
+        return policy
     if path.is_dir():
         path = path / MODEL
     if not path.is_file():
