@@ -148,11 +148,14 @@ def test_rllib_ppo_on_a_gymnasium_env_is_evaluated_by_the_shared_loop(tmp_path):
     assert main(["evaluate", SPLIT, "--policy", str(tmp_path / "run"), "--episodes", "1", "--json"]) == 0
 
 
-def test_rllib_ppo_on_a_pettingzoo_env_shared_and_per_agent(tmp_path):
-    shared = train_rllib(MULTI, timesteps=100, seed=0, out_dir=tmp_path / "shared", hyperparams=TINY_RLLIB)
-    assert set(shared.modules.values()) == {"shared"} and len(shared.modules) == 4
-    assert shared.iterations == 1 and shared.num_env_steps >= 100
-    rows = evaluate(shared.policy(), MULTI, episodes=1, seed=3)
+def test_rllib_ppo_on_a_pettingzoo_env_shared_and_per_agent(tmp_path, capsys):
+    hp = [f"--hp={k}={v}" for k, v in TINY_RLLIB.items() if k != "model"] + ["--hp=model.fcnet_hiddens=[16]"]
+    argv = ["train", MULTI, "--engine", "rllib", "--timesteps", "100", "--out", str(tmp_path / "shared"), "--json"]
+    assert main(argv + hp) == 0
+    shared = json.loads(capsys.readouterr().out)
+    assert set(shared["modules"].values()) == {"shared"} and len(shared["modules"]) == 4
+    assert shared["iterations"] == 1 and shared["num_timesteps"] >= 100
+    rows = evaluate(load_rllib_policy(tmp_path / "shared"), MULTI, episodes=1, seed=3)
     assert rows[0]["length"] > 0 and np.isfinite(rows[0]["return"]) and "return/user_0" in rows[0]
 
     per_agent = train_rllib(
