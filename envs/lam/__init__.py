@@ -9,8 +9,8 @@ Public API:
 * Activation quantisation (:mod:`.quantize`): :func:`quantize`, :func:`encode`, :func:`decode`,
   :func:`bit_errors`, :func:`transmit`, :func:`payload_bytes`.
 * Split execution (:mod:`.split`): :func:`split_quality`, :func:`split_quality_grid`.
-* Speculative sampling (:mod:`.speculative`): :func:`speculative_generate`, :func:`target_sample`,
-  :func:`make_draft`, :func:`acceptance_probability`, :class:`RoundStats`.
+* Speculative sampling (:mod:`.speculative`): :func:`speculative_generate`, :func:`speculative_round`,
+  :func:`target_sample`, :func:`make_draft`, :func:`acceptance_probability`, :class:`RoundStats`.
 * LoRA (:mod:`.lora`): :func:`attach_lora`, :func:`lora_state`, :func:`load_lora_state`,
   :func:`average_lora_states`, :func:`lora_bytes`, :func:`train_lora_steps`.
 * Replay files (:mod:`.replay`, :mod:`.profile`): :func:`load_profile`, :func:`load_manifest`,
@@ -67,6 +67,7 @@ from .speculative import (  # noqa: E402
     acceptance_probability,
     make_draft,
     speculative_generate,
+    speculative_round,
     target_sample,
 )
 from .split import split_quality, split_quality_grid  # noqa: E402
@@ -108,6 +109,7 @@ __all__ = [
     "quantize",
     "run_profile",
     "speculative_generate",
+    "speculative_round",
     "split_quality",
     "split_quality_grid",
     "target_sample",

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .model import LM, load
+from .model import LM, KVCache, load
 
 DRAFT_VARIANTS = ("device", "edge", "early_exit:<k>", "int8")
 
@@ -147,6 +147,71 @@ def target_sample(
 
 
 @torch.no_grad()
+def speculative_round(
+    target: LM,
+    draft: LM,
+    seq: Sequence[int],
+    t_cache: KVCache,
+    d_cache: KVCache,
+    n_draft: int,
+    temperature: float,
+    gen: torch.Generator,
+) -> tuple[int, list[int], float, float]:
+    """One draft-then-verify round of exact speculative sampling (Leviathan et al. 2023, Algorithm 1).
+
+    The draft proposes ``n_draft`` tokens after ``seq`` (its KV cache ``d_cache``), the target
+    scores all ``n_draft + 1`` positions in one pass (``t_cache``); draft token ``x`` is kept with
+    probability ``min(1, p(x) / q(x))``, the first rejection is replaced by a sample of
+    ``norm(max(0, p - q))``, and if all are kept a bonus token is drawn from the target.
+    Greedy at ``temperature = 0``. Both caches are cropped to ``len(seq) + accepted``;
+    ``seq`` itself is not changed (the caller appends ``new``).
+
+    Returns:
+        ``(accepted, new, draft_s, verify_s)``: accepted draft tokens, the ``accepted + 1``
+        tokens the round emits, and the wall-clock seconds of drafting and verification.
+    """
+    greedy = temperature == 0
+    t0 = time.perf_counter()
+    drafted: list[int] = []
+    q_dists: list[torch.Tensor] = []
+    for _ in range(n_draft):
+        known = [*seq, *drafted]
+        logits = draft.logits(known[draft.cached_tokens(d_cache) :], d_cache, last=1)[0, -1]
+        if greedy:
+            drafted.append(int(logits.argmax()))
+        else:
+            q = _probs(logits, temperature)
+            q_dists.append(q)
+            drafted.append(_sample(q, gen))
+    t1 = time.perf_counter()
+    known = [*seq, *drafted]
+    p_logits = target.logits(known[target.cached_tokens(t_cache) :], t_cache, last=n_draft + 1)[0]
+    t2 = time.perf_counter()
+    accepted = 0
+    new: list[int] = []
+    for i, x in enumerate(drafted):
+        if greedy:
+            best = int(p_logits[i].argmax())
+            if x != best:
+                new.append(best)
+                break
+        else:
+            p = _probs(p_logits[i], temperature)
+            q = q_dists[i]
+            if not _accepts(float(p[x]), float(q[x]), gen):
+                new.append(_sample(_residual(p, q), gen))
+                break
+        accepted += 1
+        new.append(x)
+    else:
+        last = p_logits[n_draft]
+        new.append(int(last.argmax()) if greedy else _sample(_probs(last, temperature), gen))
+    t_cache.crop(len(seq) + accepted)
+    d_cache.crop(min(draft.cached_tokens(d_cache), len(seq) + accepted))
+    return accepted, new, t1 - t0, t2 - t1
+
+
+@torch.no_grad()
 def speculative_generate(
     target: LM,
     draft: LM,
@@ -177,54 +242,18 @@ def speculative_generate(
     seq = [int(t) for t in prompt_ids]
     if not seq:
         raise ValueError("prompt_ids must be non-empty")
-    greedy = temperature == 0
     gen = _generator(seed)
     t_cache, d_cache = target.new_cache(), draft.new_cache()
     out: list[int] = []
     rounds: list[RoundStats] = []
     while len(out) < max_new_tokens and not (out and out[-1] == eos_token_id):
         n_draft = min(gamma, max_new_tokens - len(out) - 1)
-        t0 = time.perf_counter()
-        drafted: list[int] = []
-        q_dists: list[torch.Tensor] = []
-        for _ in range(n_draft):
-            known = seq + drafted
-            logits = draft.logits(known[draft.cached_tokens(d_cache) :], d_cache, last=1)[0, -1]
-            if greedy:
-                drafted.append(int(logits.argmax()))
-            else:
-                q = _probs(logits, temperature)
-                q_dists.append(q)
-                drafted.append(_sample(q, gen))
-        t1 = time.perf_counter()
-        known = seq + drafted
-        p_logits = target.logits(known[target.cached_tokens(t_cache) :], t_cache, last=n_draft + 1)[0]
-        t2 = time.perf_counter()
-        accepted = 0
-        new: list[int] = []
-        for i, x in enumerate(drafted):
-            if greedy:
-                best = int(p_logits[i].argmax())
-                if x != best:
-                    new.append(best)
-                    break
-            else:
-                p = _probs(p_logits[i], temperature)
-                q = q_dists[i]
-                if not _accepts(float(p[x]), float(q[x]), gen):
-                    new.append(_sample(_residual(p, q), gen))
-                    break
-            accepted += 1
-            new.append(x)
-        else:
-            last = p_logits[n_draft]
-            new.append(int(last.argmax()) if greedy else _sample(_probs(last, temperature), gen))
+        accepted, new, draft_s, verify_s = speculative_round(target, draft, seq, t_cache, d_cache, n_draft,
+                                                             temperature, gen)
         if eos_token_id is not None and eos_token_id in new:
             new = new[: new.index(eos_token_id) + 1]
         new = new[: max_new_tokens - len(out)]
-        t_cache.crop(len(seq) + accepted)
-        d_cache.crop(min(draft.cached_tokens(d_cache), len(seq) + accepted))
         seq.extend(new)
         out.extend(new)
-        rounds.append(RoundStats(n_draft, accepted, len(new), t1 - t0, t2 - t1))
+        rounds.append(RoundStats(n_draft, accepted, len(new), draft_s, verify_s))
     return out, rounds
