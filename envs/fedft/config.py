@@ -58,6 +58,26 @@ class SplitConfig:
 
 
 @dataclass(frozen=True)
+class PrivacyConfig:
+    """Sample-level differential privacy of every device's local training (:mod:`.privacy`; off by default).
+
+    DP-SGD (Abadi et al., CCS 2016): Poisson sampling of each local batch at rate
+    q = batch_size / n_k, per-sequence gradient clipping to ``clip_norm`` (L2, over the
+    adapters the sequence trains), Gaussian noise of std ``noise_multiplier * clip_norm`` on
+    the sum, divided by ``batch_size``. Privacy spent is tracked per device by a Rényi-DP
+    accountant of the sampled Gaussian mechanism (Mironov et al. 2019) and reported as
+    epsilon at ``delta``; delta should be well below 1 / n_k (Abadi et al. use 1e-5 for
+    60,000 examples). The bounds keep sigma where the accountant is meaningful and the
+    clip norm positive.
+    """
+
+    enabled: bool = False
+    noise_multiplier: float = field(default=1.0, metadata=bounds(0.01, 100.0))
+    clip_norm: float = field(default=0.5, metadata=bounds(1e-6, 1e6))  # the shipped replay correction's
+    delta: float = field(default=1e-5, metadata=bounds(1e-12, 0.1))
+
+
+@dataclass(frozen=True)
 class RewardConfig:
     """reward = loss_scale * (previous validation loss - new validation loss) - energy_weight_per_j * energy_j."""
 
@@ -79,7 +99,8 @@ class FedFTConfig:
     batch_size`` CPU cycles at frequency f: time cycles / f, energy kappa * cycles * f^2
     (Yang et al., TWC 2021). ``mode`` is ``lora_fedavg`` (devices train all adapters and
     upload them) or ``split`` (see :class:`SplitConfig`; the device runs only its share of the
-    model's real forward FLOPs, so its cycles are that share of these).
+    model's real forward FLOPs, so its cycles are that share of these). ``privacy`` turns on
+    DP-SGD on the devices' local steps (:class:`PrivacyConfig`).
     """
 
     description: str = ""
@@ -99,6 +120,7 @@ class FedFTConfig:
     energy_budget_j: float = field(default=2.0, metadata=bounds(0.0, 1e6))
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     channel: ChannelConfig = field(default_factory=ChannelConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
 

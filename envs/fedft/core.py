@@ -17,6 +17,7 @@ from edgelam.envs.fedft.dynamics import (
     round_costs,
     topic_weights,
 )
+from edgelam.envs.fedft.privacy import RDPAccountant, sample_rates
 
 BACKENDS = ("replay", "live")
 SNR_REF_DB = 40.0  # observation scale of the full-band, full-power SNR in dB
@@ -49,6 +50,9 @@ class Federation:
         self.g = cfg.num_topics
         self.surrogate = load_surrogate(cfg.profile_dir)
         self._check_surrogate()
+        dp = cfg.privacy
+        if dp.enabled and backend == "replay":
+            self.surrogate = self.surrogate.private(dp.noise_multiplier, dp.clip_norm)
         part = load_partition()
         self.pools = part.train[: self.g]
         self.link = WirelessLink(cfg.channel, n_links=self.k)
@@ -86,6 +90,7 @@ class Federation:
         self.local_data: list[np.ndarray] = []
         self.topic_loss = self.initial_topic_loss.copy()
         self.last_participants = np.zeros(self.k, dtype=bool)
+        self.accountant: RDPAccountant | None = None
 
     def _check_surrogate(self) -> None:
         cfg, s = self.cfg, self.surrogate.settings
@@ -155,6 +160,10 @@ class Federation:
             for counts in self.topic_counts
         ]
         self._learn_rng = np.random.default_rng(rng.integers(2**63))
+        dp = cfg.privacy
+        if dp.enabled:
+            self.accountant = RDPAccountant(sample_rates(cfg.lora.batch_size, self.data_sizes), dp.noise_multiplier,
+                                            dp.delta)
         self.t = 0
         self.queue = 0.0
         self.last_participants = np.zeros(k, dtype=bool)
@@ -177,6 +186,8 @@ class Federation:
         else:
             w = topic_weights(part, self.data_sizes, self.topic_counts)
             self.topic_loss = self.surrogate.step(self.topic_loss, w, int(part.sum()), self._learn_rng)
+        if self.accountant is not None:  # a scheduled device trained and transmitted, even if it missed the deadline
+            self.accountant.spend(costs.scheduled, self.cfg.lora.local_steps)
         energy = float(costs.energy_j.sum())
         self.queue = max(self.queue + energy - self.cfg.energy_budget_j, 0.0)
         self.last_participants = part.copy()
@@ -206,9 +217,17 @@ class Federation:
             dtype=np.float32,
         )
 
+    def device_epsilon(self) -> np.ndarray:
+        """(K,) privacy spent so far by each device, epsilon at ``privacy.delta`` (zeros without privacy)."""
+        return np.zeros(self.k) if self.accountant is None else self.accountant.epsilon()
+
     def info(self, result: RoundResult, bandwidth_hz: np.ndarray, power_w: np.ndarray) -> dict:
-        """The step's ``info`` (SI units)."""
+        """The step's ``info`` (SI units); with privacy also ``epsilon`` (max over devices) and ``device_epsilon``."""
         c = result.costs
+        private = {}
+        if self.accountant is not None:
+            eps = self.device_epsilon()
+            private = {"epsilon": float(eps.max()), "device_epsilon": eps}
         return {
             "loss": result.loss,
             "loss_decrease": result.previous_loss - result.loss,
@@ -225,4 +244,5 @@ class Federation:
             "virtual_queue": self.queue,
             "bandwidth_hz": np.asarray(bandwidth_hz, dtype=np.float64).copy(),
             "power_w": np.asarray(power_w, dtype=np.float64).copy(),
+            **private,
         }

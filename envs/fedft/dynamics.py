@@ -26,6 +26,7 @@ seconds of transfer.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,6 +217,9 @@ class Surrogate:
     every topic gains from any data, ``noise_cost`` the harm of a noisy aggregate of few
     updates (so the loss settles higher with fewer participants). Fitted by least squares to
     live runs (:mod:`.profile`); ``error`` holds its measured error against live.
+
+    ``decrease_scale`` multiplies the whole expected decrease (1 without privacy);
+    :meth:`private` sets it for DP-SGD from the fitted ``privacy`` correction (see there).
     """
 
     gain_own: float
@@ -227,12 +231,36 @@ class Surrogate:
     adapter_bits: int
     settings: dict
     error: dict
+    privacy: dict | None = None  # the DP-SGD correction fitted by :func:`.profile.fit_privacy`, if any
+    decrease_scale: float = 1.0
+
+    def private(self, noise_multiplier: float, clip_norm: float) -> Surrogate:
+        """This surrogate under DP-SGD with ``noise_multiplier`` sigma and ``clip_norm`` C.
+
+        The expected decrease is slowed by rho(sigma) = 1 / (1 + slowdown * sigma^exponent)
+        and the round noise has the std fitted to DP runs; both fitted to live DP-SGD runs of
+        one clip norm (:func:`.profile.fit_privacy`, measured error in ``privacy["error"]``).
+
+        Raises:
+            ValueError: the surrogate has no DP correction, or one fitted for another clip norm.
+        """
+        p = self.privacy
+        refit = ("fit one with `python -m edgelam.envs.fedft.profile --scenario private --privacy` and set "
+                 "profile_dir, or use backend='live'")
+        if not p:
+            raise ValueError(f"privacy: the replay surrogate has no DP-SGD correction; {refit}")
+        if p["clip_norm"] != clip_norm:
+            raise ValueError(f"privacy.clip_norm: {clip_norm} differs from the clip norm {p['clip_norm']} the "
+                             f"surrogate's DP correction was fitted with; {refit}")
+        rho = 1.0 / (1.0 + p["slowdown"] * noise_multiplier ** p["exponent"])
+        return dataclasses.replace(self, decrease_scale=rho, sigma=float(p["sigma"]))
 
     def mean_decrease(self, losses: np.ndarray, weights: np.ndarray, num_participants: int | np.ndarray):
         """Expected decrease (G,) (or (..., G) for batched weights / counts)."""
         m = np.asarray(num_participants, dtype=np.float64)
         head = self.headroom - (self.initial_loss[: losses.shape[-1]] - losses)
         d = head * (self.gain_own * weights + self.gain_shared) - self.noise_cost / np.maximum(m, 1.0)[..., None]
+        d = d * self.decrease_scale
         return np.where(m[..., None] > 0, d, 0.0)
 
     def step(self, losses: np.ndarray, weights: np.ndarray, num_participants: int, rng: np.random.Generator):
@@ -241,6 +269,13 @@ class Surrogate:
             return losses.copy()
         noise = self.sigma / np.sqrt(num_participants) * rng.standard_normal(losses.shape)
         return losses - self.mean_decrease(losses, weights, num_participants) - noise
+
+
+def _privacy_block(block: dict | None) -> dict | None:
+    """The DP-SGD correction of a ``surrogate.json`` with its numeric fields checked (KeyError / ValueError)."""
+    if not block:
+        return None
+    return {**block, **{k: float(block[k]) for k in ("clip_norm", "slowdown", "exponent", "sigma")}}
 
 
 def load_surrogate(profile_dir: str | Path | None = None) -> Surrogate:
@@ -267,6 +302,7 @@ def load_surrogate(profile_dir: str | Path | None = None) -> Surrogate:
             adapter_bits=int(data["adapter_bits"]),
             settings=dict(data["settings"]),
             error=dict(data.get("error", {})),
+            privacy=_privacy_block(data.get("privacy")),
         )
     except (OSError, ValueError, KeyError, TypeError) as exc:  # ValueError: bad UTF-8 or JSON, a non-number
         raise ValueError(f"profile_dir: {path} is corrupt ({type(exc).__name__}: {exc}); {refit}") from None

@@ -20,6 +20,21 @@ copies and the devices' adapters are averaged by FedAvg with the same data-size 
 That is, per device, the update of :class:`LiveFederation` computed in two places; it
 differs from it only by the rounding of the exchanged tensors (none with ``float32``), so
 both modes follow the same learning dynamics (tested) and replay uses one surrogate.
+
+With ``noise_multiplier`` set (scenario ``privacy.enabled``), local steps are DP-SGD
+(:mod:`.privacy`): Poisson-sampled batches of expected size ``batch_size``, per-sequence
+gradients clipped to ``clip_norm``, Gaussian noise, then the same AdamW step. In
+``lora_fedavg`` the device clips each sequence's gradient over all adapters, so what it
+uploads is private. In ``split`` mode every adapter trained on a device's sequences is
+privatised: the device's own layers' adapters and the server's copy for that device, each
+part clipped to ``clip_norm / sqrt(2)`` (per-layer clipping, McMahan et al., ICLR 2018,
+so the joint sensitivity is ``clip_norm``; ``clip_norm`` alone for the server part when
+``device_layers`` is 0) and noised with std ``noise_multiplier * clip_norm``, so the
+adapters that reach FedAvg, hence the global model, are private. The cut activations and
+labels the device uploads in every step are *not* privatised (the edge server is trusted
+with them; noise on activations is out of scope). Split traffic with privacy is priced at
+the expected batch size (the env's ``uplink_bits``); ``last_traffic_bits`` counts the
+sampled batches.
 """
 
 from __future__ import annotations
@@ -30,6 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgelam.envs.fedft.privacy import LoRATape, clip_per_sample, noisy_mean, sample_rates
 from edgelam.envs.lam import attach_lora, average_lora_states, load, load_lora_state, lora_bytes, lora_state
 from edgelam.envs.lam import train_lora_steps as _train
 from edgelam.envs.lam.lora import LoRALinear
@@ -50,12 +66,15 @@ class LiveFederation:
         alpha: LoRA scaling numerator.
         lr: local AdamW learning rate.
         local_steps: local optimiser steps per round.
-        batch_size: sequences per local step.
+        batch_size: sequences per local step (the expected Poisson batch with privacy).
         val_tokens: validation sequences per topic, (G, V, T) token ids.
+        noise_multiplier: DP-SGD noise multiplier sigma; None trains without privacy.
+        clip_norm: DP-SGD per-sequence clip norm C (with ``noise_multiplier``).
     """
 
     def __init__(
-        self, model: str, rank: int, alpha: float, lr: float, local_steps: int, batch_size: int, val_tokens: np.ndarray
+        self, model: str, rank: int, alpha: float, lr: float, local_steps: int, batch_size: int,
+        val_tokens: np.ndarray, noise_multiplier: float | None = None, clip_norm: float = 1.0,
     ) -> None:
         self.lm = load(model, fresh=True)
         attach_lora(self.lm, rank=rank, alpha=alpha, targets=LORA_TARGETS, seed=0)
@@ -65,6 +84,9 @@ class LiveFederation:
         self.batch_size = batch_size
         self.val = torch.as_tensor(val_tokens.astype(np.int64))
         self.global_state = self.initial_state
+        self.noise_multiplier = noise_multiplier
+        self.clip_norm = clip_norm
+        self.adapters = [m for m in self.lm.model.modules() if isinstance(m, LoRALinear)]
 
     @property
     def adapter_bits(self) -> int:
@@ -94,6 +116,33 @@ class LiveFederation:
         """Train the loaded adapters on ``batches`` ((B, T) token ids, one per local step) in place."""
         _train(self.lm, batches, self.local_steps, lr=self.lr)
 
+    def private_local_update(self, batches: list[np.ndarray], generator: torch.Generator) -> None:
+        """DP-SGD local update on Poisson batches ((b_i, T) token ids, one per local step; b_i may be 0), in place."""
+        tape = LoRATape(self.adapters)
+        opt = torch.optim.AdamW(tape.params, lr=self.lr, weight_decay=0.0)
+        module = self.lm.model
+        was_training = module.training
+        module.train()
+        try:
+            for ids in batches[: self.local_steps]:
+                summed = [torch.zeros_like(p) for p in tape.params]
+                if len(ids):
+                    x = self.lm.as_ids(ids)
+                    with tape:
+                        logits = module(input_ids=x).logits
+                    grads, _ = tape.per_sample_grads(per_sequence_loss(logits, x[:, 1:]).sum())
+                    summed, _ = clip_per_sample(grads, self.clip_norm)
+                self._private_step(opt, tape.params, summed, generator)
+        finally:
+            module.train(was_training)
+
+    def _private_step(self, opt: torch.optim.Optimizer, params: list[nn.Parameter], summed: list[torch.Tensor],
+                      generator: torch.Generator) -> None:
+        noisy = noisy_mean(summed, self.noise_multiplier * self.clip_norm, self.batch_size, generator)
+        for p, g in zip(params, noisy, strict=True):
+            p.grad = g
+        opt.step()
+
     def round(
         self, local_data: list[np.ndarray], participants: np.ndarray, weights: np.ndarray, rng: np.random.Generator
     ) -> np.ndarray:
@@ -109,11 +158,17 @@ class LiveFederation:
         if idx.size == 0:
             return self.validation_loss()
         states = []
+        rates = sample_rates(self.batch_size, np.array([len(d) for d in local_data]))
         for k in idx:
             data = local_data[k]
-            picks = rng.integers(len(data), size=(self.local_steps, self.batch_size))
             load_lora_state(self.lm, self.global_state)
-            self.local_update([data[p] for p in picks])
+            if self.noise_multiplier is None:
+                picks = rng.integers(len(data), size=(self.local_steps, self.batch_size))
+                self.local_update([data[p] for p in picks])
+            else:
+                picks = rng.random((self.local_steps, len(data))) < rates[k]  # Poisson sampling
+                generator = torch.Generator().manual_seed(int(rng.integers(2**63)))
+                self.private_local_update([data[p] for p in picks], generator)
             states.append(lora_state(self.lm))
         self.global_state = average_lora_states(states, weights[idx])
         load_lora_state(self.lm, self.global_state)
@@ -135,9 +190,10 @@ class SplitLiveFederation(LiveFederation):
 
     def __init__(
         self, model: str, rank: int, alpha: float, lr: float, local_steps: int, batch_size: int,
-        val_tokens: np.ndarray, device_layers: int, wire_dtype: str,
+        val_tokens: np.ndarray, device_layers: int, wire_dtype: str, noise_multiplier: float | None = None,
+        clip_norm: float = 1.0,
     ) -> None:
-        super().__init__(model, rank, alpha, lr, local_steps, batch_size, val_tokens)
+        super().__init__(model, rank, alpha, lr, local_steps, batch_size, val_tokens, noise_multiplier, clip_norm)
         if not 0 <= device_layers < self.lm.num_layers:
             raise ValueError(f"split.device_layers: {device_layers} must be in [0, {self.lm.num_layers - 1}]")
         if wire_dtype not in WIRE_TORCH_DTYPES:
@@ -147,6 +203,10 @@ class SplitLiveFederation(LiveFederation):
         layers = list(self.lm.model.model.layers)[: self.lm.num_layers]
         self.device_params = _trainable(layers[:device_layers])
         self.server_params = _trainable(layers[device_layers:])
+        self.device_adapters = [m for layer in layers[:device_layers] for m in layer.modules()
+                                if isinstance(m, LoRALinear)]
+        self.server_adapters = [m for layer in layers[device_layers:] for m in layer.modules()
+                                if isinstance(m, LoRALinear)]
         self.last_traffic_bits = (0, 0)
 
     def local_update(self, batches: list[np.ndarray]) -> None:
@@ -188,6 +248,55 @@ class SplitLiveFederation(LiveFederation):
         up += sum(p.numel() for p in self.device_params) * 16  # the device's adapters, float16, for FedAvg
         self.last_traffic_bits = (up, down)
 
+    def private_local_update(self, batches: list[np.ndarray], generator: torch.Generator) -> None:
+        """Split DP-SGD local update (module docstring): per-part clipping of the device's and the server's adapters."""
+        lm, cut = self.lm, self.device_layers
+        device_tape, server_tape = LoRATape(self.device_adapters), LoRATape(self.server_adapters)
+        device_opt = torch.optim.AdamW(device_tape.params, lr=self.lr, weight_decay=0.0) if cut > 0 else None
+        server_opt = torch.optim.AdamW(server_tape.params, lr=self.lr, weight_decay=0.0)
+        part_clip = self.clip_norm / np.sqrt(2.0) if cut > 0 else self.clip_norm
+        up = down = 0
+        module = lm.model
+        was_training = module.training
+        module.train()
+        try:
+            for ids in batches[: self.local_steps]:
+                server_sum = [torch.zeros_like(p) for p in server_tape.params]
+                device_sum = [torch.zeros_like(p) for p in device_tape.params]
+                if len(ids):
+                    x = lm.as_ids(ids)
+                    labels = np.ascontiguousarray(np.asarray(ids)[:, 1:], dtype=np.uint16)
+                    with device_tape:
+                        h = lm.forward_layers(lm.embed(x), 0, cut)
+                    sent = h.detach().to(self.wire_dtype)
+                    up += _bits(sent) + labels.nbytes * 8
+                    received = sent.to(h.dtype).requires_grad_(cut > 0)
+                    with server_tape:
+                        logits = lm.head(lm.forward_layers(received, cut, lm.num_layers))
+                    target = torch.as_tensor(labels.astype(np.int64), device=logits.device)
+                    extra = [received] if cut > 0 else []
+                    grads, back = server_tape.per_sample_grads(per_sequence_loss(logits, target).sum(), extra=extra)
+                    server_sum, _ = clip_per_sample(grads, part_clip)
+                    if cut > 0:
+                        grad = back[0].to(self.wire_dtype)
+                        down += _bits(grad)
+                        grads, _ = device_tape.per_sample_grads(h, grad.to(h.dtype))
+                        device_sum, _ = clip_per_sample(grads, part_clip)
+                self._private_step(server_opt, server_tape.params, server_sum, generator)
+                if device_opt is not None:
+                    self._private_step(device_opt, device_tape.params, device_sum, generator)
+        finally:
+            module.train(was_training)
+        up += sum(p.numel() for p in self.device_params) * 16
+        self.last_traffic_bits = (up, down)
+
+
+def per_sequence_loss(logits: torch.Tensor, next_ids: torch.Tensor) -> torch.Tensor:
+    """(n,) mean next-token cross-entropy (nats) of each sequence; ``logits`` (n, T, V), ``next_ids`` (n, T - 1)."""
+    n, t = next_ids.shape
+    ce = nn.functional.cross_entropy(logits[:, :-1].reshape(n * t, -1), next_ids.reshape(-1), reduction="none")
+    return ce.reshape(n, t).mean(dim=1)
+
 
 def _trainable(modules: list[nn.Module]) -> list[nn.Parameter]:
     return [p for m in modules for p in m.parameters() if p.requires_grad]
@@ -216,8 +325,10 @@ def measure_model_costs(lm, seq_len: int) -> dict:
 
 def make_live(cfg: FedFTConfig, val_tokens: np.ndarray) -> LiveFederation:
     """The live backend of a scenario's ``mode`` (``lora_fedavg`` or ``split``)."""
-    lo = cfg.lora
+    lo, dp = cfg.lora, cfg.privacy
     args = (cfg.model, lo.rank, lo.alpha, lo.lr, lo.local_steps, lo.batch_size, val_tokens)
+    private = {"noise_multiplier": dp.noise_multiplier if dp.enabled else None, "clip_norm": dp.clip_norm}
     if cfg.mode == "split":
-        return SplitLiveFederation(*args, device_layers=cfg.split.device_layers, wire_dtype=cfg.split.wire_dtype)
-    return LiveFederation(*args)
+        return SplitLiveFederation(*args, device_layers=cfg.split.device_layers, wire_dtype=cfg.split.wire_dtype,
+                                   **private)
+    return LiveFederation(*args, **private)

@@ -26,11 +26,21 @@ scenario's mode (e.g. ``--scenario split``, real split learning) and stores the 
 surrogate's error against them under the key ``error_<mode>`` of its ``surrogate.json``.
 ``--model-costs`` records the shapes and forward FLOPs of the shipped models that split
 mode prices its traffic and device computation with (``model_costs.json``).
+
+``--privacy`` fits the DP-SGD correction of the existing surrogate (:meth:`.dynamics.Surrogate.private`)
+to live DP-SGD episodes of a scenario with ``privacy`` (e.g. ``--scenario private``):
+``--fit-episodes`` episodes at each noise multiplier of ``--fit-sigmas`` (the scenario's clip
+norm), then measures its error (the keys above) on ``--test-episodes`` new episodes at each
+of ``--test-sigmas`` (another seed), and stores both under the key ``privacy`` of that
+``surrogate.json``::
+
+    python -m edgelam.envs.fedft.profile --scenario private --privacy --fit-sigmas 0.5,1,2 --test-sigmas 0.7,1.4
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -150,6 +160,70 @@ def evaluate(params: dict, episodes: list[dict]) -> dict:
     }
 
 
+def _with_sigma(cfg: FedFTConfig, sigma: float) -> FedFTConfig:
+    return dataclasses.replace(cfg, privacy=dataclasses.replace(cfg.privacy, enabled=True, noise_multiplier=sigma))
+
+
+def fit_privacy(base: Surrogate, runs: dict[float, list[dict]]) -> dict:
+    """DP-SGD correction (slowdown, exponent, sigma) of ``base`` fitted to live DP runs {noise multiplier: episodes}.
+
+    ``slowdown`` and ``exponent`` of rho(sigma) = 1 / (1 + slowdown * sigma^exponent), the factor
+    on ``base``'s expected decrease, minimise the open-loop trajectory error as :func:`fit` does
+    (``base``'s other parameters fixed); ``sigma`` is the std of the one-round residuals scaled by
+    sqrt(m), as in :func:`fit`.
+    """
+    initial = next(iter(runs.values()))[0]["loss"][0]
+    s0 = dataclasses.replace(base, initial_loss=initial, sigma=0.0)
+
+    def scaled(x, noise_multiplier: float) -> Surrogate:
+        return dataclasses.replace(s0, decrease_scale=1.0 / (1.0 + x[0] * noise_multiplier ** x[1]))
+
+    def residual(x):
+        out = []
+        for nm, episodes in runs.items():
+            s = scaled(x, nm)
+            for ep in episodes:
+                losses = ep["loss"][0].copy()
+                for t in range(len(ep["m"])):
+                    losses = losses - s.mean_decrease(losses, ep["weights"][t], ep["m"][t])
+                    out.append(losses - ep["loss"][t + 1])
+        return np.concatenate(out)
+
+    sol = least_squares(residual, x0=[1.0, 1.0], bounds=([0.0, 0.1], [1e3, 4.0]))
+    r = []
+    for nm, episodes in runs.items():
+        before, after, w, m = _stack(episodes)
+        r.append((before - after - scaled(sol.x, nm).mean_decrease(before, w, m)) * np.sqrt(m)[:, None])
+    return {"slowdown": float(sol.x[0]), "exponent": float(sol.x[1]), "sigma": float(np.std(np.concatenate(r)))}
+
+
+def fit_privacy_live(cfg: FedFTConfig, fit_sigmas: list[float], test_sigmas: list[float], fit_episodes: int,
+                     test_episodes: int, rounds: int, seed: int, out: Path | None, save_runs: Path | None) -> dict:
+    """Run the live DP episodes, fit the correction, measure its error and store it under ``privacy`` in
+    ``out``'s (or the shipped) ``surrogate.json``; returns that block."""
+    path = (SURROGATE_FILE.parent if out is None else out) / "surrogate.json"
+    base = load_surrogate(path.parent)
+    fit_runs = {nm: run_live(_with_sigma(cfg, nm), fit_episodes, rounds, seed) for nm in fit_sigmas}
+    test_runs = {nm: run_live(_with_sigma(cfg, nm), test_episodes, rounds, seed + 1) for nm in test_sigmas}
+    if save_runs is not None:
+        for tag, runs in (("fit", fit_runs), ("test", test_runs)):
+            for nm, eps in runs.items():
+                _save_runs(save_runs.with_name(f"{save_runs.stem}_{tag}_{nm:g}.npz"), eps)
+    block = {"clip_norm": cfg.privacy.clip_norm, **fit_privacy(base, fit_runs),
+             "fit_noise_multipliers": list(fit_sigmas), "fit_episodes": fit_episodes, "seed": seed}
+    params = {k: getattr(base, k) for k in ("gain_own", "gain_shared", "noise_cost", "headroom")}
+    block["error"] = {}
+    for nm, eps in test_runs.items():
+        rho = 1.0 / (1.0 + block["slowdown"] * nm ** block["exponent"])
+        err = evaluate({**params, "sigma": block["sigma"], "decrease_scale": rho}, eps)
+        no_dp = evaluate({**params, "sigma": base.sigma}, eps)  # the uncorrected surrogate on the same runs
+        block["error"][f"{nm:g}"] = {**err, "uncorrected_trajectory_mae": no_dp["trajectory_mae"]}
+    data = json.loads(path.read_text())
+    data["privacy"] = block
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return block
+
+
 def record_model_costs(models: tuple[str, ...] | None = None, path: Path = MODEL_COSTS_FILE) -> dict:
     """Write ``model_costs.json``: per shipped model its shapes and forward FLOPs per ``SEQ_LEN``-token sequence."""
     from edgelam.envs.fedft.live import measure_model_costs
@@ -202,6 +276,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--evaluate-only", action="store_true",
                     help="measure the existing surrogate on --test-episodes new live episodes of the scenario's mode")
     ap.add_argument("--model-costs", action="store_true", help="record model_costs.json of the shipped models")
+    ap.add_argument("--privacy", action="store_true",
+                    help="fit the DP-SGD correction of the existing surrogate to live DP runs of the scenario")
+    ap.add_argument("--fit-sigmas", default="0.5,1,2", help="noise multipliers of the --privacy fit runs")
+    ap.add_argument("--test-sigmas", default="0.7,1.4", help="noise multipliers of the --privacy test runs")
     args = ap.parse_args(argv)
     import torch
 
@@ -214,6 +292,12 @@ def main(argv: list[str] | None = None) -> None:
         print(f"wrote {MODEL_COSTS_FILE}")
         return
     cfg = load_scenario(FedFTConfig, ALLOCATION_DIR, args.scenario)
+    if args.privacy:
+        fit_s, test_s = ([float(v) for v in a.split(",")] for a in (args.fit_sigmas, args.test_sigmas))
+        block = fit_privacy_live(cfg, fit_s, test_s, args.fit_episodes, args.test_episodes, args.rounds, args.seed,
+                                 args.out, args.save_runs)
+        print(json.dumps({"privacy": block}, indent=2))
+        return
     if args.evaluate_only:
         error = evaluate_only(cfg, args.test_episodes, args.rounds, args.seed, args.out, args.save_runs)
         print(json.dumps({f"error_{cfg.mode}": error}, indent=2))
