@@ -58,6 +58,9 @@ OPEN_HIGH = 1e12  # upper end drawn for a field bounded below only
 CARD_FIELDS = ("model_card", "target_card", "backbone_card", "card")
 HARDWARE_FIELDS = ("device_hw", "edge_hw", "hardware")
 MODEL_FIELDS = ("executed_model",)
+# keyword arguments of gym.make and of the env constructors: never scenario keys
+RESERVED = frozenset({"id", "scenario", "backend", "render_mode", "max_episode_steps", "autoreset",
+                      "apply_api_compatibility", "disable_env_checker", "kwargs"})
 # ValueError messages of the per-field checks of edgelam.envs.core.config (not cross-field ones)
 PER_FIELD_ERRORS = ("is out of range (allowed", "is not allowed (allowed", "unknown config key", ": expected a")
 
@@ -356,7 +359,8 @@ def invalid_cases(leaves: list[Leaf], sections: dict[str, frozenset[str]]) -> st
             cases.append(st.tuples(st.just("unknown name"), st.just(key), bad, st.just(key)))
     identifiers = st.from_regex(r"[a-z][a-z_]{0,11}", fullmatch=True)
     for prefix, names in sections.items():
-        unknown = identifiers.filter(lambda s, n=names: s not in n).map(lambda s, p=prefix: f"{p}{s}")
+        taken = names | RESERVED if not prefix else names
+        unknown = identifiers.filter(lambda s, n=taken: s not in n).map(lambda s, p=prefix: f"{p}{s}")
         cases.append(st.tuples(st.just("unknown key"), unknown, st.integers(), unknown).map(
             lambda t: (t[0], t[1], t[2], t[1])))
         if prefix:
