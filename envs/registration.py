@@ -26,7 +26,11 @@ GYM_ENVS: dict[str, tuple[str, str | None, int]] = {
         200,
     ),
     "edgelam/MicroserviceRouting-v0": ("edgelam.envs.microservice_routing.env:MicroserviceRoutingEnv", None, 400),
-    "edgelam/SpecDecode-v0": ("edgelam.envs.spec_decode.env:SpecDecodeEnv", None, 256),
+    "edgelam/SpecDecode-v0": (
+        "edgelam.envs.spec_decode.env:SpecDecodeEnv",
+        "edgelam.envs.spec_decode.vector:SpecDecodeVectorEnv",
+        256,
+    ),
     "edgelam/FedFTAllocation-v0": ("edgelam.envs.fedft.env:FedFTAllocationEnv", None, 30),
 }
 

@@ -1,4 +1,4 @@
-"""Pure cost model of one speculative-decoding round, as scalar Python math over precomputed tables.
+"""Pure cost model of one speculative-decoding round over precomputed tables (one round or a batch).
 
 A round with draft length ``g >= 1`` and draft variant ``v``:
 
@@ -35,8 +35,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from edgelam.envs.core.hardware import HardwareSpec, lm_head_cost, transformer_layer_cost
 from edgelam.envs.core.model_cards import ModelCard
+from edgelam.envs.spec_decode.config import BlockageConfig
 
 
 @dataclass(frozen=True)
@@ -101,56 +104,69 @@ def build_tables(
     )
 
 
-def link_time_s(bits: float, rate_bps: float, ergodic_bps: float | None, slot_s: float) -> float:
+def _where(cond, a, b):
+    """``a`` where ``cond`` else ``b``: a Python conditional for one round, ``np.where`` for a batch."""
+    return np.where(cond, a, b) if isinstance(cond, np.ndarray) else (a if cond else b)
+
+
+def _at(table: list[float], index):
+    """``table[index]`` for one index (a Python number) or a batch of them (an array)."""
+    return np.asarray(table)[index] if isinstance(index, np.ndarray) else table[index]
+
+
+def link_time_s(bits, rate_bps, ergodic_bps, slot_s: float):
     """Seconds to send ``bits``: at ``rate_bps`` (this slot's fading) for up to ``slot_s``, the rest at ``ergodic_bps``.
 
     After one coherence slot the Rayleigh fading has decorrelated, so a long transfer averages
     over it: its remaining bits go at the ergodic rate E[b log2(1 + s X)]
     (:func:`edgelam.envs.core.channel.ergodic_rate_bps`; Goldsmith 2005, Sec. 4.2.4).
-    ``ergodic_bps=None`` keeps the slot's rate for the whole transfer.
+    ``ergodic_bps=None`` keeps the slot's rate for the whole transfer. Python numbers (one
+    round) or arrays (a batch of rounds, the vector env).
     """
-    in_slot = rate_bps * slot_s
-    if ergodic_bps is None or bits <= in_slot:
+    if ergodic_bps is None:
         return bits / rate_bps
-    return slot_s + (bits - in_slot) / max(ergodic_bps, 1.0)
+    in_slot = rate_bps * slot_s
+    ergodic = np.maximum(ergodic_bps, 1.0) if isinstance(ergodic_bps, np.ndarray) else max(ergodic_bps, 1.0)
+    return _where(bits <= in_slot, bits / rate_bps, slot_s + (bits - in_slot) / ergodic)
 
 
 def round_cost(
     t: RoundTables,
-    gamma: int,
-    variant: int,
-    rate_bps: float,
-    edge_util: float,
-    device_util: float,
-    ergodic_bps: float | None = None,
-) -> tuple[float, float]:
+    gamma,
+    variant,
+    rate_bps,
+    edge_util,
+    device_util,
+    ergodic_bps=None,
+) -> tuple:
     """(latency_s, device energy_j) of one round with ``gamma`` drafted tokens of draft ``variant``.
 
     ``rate_bps`` is the link rate in the round's fading slot, ``ergodic_bps`` the fading-averaged
-    rate that a transfer longer than ``t.slot_s`` continues at (:func:`link_time_s`).
+    rate that a transfer longer than ``t.slot_s`` continues at (:func:`link_time_s`). Python
+    numbers price one round (the single env, the baselines); arrays of shape (B,) price a batch
+    (the vector env) with the same expressions, so both give the same bits.
     """
     dev_slow = 1.0 / (1.0 - device_util)
     edge_slow = 1.0 / (1.0 - edge_util)
-    if gamma == 0:
-        if t.edge_draft:
-            busy = t.verify_s[0] * dev_slow
-            return busy, t.dev_active_w * busy
-        back = link_time_s(t.verdict_bytes * 8.0, rate_bps, ergodic_bps, t.slot_s)
-        latency = t.verify_s[0] * edge_slow + back + t.rtt_s
-        return latency, t.dev_idle_w * latency
-    fwd = link_time_s(t.fwd_bytes[gamma] * 8.0, rate_bps, ergodic_bps, t.slot_s)
     back = link_time_s(t.verdict_bytes * 8.0, rate_bps, ergodic_bps, t.slot_s)
+    fwd = link_time_s(_at(t.fwd_bytes, gamma) * 8.0, rate_bps, ergodic_bps, t.slot_s)
+    step_s, verify_s = _at(t.draft_step_s, variant), _at(t.verify_s, gamma)
     if t.edge_draft:
-        draft = gamma * t.draft_step_s[variant] * edge_slow
-        verify = t.verify_s[gamma] * dev_slow
+        draft = gamma * step_s * edge_slow
+        verify = verify_s * dev_slow
         latency = draft + fwd + verify + back + t.rtt_s
         energy = t.dev_active_w * verify + t.tx_power_w * back + t.dev_idle_w * (draft + fwd + t.rtt_s)
-        return latency, energy
-    draft = gamma * t.draft_step_s[variant] * dev_slow
-    verify = t.verify_s[gamma] * edge_slow
-    latency = draft + fwd + verify + back + t.rtt_s
-    energy = t.dev_active_w * draft + t.tx_power_w * fwd + t.dev_idle_w * (verify + back + t.rtt_s)
-    return latency, energy
+        plain = t.verify_s[0] * dev_slow  # gamma = 0: the device decodes one token by itself
+        plain_energy = t.dev_active_w * plain
+    else:
+        draft = gamma * step_s * dev_slow
+        verify = verify_s * edge_slow
+        latency = draft + fwd + verify + back + t.rtt_s
+        energy = t.dev_active_w * draft + t.tx_power_w * fwd + t.dev_idle_w * (verify + back + t.rtt_s)
+        plain = t.verify_s[0] * edge_slow + back + t.rtt_s  # gamma = 0: the remote target's token comes back
+        plain_energy = t.dev_idle_w * plain
+    plain_round = gamma == 0
+    return _where(plain_round, plain, latency), _where(plain_round, plain_energy, energy)
 
 
 def accepted_run(beta_row: list[float], pos: int, n_draft: int, uniforms: list[float]) -> int:
@@ -160,3 +176,35 @@ def accepted_run(beta_row: list[float], pos: int, n_draft: int, uniforms: list[f
     while a < n_draft and uniforms[a] < beta_row[pos + a]:
         a += 1
     return a
+
+
+def accepted_runs(
+    beta: np.ndarray, variant: np.ndarray, prompt: np.ndarray, pos: np.ndarray, n_draft: np.ndarray,
+    uniforms: np.ndarray,
+) -> np.ndarray:
+    """:func:`accepted_run` for a batch of B rounds: ``beta`` (V, P, N); ``variant``, ``prompt``, ``pos``,
+    ``n_draft`` (B,) ints with ``pos + n_draft < N``; ``uniforms`` (gamma_max, B), position-major so that
+    every array operation runs along the batch. Accepted draft tokens, shape (B,).
+
+    The run of leading acceptances is counted over all ``gamma_max`` uniforms and cut at ``n_draft``;
+    positions past a row's end read the next row (or, ``mode="clip"``, the last value), which the cut
+    leaves unused.
+    """
+    g, b = uniforms.shape
+    flat = (variant * beta.shape[1] + prompt) * beta.shape[2] + pos  # (variant, prompt, pos) in the flat beta
+    ok = np.empty((g + 1, b), dtype=bool)
+    ok[g] = False  # a rejection after the last uniform: argmin finds the first rejection
+    np.less(uniforms, beta.reshape(-1).take(flat + np.arange(g)[:, None], mode="clip"), out=ok[:g])
+    return np.minimum(ok.argmin(axis=0), n_draft)
+
+
+def blockage_loss_db(blockage: BlockageConfig, clock_s: np.ndarray) -> np.ndarray:
+    """:meth:`BlockageConfig.loss_at` for a batch of episode clocks ``clock_s`` (s), shape (B,), in dB."""
+    b = blockage
+    inside = (b.start_s <= clock_s) & (clock_s < b.end_s)
+    if b.loss_db == 0.0 or not inside.any():
+        return np.zeros(clock_s.shape)
+    if b.ramp_s == 0.0:
+        return np.where(inside, b.loss_db, 0.0)
+    ramp = np.minimum(np.minimum((clock_s - b.start_s) / b.ramp_s, (b.end_s - clock_s) / b.ramp_s), 1.0)
+    return np.where(inside, b.loss_db * ramp, 0.0)

@@ -97,6 +97,11 @@ class SpecDecodeEnv(gym.Env):
     ``blockage``; roofline compute prices (``edgelam.envs.core.hardware``); round model in
     ``dynamics.py``.
 
+    ## Vector env
+    ``gym.make_vec("edgelam/SpecDecode-v0", num_envs=B, vectorization_mode="vector_entry_point")``
+    runs B users' rounds with numpy (:class:`edgelam.envs.spec_decode.vector.SpecDecodeVectorEnv`,
+    replay backend, next-step autoreset); with B = 1 it equals this env for the same seed.
+
     ## Version History
     * v0: initial release.
     """

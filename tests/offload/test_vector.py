@@ -142,6 +142,21 @@ def test_lone_resets_keep_the_statistics_of_the_single_env():
     assert abs(np.corrcoef(pairs.T)[0, 1]) < 0.3
 
 
+def test_partial_reset_with_a_mask():
+    vec = OffloadVectorEnv(num_envs=4)
+    vec.reset(seed=0)
+    for _ in range(5):
+        vec.step(np.ones(4, dtype=np.int64))
+    mask = np.array([True, False, False, True])
+    obs, info = vec.reset(options={"reset_mask": mask})
+    assert np.all(obs[mask, 7] == 0.0) and np.all(obs[~mask, 7] == 5 / 200)
+    assert np.array_equal(info["_distance_m"], mask) and np.all(info["distance_m"][mask] >= 30.0)
+    with pytest.raises(ValueError, match="reset_mask"):
+        vec.reset(options={"reset_mask": np.zeros(4, dtype=bool)})
+    with pytest.raises(ValueError, match="seed"):
+        vec.reset(seed=1, options={"reset_mask": mask})
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="num_envs"):
         OffloadVectorEnv(num_envs=0)
