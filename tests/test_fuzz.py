@@ -221,11 +221,21 @@ def _sections(cls: type, prefix: str = "") -> dict[str, frozenset[str]]:
 
 @cache
 def env_info(env_id: str) -> tuple[list[Leaf], dict[str, frozenset[str]], list[str]]:
-    """(leaves, sections, shipped scenario names) of an env's scenario dataclass."""
+    """(leaves, sections, shipped scenarios that build on the replay backend) of an env."""
     env = make(env_id)
     cfg = env.unwrapped.config
     env.close()
-    return _leaves(type(cfg), cfg), _sections(type(cfg)), scenario_names(ENV_DIRS[env_id])
+    return _leaves(type(cfg), cfg), _sections(type(cfg)), [s for s in scenario_names(ENV_DIRS[env_id])
+                                                           if _builds_on_replay(env_id, s)]
+
+
+def _builds_on_replay(env_id: str, scenario: str) -> bool:
+    """False for a shipped scenario that needs another backend (it says so with a ValueError)."""
+    try:
+        make(env_id, scenario=scenario).close()
+    except ValueError:
+        return False
+    return True
 
 
 def _catalog(leaf: Leaf) -> tuple[str, ...] | None:
