@@ -29,11 +29,13 @@ called, so ``import edgelam`` works without it.
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
 import pickle
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -44,6 +46,7 @@ from rich.console import Console
 
 from edgelam.agents.compare import (
     CompareJob,
+    ComparePlan,
     CompareResult,
     JobResult,
     finish_compare,
@@ -143,6 +146,49 @@ def _attempts(trial_dir: str | None) -> int | None:
     return sum(1 for line in path.read_text().splitlines() if line.startswith("Failure # "))
 
 
+def _fit(
+    tune: ModuleType,
+    plan: ComparePlan,
+    console: Console,
+    address: str | None,
+    workers: int | None,
+    max_failures: int,
+    cpus_per_trial: float,
+    progress: bool,
+) -> Any:
+    """Run (or restore and finish) the Tune experiment of a plan; its ResultGrid (Ray shut down if started here)."""
+    started = init_ray(address, quiet=not progress)
+    try:
+        jobs = {job.key: job for job in plan.jobs}
+        trainable = tune.with_resources(
+            tune.with_parameters(_trial, jobs=jobs, workdir=os.getcwd()), {"cpu": cpus_per_trial}
+        )
+        storage = (plan.out_dir / EXPERIMENT_DIR).resolve()
+        name = experiment_name(plan.jobs)
+        path = storage / name
+        if tune.Tuner.can_restore(str(path)):
+            if progress:
+                console.log(f"resuming the Tune experiment {path}")
+            tuner = tune.Tuner.restore(str(path), trainable=trainable, restart_errored=True)
+        else:
+            tuner = tune.Tuner(
+                trainable,
+                param_space={"job": tune.grid_search(list(jobs))},
+                tune_config=tune.TuneConfig(max_concurrent_trials=workers),
+                run_config=tune.RunConfig(
+                    name=name,
+                    storage_path=str(storage),
+                    failure_config=tune.FailureConfig(max_failures=max_failures),
+                    verbose=1 if progress else 0,
+                ),
+            )
+        grid = tuner.fit()
+    finally:
+        if started:
+            require_ray().shutdown()
+    return grid
+
+
 def compare_ray(
     env_id: str,
     scenario: str = "default",
@@ -211,35 +257,10 @@ def compare_ray(
     console = console or Console()
     from ray import tune
 
-    started = init_ray(address, quiet=not progress)
-    try:
-        jobs = {job.key: job for job in plan.jobs}
-        trainable = tune.with_resources(
-            tune.with_parameters(_trial, jobs=jobs, workdir=os.getcwd()), {"cpu": cpus_per_trial}
-        )
-        storage = (plan.out_dir / EXPERIMENT_DIR).resolve()
-        name = experiment_name(plan.jobs)
-        path = storage / name
-        if tune.Tuner.can_restore(str(path)):
-            if progress:
-                console.log(f"resuming the Tune experiment {path}")
-            tuner = tune.Tuner.restore(str(path), trainable=trainable, restart_errored=True)
-        else:
-            tuner = tune.Tuner(
-                trainable,
-                param_space={"job": tune.grid_search(list(jobs))},
-                tune_config=tune.TuneConfig(max_concurrent_trials=workers),
-                run_config=tune.RunConfig(
-                    name=name,
-                    storage_path=str(storage),
-                    failure_config=tune.FailureConfig(max_failures=max_failures),
-                    verbose=1 if progress else 0,
-                ),
-            )
-        grid = tuner.fit()
-    finally:
-        if started:
-            require_ray().shutdown()
+    # Tune prints its experiment box and status tables to stdout: keep stdout for results (--json)
+    with contextlib.redirect_stdout(sys.stderr):
+        grid = _fit(tune, plan, console, address, workers, max_failures, cpus_per_trial, progress)
+    jobs = {job.key: job for job in plan.jobs}
 
     done: dict[str, JobResult] = {}
     failed: list[dict[str, Any]] = []

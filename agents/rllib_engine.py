@@ -31,9 +31,11 @@ Ray is an optional dependency (``pip install -e '.[ray]'``), imported when calle
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -303,34 +305,36 @@ def train_rllib(
 
     from ray.tune.registry import register_env
 
-    started = init_ray(address)
-    began = time.perf_counter()
-    try:
-        name = ENV_PREFIX + env_id
-        register_env(name, _parallel_creator if parallel else _gym_creator)
-        config = (
-            config.environment(name, env_config={"env_id": env_id, "scenario": scenario, "env_kwargs": env_kwargs})
-            .env_runners(num_env_runners=num_env_runners)
-            .debugging(seed=seed)
-        )
-        if parallel:
-            config = config.multi_agent(
-                policies=set(modules.values()), policy_mapping_fn=_own_mapping if per_agent else _shared_mapping
-            )
-        algorithm = config.build_algo()
-        history: list[dict[str, float]] = []
+    # RLlib and Ray print progress to stdout: keep stdout for results (--json)
+    with contextlib.redirect_stdout(sys.stderr):
+        started = init_ray(address)
+        began = time.perf_counter()
         try:
-            while not history or history[-1]["timesteps"] < timesteps:
-                if max_iterations is not None and len(history) >= max_iterations:
-                    break
-                history.append(_iteration_row(algorithm.train(), len(modules) if parallel else None))
-            out_dir.mkdir(parents=True, exist_ok=True)
-            checkpoint = Path(algorithm.save_to_path(str((out_dir / CHECKPOINT).resolve())))
+            name = ENV_PREFIX + env_id
+            register_env(name, _parallel_creator if parallel else _gym_creator)
+            config = (
+                config.environment(name, env_config={"env_id": env_id, "scenario": scenario, "env_kwargs": env_kwargs})
+                .env_runners(num_env_runners=num_env_runners)
+                .debugging(seed=seed)
+            )
+            if parallel:
+                config = config.multi_agent(
+                    policies=set(modules.values()), policy_mapping_fn=_own_mapping if per_agent else _shared_mapping
+                )
+            algorithm = config.build_algo()
+            history: list[dict[str, float]] = []
+            try:
+                while not history or history[-1]["timesteps"] < timesteps:
+                    if max_iterations is not None and len(history) >= max_iterations:
+                        break
+                    history.append(_iteration_row(algorithm.train(), len(modules) if parallel else None))
+                out_dir.mkdir(parents=True, exist_ok=True)
+                checkpoint = Path(algorithm.save_to_path(str((out_dir / CHECKPOINT).resolve())))
+            finally:
+                algorithm.stop()
         finally:
-            algorithm.stop()
-    finally:
-        if started:
-            require_ray().shutdown()
+            if started:
+                require_ray().shutdown()
     wall = time.perf_counter() - began
 
     curve = out_dir / LEARNING_CURVE
