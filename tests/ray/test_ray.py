@@ -120,10 +120,11 @@ def test_a_failing_trial_is_retried_then_reported_never_dropped(tmp_path, monkey
     # the rerun (here from the CLI) resumes the experiment: the failed trial runs again, the
     # finished one does not; the failure is an exit status 1 naming the job
     argv = ["compare", SPLIT, "--engine", "ray", "--algos", "", "--baselines", "random,no_such_baseline"]
-    argv += ["--episodes", "1", "--out", "out", "--max-failures", "1", "--no-progress"]
+    argv += ["--episodes", "1", "--out", "out", "--max-failures", "1", "--json"]
     assert main(argv) == 1
-    assert "1 jobs failed (baseline/no_such_baseline)" in capsys.readouterr().err
-    again = json.loads((tmp_path / "out" / "results.json").read_text())
+    printed = capsys.readouterr()
+    assert "1 jobs failed (baseline/no_such_baseline)" in printed.err
+    again = json.loads(printed.out)  # --json: nothing but the results on stdout (Tune's output on stderr)
     assert [f["job"] for f in again["failed"]] == [failure["job"]]
     assert again["episodes"] == json.loads(json.dumps(result.episodes))
     (finished,) = (tmp_path / "out" / EXPERIMENT_DIR).glob("*/*job=baseline_random*")
