@@ -56,11 +56,16 @@ class _Search:
         w = env.config.reward
         if self.oracle:
             latency, energy, _, q = all_action_costs(
-                env.tables, env.prompt_index, env.true_rate_bps, env.edge_util
+                env.tables, env.prompt_index, env.true_rate_bps, env.edge_util, ergodic_bps=env.ergodic_rate_bps
             )
         else:
             latency, energy, _, q = all_action_costs(
-                env.tables, env.prompt_index, env.estimated_rate_bps(), env.edge_util, self.mean_quality_loss
+                env.tables,
+                env.prompt_index,
+                env.estimated_rate_bps(),
+                env.edge_util,
+                self.mean_quality_loss,
+                env.ergodic_rate_bps,
             )
         cost = w.latency_weight * latency + w.energy_weight_per_j * energy + w.quality_weight * q
         if self.v is not None:

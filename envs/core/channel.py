@@ -101,29 +101,38 @@ def snr_linear(
     return _out(snr)
 
 
-def ergodic_rate_bps(bandwidth_hz: float, mean_snr: float) -> float:
+def ergodic_rate_bps(bandwidth_hz: float, mean_snr: np.ndarray | float) -> np.ndarray | float:
     """Ergodic Shannon rate E[b log2(1 + s X)] of a Rayleigh link, X ~ Exp(1), mean SNR ``s`` (linear).
 
     Closed form ``b e^(1/s) E1(1/s) / ln 2`` (Goldsmith, *Wireless Communications*, 2005,
-    Sec. 4.2.4; E1 the exponential integral), evaluated as ``b (1/s) e^(1/s) E1(1/s) s / ln 2``
-    so that large ``1/s`` (deep blockage) neither overflows nor underflows: the scaled
-    ``x e^x E1(x)`` tends to 1 as x grows. Zero mean SNR gives zero rate.
+    Sec. 4.2.4; E1 the exponential integral), evaluated as ``b (x e^x E1(x)) s / ln 2`` with
+    ``x = 1/s`` so that deep blockage neither overflows nor underflows: for x > 500 the
+    asymptotic series ``x e^x E1(x) ~ 1 - 1/x + 2/x^2`` is used. Zero mean SNR gives zero
+    rate. ``mean_snr`` may be an array (the result then is one too).
 
     Raises:
         ValueError: for a negative or non-finite bandwidth or mean SNR.
     """
     if not (math.isfinite(bandwidth_hz) and bandwidth_hz >= 0.0):
         raise ValueError(f"bandwidth_hz: must be finite and >= 0, got {bandwidth_hz!r}")
-    if not (math.isfinite(mean_snr) and mean_snr >= 0.0):
+    if isinstance(mean_snr, (float, int)):  # scalar fast path (one call per env step)
+        if not (math.isfinite(mean_snr) and mean_snr >= 0.0):
+            raise ValueError(f"mean_snr: must be finite and >= 0, got {mean_snr!r}")
+        if mean_snr == 0.0:
+            return 0.0
+        x = 1.0 / mean_snr
+        scaled = 1.0 - 1.0 / x + 2.0 / (x * x) if x > 500.0 else x * math.exp(x) * float(exp1(x))
+        return bandwidth_hz * scaled * mean_snr / math.log(2.0)
+    snr = np.asarray(mean_snr, dtype=np.float64)
+    if not np.all(np.isfinite(snr) & (snr >= 0.0)):
         raise ValueError(f"mean_snr: must be finite and >= 0, got {mean_snr!r}")
-    if mean_snr == 0.0 or bandwidth_hz == 0.0:
-        return 0.0
-    x = 1.0 / mean_snr
-    if x > 500.0:  # asymptotic series x e^x E1(x) ~ 1 - 1/x + 2/x^2 (exp(x) would overflow)
-        scaled = 1.0 - 1.0 / x + 2.0 / (x * x)
-    else:
-        scaled = x * math.exp(x) * float(exp1(x))
-    return bandwidth_hz * scaled * mean_snr / math.log(2.0)
+    positive = snr > 0.0
+    x = np.where(positive, 1.0 / np.where(positive, snr, 1.0), 1.0)
+    small = np.minimum(x, 500.0)
+    with np.errstate(over="ignore"):
+        scaled = np.where(x > 500.0, 1.0 - 1.0 / x + 2.0 / (x * x), small * np.exp(small) * exp1(small))
+    rate = np.where(positive, bandwidth_hz * scaled * snr / math.log(2.0), 0.0)
+    return float(rate) if rate.ndim == 0 else rate
 
 
 def shannon_rate_bps(
@@ -504,6 +513,13 @@ class ChannelConfig:
         if self.doppler_hz is not None:
             return self.doppler_hz
         return float(doppler_hz(self.speed_mps, self.carrier_hz))
+
+    @property
+    def coherence_time_s(self) -> float:
+        """Coherence time 0.423 / f_d of Clarke's model (Rappaport, *Wireless Communications*, 2002,
+        Eq. 5.40c); 1e9 s for a static link (f_d = 0)."""
+        fd = self.resolved_doppler_hz
+        return 0.423 / fd if fd > 0.0 else 1e9
 
     @property
     def rho(self) -> float:

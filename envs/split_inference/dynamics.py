@@ -14,8 +14,14 @@ split layer ``l`` (layers [0, l) on the device, [l, L) and the LM head at the ed
   prefill activations; each later round uploads one ``d``-vector (the hidden
   state of the last generated token), the edge returns one token id.
 
-latency = t_dev + bytes_up * 8 / R_up + t_edge / (1 - u) + rounds * RTT + bytes_down * 8 / R_down
+latency = t_dev + t_up + t_edge / (1 - u) + rounds * RTT + bytes_down * 8 / R_down
 energy (device) = P_active * t_dev + P_tx * t_up + P_idle * (latency - t_dev - t_up)
+
+t_up = bytes_up * 8 / R_up while the upload fits in one coherence time T_c of the fading
+(``channel.coherence_time_s`` = 0.423 / f_d); beyond it the fading has decorrelated, so
+the rest of the bits go at the ergodic rate E[R] of the user's large-scale SNR
+(:func:`edgelam.envs.core.channel.ergodic_rate_bps`): t_up = T_c + (bits - R_up T_c) / E[R].
+Without it a request that meets a deep fade would hold that fade for the whole upload.
 
 Sources: Kang et al., "Neurosurgeon", ASPLOS 2017 (latency/energy decomposition
 over split points); Li et al., "Edgent", IEEE TWC 2020; processor-sharing
@@ -30,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.signal import lfilter
 
-from edgelam.envs.core.channel import WirelessLink
+from edgelam.envs.core.channel import WirelessLink, ergodic_rate_bps
 from edgelam.envs.core.hardware import HardwareSpec, lm_head_cost, transformer_layer_cost
 from edgelam.envs.core.model_cards import ModelCard
 
@@ -58,6 +64,7 @@ class CostTables:
     rtt_s: float
     downlink_rate_bps: float
     quality_loss: np.ndarray  # (P, L + 1, 3) 1 - top-1 agreement with the unsplit run
+    coherence_s: float = 1e9  # fading coherence time: uploads longer than it continue at the ergodic rate
 
 
 def executed_layer_map(card_layers: int, exec_layers: int) -> np.ndarray:
@@ -80,6 +87,7 @@ def build_tables(
     rtt_s: float,
     downlink_rate_bps: float,
     quality_loss: np.ndarray,
+    coherence_s: float = 1e9,
 ) -> CostTables:
     """Price one layer and the head for every prompt length with the roofline model."""
     prompt_tokens = np.asarray(prompt_tokens, dtype=np.int64)
@@ -111,14 +119,18 @@ def build_tables(
         rtt_s=rtt_s,
         downlink_rate_bps=downlink_rate_bps,
         quality_loss=np.asarray(quality_loss, dtype=np.float64),
+        coherence_s=float(coherence_s),
     )
 
 
-def request_cost(t: CostTables, prompt: int, split_layer, bits_index, rate_bps, edge_util):
+def request_cost(t: CostTables, prompt: int, split_layer, bits_index, rate_bps, edge_util, ergodic_bps=None):
     """Latency (s), device energy (J), uplink bytes and quality loss of one request.
 
-    ``split_layer``, ``bits_index``, ``rate_bps`` and ``edge_util`` broadcast
-    (python numbers for one action, arrays for a search over all actions).
+    ``split_layer``, ``bits_index``, ``rate_bps``, ``edge_util`` and ``ergodic_bps`` broadcast
+    (python numbers for one action, arrays for a search over all actions). ``rate_bps`` is
+    the uplink rate in the request's fading slot; with ``ergodic_bps`` (the fading-averaged
+    rate) the bits past one coherence time ``t.coherence_s`` go at that rate, without it all
+    bits go at ``rate_bps``.
     """
     L = t.num_layers
     T = t.prompt_tokens[prompt]
@@ -133,14 +145,22 @@ def request_cost(t: CostTables, prompt: int, split_layer, bits_index, rate_bps, 
     edge_s = ((L - split_layer) * t.edge_layer_s[prompt] + (1 - on_device) * t.edge_head_s[prompt]) / (
         1.0 - edge_util
     )
-    up_s = up_bytes * 8.0 / rate_bps
+    up_bits = up_bytes * 8.0
+    if ergodic_bps is None:
+        up_s = up_bits / rate_bps
+    else:
+        over = up_bits - rate_bps * t.coherence_s  # bits left after one coherence time
+        over = over * (over > 0)
+        up_s = (up_bits - over) / rate_bps + over / ergodic_bps
     latency = dev_s + up_s + edge_s + rounds * t.rtt_s + down_bytes * 8.0 / t.downlink_rate_bps
     energy = t.dev_active_w * dev_s + t.tx_power_w * up_s + t.dev_idle_w * (latency - dev_s - up_s)
     quality_loss = t.quality_loss[prompt, split_layer, bits_index]
     return latency, energy, up_bytes, quality_loss
 
 
-def all_action_costs(t: CostTables, prompt: int, rate_bps: float, edge_util: float, quality_loss=None):
+def all_action_costs(
+    t: CostTables, prompt: int, rate_bps: float, edge_util: float, quality_loss=None, ergodic_bps=None
+):
     """:func:`request_cost` over every (split layer, bits) pair: arrays shaped (L + 1, 3).
 
     ``quality_loss`` replaces the per-prompt loss (e.g. by its mean over prompts
@@ -148,7 +168,7 @@ def all_action_costs(t: CostTables, prompt: int, rate_bps: float, edge_util: flo
     """
     layers = np.arange(t.num_layers + 1)[:, None]
     bits = np.arange(len(BITS))[None, :]
-    latency, energy, up_bytes, q = request_cost(t, prompt, layers, bits, rate_bps, edge_util)
+    latency, energy, up_bytes, q = request_cost(t, prompt, layers, bits, rate_bps, edge_util, ergodic_bps)
     if quality_loss is not None:
         q = np.broadcast_to(quality_loss, latency.shape)
     return latency, energy, up_bytes, q
@@ -187,11 +207,15 @@ class Exogenous:
         self.link = WirelessLink(config.channel, n_links=n_users)
         self._latent = np.zeros(n_users)
         self._last_snr_db = np.zeros(n_users)
+        self.ergodic_bps = np.full(n_users, MIN_RATE_BPS)
 
     def reset(self, rng: np.random.Generator) -> np.ndarray:
         """New episode for every user; returns the distances (m), shape (B,)."""
         distance = rng.uniform(*self.config.distance_m, size=self.n_users)
         _, snr, _ = self.link.reset(rng, distance)
+        # large-scale state is fixed for the episode: one fading-averaged rate per user
+        ergodic = ergodic_rate_bps(self.config.channel.bandwidth_hz, self.link.mean_snr)
+        self.ergodic_bps = np.maximum(ergodic, MIN_RATE_BPS)
         self._last_snr_db = 10.0 * np.log10(np.maximum(snr, 1e-12))
         self._latent = np.zeros(self.n_users)
         return distance

@@ -16,6 +16,7 @@ from edgelam.envs.split_inference.config import ENV_DIR, SplitInferenceConfig
 from edgelam.envs.split_inference.dynamics import (
     BITS,
     BLOCK,
+    MIN_RATE_BPS,
     CostTables,
     Exogenous,
     build_tables,
@@ -127,6 +128,7 @@ class SplitInferenceEnv(gym.Env):
             cfg.rtt_s,
             cfg.downlink_rate_bps,
             quality_loss,
+            cfg.channel.coherence_time_s,
         )
         self.num_layers = card.num_layers
         self.num_prompts = len(prompt_tokens)
@@ -149,6 +151,7 @@ class SplitInferenceEnv(gym.Env):
         self._util = 0.0
         self._snr_db = 0.0
         self._rate = 0.0
+        self._ergodic = MIN_RATE_BPS
         self._queue = 0.0
         self._snr_hist: list[float] = [0.0] * h
 
@@ -188,6 +191,11 @@ class SplitInferenceEnv(gym.Env):
         return self._rate
 
     @property
+    def ergodic_rate_bps(self) -> float:
+        """Fading-averaged uplink rate of this episode's large-scale SNR (known: measurable over requests)."""
+        return self._ergodic
+
+    @property
     def edge_util(self) -> float:
         """Background utilisation of the edge, announced to the device."""
         return self._util
@@ -223,6 +231,7 @@ class SplitInferenceEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
         distance = float(self.exo.reset(self.np_random)[0])
+        self._ergodic = float(self.exo.ergodic_bps[0])
         self._queue = 0.0
         self._t = 0
         self._snr_hist = [float(self.exo.initial_snr_db[0])] * self.config.snr_history
@@ -247,7 +256,7 @@ class SplitInferenceEnv(gym.Env):
         layer, bits = self._check_action(action)
         cfg, w = self.config, self._w
         latency, energy, up_bytes, qloss = request_cost(
-            self.tables, self._prompt, layer, bits, self._rate, self._util
+            self.tables, self._prompt, layer, bits, self._rate, self._util, self._ergodic
         )
         if self._live is not None:
             qloss = self._live.quality_loss(self._prompt, layer, BITS[bits])

@@ -122,7 +122,9 @@ class SplitInferenceVectorEnv(VectorEnv):
         if np.any((layer < 0) | (layer > self.num_layers) | (bits < 0) | (bits >= len(BITS))):
             raise ValueError(f"actions outside MultiDiscrete([{self.num_layers + 1}, {len(BITS)}])")
         cfg, w = self.config, self.config.reward
-        latency, energy, up_bytes, qloss = request_cost(self.tables, self._prompt, layer, bits, self._rate, self._util)
+        latency, energy, up_bytes, qloss = request_cost(
+            self.tables, self._prompt, layer, bits, self._rate, self._util, self.exo.ergodic_bps
+        )
         reward = -(w.latency_weight * latency + w.energy_weight_per_j * energy + w.quality_weight * qloss)
         info = {
             "latency_s": latency,

@@ -310,3 +310,8 @@ def test_ergodic_rate_is_continuous_across_its_asymptotic_branch_and_validates()
     assert ergodic_rate_bps(1e7, 0.0) == 0.0
     with pytest.raises(ValueError, match="mean_snr"):
         ergodic_rate_bps(1e7, -1.0)
+
+
+def test_ergodic_rate_of_an_array_equals_the_scalar_path():
+    snr = np.array([0.0, 1e-4, 1 / 600.0, 0.03, 1.0, 100.0])
+    assert ergodic_rate_bps(1e7, snr) == pytest.approx([ergodic_rate_bps(1e7, float(s)) for s in snr], rel=1e-12)

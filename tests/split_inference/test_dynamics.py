@@ -88,3 +88,21 @@ def test_executed_layer_map_keeps_ends_and_interior():
     assert m[1:24].min() >= 1 and m[1:24].max() <= 7
     assert list(executed_layer_map(8, 8)) == list(range(9))
     assert np.all(np.diff(m) >= 0)
+
+
+def test_upload_past_one_coherence_time_goes_at_the_ergodic_rate():
+    from dataclasses import replace
+
+    t = replace(toy_tables(), coherence_s=0.01)
+    sent_bits = (10 + 3 - 1) * 100.0 * 8  # 9600 bits of 8-bit activations
+    # a deep fade (1 kbit/s) carries 10 bits in the coherence time; the other 9590 go at 1 Mbit/s
+    lat, _, _, _ = request_cost(t, 0, 1, 1, 1e3, 0.0, ergodic_bps=1e6)
+    lat_plain, _, _, _ = request_cost(t, 0, 1, 1, 1e3, 0.0)
+    up_s = 0.01 + (sent_bits - 10.0) / 1e6
+    assert lat == pytest.approx(lat_plain - sent_bits / 1e3 + up_s)
+    # an upload that fits in the coherence time is priced at the slot's rate either way
+    fast, _, _, _ = request_cost(t, 0, 1, 1, 1e7, 0.0, ergodic_bps=1e3)
+    assert fast == pytest.approx(request_cost(t, 0, 1, 1, 1e7, 0.0)[0])
+    # broadcast over all actions equals scalar calls
+    lat_all, _, _, _ = all_action_costs(t, 0, 1e3, 0.0, ergodic_bps=1e6)
+    assert lat_all[1, 1] == pytest.approx(lat)
