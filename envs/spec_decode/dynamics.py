@@ -33,7 +33,7 @@ ICML 2023 (rounds, acceptance); processor sharing slowdown 1 / (1 - u) (Kleinroc
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -109,9 +109,10 @@ def _where(cond, a, b):
     return np.where(cond, a, b) if isinstance(cond, np.ndarray) else (a if cond else b)
 
 
-def _at(table: list[float], index):
-    """``table[index]`` for one index (a Python number) or a batch of them (an array)."""
-    return np.asarray(table)[index] if isinstance(index, np.ndarray) else table[index]
+def batch_tables(t: RoundTables) -> RoundTables:
+    """``t`` with numpy arrays instead of lists, for :func:`round_cost` over arrays of actions."""
+    return replace(t, draft_step_s=np.asarray(t.draft_step_s), verify_s=np.asarray(t.verify_s),
+                   fwd_bytes=np.asarray(t.fwd_bytes))
 
 
 def link_time_s(bits, rate_bps, ergodic_bps, slot_s: float):
@@ -126,8 +127,11 @@ def link_time_s(bits, rate_bps, ergodic_bps, slot_s: float):
     if ergodic_bps is None:
         return bits / rate_bps
     in_slot = rate_bps * slot_s
-    ergodic = np.maximum(ergodic_bps, 1.0) if isinstance(ergodic_bps, np.ndarray) else max(ergodic_bps, 1.0)
-    return _where(bits <= in_slot, bits / rate_bps, slot_s + (bits - in_slot) / ergodic)
+    if isinstance(in_slot, np.ndarray):
+        return np.where(bits <= in_slot, bits / rate_bps, slot_s + (bits - in_slot) / np.maximum(ergodic_bps, 1.0))
+    if bits <= in_slot:
+        return bits / rate_bps
+    return slot_s + (bits - in_slot) / max(ergodic_bps, 1.0)
 
 
 def round_cost(
@@ -144,13 +148,13 @@ def round_cost(
     ``rate_bps`` is the link rate in the round's fading slot, ``ergodic_bps`` the fading-averaged
     rate that a transfer longer than ``t.slot_s`` continues at (:func:`link_time_s`). Python
     numbers price one round (the single env, the baselines); arrays of shape (B,) price a batch
-    (the vector env) with the same expressions, so both give the same bits.
+    (the vector env, with :func:`batch_tables`) with the same expressions, so both give the same bits.
     """
     dev_slow = 1.0 / (1.0 - device_util)
     edge_slow = 1.0 / (1.0 - edge_util)
     back = link_time_s(t.verdict_bytes * 8.0, rate_bps, ergodic_bps, t.slot_s)
-    fwd = link_time_s(_at(t.fwd_bytes, gamma) * 8.0, rate_bps, ergodic_bps, t.slot_s)
-    step_s, verify_s = _at(t.draft_step_s, variant), _at(t.verify_s, gamma)
+    fwd = link_time_s(t.fwd_bytes[gamma] * 8.0, rate_bps, ergodic_bps, t.slot_s)
+    step_s, verify_s = t.draft_step_s[variant], t.verify_s[gamma]
     if t.edge_draft:
         draft = gamma * step_s * edge_slow
         verify = verify_s * dev_slow

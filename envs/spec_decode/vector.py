@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -11,7 +10,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from edgelam.envs.core.channel import WirelessLink, ergodic_rate_bps
-from edgelam.envs.spec_decode.dynamics import accepted_runs, blockage_loss_db, round_cost
+from edgelam.envs.spec_decode.dynamics import accepted_runs, batch_tables, blockage_loss_db, round_cost
 from edgelam.envs.spec_decode.env import QUEUE_SCALE, RTT_SCALE_S, SpecDecodeEnv
 
 # info keys of a round (absent, under the ``_key`` mask, for the users that autoreset in it)
@@ -79,10 +78,7 @@ class SpecDecodeVectorEnv(VectorEnv):
         self.single = SpecDecodeEnv(scenario=scenario, backend="replay", **overrides)
         self.config = cfg = self.single.config
         self.episode_length = min(cfg.episode_length, max_episode_steps or cfg.episode_length)
-        # the same prices as arrays, so that round_cost indexes them with arrays of actions
-        t = self.single.tables
-        self.tables = replace(t, draft_step_s=np.asarray(t.draft_step_s), verify_s=np.asarray(t.verify_s),
-                              fwd_bytes=np.asarray(t.fwd_bytes))
+        self.tables = batch_tables(self.single.tables)  # numpy arrays, indexed by arrays of actions
         self.beta = self.single.beta
         self.num_prompts = self.single.num_prompts
         self.num_variants = self.single.num_variants
@@ -97,7 +93,8 @@ class SpecDecodeVectorEnv(VectorEnv):
         self._variants = np.asarray(cfg.draft_variants)
         self._action_max = np.array([cfg.gamma_max, self.num_variants - 1], dtype=np.uint64)
         self._prompt_ids = np.asarray(self.single.prompt_ids)
-        self._obs_high = self.single_observation_space.high.astype(np.float64)[:, None]
+        high = self.single_observation_space.high.astype(np.float64)
+        self._obs_high = np.repeat(high[:, None], num_envs, axis=1)  # (D, B): clipping without broadcasting
         loads = (cfg.edge_load, cfg.device_load)  # AR(1) parameters of the (edge, device) utilisation rows
         self._load_mean = np.array([[x.mean] for x in loads])
         self._load_corr = np.array([[x.corr] for x in loads])
@@ -144,10 +141,15 @@ class SpecDecodeVectorEnv(VectorEnv):
         self._ema[:, idx] = self.single.mean_acceptance[:, None]
 
     def _new_requests(self, idx: np.ndarray) -> None:
-        """Users ``idx`` start a new request: a uniform prompt (and the live backend's seed, drawn but unused)."""
+        """Users ``idx`` start a new request with a uniform prompt.
+
+        The single env also draws the live backend's request seed; with one user the vector env
+        draws it too (unused), so that both consume the same random stream.
+        """
         rng, m = self.np_random, len(idx)
         self._prompt[idx] = rng.integers(self.num_prompts, size=m)
-        rng.integers(2**31, size=m)  # the single env draws the request seed in both backends
+        if self.num_envs == 1:
+            rng.integers(2**31, size=m)
         self._pos[idx] = 0
 
     def _advance(self, elapsed_s: np.ndarray) -> None:
@@ -161,8 +163,8 @@ class SpecDecodeVectorEnv(VectorEnv):
         self._est_rate, self._est_ergodic, self._est_mean_snr = self._rate, self._ergodic, self._mean_snr
         _, snr, _ = self.link.step(rng)
         mean_snr = self.link.mean_snr
-        loss_db = blockage_loss_db(cfg.blockage, self._clock)
-        if loss_db.any():
+        loss_db = blockage_loss_db(cfg.blockage, self._clock) if cfg.blockage.loss_db > 0.0 else None
+        if loss_db is not None and loss_db.any():
             factor = np.where(loss_db > 0.0, 10.0 ** (-loss_db / 10.0), 1.0)
             snr, mean_snr = snr * factor, mean_snr * factor
         self._rate = np.maximum(cfg.channel.bandwidth_hz * np.log2(1.0 + snr), 1.0)

@@ -8,7 +8,13 @@ import pytest
 
 import edgelam.envs  # noqa: F401
 from edgelam.envs.spec_decode.config import BlockageConfig
-from edgelam.envs.spec_decode.dynamics import accepted_run, accepted_runs, blockage_loss_db, round_cost
+from edgelam.envs.spec_decode.dynamics import (
+    accepted_run,
+    accepted_runs,
+    batch_tables,
+    blockage_loss_db,
+    round_cost,
+)
 from edgelam.envs.spec_decode.env import SpecDecodeEnv
 from edgelam.envs.spec_decode.vector import SpecDecodeVectorEnv
 
@@ -188,11 +194,12 @@ def test_batched_dynamics_equal_the_per_round_functions():
     assert np.array_equal(got, want) and len(set(want)) > 3
     for edge_draft in (True, False):
         t = SpecDecodeEnv(topology="edge_draft" if edge_draft else "device_draft").tables
+        batch = batch_tables(t)
         gamma = rng.integers(0, g + 1, b)
         rate = 10.0 ** rng.uniform(3, 9, b)
         utils = rng.uniform(0, 0.9, (2, b))
         ergodic = rate * rng.uniform(0.5, 2.0, b)
-        lat, en = round_cost(t, gamma, variant, rate, utils[0], utils[1], ergodic)
+        lat, en = round_cost(batch, gamma, variant, rate, utils[0], utils[1], ergodic)
         for i in range(b):
             one = round_cost(t, int(gamma[i]), int(variant[i]), rate[i].item(), utils[0, i].item(), utils[1, i].item(),
                              ergodic[i].item())
