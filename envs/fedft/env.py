@@ -112,7 +112,9 @@ class FedFTAllocationEnv(gym.Env):
     0.019 / 0.009), one-round MAE 0.0009 / 0.0008 against a noise floor of 0.0007; the
     uncorrected surrogate errs by 0.077 / 0.084. On the episode above replay falls 0.026
     (live 0.021), 0.0033 mean / 0.0063 max from the live loss. Replay of another clip norm
-    raises ValueError (refit, or use ``backend="live"``).
+    raises ValueError (refit, or use ``backend="live"``). The correction was fitted in
+    ``lora_fedavg``; split replay with privacy uses it too, its error against live split
+    DP-SGD (per-part clipping) is not measured.
 
     ## Action Space
     ``Box(-1, 1, (2K,), float32)``: entries 0..K-1 give bandwidth shares, the projection of
