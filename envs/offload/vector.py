@@ -40,6 +40,7 @@ class OffloadVectorEnv(VectorEnv):
     are False, its observation is the new episode's first). In a step where only some
     devices reset, the step's ``info`` keys carry a boolean mask ``_<key>`` (False for
     the resetting devices) and the reset's ``distance_m`` a mask ``_distance_m``.
+    ``reset(options={"reset_mask": mask})`` resets only the masked devices now.
 
     Exogenous randomness is drawn for all devices in blocks of ``CHUNK`` tasks. When
     every device resets in the same step (always with ``num_envs=1``; also when all
