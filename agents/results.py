@@ -33,6 +33,7 @@ class ResultsEntry:
     seeds: tuple[int, ...] = field(default=(0, 1), metadata=bounds(0, None))
     timesteps: int = field(default=50_000, metadata=bounds(1, None))
     episodes: int = field(default=10, metadata=bounds(1, None))
+    note: str = ""  # why the table looks as it does (printed under it); no numbers: those come from the run
 
 
 def load_entries(path: Path | None = None) -> list[ResultsEntry]:
@@ -63,9 +64,11 @@ def run_results(
     out_dir: str | Path = "runs/results",
     doc: str | Path = "docs/results.md",
     progress: bool = False,
+    settings: str | Path | None = None,
 ) -> Path:
-    """Run every (or the ``only``) entries and write the Markdown page; returns its path."""
-    entries = load_entries()
+    """Run every (or the ``only``) entries of ``settings`` (default ``configs/agents/results.yaml``)
+    and write the Markdown page; returns its path."""
+    entries = load_entries(Path(settings) if settings is not None else None)
     if only:
         unknown = sorted(set(only) - {e.env for e in entries})
         if unknown:
@@ -85,17 +88,20 @@ def run_results(
             progress=progress,
         )
         header, *rows = res.table
+        train_s = [float(r["wall_time_s"]) for r in res.runs]
         lines = [
             f"## {e.env} (scenario `{e.scenario}`)",
             "",
-            f"Agents {', '.join(e.algos)} trained {e.timesteps} steps on seeds {list(e.seeds)}; "
-            f"{e.episodes} evaluation episodes per policy and seed; wall time {res.wall_time_s / 60:.1f} min. "
+            f"Agents {', '.join(e.algos)} trained {e.timesteps} steps on seeds {list(e.seeds)} "
+            f"(training wall time per run: {', '.join(f'{t / 60:.1f}' for t in train_s)} min); "
+            f"{e.episodes} evaluation episodes per policy and seed. "
             "Mean ± 95% CI; `*` marks the best policy of a column.",
             "",
             "| " + " | ".join(header) + " |",
             "|" + "---|" * len(header),
             *("| " + " | ".join(r) + " |" for r in rows),
             "",
+            *([e.note.strip(), ""] if e.note.strip() else []),
         ]
         sections.append("\n".join(lines))
     total = (time.perf_counter() - start) / 60
@@ -103,7 +109,8 @@ def run_results(
         "# Results: RL agents against the baselines on every env",
         "",
         "Produced by `edgelam results` (settings in `configs/agents/results.yaml`; each env's raw files",
-        f"under `{out_dir}/<env>/`). Machine: {machine()}. Total wall time {total:.1f} min.",
+        f"under `{out_dir}/<env>/`). Machine: {machine()}. Wall time of this call {total:.1f} min",
+        "(finished training runs are reused; each section gives its runs' training time).",
         "",
         *sections,
     ]

@@ -1,0 +1,43 @@
+"""edgelam results: the Markdown page is the compare table of each entry, with its note."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from edgelam.agents.results import load_entries, run_results
+
+
+def test_results_page_holds_each_entrys_table_and_note(tmp_path):
+    settings = tmp_path / "results.yaml"
+    settings.write_text(
+        "- env: edgelam/SplitInference-v0\n"
+        "  scenario: congested_edge\n"
+        "  algos: [ppo]\n"
+        "  seeds: [0]\n"
+        "  timesteps: 1024\n"
+        "  episodes: 2\n"
+        "  note: the search baselines see the channel estimate.\n"
+    )
+    doc = run_results(out_dir=tmp_path / "runs", doc=tmp_path / "results.md", settings=settings)
+    page = doc.read_text()
+    assert "## edgelam/SplitInference-v0 (scenario `congested_edge`)" in page
+    assert "the search baselines see the channel estimate." in page
+    assert "training wall time per run:" in page
+    with open(tmp_path / "runs" / "SplitInference" / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    means = {r["policy"]: float(r["mean"]) for r in rows if r["metric"] == "return"}
+    assert {"ppo", "neurosurgeon", "edge_only", "device_only"} <= set(means)
+    for policy in ("ppo", "neurosurgeon", "edge_only", "device_only"):
+        mean = means[policy]
+        line = next(ln for ln in page.splitlines() if ln.startswith(f"| {policy} |"))
+        cell = line.split("|")[3].strip().strip("*").strip()
+        assert float(cell.split("±")[0]) == pytest.approx(mean, rel=1e-3)  # 4 significant digits
+
+
+def test_results_settings_are_validated(tmp_path):
+    bad = tmp_path / "results.yaml"
+    bad.write_text("- env: edgelam/SplitInference-v0\n  episodes: 0\n")
+    with pytest.raises(ValueError, match="episodes"):
+        load_entries(bad)
