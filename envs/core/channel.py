@@ -415,6 +415,7 @@ class GaussMarkovFading:
         self.n_links = int(n_links)
         self.rho = r
         self._innovation = np.sqrt(1.0 - r**2)
+        self.cn_scale = self._innovation * math.sqrt(0.5)  # sqrt((1 - rho^2) / 2): innovation per real normal
         self.h = np.ones(self.n_links, dtype=np.complex128)
 
     @classmethod
@@ -439,6 +440,17 @@ class GaussMarkovFading:
     def step(self, rng: np.random.Generator) -> np.ndarray:
         """Advance one slot; return the power gains |h_t|^2, shape (N,)."""
         self.h = self.rho * self.h + self._innovation * self._cn(rng)
+        return self.power_gain
+
+    def step_from(self, z: np.ndarray) -> np.ndarray:
+        """Advance one slot with the innovation's standard normals ``z`` (2, N) given; return |h_t|^2, shape (N,).
+
+        h_t = rho h_{t-1} + sqrt((1 - rho^2) / 2) (z_0 + j z_1): the recursion of :meth:`step`
+        (equal in law) for envs that draw the normals of many slots in one call. An env that
+        steps one link with Python floats reproduces it bit for bit as
+        ``re = rho * re + cn_scale * z0; im = rho * im + cn_scale * z1; power = re * re + im * im``.
+        """
+        self.h = self.rho * self.h + self.cn_scale * (z[0] + 1j * z[1])
         return self.power_gain
 
     def trajectory(self, rng: np.random.Generator, n_slots: int) -> np.ndarray:
@@ -622,6 +634,16 @@ class WirelessLink:
         """Advance fading one slot; return (gain, snr, rate_bps), each shape (N,)."""
         return self._outputs(self.fading.step(rng))
 
+    def step_from(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`step` with the fading innovation's standard normals ``z`` (2, N) given
+        (:meth:`GaussMarkovFading.step_from`)."""
+        return self._outputs(self.fading.step_from(z))
+
+    @property
+    def noise_w(self) -> float:
+        """Receiver noise power N0 F b in W: ``snr = tx_power_w * gain / noise_w``."""
+        return self._noise_w
+
     def trajectory(self, rng: np.random.Generator, n_slots: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Advance fading ``n_slots`` slots (large-scale state fixed); (gain, snr, rate_bps), each (N, n_slots).
 
@@ -637,14 +659,19 @@ class WirelessLink:
         return gain, snr, rate
 
     def move(
-        self, rng: np.random.Generator, distances_m: np.ndarray | float, moved_m: np.ndarray | float | None = None
+        self,
+        rng: np.random.Generator,
+        distances_m: np.ndarray | float,
+        moved_m: np.ndarray | float | None = None,
+        normals: np.ndarray | None = None,
     ) -> None:
         """Set new distances; shadowing follows Gudmundson's exponential correlation.
 
         S_new = a S_old + sqrt(1 - a^2) sigma_SF n, a = exp(-Delta / d_corr), with
         Delta the distance each user travelled (``moved_m``; default the change in
         distance to the BS, a lower bound) and d_corr from TR 38.901 Table 7.5-6. The
-        LOS state is kept. Call :meth:`step` (or read :attr:`gain`) afterwards.
+        LOS state is kept. ``normals`` (N,) are the standard normals n, drawn by the caller
+        (default: from ``rng``). Call :meth:`step` (or read :attr:`gain`) afterwards.
         """
         new = self._distances(distances_m)
         delta = np.abs(new - self.distances_m) if moved_m is None else _nonnegative("moved_m", moved_m)
@@ -652,9 +679,8 @@ class WirelessLink:
         if self.config.shadowing:
             a = np.exp(-delta / self.path_loss.decorrelation_distance_m(self.los))
             sigma = self.path_loss.shadowing_std_db(self.los)
-            self.shadowing_db = a * self.shadowing_db + np.sqrt(1.0 - a**2) * sigma * rng.standard_normal(
-                self.n_links
-            )
+            n = rng.standard_normal(self.n_links) if normals is None else normals
+            self.shadowing_db = a * self.shadowing_db + np.sqrt(1.0 - a**2) * sigma * n
         self._update_large_scale()
 
     def rate_for(

@@ -42,12 +42,10 @@ class BlockageConfig:
     ramp_s: float = field(default=0.0, metadata=bounds(0.0, 1e6))
 
     def loss_at(self, t_s: float) -> float:
-        """Blockage loss in dB at episode time ``t_s``."""
-        if not (self.start_s <= t_s < self.end_s) or self.loss_db == 0.0:
-            return 0.0
-        if self.ramp_s == 0.0:
-            return self.loss_db
-        return self.loss_db * min((t_s - self.start_s) / self.ramp_s, (self.end_s - t_s) / self.ramp_s, 1.0)
+        """Blockage loss in dB at episode time ``t_s`` (:func:`edgelam.envs.spec_decode.dynamics.blockage_loss_db`)."""
+        from edgelam.envs.spec_decode.dynamics import blockage_loss_db  # dynamics imports this module
+
+        return blockage_loss_db(self, t_s)
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,9 @@ from edgelam.envs.core.hardware import HardwareSpec, lm_head_cost, transformer_l
 from edgelam.envs.core.model_cards import ModelCard
 from edgelam.envs.spec_decode.config import BlockageConfig
 
+BLOCK_ROUNDS = 256  # rounds of random numbers drawn per call (see block_rounds)
+BLOCK_VALUES = 4096  # at most this many (rounds x users) per call of the vector env
+
 
 @dataclass(frozen=True)
 class RoundTables:
@@ -202,13 +205,35 @@ def accepted_runs(
     return np.minimum(ok.argmin(axis=0), n_draft)
 
 
-def blockage_loss_db(blockage: BlockageConfig, clock_s: np.ndarray) -> np.ndarray:
-    """:meth:`BlockageConfig.loss_at` for a batch of episode clocks ``clock_s`` (s), shape (B,), in dB."""
+def blockage_loss_db(blockage: BlockageConfig, clock_s):
+    """Blockage loss in dB at episode clock ``clock_s`` (s): a float for a float, an array for an array (B,).
+
+    The one implementation of :class:`~edgelam.envs.spec_decode.config.BlockageConfig`'s
+    schedule (:meth:`~edgelam.envs.spec_decode.config.BlockageConfig.loss_at` calls it):
+    ``loss_db`` while ``start_s <= t < end_s``, ramping linearly from 0 over the ``ramp_s``
+    after ``start_s`` and back to 0 over the ``ramp_s`` before ``end_s``; abrupt for
+    ``ramp_s = 0``; 0 outside. One expression for a single round (the single env, Python
+    numbers) and a batch (the vector env), like :func:`round_cost`.
+    """
     b = blockage
+    batch = isinstance(clock_s, np.ndarray)
+    if b.loss_db == 0.0:
+        return np.zeros(clock_s.shape) if batch else 0.0
     inside = (b.start_s <= clock_s) & (clock_s < b.end_s)
-    if b.loss_db == 0.0 or not inside.any():
-        return np.zeros(clock_s.shape)
     if b.ramp_s == 0.0:
-        return np.where(inside, b.loss_db, 0.0)
-    ramp = np.minimum(np.minimum((clock_s - b.start_s) / b.ramp_s, (b.end_s - clock_s) / b.ramp_s), 1.0)
-    return np.where(inside, b.loss_db * ramp, 0.0)
+        return _where(inside, b.loss_db, 0.0)
+    least = np.minimum if batch else min
+    ramp = least(least((clock_s - b.start_s) / b.ramp_s, (b.end_s - clock_s) / b.ramp_s), 1.0)
+    return _where(inside, b.loss_db * ramp, 0.0)
+
+
+def block_rounds(episode_length: int, num_envs: int) -> int:
+    """Rounds of random numbers drawn per call by the single env (``num_envs=1``) and the vector env.
+
+    Both draw, per round and user, the fading innovation (2 normals), the two load shocks
+    (2 normals), the shadowing innovation of ``drift_mps`` (1 normal) and ``gamma_max``
+    acceptance uniforms, for this many rounds at once (a block is dropped at a full reset:
+    one episode has at most ``episode_length + 1`` rounds). With one user the vector env's
+    blocks are the single env's, so both consume the same random stream.
+    """
+    return max(1, min(BLOCK_ROUNDS, episode_length + 1, BLOCK_VALUES // num_envs))

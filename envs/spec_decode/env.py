@@ -14,7 +14,14 @@ from edgelam.envs.core.config import load_scenario
 from edgelam.envs.core.hardware import load_hardware_catalog
 from edgelam.envs.core.model_cards import get_model_card
 from edgelam.envs.spec_decode.config import ENV_DIR, TARGET_CARD, SpecDecodeConfig
-from edgelam.envs.spec_decode.dynamics import RoundTables, accepted_run, build_tables, round_cost
+from edgelam.envs.spec_decode.dynamics import (
+    RoundTables,
+    accepted_run,
+    block_rounds,
+    blockage_loss_db,
+    build_tables,
+    round_cost,
+)
 
 BACKENDS = ("replay", "live")
 RTT_SCALE_S = 0.1
@@ -152,6 +159,15 @@ class SpecDecodeEnv(gym.Env):
             cfg.channel.slot_s,
         )
         self.link = WirelessLink(cfg.channel, n_links=1)
+        # per-round constants of the Python-float fast path of the link and the loads (see _advance_channel_and_load)
+        fading = self.link.fading
+        self._rho, self._cn_scale = float(fading.rho), float(np.asarray(fading.cn_scale).reshape(-1)[0])
+        self._tx_w, self._noise_w, self._fading = cfg.channel.tx_power_w, self.link.noise_w, cfg.channel.fading
+        self._loads = [
+            (x.mean, x.corr, x.std * math.sqrt(1.0 - x.corr**2), x.max_util) for x in (cfg.edge_load, cfg.device_load)
+        ]
+        self._block_len = block_rounds(cfg.episode_length, 1)
+        self._prompt_id_list = [int(x) for x in self.prompt_ids]
         self._live = None
         if backend == "live" and cfg.iid_alpha is None:
             from edgelam.envs.spec_decode.live import LiveSpeculation
@@ -165,6 +181,7 @@ class SpecDecodeEnv(gym.Env):
         high[0], high[1], high[-1] = 1.5, 20.0, QUEUE_SCALE
         self.observation_space = spaces.Box(low, high, dtype=np.float32)
         self._obs_high = [float(x) for x in high]
+        self._rtt_obs = min(max(cfg.rtt_s / RTT_SCALE_S, 0.0), self._obs_high[1])
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -190,6 +207,12 @@ class SpecDecodeEnv(gym.Env):
         self._last_accepted = 0
         self._last_proposed = 0
         self._uniforms: list[float] = []
+        self._hr = self._hi = 0.0  # fading coefficient h of the link (real, imaginary)
+        self._ls_gain = 1.0  # large-scale gain (path loss, shadowing) of the link
+        self._block_pos = self._block_len  # no block drawn yet
+        self._normals: list[list[float]] = []
+        self._normals_np = np.zeros((0, 5))
+        self._uniform_block: list[list[float]] = []
 
     # -- state read by baselines (oracle / estimates) ---------------------------------------------
 
@@ -255,52 +278,82 @@ class SpecDecodeEnv(gym.Env):
         if self._live is not None:
             self._live.start(int(self.prompt_ids[self._prompt]), seed)
 
+    def _draw_block(self) -> None:
+        """Random numbers of the next ``block_rounds`` rounds: per round the fading innovation (2 normals), the
+        edge and device load shocks (2), the shadowing innovation of ``drift_mps`` (1) and the acceptance uniforms."""
+        rng, k = self.np_random, self._block_len
+        normals = rng.standard_normal((k, 5))
+        self._normals_np, self._normals = normals, normals.tolist()
+        self._uniform_block = rng.random((k, self.config.gamma_max)).tolist()
+        self._block_pos = 0
+
     def _advance_channel_and_load(self, elapsed_s: float) -> None:
-        cfg, rng = self.config, self.np_random
+        """Next round's link (fading, drift, blockage), background loads and acceptance uniforms.
+
+        The link is :meth:`WirelessLink.step_from` on Python floats, bit for bit: one user does not
+        pay for numpy calls on arrays of one element.
+        """
+        cfg = self.config
+        k = self._block_pos
+        if k == self._block_len:
+            self._draw_block()
+            k = 0
+        self._block_pos = k + 1
+        z = self._normals[k]
         if cfg.drift_mps != 0.0:
             d = min(max(self._distance + cfg.drift_mps * elapsed_s, 10.0), 5000.0)
-            self.link.move(rng, d, abs(d - self._distance))
+            self.link.move(self.np_random, d, abs(d - self._distance), normals=self._normals_np[k, 4:])
             self._distance = d
+            self._ls_gain = float(self.link.large_scale_gain[0])
         self._clock_s += elapsed_s
         self._est_rate, self._est_ergodic, self._est_mean_snr = self._rate, self._ergodic, self._mean_snr
-        _, snr, _ = self.link.step(rng)
-        snr, mean_snr = float(snr[0]), float(self.link.mean_snr[0])
-        loss_db = cfg.blockage.loss_at(self._clock_s)
-        if loss_db > 0.0:
-            snr *= 10.0 ** (-loss_db / 10.0)
-            mean_snr *= 10.0 ** (-loss_db / 10.0)
+        rho, c = self._rho, self._cn_scale
+        hr = self._hr = rho * self._hr + c * z[0]
+        hi = self._hi = rho * self._hi + c * z[1]
+        ls_gain = self._ls_gain
+        gain = ls_gain * (hr * hr + hi * hi) if self._fading else ls_gain * 1.0
+        snr = self._tx_w * gain / self._noise_w
+        mean_snr = self._tx_w * ls_gain / self._noise_w
+        if cfg.blockage.loss_db > 0.0:
+            loss_db = blockage_loss_db(cfg.blockage, self._clock_s)
+            if loss_db > 0.0:
+                snr *= 10.0 ** (-loss_db / 10.0)
+                mean_snr *= 10.0 ** (-loss_db / 10.0)
         self._snr = snr
         self._rate = max(cfg.channel.bandwidth_hz * math.log2(1.0 + snr), 1.0)
         if mean_snr != self._mean_snr:  # large-scale change (blockage, drift): re-evaluate the closed form
             self._mean_snr = mean_snr
             self._ergodic = max(ergodic_rate_bps(cfg.channel.bandwidth_hz, mean_snr), 1.0)
-        z = rng.standard_normal(2).tolist()
-        for name, load, shock in (("_edge_util", cfg.edge_load, z[0]), ("_device_util", cfg.device_load, z[1])):
-            innovation = load.std * math.sqrt(1.0 - load.corr**2) * shock
-            u = load.mean + load.corr * (getattr(self, name) - load.mean) + innovation
-            setattr(self, name, min(max(u, 0.0), load.max_util))
-        self._uniforms = rng.random(self.config.gamma_max).tolist()
+        (m0, r0, s0, top0), (m1, r1, s1, top1) = self._loads
+        u = m0 + r0 * (self._edge_util - m0) + s0 * z[2]
+        self._edge_util = min(max(u, 0.0), top0)
+        u = m1 + r1 * (self._device_util - m1) + s1 * z[3]
+        self._device_util = min(max(u, 0.0), top1)
+        self._uniforms = self._uniform_block[k]
 
     def _obs(self) -> np.ndarray:
         cfg = self.config
         budget = cfg.energy_budget_j_per_token
-        queue = 0.0 if budget is None else self._queue / (QUEUE_SCALE * max(budget, 1e-12))
+        queue = 0.0 if budget is None else min(self._queue / (QUEUE_SCALE * max(budget, 1e-12)), QUEUE_SCALE)
         g = cfg.gamma_max
-        raw = [
-            math.log10(self._est_rate) / 10.0,
-            cfg.rtt_s / RTT_SCALE_S,
-            self._edge_util,
-            self._device_util,
-            *self._ema,
-            self._last_accepted / g,
-            self._last_proposed / g,
-            self.tokens_left / cfg.tokens_per_request,
-            (cfg.requests_per_episode - self._requests_done) / cfg.requests_per_episode,
-            self._battery / cfg.battery_j,
-            queue,
-        ]
-        hi = self._obs_high
-        return np.array([min(max(x, 0.0), hi[i]) for i, x in enumerate(raw)], dtype=np.float32)
+        # clipped to the Box where a value can leave it (the rate's log is >= 0 as the rate is >= 1 bit/s; loads
+        # are clipped when drawn; accepted <= proposed <= gamma_max; 0 <= tokens and requests left <= their totals)
+        return np.array(
+            [
+                min(math.log10(self._est_rate) / 10.0, 1.5),
+                self._rtt_obs,
+                self._edge_util,
+                self._device_util,
+                *[min(max(a, 0.0), 1.0) for a in self._ema],
+                self._last_accepted / g,
+                self._last_proposed / g,
+                (cfg.tokens_per_request - self._pos) / cfg.tokens_per_request,
+                (cfg.requests_per_episode - self._requests_done) / cfg.requests_per_episode,
+                min(max(self._battery / cfg.battery_j, 0.0), 1.0),
+                queue,
+            ],
+            dtype=np.float32,
+        )
 
     # -- Gymnasium API ---------------------------------------------------------------------------
 
@@ -310,12 +363,18 @@ class SpecDecodeEnv(gym.Env):
         self._reset_state()
         self._distance = float(rng.uniform(*cfg.distance_m))
         self.link.reset(rng, self._distance)
+        h = complex(self.link.fading.h[0])
+        self._hr, self._hi, self._ls_gain = h.real, h.imag, float(self.link.large_scale_gain[0])
         self._new_request()
         self._advance_channel_and_load(0.0)
         self._est_rate, self._est_ergodic, self._est_mean_snr = self._rate, self._ergodic, self._mean_snr
         return self._obs(), {"link_rate_bps": self._rate, "distance_m": self._distance}
 
     def _check_action(self, action) -> tuple[int, int]:
+        if type(action) is np.ndarray and action.shape == (2,) and action.dtype.kind in "iu":  # the common case
+            gamma, variant = action.tolist()
+            if 0 <= gamma <= self.config.gamma_max and 0 <= variant < self.num_variants:
+                return gamma, variant
         try:
             g_raw, v_raw = action
             gamma, variant = int(g_raw), int(v_raw)
@@ -365,7 +424,7 @@ class SpecDecodeEnv(gym.Env):
             "link_rate_bps": self._rate,
             "edge_util": self._edge_util,
             "device_util": self._device_util,
-            "prompt_index": int(self.prompt_ids[self._prompt]),
+            "prompt_index": self._prompt_id_list[self._prompt],
         }
         budget = cfg.energy_budget_j_per_token
         if budget is not None:

@@ -10,7 +10,13 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from edgelam.envs.core.channel import WirelessLink, ergodic_rate_bps
-from edgelam.envs.spec_decode.dynamics import accepted_runs, batch_tables, blockage_loss_db, round_cost
+from edgelam.envs.spec_decode.dynamics import (
+    accepted_runs,
+    batch_tables,
+    block_rounds,
+    blockage_loss_db,
+    round_cost,
+)
 from edgelam.envs.spec_decode.env import QUEUE_SCALE, RTT_SCALE_S, SpecDecodeEnv
 
 # info keys of a round (absent, under the ``_key`` mask, for the users that autoreset in it)
@@ -46,14 +52,16 @@ class SpecDecodeVectorEnv(VectorEnv):
     whose request completed, as in the single env; ``distance_m`` for the users that reset.
     ``reset(options={"reset_mask": mask})`` resets only the masked users now.
 
-    Random numbers are drawn per round for the whole batch in the single env's order; when
-    every user resets in the same step (always with ``num_envs=1``) the draws are the single
-    env's ``reset()``'s, so with ``num_envs=1`` and the same seed the trajectory equals the
-    single env's, resets included. A user that resets alone takes its distance, LOS,
-    shadowing and initial fading from a pool drawn for many episodes at once (episodes are
-    i.i.d.). The ergodic rate of a user is re-evaluated with the scalar
-    :func:`~edgelam.envs.core.channel.ergodic_rate_bps` only when its large-scale SNR changes
-    (a reset; every round under ``drift_mps`` or during a blockage), a Python call per such user.
+    Random numbers are drawn for the whole batch in the single env's order, the per-round ones
+    in blocks of rounds (:func:`~edgelam.envs.spec_decode.dynamics.block_rounds`, dropped at a
+    full reset, as the single env does at ``reset()``); when every user resets in the same step
+    (always with ``num_envs=1``) the draws are the single env's ``reset()``'s, so with
+    ``num_envs=1`` and the same seed the trajectory equals the single env's, resets included.
+    A user that resets alone takes its distance, LOS, shadowing and initial fading from a pool
+    drawn for many episodes at once (episodes are i.i.d.). The ergodic rate of a user is
+    re-evaluated (:func:`~edgelam.envs.core.channel.ergodic_rate_bps`, one array call per round)
+    only for the users whose large-scale SNR changed (a reset; every round under ``drift_mps``
+    or during a blockage).
     ``max_episode_steps`` (passed by ``gym.make_vec``) caps ``episode_length``.
 
     Create it with ``gym.make_vec("edgelam/SpecDecode-v0", num_envs=256,
@@ -103,6 +111,8 @@ class SpecDecodeVectorEnv(VectorEnv):
         # EMA step 1 - (1 - c)^k of k tested draft tokens, k = 0..gamma_max + 1
         self._eta = 1.0 - (1.0 - cfg.acceptance_ema) ** np.arange(cfg.gamma_max + 2)
         self._rows = np.arange(num_envs)
+        self._block_len = block_rounds(cfg.episode_length, num_envs)
+        self._block_pos = self._block_len  # no block drawn yet
         self._needs_reset = np.zeros(num_envs, dtype=bool)
         self._init_state()
 
@@ -155,13 +165,20 @@ class SpecDecodeVectorEnv(VectorEnv):
     def _advance(self, elapsed_s: np.ndarray) -> None:
         """Channel, loads and acceptance uniforms of the next round for every user (the single env's order)."""
         cfg, rng = self.config, self.np_random
+        k = self._block_pos
+        if k == self._block_len:  # the single env's _draw_block, for B users: shapes (rounds, ..., B)
+            self._normals = rng.standard_normal((self._block_len, 5, self.num_envs))
+            self._uniform_block = rng.random((self._block_len, cfg.gamma_max, self.num_envs))
+            k = 0
+        self._block_pos = k + 1
+        z = self._normals[k]  # (5, B): fading (real, imaginary), edge load, device load, shadowing
         if cfg.drift_mps != 0.0:
             d = np.clip(self._distance + cfg.drift_mps * elapsed_s, 10.0, 5000.0)
-            self.link.move(rng, d, np.abs(d - self._distance))
+            self.link.move(rng, d, np.abs(d - self._distance), normals=z[4])
             self._distance = d
         self._clock = self._clock + elapsed_s
         self._est_rate, self._est_ergodic, self._est_mean_snr = self._rate, self._ergodic, self._mean_snr
-        _, snr, _ = self.link.step(rng)
+        _, snr, _ = self.link.step_from(z[:2])
         mean_snr = self.link.mean_snr
         loss_db = blockage_loss_db(cfg.blockage, self._clock) if cfg.blockage.loss_db > 0.0 else None
         if loss_db is not None and loss_db.any():
@@ -171,14 +188,13 @@ class SpecDecodeVectorEnv(VectorEnv):
         changed = (mean_snr != self._mean_snr).nonzero()[0]
         if changed.size:
             ergodic = self._ergodic.copy()
-            bandwidth = cfg.channel.bandwidth_hz
-            ergodic[changed] = [max(ergodic_rate_bps(bandwidth, s), 1.0) for s in mean_snr[changed].tolist()]
+            ergodic[changed] = np.maximum(ergodic_rate_bps(cfg.channel.bandwidth_hz, mean_snr[changed]), 1.0)
             self._ergodic = ergodic
         self._mean_snr = mean_snr
-        innovation = self._load_innovation * rng.standard_normal((2, self.num_envs))
+        innovation = self._load_innovation * z[2:4]
         u = self._load_mean + self._load_corr * (self._utils - self._load_mean) + innovation
         self._utils = np.minimum(np.maximum(u, 0.0), self._load_max)  # np.clip, without its Python overhead
-        self._uniforms = rng.random((cfg.gamma_max, self.num_envs))
+        self._uniforms = self._uniform_block[k]
 
     def _draw_pool(self) -> None:
         cfg, rng, n = self.config, self.np_random, self._pool_link.n_links
@@ -199,6 +215,7 @@ class SpecDecodeVectorEnv(VectorEnv):
         if idx is None:
             self._init_state()
             self._pool_pos = self._pool_link.n_links  # a reset(seed) must not reuse states drawn before it
+            self._block_pos = self._block_len  # nor random numbers: a new block, as the single env's reset()
             distance = rng.uniform(*cfg.distance_m, size=self.num_envs)
             self.link.reset(rng, distance)
             self._distance = distance.copy()

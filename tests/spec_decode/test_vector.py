@@ -178,7 +178,7 @@ def test_lone_resets_keep_the_statistics_of_the_single_env():
 
 
 def test_batched_dynamics_equal_the_per_round_functions():
-    """accepted_runs, round_cost on arrays and blockage_loss_db give, element by element, the scalar results."""
+    """accepted_runs and round_cost on arrays give, element by element, the scalar results."""
     env = SpecDecodeEnv()
     rng = np.random.default_rng(0)
     beta = env.beta
@@ -204,9 +204,27 @@ def test_batched_dynamics_equal_the_per_round_functions():
             one = round_cost(t, int(gamma[i]), int(variant[i]), rate[i].item(), utils[0, i].item(), utils[1, i].item(),
                              ergodic[i].item())
             assert (lat[i], en[i]) == one, i
-    for block in (BlockageConfig(2.0, 10.0, 30.0, 0.5), BlockageConfig(1.0, 3.0, 20.0), BlockageConfig()):
-        clock = np.concatenate([rng.uniform(0, 12, 200), [1.0, 2.0, 2.25, 3.0, 9.75, 10.0]])
-        assert np.array_equal(blockage_loss_db(block, clock), [block.loss_at(c) for c in clock.tolist()])
+
+
+@pytest.mark.parametrize(
+    "block, want",
+    [
+        (BlockageConfig(2.0, 10.0, 30.0, 0.5), [0.0, 0.0, 15.0, 30.0, 30.0, 15.0, 0.0, 0.0]),
+        (BlockageConfig(1.0, 3.0, 20.0), [20.0, 20.0, 20.0, 0.0, 0.0, 0.0, 0.0, 0.0]),
+        (BlockageConfig(), [0.0] * 8),
+    ],
+    ids=["ramped", "abrupt", "none"],
+)
+def test_blockage_loss_is_one_function_of_a_clock_or_a_batch_of_clocks(block, want):
+    """blockage_loss_db (also BlockageConfig.loss_at) ramps in and out of the window, the same on floats and arrays."""
+    marks = [1.0, 2.0, 2.25, 3.0, 6.0, 9.75, 10.0, 11.0]
+    assert [blockage_loss_db(block, t) for t in marks] == pytest.approx(want, abs=1e-12)
+    assert all(isinstance(blockage_loss_db(block, t), float) for t in marks)
+    assert [block.loss_at(t) for t in marks] == [blockage_loss_db(block, t) for t in marks]
+    clock = np.concatenate([np.random.default_rng(0).uniform(0, 12, 200), marks])
+    batch = blockage_loss_db(block, clock)
+    assert batch.shape == clock.shape
+    assert np.array_equal(batch, [blockage_loss_db(block, t) for t in clock.tolist()])
 
 
 def test_bad_arguments():
