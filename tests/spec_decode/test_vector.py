@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import edgelam.envs  # noqa: F401
+from edgelam.envs.spec_decode import dynamics
 from edgelam.envs.spec_decode.config import BlockageConfig
 from edgelam.envs.spec_decode.dynamics import (
     accepted_run,
@@ -66,6 +67,14 @@ def test_one_user_vector_env_equals_the_single_env(overrides):
             assert np.array_equal(obs_s, obs_v[0]) and r_v[0] == 0.0 and not term_v[0] and not trunc_v[0]
             _assert_info_equal(info_s, info_v, t)
     assert ends >= 3
+
+
+@pytest.mark.parametrize("overrides", [{}, {"scenario": "blockage"}], ids=["default", "blockage_drift"])
+def test_one_user_equality_holds_across_blocks_of_random_numbers(monkeypatch, overrides):
+    """Blocks of 7 rounds: both envs draw new blocks mid-episode at the same rounds and stay equal."""
+    monkeypatch.setattr(dynamics, "BLOCK_ROUNDS", 7)
+    assert SpecDecodeEnv(**overrides)._block_len == SpecDecodeVectorEnv(num_envs=1, **overrides)._block_len == 7
+    test_one_user_vector_env_equals_the_single_env(overrides)
 
 
 def test_reset_with_a_seed_repeats_the_batch():
