@@ -683,6 +683,31 @@ class WirelessLink:
             self.shadowing_db = a * self.shadowing_db + np.sqrt(1.0 - a**2) * sigma * n
         self._update_large_scale()
 
+    def move_one(self, distance_m: float, moved_m: float, normal: float) -> float:
+        """:meth:`move` for a link of one user (``n_links == 1``) with Python floats; returns the new large-scale gain.
+
+        The same model (Gudmundson shadowing with the given standard normal ``normal``, the path
+        loss model at the new distance, floored at 10 m) without the per-call checks and numpy
+        calls on arrays of one element that dominate a single-user env's step; equal to
+        :meth:`move` up to the last bits of ``exp`` and ``pow``.
+        """
+        if self.n_links != 1:
+            raise ValueError(f"move_one: the link has {self.n_links} users, expected 1 (use move)")
+        if not (distance_m > 0.0 and math.isfinite(distance_m)):
+            raise ValueError(f"distance_m: must be finite and > 0 m, got {distance_m!r}")
+        if not (moved_m >= 0.0 and math.isfinite(moved_m)):
+            raise ValueError(f"moved_m: must be finite and >= 0, got {moved_m!r}")
+        d = max(float(distance_m), self.MIN_DISTANCE_M)
+        los = bool(self.los[0])
+        shadowing = float(self.shadowing_db[0])
+        if self.config.shadowing:
+            a = math.exp(-moved_m / float(self.path_loss.decorrelation_distance_m(los)))
+            sigma = float(self.path_loss.shadowing_std_db(los))
+            shadowing = a * shadowing + math.sqrt(1.0 - a * a) * sigma * normal
+        gain = 10.0 ** (-(float(self.path_loss.path_loss_db(d, los)) + shadowing) / 10.0)
+        self.distances_m[0], self.shadowing_db[0], self.large_scale_gain[0] = d, shadowing, gain
+        return gain
+
     def rate_for(
         self, bandwidth_hz: np.ndarray | float | None = None, tx_power_w: np.ndarray | float | None = None
     ) -> np.ndarray:

@@ -211,7 +211,6 @@ class SpecDecodeEnv(gym.Env):
         self._ls_gain = 1.0  # large-scale gain (path loss, shadowing) of the link
         self._block_pos = self._block_len  # no block drawn yet
         self._normals: list[list[float]] = []
-        self._normals_np = np.zeros((0, 5))
         self._uniform_block: list[list[float]] = []
 
     # -- state read by baselines (oracle / estimates) ---------------------------------------------
@@ -282,16 +281,16 @@ class SpecDecodeEnv(gym.Env):
         """Random numbers of the next ``block_rounds`` rounds: per round the fading innovation (2 normals), the
         edge and device load shocks (2), the shadowing innovation of ``drift_mps`` (1) and the acceptance uniforms."""
         rng, k = self.np_random, self._block_len
-        normals = rng.standard_normal((k, 5))
-        self._normals_np, self._normals = normals, normals.tolist()
+        self._normals = rng.standard_normal((k, 5)).tolist()
         self._uniform_block = rng.random((k, self.config.gamma_max)).tolist()
         self._block_pos = 0
 
     def _advance_channel_and_load(self, elapsed_s: float) -> None:
         """Next round's link (fading, drift, blockage), background loads and acceptance uniforms.
 
-        The link is :meth:`WirelessLink.step_from` on Python floats, bit for bit: one user does not
-        pay for numpy calls on arrays of one element.
+        The link is :meth:`WirelessLink.step_from` on Python floats, bit for bit, and
+        :meth:`WirelessLink.move_one` under drift: one user does not pay for numpy calls on
+        arrays of one element.
         """
         cfg = self.config
         k = self._block_pos
@@ -302,9 +301,8 @@ class SpecDecodeEnv(gym.Env):
         z = self._normals[k]
         if cfg.drift_mps != 0.0:
             d = min(max(self._distance + cfg.drift_mps * elapsed_s, 10.0), 5000.0)
-            self.link.move(self.np_random, d, abs(d - self._distance), normals=self._normals_np[k, 4:])
+            self._ls_gain = self.link.move_one(d, abs(d - self._distance), z[4])
             self._distance = d
-            self._ls_gain = float(self.link.large_scale_gain[0])
         self._clock_s += elapsed_s
         self._est_rate, self._est_ergodic, self._est_mean_snr = self._rate, self._ergodic, self._mean_snr
         rho, c = self._rho, self._cn_scale

@@ -88,3 +88,28 @@ def test_link_step_from_and_move_with_given_normals_follow_the_rng_draws():
     for w, g in zip(want, got, strict=True):
         assert np.allclose(g, w, rtol=1e-12, atol=0.0)
     assert np.allclose(got[1], cfg.tx_power_w * got[0] / links[1].noise_w, rtol=1e-15)
+
+
+@pytest.mark.parametrize("model", ["UMi", "UMa", "simple"])
+def test_move_one_is_move_for_one_user(model):
+    cfg = build(ChannelConfig, {"model": model})
+    links = [WirelessLink(cfg, n_links=1) for _ in range(2)]
+    for link in links:
+        link.reset(np.random.default_rng(3), 120.0)
+    rng = np.random.default_rng(5)
+    d, start = 120.0, float(links[1].shadowing_db[0])
+    for _ in range(40):
+        step, normal = rng.uniform(-30.0, 30.0), rng.standard_normal()
+        new = min(max(d + step, 5.0), 5000.0)  # below 10 m both price the link at 10 m
+        links[0].move(rng, new, abs(new - d), normals=np.array([normal]))
+        gain = links[1].move_one(new, abs(new - d), normal)
+        d = new
+        assert gain == pytest.approx(links[0].large_scale_gain[0], rel=1e-13)
+        assert links[1].shadowing_db[0] == pytest.approx(links[0].shadowing_db[0], rel=1e-13, abs=1e-13)
+        assert links[1].distances_m[0] == links[0].distances_m[0]
+        assert links[1].mean_snr == pytest.approx(links[0].mean_snr, rel=1e-13)
+    assert links[1].shadowing_db[0] != start  # the shadowing walked
+    with pytest.raises(ValueError, match="move_one"):
+        WirelessLink(cfg, n_links=2).move_one(50.0, 1.0, 0.0)
+    with pytest.raises(ValueError, match="moved_m"):
+        links[1].move_one(50.0, -1.0, 0.0)
