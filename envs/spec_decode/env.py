@@ -108,6 +108,8 @@ class SpecDecodeEnv(gym.Env):
     ``gym.make_vec("edgelam/SpecDecode-v0", num_envs=B, vectorization_mode="vector_entry_point")``
     runs B users' rounds with numpy (:class:`edgelam.envs.spec_decode.vector.SpecDecodeVectorEnv`,
     replay backend, next-step autoreset); with B = 1 it equals this env for the same seed.
+    Both draw the random numbers of the rounds (fading, loads, shadowing under drift,
+    acceptance uniforms) in blocks of rounds (:func:`~edgelam.envs.spec_decode.dynamics.block_rounds`).
 
     ## Version History
     * v0: initial release.
@@ -161,7 +163,7 @@ class SpecDecodeEnv(gym.Env):
         self.link = WirelessLink(cfg.channel, n_links=1)
         # per-round constants of the Python-float fast path of the link and the loads (see _advance_channel_and_load)
         fading = self.link.fading
-        self._rho, self._cn_scale = float(fading.rho), float(np.asarray(fading.cn_scale).reshape(-1)[0])
+        self._rho, self._cn_scale = float(fading.rho), float(fading.cn_scale)
         self._tx_w, self._noise_w, self._fading = cfg.channel.tx_power_w, self.link.noise_w, cfg.channel.fading
         self._loads = [
             (x.mean, x.corr, x.std * math.sqrt(1.0 - x.corr**2), x.max_util) for x in (cfg.edge_load, cfg.device_load)
@@ -309,7 +311,7 @@ class SpecDecodeEnv(gym.Env):
         hr = self._hr = rho * self._hr + c * z[0]
         hi = self._hi = rho * self._hi + c * z[1]
         ls_gain = self._ls_gain
-        gain = ls_gain * (hr * hr + hi * hi) if self._fading else ls_gain * 1.0
+        gain = ls_gain * (hr * hr + hi * hi) if self._fading else ls_gain
         snr = self._tx_w * gain / self._noise_w
         mean_snr = self._tx_w * ls_gain / self._noise_w
         if cfg.blockage.loss_db > 0.0:
