@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from gymnasium.vector import AutoresetMode, VectorEnv
-from gymnasium.vector.utils import batch_space
 
 from edgelam.envs.core.channel import WirelessLink
+from edgelam.envs.core.vector import ReplayVectorEnv
 from edgelam.envs.offload.config import TIERS
 from edgelam.envs.offload.dynamics import EDGE, cloud_rtts, draw_task_block, tier_cost, uplink_rates
 from edgelam.envs.offload.env import CHUNK, QUEUE_SCALE, OffloadEnv
@@ -27,7 +26,7 @@ _STEP_KEYS = (
 )
 
 
-class OffloadVectorEnv(VectorEnv):
+class OffloadVectorEnv(ReplayVectorEnv):
     """``num_envs`` copies of :class:`OffloadEnv` advanced together with array math.
 
     Spaces, reward, ``info`` keys (as arrays of shape (B,)) and physics are those of the
@@ -56,8 +55,6 @@ class OffloadVectorEnv(VectorEnv):
     vectorization_mode="vector_entry_point", scenario=..., **overrides)``.
     """
 
-    metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.NEXT_STEP}
-
     def __init__(
         self,
         num_envs: int = 1,
@@ -66,21 +63,10 @@ class OffloadVectorEnv(VectorEnv):
         max_episode_steps: int | None = None,
         **overrides: Any,
     ):
-        if not (isinstance(num_envs, int) and not isinstance(num_envs, bool) and num_envs >= 1):
-            raise ValueError(f"num_envs: expected a positive int, got {num_envs!r}")
-        if backend != "replay":
-            raise ValueError(f"backend: the vector env runs the replay backend only, got {backend!r}")
-        overrides.pop("render_mode", None)
-        self.single = OffloadEnv(scenario=scenario, backend="replay", **overrides)
-        self.config = cfg = self.single.config
-        self.episode_length = min(cfg.episode_length, max_episode_steps or cfg.episode_length)
+        self._setup(OffloadEnv, num_envs, scenario, backend, max_episode_steps, overrides)
+        cfg = self.config
         self.tables = self.single.tables
         self.num_prompts = self.single.num_prompts
-        self.num_envs = num_envs
-        self.single_action_space = self.single.action_space
-        self.single_observation_space = self.single.observation_space
-        self.action_space = batch_space(self.single_action_space, num_envs)
-        self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.link = WirelessLink(cfg.channel, n_links=num_envs)
         self._pool_link = WirelessLink(cfg.channel, n_links=max(CHUNK, num_envs))
         self._pool_pos = self._pool_link.n_links  # empty: drawn on the first lone reset

@@ -6,10 +6,9 @@ import math
 from typing import Any
 
 import numpy as np
-from gymnasium.vector import AutoresetMode, VectorEnv
-from gymnasium.vector.utils import batch_space
 
 from edgelam.envs.core.channel import WirelessLink, ergodic_rate_bps
+from edgelam.envs.core.vector import ReplayVectorEnv
 from edgelam.envs.spec_decode.dynamics import (
     accepted_runs,
     batch_tables,
@@ -35,7 +34,7 @@ _STEP_KEYS = (
 )
 
 
-class SpecDecodeVectorEnv(VectorEnv):
+class SpecDecodeVectorEnv(ReplayVectorEnv):
     """``num_envs`` copies of :class:`SpecDecodeEnv` advanced together with array math (replay backend).
 
     Spaces, reward, ``info`` keys (arrays of shape (B,)) and physics are those of the single
@@ -68,8 +67,6 @@ class SpecDecodeVectorEnv(VectorEnv):
     vectorization_mode="vector_entry_point", scenario=..., **overrides)``.
     """
 
-    metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.NEXT_STEP}
-
     def __init__(
         self,
         num_envs: int = 1,
@@ -78,23 +75,12 @@ class SpecDecodeVectorEnv(VectorEnv):
         max_episode_steps: int | None = None,
         **overrides: Any,
     ):
-        if not (isinstance(num_envs, int) and not isinstance(num_envs, bool) and num_envs >= 1):
-            raise ValueError(f"num_envs: expected a positive int, got {num_envs!r}")
-        if backend != "replay":
-            raise ValueError(f"backend: the vector env runs the replay backend only, got {backend!r}")
-        overrides.pop("render_mode", None)
-        self.single = SpecDecodeEnv(scenario=scenario, backend="replay", **overrides)
-        self.config = cfg = self.single.config
-        self.episode_length = min(cfg.episode_length, max_episode_steps or cfg.episode_length)
+        self._setup(SpecDecodeEnv, num_envs, scenario, backend, max_episode_steps, overrides)
+        cfg = self.config
         self.tables = batch_tables(self.single.tables)  # numpy arrays, indexed by arrays of actions
         self.beta = self.single.beta
         self.num_prompts = self.single.num_prompts
         self.num_variants = self.single.num_variants
-        self.num_envs = num_envs
-        self.single_action_space = self.single.action_space
-        self.single_observation_space = self.single.observation_space
-        self.action_space = batch_space(self.single_action_space, num_envs)
-        self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.link = WirelessLink(cfg.channel, n_links=num_envs)
         self._pool_link = WirelessLink(cfg.channel, n_links=max(256, num_envs))
         self._pool_pos = self._pool_link.n_links

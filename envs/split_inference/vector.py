@@ -5,14 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from gymnasium.vector import AutoresetMode, VectorEnv
-from gymnasium.vector.utils import batch_space
 
+from edgelam.envs.core.vector import ReplayVectorEnv
 from edgelam.envs.split_inference.dynamics import BITS, BLOCK, Exogenous, request_cost
 from edgelam.envs.split_inference.env import QUEUE_SCALE, SNR_SCALE_DB, SplitInferenceEnv
 
 
-class SplitInferenceVectorEnv(VectorEnv):
+class SplitInferenceVectorEnv(ReplayVectorEnv):
     """``num_envs`` copies of :class:`SplitInferenceEnv` advanced together with array math.
 
     Spaces, reward, ``info`` keys (as arrays of shape (B,)) and physics are those of
@@ -27,8 +26,6 @@ class SplitInferenceVectorEnv(VectorEnv):
     vectorization_mode="vector_entry_point", scenario=..., **overrides)``.
     """
 
-    metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.NEXT_STEP}
-
     def __init__(
         self,
         num_envs: int = 1,
@@ -37,22 +34,9 @@ class SplitInferenceVectorEnv(VectorEnv):
         max_episode_steps: int | None = None,
         **overrides: Any,
     ):
-        if not (isinstance(num_envs, int) and num_envs >= 1):
-            raise ValueError(f"num_envs: expected a positive int, got {num_envs!r}")
-        if backend != "replay":
-            raise ValueError(f"backend: the vector env runs the replay backend only, got {backend!r}")
-        overrides.pop("render_mode", None)
-        self.single = SplitInferenceEnv(scenario=scenario, backend="replay", **overrides)
-        self.config = self.single.config
-        # gym.make_vec passes the registered max_episode_steps; episodes end at the smaller of the two
-        self.episode_length = min(self.config.episode_length, max_episode_steps or self.config.episode_length)
+        self._setup(SplitInferenceEnv, num_envs, scenario, backend, max_episode_steps, overrides)
         self.tables = self.single.tables
-        self.num_envs = num_envs
         self.num_layers = self.single.num_layers
-        self.single_action_space = self.single.action_space
-        self.single_observation_space = self.single.observation_space
-        self.action_space = batch_space(self.single_action_space, num_envs)
-        self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.exo = Exogenous(self.config, self.single.num_prompts, n_users=num_envs)
         self._low = self.single_observation_space.low
         self._high = self.single_observation_space.high
