@@ -39,7 +39,7 @@ $(RAY_STAMP): pyproject.toml
 	touch $(RAY_STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/edgelam compare edgelam/SplitInference-v0 --scenario congested_edge --quick --out runs/demo
+	$(VENV)/bin/edgelam compare edgelam/SplitInference-v0 --scenario congested_edge --quick --out runs/demo-congested_edge
 
 # the default environment (newest gymnasium), then the ray one (gymnasium 1.2.x)
 test: $(STAMP)
