@@ -100,6 +100,16 @@ def _stack(episodes: list[dict]) -> tuple[np.ndarray, ...]:
     return before[keep], after[keep], w[keep], m[keep]
 
 
+def open_loop(s: Surrogate, episode: dict) -> np.ndarray:
+    """Expected per-topic losses (rounds, topics) after each round of a live ``episode``, run from its
+    initial losses under its live participation (weights and participant counts), never reset to live."""
+    losses, out = episode["loss"][0], []
+    for t in range(len(episode["m"])):
+        losses = losses - s.mean_decrease(losses, episode["weights"][t], episode["m"][t])
+        out.append(losses)
+    return np.array(out)
+
+
 def fit(episodes: list[dict]) -> dict:
     """Parameters (gain_own, gain_shared, noise_cost, headroom) minimising the open-loop error.
 
@@ -115,13 +125,8 @@ def fit(episodes: list[dict]) -> dict:
         return Surrogate(a, c, e, h, 0.0, initial, 0, {}, {})
 
     def residual(x):
-        s, out = surrogate(x), []
-        for ep in episodes:
-            losses = ep["loss"][0].copy()
-            for t in range(len(ep["m"])):
-                losses = losses - s.mean_decrease(losses, ep["weights"][t], ep["m"][t])
-                out.append(losses - ep["loss"][t + 1])
-        return np.concatenate(out)
+        s = surrogate(x)
+        return np.concatenate([(open_loop(s, ep) - ep["loss"][1:]).ravel() for ep in episodes])
 
     sol = least_squares(residual, x0=[0.05, 0.05, 0.0, 0.3], bounds=([-10, -10, -1, 0.0], [10, 10, 1, 5.0]))
     a, c, e, h = (float(v) for v in sol.x)
@@ -142,10 +147,7 @@ def evaluate(params: dict, episodes: list[dict]) -> dict:
         live = e["loss"]
         pred = s.mean_decrease(live[:-1], e["weights"], e["m"])
         one.extend(np.abs(pred.mean(axis=1) - (live[:-1] - live[1:]).mean(axis=1)).tolist())
-        x = live[0].copy()
-        for t in range(len(e["m"])):
-            x = x - s.mean_decrease(x, e["weights"][t], e["m"][t])
-            traj.append(abs(float(x.mean() - live[t + 1].mean())))
+        traj.extend(np.abs(open_loop(s, e).mean(axis=1) - live[1:].mean(axis=1)).tolist())
         final_drop.append(float(live[0].mean() - live[-1].mean()))
     mae = float(np.mean(traj))
     return {
@@ -182,11 +184,7 @@ def fit_privacy(base: Surrogate, runs: dict[float, list[dict]]) -> dict:
         out = []
         for nm, episodes in runs.items():
             s = scaled(x, nm)
-            for ep in episodes:
-                losses = ep["loss"][0].copy()
-                for t in range(len(ep["m"])):
-                    losses = losses - s.mean_decrease(losses, ep["weights"][t], ep["m"][t])
-                    out.append(losses - ep["loss"][t + 1])
+            out.extend((open_loop(s, ep) - ep["loss"][1:]).ravel() for ep in episodes)
         return np.concatenate(out)
 
     sol = least_squares(residual, x0=[1.0, 1.0], bounds=([0.0, 0.1], [1e3, 4.0]))
