@@ -135,6 +135,28 @@ def ergodic_rate_bps(bandwidth_hz: float, mean_snr: np.ndarray | float) -> np.nd
     return float(rate) if rate.ndim == 0 else rate
 
 
+def transfer_time_s(bits, rate_bps, ergodic_bps, coherence_s: float):
+    """Seconds to send ``bits`` over a fading link: at ``rate_bps`` (the current fading state) for at
+    most ``coherence_s``, the rest at ``ergodic_bps``.
+
+    After one coherence interval the Rayleigh fading has decorrelated, so a long transfer
+    averages over it: its remaining bits go at the ergodic rate E[b log2(1 + s X)]
+    (:func:`ergodic_rate_bps`; Goldsmith 2005, Sec. 4.2.4), floored at 1 bit/s.
+    ``ergodic_bps=None`` keeps ``rate_bps`` for the whole transfer. Python numbers or numpy
+    arrays (broadcast).
+    """
+    if ergodic_bps is None:
+        return bits / rate_bps
+    in_interval = rate_bps * coherence_s
+    if isinstance(in_interval, np.ndarray) or isinstance(bits, np.ndarray):
+        return np.where(
+            bits <= in_interval, bits / rate_bps, coherence_s + (bits - in_interval) / np.maximum(ergodic_bps, 1.0)
+        )
+    if bits <= in_interval:
+        return bits / rate_bps
+    return coherence_s + (bits - in_interval) / max(ergodic_bps, 1.0)
+
+
 def shannon_rate_bps(
     bandwidth_hz: np.ndarray | float,
     tx_power_w: np.ndarray | float,

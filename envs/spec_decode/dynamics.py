@@ -23,7 +23,8 @@ small g) through every target layer and the LM head. Both directions of the
 link run at the current Shannon rate R (a reciprocal TDD link) for at most one fading
 slot (``slot_s``, the coherence interval the env steps fading by); a transfer longer than
 that sees fresh fading in the slots after it, so the rest of its bits go at the ergodic
-(fading-averaged) rate of the link's large-scale SNR (:func:`link_time_s`). Without this a
+(fading-averaged) rate of the link's large-scale SNR
+(:func:`edgelam.envs.core.channel.transfer_time_s`). Without this a
 round caught in a deep fade would hold one fading realisation for minutes.
 
 Sources: Leviathan et al., "Fast Inference from Transformers via Speculative Decoding",
@@ -37,6 +38,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from edgelam.envs.core.channel import transfer_time_s
 from edgelam.envs.core.hardware import HardwareSpec, lm_head_cost, transformer_layer_cost
 from edgelam.envs.core.model_cards import ModelCard
 from edgelam.envs.spec_decode.config import BlockageConfig
@@ -118,25 +120,6 @@ def batch_tables(t: RoundTables) -> RoundTables:
                    fwd_bytes=np.asarray(t.fwd_bytes))
 
 
-def link_time_s(bits, rate_bps, ergodic_bps, slot_s: float):
-    """Seconds to send ``bits``: at ``rate_bps`` (this slot's fading) for up to ``slot_s``, the rest at ``ergodic_bps``.
-
-    After one coherence slot the Rayleigh fading has decorrelated, so a long transfer averages
-    over it: its remaining bits go at the ergodic rate E[b log2(1 + s X)]
-    (:func:`edgelam.envs.core.channel.ergodic_rate_bps`; Goldsmith 2005, Sec. 4.2.4).
-    ``ergodic_bps=None`` keeps the slot's rate for the whole transfer. Python numbers (one
-    round) or arrays (a batch of rounds, the vector env).
-    """
-    if ergodic_bps is None:
-        return bits / rate_bps
-    in_slot = rate_bps * slot_s
-    if isinstance(in_slot, np.ndarray):
-        return np.where(bits <= in_slot, bits / rate_bps, slot_s + (bits - in_slot) / np.maximum(ergodic_bps, 1.0))
-    if bits <= in_slot:
-        return bits / rate_bps
-    return slot_s + (bits - in_slot) / max(ergodic_bps, 1.0)
-
-
 def round_cost(
     t: RoundTables,
     gamma,
@@ -149,14 +132,15 @@ def round_cost(
     """(latency_s, device energy_j) of one round with ``gamma`` drafted tokens of draft ``variant``.
 
     ``rate_bps`` is the link rate in the round's fading slot, ``ergodic_bps`` the fading-averaged
-    rate that a transfer longer than ``t.slot_s`` continues at (:func:`link_time_s`). Python
+    rate that a transfer longer than ``t.slot_s`` continues at
+    (:func:`~edgelam.envs.core.channel.transfer_time_s`). Python
     numbers price one round (the single env, the baselines); arrays of shape (B,) price a batch
     (the vector env, with :func:`batch_tables`) with the same expressions, so both give the same bits.
     """
     dev_slow = 1.0 / (1.0 - device_util)
     edge_slow = 1.0 / (1.0 - edge_util)
-    back = link_time_s(t.verdict_bytes * 8.0, rate_bps, ergodic_bps, t.slot_s)
-    fwd = link_time_s(t.fwd_bytes[gamma] * 8.0, rate_bps, ergodic_bps, t.slot_s)
+    back = transfer_time_s(t.verdict_bytes * 8.0, rate_bps, ergodic_bps, t.slot_s)
+    fwd = transfer_time_s(t.fwd_bytes[gamma] * 8.0, rate_bps, ergodic_bps, t.slot_s)
     step_s, verify_s = t.draft_step_s[variant], t.verify_s[gamma]
     if t.edge_draft:
         draft = gamma * step_s * edge_slow

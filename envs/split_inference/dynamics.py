@@ -20,7 +20,8 @@ energy (device) = P_active * t_dev + P_tx * t_up + P_idle * (latency - t_dev - t
 t_up = bytes_up * 8 / R_up while the upload fits in one coherence time T_c of the fading
 (``channel.coherence_time_s`` = 0.423 / f_d); beyond it the fading has decorrelated, so
 the rest of the bits go at the ergodic rate E[R] of the user's large-scale SNR
-(:func:`edgelam.envs.core.channel.ergodic_rate_bps`): t_up = T_c + (bits - R_up T_c) / E[R].
+(:func:`edgelam.envs.core.channel.ergodic_rate_bps`): t_up = T_c + (bits - R_up T_c) / E[R]
+(:func:`edgelam.envs.core.channel.transfer_time_s`).
 Without it a request that meets a deep fade would hold that fade for the whole upload.
 
 Sources: Kang et al., "Neurosurgeon", ASPLOS 2017 (latency/energy decomposition
@@ -36,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.signal import lfilter
 
-from edgelam.envs.core.channel import WirelessLink, ergodic_rate_bps
+from edgelam.envs.core.channel import WirelessLink, ergodic_rate_bps, transfer_time_s
 from edgelam.envs.core.hardware import HardwareSpec, lm_head_cost, transformer_layer_cost
 from edgelam.envs.core.model_cards import ModelCard
 
@@ -145,13 +146,7 @@ def request_cost(t: CostTables, prompt: int, split_layer, bits_index, rate_bps, 
     edge_s = ((L - split_layer) * t.edge_layer_s[prompt] + (1 - on_device) * t.edge_head_s[prompt]) / (
         1.0 - edge_util
     )
-    up_bits = up_bytes * 8.0
-    if ergodic_bps is None:
-        up_s = up_bits / rate_bps
-    else:
-        over = up_bits - rate_bps * t.coherence_s  # bits left after one coherence time
-        over = over * (over > 0)
-        up_s = (up_bits - over) / rate_bps + over / ergodic_bps
+    up_s = transfer_time_s(up_bytes * 8.0, rate_bps, ergodic_bps, t.coherence_s)
     latency = dev_s + up_s + edge_s + rounds * t.rtt_s + down_bytes * 8.0 / t.downlink_rate_bps
     energy = t.dev_active_w * dev_s + t.tx_power_w * up_s + t.dev_idle_w * (latency - dev_s - up_s)
     quality_loss = t.quality_loss[prompt, split_layer, bits_index]

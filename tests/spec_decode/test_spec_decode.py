@@ -9,9 +9,9 @@ import pytest
 import edgelam.envs  # noqa: F401  (registers the ids)
 from edgelam import baselines
 from edgelam.baselines.spec_decode import expected_speedup, expected_tokens, optimal_gamma
+from edgelam.envs.core.channel import transfer_time_s
 from edgelam.envs.lam.replay import profiles_dir
 from edgelam.envs.spec_decode.config import BlockageConfig
-from edgelam.envs.spec_decode.dynamics import link_time_s
 from edgelam.envs.spec_decode.env import SpecDecodeEnv
 
 ENV_ID = "edgelam/SpecDecode-v0"
@@ -188,11 +188,11 @@ def test_replay_agrees_with_live(gamma, temperature):
 
 def test_link_time_continues_at_the_ergodic_rate_after_one_slot():
     # 1e4 bits at 1e6 bit/s fit in a 50 ms slot: plain bits / rate
-    assert link_time_s(1e4, 1e6, 2e6, 0.05) == pytest.approx(1e-2)
+    assert transfer_time_s(1e4, 1e6, 2e6, 0.05) == pytest.approx(1e-2)
     # a deep fade (1 kbit/s) sends 50 bits in the slot, the other 9950 go at the ergodic 1 Mbit/s
-    assert link_time_s(1e4, 1e3, 1e6, 0.05) == pytest.approx(0.05 + 9950 / 1e6)
+    assert transfer_time_s(1e4, 1e3, 1e6, 0.05) == pytest.approx(0.05 + 9950 / 1e6)
     # without an ergodic rate the slot's rate holds for the whole transfer
-    assert link_time_s(1e4, 1e3, None, 0.05) == pytest.approx(10.0)
+    assert transfer_time_s(1e4, 1e3, None, 0.05) == pytest.approx(10.0)
 
 
 def test_blockage_loss_ramps_and_follows_the_episode_clock():
