@@ -56,12 +56,47 @@ def flip_byte(path: Path) -> None:
 # -- replay profiles through the envs -------------------------------------------------------------
 
 
+def episode(env_id: str, seed: int = 0, **kwargs) -> list:
+    """One whole episode (reset seed ``seed``, actions sampled from spaces seeded alike): every output."""
+    env = make(env_id, **kwargs)
+    if env_id in GYM_ENVS:
+        env.action_space.seed(seed)
+        obs, info = env.reset(seed=seed)
+        trace, done = [(obs, info)], False
+        while not done:
+            obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+            trace.append((obs, reward, terminated, truncated, info))
+            done = terminated or truncated
+    else:
+        for i, agent in enumerate(env.possible_agents):
+            env.action_space(agent).seed(seed + i)
+        obs, info = env.reset(seed=seed)
+        trace = [(obs, info)]
+        while env.agents:
+            out = env.step({a: env.action_space(a).sample() for a in env.agents})
+            trace.append(out)
+    env.close()
+    return trace
+
+
+def same(a, b) -> bool:
+    """Bit-for-bit equality of nested episode outputs (dicts, sequences, arrays, floats)."""
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return np.array_equal(np.asarray(a), np.asarray(b))
+    return a == b
+
+
 @pytest.mark.parametrize("env_id", sorted(PROFILE_OF))
 def test_env_on_a_profile_copy_builds_and_steps(env_id, tmp_path):
-    """The control: an intact copy of the shipped profiles is accepted."""
-    env = make(env_id, profile_dir=str(copy_profiles(tmp_path)))
-    env.reset(seed=0)
-    env.close()
+    """The control: on an intact copy of the shipped profiles, an episode is that of the shipped files."""
+    shipped = episode(env_id)
+    copied = episode(env_id, profile_dir=str(copy_profiles(tmp_path)))
+    assert len(copied) > 2
+    assert same(copied, shipped)
 
 
 @pytest.mark.parametrize("env_id", sorted(PROFILE_OF))
@@ -160,12 +195,13 @@ def test_missing_shipped_weights_raise_a_clear_error(assets_copy):
 
 def test_replay_needs_no_weights(assets_copy, tmp_path):
     """Replay reads only the profiles: with every weight file gone it still builds and steps."""
+    shipped = episode("edgelam/SplitInference-v0", seed=3)  # before: a cached profile would hide a re-read
+    profile_dir = str(copy_profiles(tmp_path))
     for name in lam.SHIPPED_MODELS:
         (assets_copy / "models" / name / "model.safetensors").unlink()
-    env = gym.make("edgelam/SplitInference-v0", profile_dir=str(copy_profiles(tmp_path)))
-    env.reset(seed=0)
-    env.step(env.action_space.sample())
-    env.close()
+    without_weights = episode("edgelam/SplitInference-v0", seed=3, profile_dir=profile_dir)
+    assert len(without_weights) == len(shipped) > 2
+    assert same(without_weights, shipped)
 
 
 def test_missing_prompts_and_model_card_raise_a_clear_error(assets_copy):
