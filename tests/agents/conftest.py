@@ -66,7 +66,11 @@ class ToyEnv(gym.Env):
 
 
 class ToyMaskEnv(ToyEnv):
-    """ToyEnv whose action 2 is forbidden, published in ``info["action_mask"]``."""
+    """ToyEnv whose action 2 is forbidden, published in ``info["action_mask"]``.
+
+    ``info["masked_action"]`` is 1.0 when the step took the forbidden action (its episode
+    mean is the share of such steps), so tests see what a policy did with the mask.
+    """
 
     MASK = np.array([True, True, False])
 
@@ -77,6 +81,7 @@ class ToyMaskEnv(ToyEnv):
     def step(self, action):
         obs, reward, terminated, truncated, info = super().step(action)
         info["action_mask"] = self.MASK.copy()
+        info["masked_action"] = float(not self.MASK[int(action)])
         return obs, reward, terminated, truncated, info
 
 
