@@ -171,43 +171,79 @@ class ProcessorSharingBank:
         return np.concatenate(done_ids), np.concatenate(done_t)
 
 
-def background_work_s(
+def background_interval_map(
     rng: np.random.Generator,
-    utilisation: np.ndarray | float,
+    utilisation: float,
     mean_service_s: float,
     dt_s: float,
-    size: int | tuple[int, ...] | None = None,
-    service: str = "exponential",
-) -> np.ndarray | float:
-    """Work (s) brought by Poisson background arrivals during ``dt_s`` seconds.
+    size: tuple[int, ...],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Lindley map ``W_end = max(W_start + shift, floor)`` of intervals of Poisson background jobs.
 
-    Arrival rate lambda = utilisation / mean_service_s, so the offered load equals
-    ``utilisation``. The number of arrivals is Poisson(lambda dt); their total work is
-    Gamma(k, mean) for exponential service (a sum of k exponentials) or k mean for
-    deterministic service. Feed the result to :meth:`FCFSServerBank.add_work`.
+    During an interval of ``dt_s`` seconds, background jobs of exponential service (mean
+    ``mean_service_s``) arrive at rate lambda = utilisation / mean_service_s at uniform
+    times, and the FCFS server works whenever it has work. Lindley's recursion over the
+    real arrival times, W <- max(W - gap, 0) + s, composes into one map of the unfinished
+    work at the interval's start: ``shift = sum(s) - dt`` and ``floor = max(0, max_j
+    (s_j + ... + s_last - (dt - t_j)))``, the work left at the end by the jobs from j on
+    when the server was empty at t_j. A tagged arrival at the start with service S sees
+    W and leaves ``max(W + S + shift, floor)`` to the next one (:func:`lindley_interval`).
 
-    Args:
-        rng: random generator (an env's ``np_random``).
-        utilisation: offered load rho in [0, 1) per server, a number or an array.
-        mean_service_s: mean service time of one background job in s.
-        dt_s: duration of the interval in s.
-        size: output shape (default: the shape of ``utilisation``).
-        service: ``"exponential"`` or ``"deterministic"``.
+    Random draws in this order: counts Poisson(lambda dt) of shape ``size``, then the
+    arrival times (uniform on [0, dt)) and the service times of all the jobs.
+
+    Returns:
+        (shift_s, floor_s), each of shape ``size``.
     """
-    u = _nonnegative("utilisation", utilisation)
-    if np.any(u >= 1.0):
+    u = float(_nonnegative("utilisation", utilisation))
+    if u >= 1.0:
         raise ValueError(f"utilisation: must be < 1 for a stable queue, got {utilisation!r}")
     if not mean_service_s > 0:
         raise ValueError(f"mean_service_s: must be > 0 s, got {mean_service_s!r}")
     if not (dt_s >= 0 and math.isfinite(dt_s)):
         raise ValueError(f"dt_s: expected a finite time >= 0 s, got {dt_s!r}")
-    if service not in ("exponential", "deterministic"):
-        raise ValueError(f"service: {service!r} is not allowed (allowed: 'exponential', 'deterministic')")
-    shape = u.shape if size is None else size
-    count = rng.poisson(u / mean_service_s * dt_s, size=shape)
-    if service == "deterministic":
-        return _out(np.asarray(count * mean_service_s, dtype=np.float64))
-    return _out(np.asarray(rng.gamma(count, mean_service_s), dtype=np.float64))
+    count = rng.poisson(u / mean_service_s * dt_s, size=size).ravel()
+    total = int(count.sum())
+    arrival = rng.uniform(0.0, dt_s, size=total)
+    service = rng.exponential(mean_service_s, size=total)
+    slot = np.repeat(np.arange(count.size), count)
+    order = np.lexsort((arrival, slot))  # by slot, then by arrival time within it
+    arrival, service, slot = arrival[order], service[order], slot[order]
+    work = np.bincount(slot, weights=service, minlength=count.size)
+    before = np.cumsum(service) - service  # work of the earlier jobs (all slots)
+    first = np.cumsum(count) - count  # index of each slot's first job
+    before_in_slot = before - before[first[slot]]
+    left = work[slot] - before_in_slot - (dt_s - arrival)  # work left at the end by jobs j.. of an empty start
+    floor = np.zeros(count.size)
+    np.maximum.at(floor, slot, left)
+    return (work - dt_s).reshape(size), floor.reshape(size)
+
+
+def lindley_interval(work_s, shift_s, floor_s):
+    """Unfinished work at the next arrival, ``max(work + shift, floor)`` (numbers or arrays).
+
+    ``work_s`` is the work at the start of the interval including the arriving job's own
+    service; ``shift_s`` and ``floor_s`` come from :func:`background_interval_map`.
+    """
+    if isinstance(work_s, float):
+        return max(work_s + shift_s, floor_s)
+    return np.maximum(work_s + shift_s, floor_s)
+
+
+def mm1_stationary_work_s(
+    rng: np.random.Generator, utilisation: float, mean_service_s: float, size: int | tuple[int, ...]
+) -> np.ndarray:
+    """Draws of the stationary unfinished work of an M/M/1 queue, in s.
+
+    P(W > x) = rho exp(-(mu - lambda) x) (Kleinrock 1975, Vol. 1, Sec. 5.7): empty with
+    probability 1 - rho, else exponential of mean E[S] / (1 - rho). Random draws: a
+    uniform, then an exponential, each of shape ``size``.
+    """
+    u = float(_nonnegative("utilisation", utilisation))
+    if u >= 1.0:
+        raise ValueError(f"utilisation: must be < 1 for a stable queue, got {utilisation!r}")
+    busy = rng.random(size) < u
+    return np.where(busy, rng.exponential(mean_service_s / (1.0 - u), size), 0.0)
 
 
 def mm1_sojourn_s(lam: np.ndarray | float, mu: np.ndarray | float) -> np.ndarray | float:

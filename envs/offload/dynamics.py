@@ -7,7 +7,10 @@ Each tier prices the generation (prefill of ``T`` tokens + ``N - 1`` decode step
 
 * device: latency = t_dev; energy = P_active t_dev.
 * edge: latency = up + RTT_edge + W + t_edge + down, with up = (T b_id + overhead) 8 / R_up,
-  W the FCFS wait behind the edge's unfinished work, down = N b_id 8 / R_down;
+  W the FCFS wait behind the edge's unfinished work, down = N b_id 8 / R_down; W evolves
+  by Lindley's recursion over the real arrival times of the Poisson background jobs
+  between two tasks (exponential service), so tasks see the edge busy with probability
+  equal to its utilisation (PASTA) and its mean work is the Pollaczek-Khinchine wait;
   device energy = P_tx up + P_idle (latency - up).
 * cloud: latency = up + RTT_wan + t_cloud + down; energy as for the edge;
   cloud cost = (T + N) x price per token.
@@ -36,7 +39,7 @@ from scipy.signal import lfilter
 from edgelam.envs.core.channel import ChannelConfig, shannon_rate_bps
 from edgelam.envs.core.hardware import HardwareSpec, model_cost
 from edgelam.envs.core.model_cards import ModelCard
-from edgelam.envs.core.queues import background_work_s
+from edgelam.envs.core.queues import background_interval_map, mm1_stationary_work_s
 
 DEVICE, EDGE, CLOUD = 0, 1, 2
 
@@ -170,7 +173,8 @@ class TaskBlock:
     prompt: np.ndarray  # int, held-out prompt of the task
     innovation: np.ndarray  # complex CN(0, 1) innovations of the Gauss-Markov fading
     rate_bps: np.ndarray  # uplink Shannon rate in bit/s (>= 1)
-    background_s: np.ndarray  # work brought to the edge by background jobs during the task interval, s
+    bg_shift_s: np.ndarray  # background work of the task interval minus its length, s (Lindley map shift)
+    bg_floor_s: np.ndarray  # edge work left at the interval's end by background jobs alone, s (map floor)
     rtt_shock: np.ndarray  # N(0, 1) innovations of the log-RTT AR(1)
     rtt_s: np.ndarray  # cloud round trip in s
 
@@ -211,17 +215,26 @@ def draw_task_block(
     """Draw the next ``n`` tasks of B users (an Offload config ``cfg``); returns (block, last h, last z).
 
     Random draws in this order: prompts (B, n), fading innovations (real (B, n), imaginary (B, n)),
-    background arrivals and their work (:func:`edgelam.envs.core.queues.background_work_s`),
-    RTT shocks (B, n). Fading continues from ``h0`` and the RTT latent from ``z0`` (each (B,)).
+    background arrivals, their arrival times and their work in each task interval
+    (:func:`edgelam.envs.core.queues.background_interval_map`), RTT shocks (B, n). Fading
+    continues from ``h0`` and the RTT latent from ``z0`` (each (B,)).
     """
     b = len(h0)
     prompt = rng.integers(num_prompts, size=(b, n))
     innovation = (rng.standard_normal((b, n)) + 1j * rng.standard_normal((b, n))) / math.sqrt(2.0)
     rate, h_last = uplink_rates(cfg.channel, large_scale_gain, innovation, h0)
     eq = cfg.edge_queue
-    background = np.asarray(
-        background_work_s(rng, eq.utilisation, eq.mean_job_s, cfg.task_interval_s, size=(b, n)), dtype=np.float64
-    )
+    shift, floor = background_interval_map(rng, eq.utilisation, eq.mean_job_s, cfg.task_interval_s, size=(b, n))
     shock = rng.standard_normal((b, n))
     rtt, z_last = cloud_rtts(cfg.wan, shock, z0)
-    return TaskBlock(prompt, innovation, rate, background, shock, rtt), h_last, z_last
+    return TaskBlock(prompt, innovation, rate, shift, floor, shock, rtt), h_last, z_last
+
+
+def initial_edge_work_s(rng: np.random.Generator, cfg, size: int) -> np.ndarray:
+    """(B,) unfinished work of the edge when an episode starts: its stationary M/M/1 workload.
+
+    The edge server has run its background traffic long before the device's first task,
+    so the episode starts in the queue's steady state rather than empty
+    (:func:`edgelam.envs.core.queues.mm1_stationary_work_s`).
+    """
+    return mm1_stationary_work_s(rng, cfg.edge_queue.utilisation, cfg.edge_queue.mean_job_s, size)

@@ -13,8 +13,16 @@ from edgelam.envs.core.channel import WirelessLink
 from edgelam.envs.core.config import load_scenario
 from edgelam.envs.core.hardware import load_hardware_catalog
 from edgelam.envs.core.model_cards import get_model_card
+from edgelam.envs.core.queues import lindley_interval
 from edgelam.envs.offload.config import ENV_DIR, TIERS, OffloadConfig
-from edgelam.envs.offload.dynamics import EDGE, TierTables, build_tables, draw_task_block, task_cost
+from edgelam.envs.offload.dynamics import (
+    EDGE,
+    TierTables,
+    build_tables,
+    draw_task_block,
+    initial_edge_work_s,
+    task_cost,
+)
 
 BACKENDS = ("replay", "live")
 CHUNK = 256  # random draws are made in blocks of this many tasks
@@ -98,7 +106,9 @@ class OffloadEnv(gym.Env):
     ## Physics and sources
     3GPP TR 38.901 path loss + shadowing, Gauss-Markov Rayleigh fading over task slots,
     Shannon rate (``edgelam.envs.core.channel``); roofline compute (``core.hardware``);
-    FCFS edge with Poisson background jobs (``core.queues``, Lindley 1952); log-normal
+    FCFS edge with Poisson background jobs, Lindley's recursion over their arrival times
+    within each task interval and a stationary start (``core.queues``; Lindley 1952), so
+    tasks see it busy with probability ``edge_queue.utilisation`` (PASTA); log-normal
     AR(1) WAN RTT; costs in ``dynamics.py``.
 
     ## Vector env
@@ -154,7 +164,8 @@ class OffloadEnv(gym.Env):
         self._last_rtt = self.config.wan.rtt_mean_s
         self._prompts: list = []
         self._rates: list = []
-        self._bg: list = []
+        self._bg_shift: list = []
+        self._bg_floor: list = []
         self._rtts: list = []
         self._prompt = 0
         self._rate = 1.0
@@ -173,7 +184,8 @@ class OffloadEnv(gym.Env):
         self._h, self._z = complex(h[0]), float(z[0])
         self._prompts = blk.prompt[0].tolist()
         self._rates = blk.rate_bps[0].tolist()
-        self._bg = blk.background_s[0].tolist()
+        self._bg_shift = blk.bg_shift_s[0].tolist()
+        self._bg_floor = blk.bg_floor_s[0].tolist()
         self._rtts = blk.rtt_s[0].tolist()
         self._k = 0
 
@@ -254,6 +266,7 @@ class OffloadEnv(gym.Env):
         self.link.reset(rng, distance)
         self._h = complex(self.link.fading.h[0])
         self._z = float(rng.standard_normal())
+        self._queue = float(initial_edge_work_s(rng, cfg, 1)[0])
         self._next_task()
         return self._obs(), {"distance_m": distance, "uplink_rate_bps": self._rate}
 
@@ -299,7 +312,8 @@ class OffloadEnv(gym.Env):
             self._vq = max(self._vq + y - self._budget, 0.0)
             info["virtual_queue"] = self._vq
         service = self.tables.compute_rows[p][EDGE] if a == EDGE else 0.0
-        self._queue = max(self._queue + service + self._bg[self._k - 1] - cfg.task_interval_s, 0.0)
+        k = self._k - 1
+        self._queue = lindley_interval(self._queue + service, self._bg_shift[k], self._bg_floor[k])
         self._battery -= energy
         self._last_rtt = self._rtt
         self._t += 1

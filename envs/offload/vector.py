@@ -7,9 +7,17 @@ from typing import Any
 import numpy as np
 
 from edgelam.envs.core.channel import WirelessLink
+from edgelam.envs.core.queues import lindley_interval
 from edgelam.envs.core.vector import ReplayVectorEnv
 from edgelam.envs.offload.config import TIERS
-from edgelam.envs.offload.dynamics import EDGE, cloud_rtts, draw_task_block, tier_cost, uplink_rates
+from edgelam.envs.offload.dynamics import (
+    EDGE,
+    cloud_rtts,
+    draw_task_block,
+    initial_edge_work_s,
+    tier_cost,
+    uplink_rates,
+)
 from edgelam.envs.offload.env import CHUNK, QUEUE_SCALE, OffloadEnv
 
 # info keys of a step (absent, under the ``_key`` mask, for the devices that autoreset in it)
@@ -83,7 +91,7 @@ class OffloadVectorEnv(ReplayVectorEnv):
             self.np_random, self.config, self.num_prompts, self._lsg, self._h, self._z, CHUNK
         )
         self._prompt_blk, self._innovation = blk.prompt, blk.innovation
-        self._rate_blk, self._bg_blk = blk.rate_bps, blk.background_s
+        self._rate_blk, self._shift_blk, self._floor_blk = blk.rate_bps, blk.bg_shift_s, blk.bg_floor_s
         self._shock_blk, self._rtt_blk = blk.rtt_shock, blk.rtt_s
         self._k = 0
 
@@ -95,8 +103,8 @@ class OffloadVectorEnv(ReplayVectorEnv):
         self._lsg = self.link.large_scale_gain.copy()
         self._h = self.link.fading.h.copy()
         self._z = rng.standard_normal(b)
+        self._queue = initial_edge_work_s(rng, cfg, b)
         self._t = np.zeros(b, dtype=np.int64)
-        self._queue = np.zeros(b)
         self._vq = np.zeros(b)
         self._battery = np.full(b, cfg.battery_j)
         self._last_rtt = np.full(b, cfg.wan.rtt_mean_s)
@@ -111,7 +119,7 @@ class OffloadVectorEnv(ReplayVectorEnv):
         distance = rng.uniform(*cfg.distance_m, size=n)
         self._pool_link.reset(rng, distance)
         self._pool = (distance, self._pool_link.large_scale_gain.copy(), self._pool_link.fading.h.copy(),
-                      rng.standard_normal(n))
+                      rng.standard_normal(n), initial_edge_work_s(rng, cfg, n))
         self._pool_pos = 0
 
     def _reset_some(self, idx: np.ndarray) -> np.ndarray:
@@ -125,13 +133,13 @@ class OffloadVectorEnv(ReplayVectorEnv):
             self._draw_pool()
         take = slice(self._pool_pos, self._pool_pos + m)
         self._pool_pos += m
-        distance, lsg, h0, z0 = (x[take] for x in self._pool)
+        distance, lsg, h0, z0, work0 = (x[take] for x in self._pool)
         self._lsg[idx] = lsg
         rows = np.ix_(idx, np.arange(k, CHUNK))
         self._rate_blk[rows], self._h[idx] = uplink_rates(cfg.channel, lsg, self._innovation[rows], h0)
         self._rtt_blk[rows], self._z[idx] = cloud_rtts(cfg.wan, self._shock_blk[rows], z0)
         self._t[idx] = 0
-        self._queue[idx] = 0.0
+        self._queue[idx] = work0
         self._vq[idx] = 0.0
         self._battery[idx] = cfg.battery_j
         self._last_rtt[idx] = cfg.wan.rtt_mean_s
@@ -229,7 +237,7 @@ class OffloadVectorEnv(ReplayVectorEnv):
             y = energy if cfg.budget.metric == "energy_j" else usd
             self._vq = np.maximum(self._vq + y - self._budget, 0.0)
             info["virtual_queue"] = self._vq.copy()
-        self._queue = np.maximum(self._queue + on_edge * compute + self._bg_blk[:, k] - cfg.task_interval_s, 0.0)
+        self._queue = lindley_interval(self._queue + on_edge * compute, self._shift_blk[:, k], self._floor_blk[:, k])
         self._battery = self._battery - energy
         self._last_rtt = rtt.copy()
         self._t = self._t + 1

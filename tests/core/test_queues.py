@@ -8,9 +8,11 @@ import pytest
 from edgelam.envs.core.queues import (
     FCFSServerBank,
     ProcessorSharingBank,
-    background_work_s,
+    background_interval_map,
+    lindley_interval,
     mg1_ps_sojourn_s,
     mm1_sojourn_s,
+    mm1_stationary_work_s,
     pollaczek_khinchine_wait_s,
 )
 
@@ -117,15 +119,41 @@ def test_processor_sharing_late_arrival():
     np.testing.assert_allclose(t, [3.0, 3.0])
 
 
-def test_background_work_has_the_requested_utilisation():
-    rng = np.random.default_rng(2)
-    work = background_work_s(rng, np.full(100_000, 0.6), mean_service_s=0.1, dt_s=1.0)
-    assert work.shape == (100_000,) and np.all(work >= 0)
-    assert work.mean() == pytest.approx(0.6, rel=0.02)
-    det = background_work_s(rng, 0.5, mean_service_s=0.2, dt_s=2.0, size=50_000, service="deterministic")
-    assert det.mean() == pytest.approx(1.0, rel=0.03)
-    assert np.allclose(np.mod(det / 0.2 + 1e-9, 1.0), 0.0, atol=1e-6)
+def _lindley_by_events(w0: float, arrivals: np.ndarray, services: np.ndarray, dt: float) -> float:
+    """Unfinished work at the end of an interval: Lindley's recursion job by job."""
+    w, t = w0, 0.0
+    for a, s in sorted(zip(arrivals, services, strict=True)):
+        w = max(w - (a - t), 0.0) + s
+        t = a
+    return max(w - (dt - t), 0.0)
+
+
+def test_background_interval_map_equals_lindley_over_the_arrival_times():
+    """The (shift, floor) map of each interval gives the job-by-job recursion's end work for any start."""
+    dt, mean, u, n = 1.0, 0.5, 0.7, 400
+    shift, floor = background_interval_map(np.random.default_rng(5), u, mean, dt, size=(n,))
+    # the same draws, in the documented order, replayed job by job
+    rng = np.random.default_rng(5)
+    count = rng.poisson(u / mean * dt, size=n)
+    arrival = rng.uniform(0.0, dt, size=count.sum())
+    service = rng.exponential(mean, size=count.sum())
+    bounds_ = np.concatenate([[0], np.cumsum(count)])
+    assert (count == 0).any() and (count >= 3).any()
+    for w0 in (0.0, 0.3, 2.5):
+        for i in range(n):
+            a, s = arrival[bounds_[i] : bounds_[i + 1]], service[bounds_[i] : bounds_[i + 1]]
+            want = _lindley_by_events(w0, a, s, dt)
+            assert lindley_interval(w0, float(shift[i]), float(floor[i])) == pytest.approx(want, abs=1e-12), (i, w0)
+    # a hand example: jobs of 0.4 s at 0.1 s and 0.3 s at 0.9 s in a 1 s interval from empty:
+    # the first ends at 0.5 s, the second leaves 0.2 s at 1 s
+    assert _lindley_by_events(0.0, np.array([0.1, 0.9]), np.array([0.4, 0.3]), 1.0) == pytest.approx(0.2)
+
+
+def test_stationary_mm1_work_has_the_busy_probability_and_the_pk_mean():
+    u, mean = 0.6, 0.5
+    w = mm1_stationary_work_s(np.random.default_rng(0), u, mean, 200_000)
+    assert np.mean(w > 0) == pytest.approx(u, abs=0.005)
+    pk = pollaczek_khinchine_wait_s(u / mean, mean, 2 * mean**2)
+    assert w.mean() == pytest.approx(pk, rel=0.02)
     with pytest.raises(ValueError, match="utilisation"):
-        background_work_s(rng, 1.0, 0.1, 1.0)
-    with pytest.raises(ValueError, match="service"):
-        background_work_s(rng, 0.5, 0.1, 1.0, service="pareto")
+        mm1_stationary_work_s(np.random.default_rng(0), 1.0, mean, 3)
