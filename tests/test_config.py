@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import pytest
 
 from edgelam.envs.core.config import (
@@ -102,3 +103,53 @@ def test_yaml_errors(tmp_path):
 def test_unknown_scenario_name_lists_shipped():
     with pytest.raises(ValueError, match="unknown scenario 'nope'"):
         load_scenario(Outer, "split_inference", "nope")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "want"),
+    [
+        ("episode_length", np.int64(50), 50),
+        ("episode_length", np.int32(7), 7),
+        ("episode_length", np.uint8(9), 9),
+        ("episode_length", np.float32(12.0), 12),
+        ("channel.doppler_hz", np.float32(1.5), 1.5),
+        ("channel.doppler_hz", np.int64(60), 60.0),
+        ("channel.doppler_hz", np.float64(2.5), 2.5),
+        ("flag", np.bool_(True), True),
+        ("weights", np.arange(2, dtype=np.float32), (0.0, 1.0)),
+    ],
+)
+def test_numpy_scalars_are_accepted_as_python_values(key, value, want):
+    """What np.arange sweeps and Box.sample() produce builds like the Python number."""
+    cfg = build(Outer, apply_overrides({}, {key: value}))
+    got = cfg
+    for part in key.split("."):
+        got = getattr(got, part)
+    assert got == want and type(got) is type(want), (got, type(got))
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "match"),
+    [
+        ("episode_length", np.bool_(True), "episode_length: expected an int"),
+        ("episode_length", np.float32(2.5), "episode_length: expected an int"),
+        ("channel.doppler_hz", np.bool_(False), "channel.doppler_hz: expected a number"),
+        ("channel.doppler_hz", np.float32("nan"), "channel.doppler_hz: expected a finite number"),
+        ("flag", np.int64(1), "flag: expected a bool"),
+        ("episode_length", np.int64(500), r"episode_length: 500 is out of range"),
+    ],
+)
+def test_numpy_values_are_still_checked(key, value, match):
+    with pytest.raises(ValueError, match=match):
+        build(Outer, apply_overrides({}, {key: value}))
+
+
+def test_gym_make_takes_numpy_overrides():
+    import gymnasium as gym
+
+    import edgelam.envs  # noqa: F401
+
+    env = gym.make("edgelam/Offload-v0", episode_length=np.int64(50), **{"channel.tx_power_w": np.float32(0.1)})
+    assert env.unwrapped.config.episode_length == 50
+    assert env.unwrapped.config.channel.tx_power_w == pytest.approx(0.1)
+

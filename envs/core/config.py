@@ -18,6 +18,8 @@ checked exactly like a YAML value.
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import types
 import typing
 from collections.abc import Mapping
@@ -25,6 +27,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar, Union
 
+import numpy as np
 import yaml
 
 T = TypeVar("T")
@@ -51,27 +54,34 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, (bool, np.bool_))
+
+
 def _check_scalar(key: str, value: Any, tp: Any) -> Any:
+    """Validate one scalar; numpy scalars (``np.int64``, ``np.float32``, ``np.bool_``) count as Python ones."""
     if tp is bool:
-        if not isinstance(value, bool):
+        if not _is_bool(value):
             raise ValueError(f"{key}: expected a bool, got {value!r}")
-        return value
+        return bool(value)
     if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
+        if _is_bool(value) or not isinstance(value, numbers.Real):
             raise ValueError(f"{key}: expected an int, got {value!r}")
-        return value
+        if isinstance(value, numbers.Integral):
+            return int(value)
+        if math.isfinite(value) and float(value).is_integer():
+            return int(value)
+        raise ValueError(f"{key}: expected an int, got {value!r}")
     if tp is float:
         if isinstance(value, str):  # PyYAML reads 1e6 / 3.5e9 (no exponent sign) as strings
             try:
                 value = float(value)
             except ValueError:
                 raise ValueError(f"{key}: expected a number, got {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if _is_bool(value) or not isinstance(value, numbers.Real):
             raise ValueError(f"{key}: expected a number, got {value!r}")
         value = float(value)
-        if value != value or value in (float("inf"), float("-inf")):
+        if not math.isfinite(value):
             raise ValueError(f"{key}: expected a finite number, got {value!r}")
         return value
     if tp is str:
@@ -107,6 +117,8 @@ def _convert(key: str, value: Any, tp: Any, meta: Mapping) -> Any:
             raise ValueError(f"{key}: expected a mapping of {_type_name(tp)} fields, got {value!r}")
         return build(tp, value, prefix=f"{key}.")
     if origin is tuple:
+        if isinstance(value, np.ndarray) and value.ndim == 1:
+            value = value.tolist()
         if not isinstance(value, (list, tuple)):
             raise ValueError(f"{key}: expected a list, got {value!r}")
         args = typing.get_args(tp)
@@ -259,7 +271,8 @@ def load_scenario(
         scenario: a shipped scenario name or a path to a YAML file.
         overrides: dotted keys set on top of the YAML values before validation.
     """
-    data = read_yaml(scenario_path(env_dir, scenario))
+    path = scenario_path(env_dir, scenario)
+    data = read_yaml(path)
     if overrides:
         data = apply_overrides(data, overrides)
     return build(cls, data)
