@@ -92,6 +92,13 @@ class ZeroPolicy:
         return np.int64(0), state
 
 
+class HintPolicy:
+    """The bin the observation points at (its argmax): right every step when ``noise=0``."""
+
+    def predict(self, observation, state=None, episode_start=None, deterministic=True):
+        return np.int64(np.argmax(observation)), state
+
+
 class OraclePolicy:
     """Reads the true target from the env."""
 
@@ -175,6 +182,7 @@ def toy_envs():
     gym.register(TOY_MASK, entry_point=ToyMaskEnv, max_episode_steps=10)
     baselines.register(TOY, "zero", lambda env: ZeroPolicy())
     baselines.register(TOY, "oracle", OraclePolicy)
+    baselines.register(TOY, "hint", lambda env: HintPolicy())
     registration.PARALLEL_ENVS[TOY_PAR] = ToyParallelEnv
     registration.PARALLEL_ENVS[TOY_ZERO_SUM] = ToyZeroSumEnv
     yield

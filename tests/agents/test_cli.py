@@ -39,9 +39,14 @@ def test_evaluate_json_is_reproducible_and_takes_set(capsys):
     assert out == _json(capsys, argv)
     assert [e["seed"] for e in out["episodes"]] == [4, 5, 6]
     assert out["summary"]["return"] == {"mean": 10.0, "ci95": 0.0, "n": 3}
-    argv = ["evaluate", TOY, "--policy", "random", "--set", "noise=0.5", "--episodes", "2", "--json"]
-    noisy = _json(capsys, argv)
-    assert noisy["summary"]["return"]["n"] == 2
+    # the hint policy follows the observation: exact without noise, often wrong under noise 1.0
+    argv = ["evaluate", TOY, "--policy", "hint", "--episodes", "4", "--seed", "4", "--json"]
+    clean = _json(capsys, [*argv, "--set", "noise=0.0"])
+    assert clean["summary"]["return"] == {"mean": 10.0, "ci95": 0.0, "n": 4}
+    noisy = _json(capsys, [*argv, "--set", "noise=1.0"])
+    assert noisy["summary"]["return"]["mean"] < 9.0
+    assert noisy == _json(capsys, [*argv, "--set", "noise=1.0"])
+    assert noisy != _json(capsys, [*argv, "--set", "noise=0.9"])
 
 
 def test_train_then_evaluate_the_saved_run(capsys, tmp_path):
