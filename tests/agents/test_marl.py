@@ -39,7 +39,22 @@ def test_parameter_sharing_trains_and_evaluates_per_agent(tmp_path, tiny_ppo):
     assert row["latency_s"] == pytest.approx((row["latency_s/a0"] + row["latency_s/a1"]) / 2)
 
 
+class _Sign:
+    """Matches the sign in the observation (``agree=True``: reward 1 every step) or always misses it."""
+
+    def __init__(self, agree: bool) -> None:
+        self.agree = agree
+
+    def predict(self, observation, state=None, episode_start=None, deterministic=True):
+        return np.int64((observation[0] > 0) == self.agree), state
+
+
 def test_per_agent_policies_in_a_mapping():
+    # 8 steps: the agreeing agent gets 8, the contrary one 0; each agent is driven by its own policy
+    rows = evaluate({"a0": _Sign(True), "a1": _Sign(False)}, TOY_PAR, episodes=3, seed=0)
+    assert [(r["return/a0"], r["return/a1"], r["return"]) for r in rows] == [(8.0, 0.0, 4.0)] * 3
+    swapped = evaluate({"a1": _Sign(True), "a0": _Sign(False)}, TOY_PAR, episodes=3, seed=0)
+    assert [(r["return/a0"], r["return/a1"]) for r in swapped] == [(0.0, 8.0)] * 3
     rows = evaluate({"a0": "random", "a1": "random"}, TOY_PAR, episodes=2, seed=0)
     assert {"return/a0", "return/a1"} <= set(rows[0])
     with pytest.raises(ValueError, match="no policy for agents"):
