@@ -153,3 +153,17 @@ def test_gym_make_takes_numpy_overrides():
     assert env.unwrapped.config.episode_length == 50
     assert env.unwrapped.config.channel.tx_power_w == pytest.approx(0.1)
 
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "{}\n", "null\n"])
+def test_an_empty_scenario_file_is_refused(tmp_path, text):
+    """An empty file would build the config class's own defaults, which are not scenario `default`."""
+    empty = tmp_path / "empty.yaml"
+    empty.write_text(text)
+    with pytest.raises(ValueError, match=r"empty\.yaml: the scenario is empty"):
+        load_scenario(Outer, "split_inference", empty)
+    import gymnasium as gym
+
+    import edgelam.envs  # noqa: F401
+
+    with pytest.raises(ValueError, match="the scenario is empty"):
+        gym.make("edgelam/SplitInference-v0", scenario=str(empty))

@@ -270,9 +270,18 @@ def load_scenario(
         env_dir: the environment's folder name under ``configs/scenarios``.
         scenario: a shipped scenario name or a path to a YAML file.
         overrides: dotted keys set on top of the YAML values before validation.
+
+    Raises:
+        ValueError: for an unknown scenario, an unreadable, malformed or empty file, or a bad value.
     """
     path = scenario_path(env_dir, scenario)
     data = read_yaml(path)
+    if not data:
+        raise ValueError(
+            f"{path}: the scenario is empty; a scenario sets its values (copy "
+            f"configs/scenarios/{env_dir}/default.yaml as a start: keys left out take the config class's "
+            f"defaults, which are not scenario 'default')"
+        )
     if overrides:
         data = apply_overrides(data, overrides)
     return build(cls, data)
