@@ -37,6 +37,40 @@ _CHOICES = "choices"
 _LENGTH = "length"
 
 
+class FrozenMap(Mapping):
+    """A read-only mapping for ``dict`` fields of frozen configs; hashable, picklable, deep-copyable.
+
+    (``types.MappingProxyType`` is read-only too but cannot be pickled, which subprocess
+    vector envs, RLlib workers and ``copy.deepcopy`` need.)
+    """
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: Mapping[str, Any] = ()) -> None:
+        object.__setattr__(self, "_data", dict(data))
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self):
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self._data.items())))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("FrozenMap is read-only")
+
+    def __reduce__(self):
+        return (FrozenMap, (self._data,))
+
+    def __repr__(self) -> str:
+        return f"FrozenMap({self._data!r})"
+
+
 def bounds(low: float | None = None, high: float | None = None, *, length: int | None = None) -> dict:
     """Field metadata: inclusive numeric range (``None`` = open); for sequences, per element."""
     meta: dict[str, Any] = {_BOUNDS: (low, high)}
@@ -139,7 +173,7 @@ def _convert(key: str, value: Any, tp: Any, meta: Mapping) -> Any:
         for k, v in value.items():
             out_map[str(k)] = _convert(f"{key}.{k}", v, vt, {})
             _check_range(f"{key}.{k}", out_map[str(k)], meta)
-        return types.MappingProxyType(out_map)
+        return FrozenMap(out_map)
     value = _check_scalar(key, value, tp)
     _check_range(key, value, meta)
     return value
