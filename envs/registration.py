@@ -13,25 +13,23 @@ from typing import Any
 
 from gymnasium.envs.registration import register, registry
 
-# id -> (entry point, vector entry point or None, max_episode_steps)
-GYM_ENVS: dict[str, tuple[str, str | None, int]] = {
+# id -> (entry point, vector entry point or None). No max_episode_steps: each env truncates itself after its
+# scenario's episode_length, so that an episode_length override is the episode length (edgelam.envs.core.episode).
+GYM_ENVS: dict[str, tuple[str, str | None]] = {
     "edgelam/SplitInference-v0": (
         "edgelam.envs.split_inference.env:SplitInferenceEnv",
         "edgelam.envs.split_inference.vector:SplitInferenceVectorEnv",
-        200,
     ),
     "edgelam/Offload-v0": (
         "edgelam.envs.offload.env:OffloadEnv",
         "edgelam.envs.offload.vector:OffloadVectorEnv",
-        200,
     ),
-    "edgelam/MicroserviceRouting-v0": ("edgelam.envs.microservice_routing.env:MicroserviceRoutingEnv", None, 400),
+    "edgelam/MicroserviceRouting-v0": ("edgelam.envs.microservice_routing.env:MicroserviceRoutingEnv", None),
     "edgelam/SpecDecode-v0": (
         "edgelam.envs.spec_decode.env:SpecDecodeEnv",
         "edgelam.envs.spec_decode.vector:SpecDecodeVectorEnv",
-        256,
     ),
-    "edgelam/FedFTAllocation-v0": ("edgelam.envs.fedft.env:FedFTAllocationEnv", None, 30),
+    "edgelam/FedFTAllocation-v0": ("edgelam.envs.fedft.env:FedFTAllocationEnv", None),
 }
 
 # PettingZoo parallel envs: id -> "module:factory" returning a ParallelEnv
@@ -46,14 +44,9 @@ ENV_IDS: list[str] = [*GYM_ENVS, *PARALLEL_ENVS]
 
 def register_all() -> None:
     """Register every Gymnasium env id once, and the PettingZoo ids where PettingZoo has a registry (idempotent)."""
-    for env_id, (entry, vector_entry, max_steps) in GYM_ENVS.items():
+    for env_id, (entry, vector_entry) in GYM_ENVS.items():
         if env_id not in registry:
-            register(
-                id=env_id,
-                entry_point=entry,
-                vector_entry_point=vector_entry,
-                max_episode_steps=max_steps,
-            )
+            register(id=env_id, entry_point=entry, vector_entry_point=vector_entry)
     _register_pettingzoo()
 
 

@@ -60,3 +60,33 @@ def test_parallel_env_copies_continue_the_same_trajectory(env_id, clone):
         assert all(_same(x, y) for x, y in zip(out_a, out_b, strict=True)), t
         if not env.agents:
             break
+
+
+# overrides that keep an episode from terminating early, so that it runs to its length
+_LONG = {
+    "edgelam/Offload-v0": {"battery_j": 1e6},
+    "edgelam/SpecDecode-v0": {"battery_j": 1e6, "requests_per_episode": 10_000},
+}
+
+
+@pytest.mark.parametrize("env_id", GYM_IDS)
+def test_the_scenarios_episode_length_is_the_episode_length(env_id):
+    """An episode_length override longer than the default scenario's is honoured (gym.make, make_vec sync)."""
+    from edgelam.envs.core.config import to_dict
+
+    default = gym.make(env_id).unwrapped.config.episode_length
+    length = default + 13
+    env = gym.make(env_id, episode_length=length, **_LONG.get(env_id, {}))
+    assert to_dict(env.unwrapped.config)["episode_length"] == length
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    for t in range(1, length + 1):
+        _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        assert not terminated and truncated == (t == length), (t, length)
+    vec = gym.make_vec(env_id, num_envs=2, vectorization_mode="sync", episode_length=length, **_LONG.get(env_id, {}))
+    vec.reset(seed=0)
+    vec.action_space.seed(0)
+    for t in range(1, length + 1):
+        _, _, terminated, truncated, _ = vec.step(vec.action_space.sample())
+        assert not terminated.any() and truncated.all() == (t == length) == truncated.any(), (t, length)
+

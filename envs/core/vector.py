@@ -14,8 +14,9 @@ class ReplayVectorEnv(VectorEnv):
 
     :meth:`_setup` validates the arguments ``gym.make_vec`` passes, builds the single env
     whose scenario, tables and spaces the batch shares (``self.single``, ``self.config``),
-    batches the spaces and sets ``episode_length`` to the smaller of the scenario's and the
-    registered ``max_episode_steps``. Replay backend only; Gymnasium's next-step autoreset.
+    batches the spaces and sets ``episode_length`` to the scenario's (or to a smaller
+    ``max_episode_steps`` passed to ``gym.make_vec``, as a ``TimeLimit`` would cut it).
+    Replay backend only; Gymnasium's next-step autoreset.
     """
 
     metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.NEXT_STEP}
@@ -36,7 +37,7 @@ class ReplayVectorEnv(VectorEnv):
         overrides.pop("render_mode", None)
         self.single = single_cls(scenario=scenario, backend="replay", **overrides)
         self.config = self.single.config
-        # gym.make_vec passes the registered max_episode_steps; episodes end at the smaller of the two
+        # the ids register no max_episode_steps; one passed to gym.make_vec acts as a TimeLimit would
         self.episode_length = min(self.config.episode_length, max_episode_steps or self.config.episode_length)
         self.num_envs = num_envs
         self.single_action_space = self.single.action_space

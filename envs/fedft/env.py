@@ -142,8 +142,9 @@ class FedFTAllocationEnv(gym.Env):
     ``device_epsilon`` (see ``## Privacy``).
 
     ## Episode End
-    Truncated after ``episode_length`` rounds (30 by default, the registered
-    ``max_episode_steps``); never terminated.
+    Truncated after the scenario's ``episode_length`` rounds (30 by default; the id
+    registers no ``max_episode_steps``, so an ``episode_length`` override is the episode
+    length); never terminated.
 
     ## Physics and sources
     Round time/energy model of Yang et al., TWC 2021 (arXiv 1911.02417), see

@@ -99,8 +99,9 @@ class MicroserviceRoutingEnv(gym.Env):
     ``migration_energy_j`` and ``virtual_queue`` (Z(t+1) = max(Z + y - budget, 0)).
 
     ## Episode End
-    Truncated after ``episode_length`` routing decisions (400; registered
-    ``max_episode_steps``); never terminated.
+    Truncated after the scenario's ``episode_length`` routing decisions (400 by default;
+    the id registers no ``max_episode_steps``, so an ``episode_length`` override is the
+    episode length); never terminated.
 
     ## Physics and sources
     Roofline service times (``edgelam.envs.core.hardware``); FCFS servers; ring

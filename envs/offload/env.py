@@ -100,7 +100,8 @@ class OffloadEnv(gym.Env):
     y = ``budget.metric`` (Neely 2010) is in ``info["virtual_queue"]``.
 
     ## Episode End
-    Truncated after ``episode_length`` tasks (200, the registered ``max_episode_steps``);
+    Truncated after the scenario's ``episode_length`` tasks (200 by default; the id
+    registers no ``max_episode_steps``, so an ``episode_length`` override is the episode length);
     terminated when the battery is empty.
 
     ## Physics and sources

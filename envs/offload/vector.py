@@ -56,8 +56,8 @@ class OffloadVectorEnv(ReplayVectorEnv):
     single env's, resets included. A device that resets alone keeps its row of the
     current block: fresh LOS, shadowing and fading state, the rest of its row's fading
     and RTT recomputed from them, the unused prompts and background work kept (they are
-    i.i.d.). Replay backend only. ``max_episode_steps`` (passed by ``gym.make_vec`` from
-    the registration) caps ``episode_length``.
+    i.i.d.). Replay backend only. A ``max_episode_steps`` passed to ``gym.make_vec`` caps
+    ``episode_length``, as a ``TimeLimit`` would.
 
     Create it with ``gym.make_vec("edgelam/Offload-v0", num_envs=256,
     vectorization_mode="vector_entry_point", scenario=..., **overrides)``.

@@ -94,7 +94,8 @@ class SpecDecodeEnv(gym.Env):
 
     ## Episode End
     Terminated when the last request is complete or the battery is empty; truncated after
-    ``episode_length`` rounds (256 by default, also the registered ``max_episode_steps``).
+    ``episode_length`` rounds (256 by default; the id registers no ``max_episode_steps``,
+    so an ``episode_length`` override is the episode length).
     A finished request is followed by a new one (a fresh prompt) in the next round.
 
     ## Physics and sources

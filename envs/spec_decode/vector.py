@@ -61,7 +61,7 @@ class SpecDecodeVectorEnv(ReplayVectorEnv):
     re-evaluated (:func:`~edgelam.envs.core.channel.ergodic_rate_bps`, one array call per round)
     only for the users whose large-scale SNR changed (a reset; every round under ``drift_mps``
     or during a blockage).
-    ``max_episode_steps`` (passed by ``gym.make_vec``) caps ``episode_length``.
+    A ``max_episode_steps`` passed to ``gym.make_vec`` caps ``episode_length``, as a ``TimeLimit`` would.
 
     Create it with ``gym.make_vec("edgelam/SpecDecode-v0", num_envs=256,
     vectorization_mode="vector_entry_point", scenario=..., **overrides)``.

@@ -83,8 +83,9 @@ class SplitInferenceEnv(gym.Env):
     (Neely 2010) is reported in ``info["virtual_queue"]``.
 
     ## Episode End
-    Truncated after ``episode_length`` requests (200 by default, also the
-    registered ``max_episode_steps``); never terminated.
+    Truncated after the scenario's ``episode_length`` requests (200 by default; the id
+    registers no ``max_episode_steps``, so an ``episode_length`` override is the episode
+    length); never terminated.
 
     ## Physics and sources
     3GPP TR 38.901 path loss + log-normal shadowing, Gauss-Markov Rayleigh fading

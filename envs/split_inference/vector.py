@@ -19,8 +19,8 @@ class SplitInferenceVectorEnv(ReplayVectorEnv):
     copies share one episode length, so they truncate together; the step after a
     truncation resets every copy (Gymnasium's next-step autoreset: reward 0,
     ``terminated`` and ``truncated`` False). With ``num_envs=1`` and the same seed
-    the trajectory equals the single env's. Replay backend only. ``max_episode_steps``
-    (passed by ``gym.make_vec`` from the registration) caps ``episode_length``.
+    the trajectory equals the single env's. Replay backend only. A ``max_episode_steps``
+    passed to ``gym.make_vec`` caps ``episode_length``, as a ``TimeLimit`` would.
 
     Create it with ``gym.make_vec("edgelam/SplitInference-v0", num_envs=256,
     vectorization_mode="vector_entry_point", scenario=..., **overrides)``.

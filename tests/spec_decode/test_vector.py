@@ -245,13 +245,15 @@ def test_bad_arguments():
         SpecDecodeVectorEnv(num_envs=2, gamma_max=0)
 
 
-def test_registered_max_episode_steps_caps_the_episode():
-    """gym.make_vec passes the registered max_episode_steps (256): the users truncate together at it."""
+def test_episode_length_rules_and_an_explicit_max_episode_steps_caps_it():
+    """The id registers no max_episode_steps: episode_length is the episode; one passed to make_vec cuts it."""
     kwargs = {"episode_length": 300, "requests_per_episode": 1000, "battery_j": 1e9}
-    assert SpecDecodeVectorEnv(num_envs=2, **kwargs).episode_length == 300
-    vec = gym.make_vec(ENV_ID, num_envs=2, vectorization_mode="vector_entry_point", **kwargs)
-    vec.reset(seed=0)
     plain = np.zeros((2, 2), dtype=np.int64)  # gamma = 0: one token per round, no request ends the episode
-    for t in range(1, 257):
-        _, _, terminated, truncated, _ = vec.step(plain)
-        assert not terminated.any() and truncated.all() == (t == 256) and truncated.any() == (t == 256), t
+    for cap, end in ((None, 300), (256, 256)):
+        extra = {} if cap is None else {"max_episode_steps": cap}
+        vec = gym.make_vec(ENV_ID, num_envs=2, vectorization_mode="vector_entry_point", **kwargs, **extra)
+        assert vec.episode_length == end
+        vec.reset(seed=0)
+        for t in range(1, end + 1):
+            _, _, terminated, truncated, _ = vec.step(plain)
+            assert not terminated.any() and truncated.all() == (t == end) and truncated.any() == (t == end), t
