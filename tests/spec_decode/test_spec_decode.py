@@ -153,10 +153,80 @@ def test_leviathan_beats_autoregressive_and_fixed_under_blockage():
     assert _mean_return("oracle", "blockage", seeds) > lev
 
 
+def _episodes(name: str, seeds, **overrides) -> list[dict]:
+    """Per episode of ``name`` on the default scenario: return, energy per token, actions, info rows."""
+    kwargs = overrides.pop("policy_kwargs", {})
+    env = gym.make(ENV_ID, **overrides)
+    policy = baselines.make(name, env, **kwargs)
+    out = []
+    for seed in seeds:
+        obs, _ = env.reset(seed=seed)
+        ret, actions, infos, done = 0.0, [], [], False
+        while not done:
+            action, _ = policy.predict(obs)
+            actions.append(tuple(int(a) for a in action))
+            obs, reward, terminated, truncated, info = env.step(action)
+            ret += reward
+            infos.append(info)
+            done = terminated or truncated
+        energy = sum(i["energy_j"] for i in infos)
+        out.append({"return": ret, "j_per_token": energy / sum(i["tokens"] for i in infos), "actions": actions,
+                    "infos": infos})
+    env.close()
+    return out
+
+
 @needs_profile
-def test_every_baseline_runs_on_default():
-    for name in baselines.available(ENV_ID):
-        assert np.isfinite(_mean_return(name, "default", [0]))
+def test_every_baseline_has_its_defining_property_on_default():
+    seeds = [0, 1, 2]
+    runs = {name: _episodes(name, seeds) for name in baselines.available(ENV_ID)}
+    assert set(runs) == {"random", "autoregressive", "fixed", "leviathan", "lyapunov", "oracle"}
+    gamma_max, variants = 8, 4
+    # random: spread over the whole action space
+    actions = {a for ep in runs["random"] for a in ep["actions"]}
+    assert len(actions) >= 20 and all(0 <= g <= gamma_max and 0 <= v < variants for g, v in actions)
+    # autoregressive: plain decoding, one token and no draft every round
+    assert all(i["proposed_tokens"] == 0 and i["tokens"] == 1 for ep in runs["autoregressive"] for i in ep["infos"])
+    # fixed: one static action, the best one on its search episodes (seeds 1_000_000 + i)
+    (fixed,) = {a for ep in runs["fixed"] for a in ep["actions"]}
+    search = gym.make(ENV_ID)
+    static = {}
+    for v in range(variants):
+        for g in range(gamma_max + 1):
+            if g == 0 and v > 0:
+                continue
+            total = 0.0
+            for i in range(3):
+                search.reset(seed=1_000_000 + i)
+                done = False
+                while not done:
+                    _, reward, terminated, truncated, _ = search.step(np.array([g, v]))
+                    total += reward
+                    done = terminated or truncated
+            static[(g, v)] = total
+    assert static[fixed] == max(static.values()) and fixed != (0, 0)
+    # leviathan: adapts per round, beats plain decoding every episode and random on average
+    lev = runs["leviathan"]
+    assert len({a for ep in lev for a in ep["actions"]}) >= 2
+    assert all(ep["return"] > ar["return"] for ep, ar in zip(lev, runs["autoregressive"], strict=True))
+    assert np.mean([ep["return"] for ep in lev]) > np.mean([ep["return"] for ep in runs["random"]]) + 0.1
+    # lyapunov: with a budget that never binds (virtual queue 0) it is leviathan, round for round
+    loose = _episodes("lyapunov", seeds, energy_budget_j_per_token=1.0)
+    assert all(i["virtual_queue"] == 0.0 for ep in loose for i in ep["infos"])
+    assert [ep["actions"] for ep in loose] == [ep["actions"] for ep in lev]
+    # ... under a budget below every policy's energy per token, with a small V, it spends the least
+    tight = _episodes("lyapunov", seeds, energy_budget_j_per_token=0.035, policy_kwargs={"v": 0.01})
+    for i, ep in enumerate(tight):
+        assert ep["infos"][-1]["virtual_queue"] > 0.0
+        assert all(ep["j_per_token"] <= runs[name][i]["j_per_token"] + 1e-12 for name in runs)
+    assert any(ep["j_per_token"] < lv["j_per_token"] - 1e-4 for ep, lv in zip(tight, lev, strict=True))
+    # oracle: knows this round's acceptances, so never drafts a token the verifier rejects, and has
+    # (knowing this round's link too) the best return of all on every episode
+    oracle_rounds = [i for ep in runs["oracle"] for i in ep["infos"]]
+    assert all(i["accepted_tokens"] == i["proposed_tokens"] for i in oracle_rounds)
+    assert sum(i["proposed_tokens"] for i in oracle_rounds) > 2 * len(oracle_rounds)
+    for name, eps in runs.items():
+        assert all(o["return"] >= ep["return"] for o, ep in zip(runs["oracle"], eps, strict=True)), name
 
 
 def _mean_accepted(backend: str, temperature: float, gamma: int, rounds: int, seed: int = 0) -> float:
