@@ -90,3 +90,51 @@ def test_the_scenarios_episode_length_is_the_episode_length(env_id):
         _, _, terminated, truncated, _ = vec.step(vec.action_space.sample())
         assert not terminated.any() and truncated.all() == (t == length) == truncated.any(), (t, length)
 
+
+
+BAD_ACTIONS = ["edge", None, b"\x00", object(), [[1, 2], [3, 4]], float("nan"), {"a": 1}]
+
+
+def _space_name(space) -> str:
+    return type(space).__name__
+
+
+@pytest.mark.parametrize("env_id", GYM_IDS)
+@pytest.mark.parametrize("bad", BAD_ACTIONS, ids=repr)
+def test_a_bad_action_names_itself_and_the_space(env_id, bad):
+    env = gym.make(env_id).unwrapped
+    env.reset(seed=0)
+    with pytest.raises(ValueError) as err:
+        env.step(bad)
+    msg = str(err.value)
+    assert "action" in msg and _space_name(env.action_space) in msg and repr(bad)[:20] in msg, msg
+
+
+@pytest.mark.parametrize("env_id", PARALLEL_IDS)
+@pytest.mark.parametrize("bad", BAD_ACTIONS, ids=repr)
+def test_a_bad_agent_action_names_the_agent_and_its_space(env_id, bad):
+    env = make_parallel(env_id)
+    env.reset(seed=0)
+    actions = {a: env.action_space(a).sample() for a in env.agents}
+    victim = env.agents[-1]
+    actions[victim] = bad
+    with pytest.raises(ValueError) as err:
+        env.step(actions)
+    msg = str(err.value)
+    assert victim in msg and _space_name(env.action_space(victim)) in msg and repr(bad)[:20] in msg, msg
+
+
+@pytest.mark.parametrize("env_id", [i for i in GYM_IDS if GYM_ENVS[i][1]])
+@pytest.mark.parametrize("bad", ["edge", None, 1.5, [[1]], float("nan")], ids=repr)
+def test_a_bad_batch_of_actions_names_itself_and_the_space(env_id, bad):
+    vec = gym.make_vec(env_id, num_envs=2, vectorization_mode="vector_entry_point")
+    vec.reset(seed=0)
+    with pytest.raises(ValueError) as err:
+        vec.step(bad)
+    msg = str(err.value)
+    assert "actions" in msg and _space_name(vec.action_space) in msg and repr(bad)[:20] in msg, msg
+    space = vec.action_space
+    good = space.sample()
+    good.flat[0] = space.nvec.flat[0] if hasattr(space, "nvec") else space.high.flat[0] + 1  # one past the end
+    with pytest.raises(ValueError, match=rf"(?s)actions .* is not in {_space_name(space)}"):
+        vec.step(good)

@@ -16,6 +16,7 @@ from gymnasium import spaces
 from gymnasium.utils import seeding
 from pettingzoo import ParallelEnv
 
+from edgelam.envs.core.actions import check_box
 from edgelam.envs.core.config import load_scenario
 from edgelam.envs.fedft.config import ALLOCATION_DIR, POWER_DIR, FedFTConfig
 from edgelam.envs.fedft.core import BACKENDS, Federation
@@ -27,16 +28,6 @@ GLOBAL_FEATURES = 3
 _FEATURE_LOW = (-2.0, 0.0, 0.0, 0.0)
 _FEATURE_HIGH = (3.0, 2.0, 1.0, 1.0)
 _GLOBAL_HIGH = (2.0, 10.0, 1.0)
-
-
-def _check_box_action(action: Any, shape: tuple[int, ...], what: str) -> np.ndarray:
-    a = np.asarray(action)
-    if a.shape != shape or a.dtype.kind not in "fiu":
-        raise ValueError(f"{what} must be a float array of shape {shape} in [-1, 1], got {action!r}")
-    a = a.astype(np.float64)
-    if not np.all(np.isfinite(a)) or np.any(np.abs(a) > 1.0):
-        raise ValueError(f"{what} must be finite and in [-1, 1], got {action!r}")
-    return a
 
 
 class FedFTAllocationEnv(gym.Env):
@@ -202,7 +193,7 @@ class FedFTAllocationEnv(gym.Env):
     def allocation(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(bandwidth_hz, power_w), (K,) each, of an in-space action (see ``## Action Space``)."""
         k, cfg = self.fed.k, self.config
-        a = _check_box_action(action, (2 * k,), "action")
+        a = check_box(action, self.action_space, "bandwidth shares then powers of the devices")
         return project_simplex((a[:k] + 1.0) / 2.0) * cfg.bandwidth_hz, (a[k:] + 1.0) / 2.0 * cfg.p_max_w
 
     def _obs(self) -> np.ndarray:
@@ -302,7 +293,10 @@ class FedFTPowerEnv(ParallelEnv):
         """(bandwidth_hz, power_w), (K,) each, of one action per agent (see ``## Action Space``)."""
         if not isinstance(actions, dict) or set(actions) != set(self.agents):
             raise ValueError(f"actions: expected one action per live agent {self.agents}, got {actions!r}")
-        a = np.stack([_check_box_action(actions[ag], (2,), f"action of {ag}") for ag in self.possible_agents])
+        a = np.stack(
+            [check_box(actions[ag], self.action_space(ag), "[power, bandwidth request]", f"action of {ag}")
+             for ag in self.possible_agents]
+        )
         cfg = self.config
         request = (a[:, 1] + 1.0) / 2.0
         total = request.sum()

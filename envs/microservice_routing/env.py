@@ -8,6 +8,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from edgelam.envs.core.actions import check_discrete
 from edgelam.envs.core.config import load_scenario
 from edgelam.envs.microservice_routing.catalog import REGENERATE, load_catalog
 from edgelam.envs.microservice_routing.config import ENV_DIR, MicroserviceRoutingConfig
@@ -44,20 +45,6 @@ def observation_space(tables: RoutingTables) -> spaces.Box:
     high[3 * k : -5] = 1.0  # host mask, microservice one-hot, user cell one-hot
     high[-5:] = (1.0, 1.0, 1.0, OBS_CLIP, 1.0)
     return spaces.Box(low, high, dtype=np.float32)
-
-
-def check_action(action: Any, n: int) -> int:
-    """An integer action in 0..n-1, else ``ValueError`` naming the action."""
-    if isinstance(action, (int, np.integer)) and not isinstance(action, bool):
-        a = int(action)
-    else:
-        arr = np.asarray(action)
-        if arr.shape not in ((), (1,)) or arr.dtype.kind not in "iu":
-            raise ValueError(f"action must be one integer in 0..{n - 1}, got {action!r}")
-        a = int(arr.reshape(()))
-    if not 0 <= a < n:
-        raise ValueError(f"action {a} outside Discrete({n})")
-    return a
 
 
 class MicroserviceRoutingEnv(gym.Env):
@@ -147,7 +134,7 @@ class MicroserviceRoutingEnv(gym.Env):
         return self._obs(), {"action_mask": self.action_masks()}
 
     def step(self, action):
-        a = check_action(action, self.num_actions)
+        a = check_discrete(action, self.action_space, "the edge server of the pending stage")
         sim, w = self.sim, self.config.reward
         out = sim.step(a)
         reward = -out.stage_latency_s - w.migration_weight_per_j * out.migration_energy_j

@@ -9,6 +9,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from edgelam.envs.core.actions import check_discrete
 from edgelam.envs.core.channel import WirelessLink
 from edgelam.envs.core.config import load_scenario
 from edgelam.envs.core.hardware import load_hardware_catalog
@@ -271,20 +272,8 @@ class OffloadEnv(gym.Env):
         self._next_task()
         return self._obs(), {"distance_m": distance, "uplink_rate_bps": self._rate}
 
-    def _check_action(self, action) -> int:
-        if isinstance(action, (int, np.integer)) and not isinstance(action, bool):
-            a = int(action)
-        else:
-            arr = np.asarray(action)
-            if arr.shape != () or not (np.issubdtype(arr.dtype, np.integer) or float(arr) == int(arr)):
-                raise ValueError(f"action must be one integer tier (0 device, 1 edge, 2 cloud), got {action!r}")
-            a = int(arr)
-        if not 0 <= a < 3:
-            raise ValueError(f"action {action!r} outside Discrete(3): 0 device, 1 edge, 2 cloud")
-        return a
-
     def step(self, action):
-        a = self._check_action(action)
+        a = check_discrete(action, self.action_space, "0 device, 1 edge, 2 cloud")
         cfg, w = self.config, self._w
         p = self._prompt
         latency, energy, usd = task_cost(self.tables, p, a, self._rate, self._queue, self._rtt)

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from edgelam.envs.core.actions import check_batch_integers
 from edgelam.envs.core.channel import WirelessLink
 from edgelam.envs.core.queues import lindley_interval
 from edgelam.envs.core.vector import ReplayVectorEnv
@@ -192,12 +193,7 @@ class OffloadVectorEnv(ReplayVectorEnv):
         return self._obs(), info
 
     def _check_actions(self, actions) -> np.ndarray:
-        a = np.asarray(actions)
-        if a.shape != (self.num_envs,) or a.dtype.kind not in "iu":
-            raise ValueError(f"actions must be integers shaped ({self.num_envs},), got {a.dtype} {a.shape}")
-        if np.any((a < 0) | (a >= len(TIERS))):
-            raise ValueError("actions outside Discrete(3): 0 device, 1 edge, 2 cloud")
-        return a
+        return check_batch_integers(actions, self.action_space, "per device: 0 device, 1 edge, 2 cloud")
 
     def step(self, actions):
         """Step every device (next-step autoreset for those whose episode ended in the previous step)."""

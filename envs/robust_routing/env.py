@@ -8,8 +8,9 @@ import numpy as np
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
+from edgelam.envs.core.actions import check_box, check_discrete
 from edgelam.envs.core.config import load_scenario
-from edgelam.envs.microservice_routing.env import BACKENDS, check_action, make_sim, observation_space
+from edgelam.envs.microservice_routing.env import BACKENDS, make_sim, observation_space
 from edgelam.envs.robust_routing.config import ENV_DIR, RobustRoutingConfig
 
 ENV_ID = "edgelam/RobustRouting-v0"
@@ -105,10 +106,8 @@ class RobustRoutingEnv(ParallelEnv):
         return self._observations(), {ROUTER: {"action_mask": mask}, ADVERSARY: {}}
 
     def _apply_adversary(self, action: Any) -> None:
-        a = np.asarray(action, dtype=np.float64)
-        if a.shape != self._action_spaces[ADVERSARY].shape or not np.all(np.isfinite(a)):
-            raise ValueError(f"adversary action must be {self._action_spaces[ADVERSARY].shape} finite, got {action!r}")
-        a = np.clip(a, -1.0, 1.0)
+        space = self._action_spaces[ADVERSARY]
+        a = np.clip(check_box(action, space, who=f"action of {ADVERSARY}", within_bounds=False), -1.0, 1.0)
         adv, sim, p = self.config.adversary, self.sim, self.num_pipelines
         q = _softmax(a[:p])
         sim.mix = tuple((1.0 - adv.mix_budget) * b + adv.mix_budget * x for b, x in zip(sim.base_mix, q, strict=True))
@@ -118,7 +117,7 @@ class RobustRoutingEnv(ParallelEnv):
     def step(self, actions: dict[str, Any]):
         if set(actions) != set(self.agents):
             raise ValueError(f"actions for {sorted(actions)} but the live agents are {self.agents}")
-        route = check_action(actions[ROUTER], self.tables.num_servers)
+        route = check_discrete(actions[ROUTER], self._action_spaces[ROUTER], "the edge server", f"action of {ROUTER}")
         self._apply_adversary(actions[ADVERSARY])
         w = self.config.reward
         out = self.sim.step(route)

@@ -9,6 +9,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from edgelam.envs.core.actions import check_multi_discrete
 from edgelam.envs.core.channel import WirelessLink, ergodic_rate_bps
 from edgelam.envs.core.config import load_scenario
 from edgelam.envs.core.hardware import load_hardware_catalog
@@ -371,27 +372,8 @@ class SpecDecodeEnv(gym.Env):
         self._est_rate, self._est_ergodic, self._est_mean_snr = self._rate, self._ergodic, self._mean_snr
         return self._obs(), {"link_rate_bps": self._rate, "distance_m": self._distance}
 
-    def _check_action(self, action) -> tuple[int, int]:
-        if type(action) is np.ndarray and action.shape == (2,) and action.dtype.kind in "iu":  # the common case
-            gamma, variant = action.tolist()
-            if 0 <= gamma <= self.config.gamma_max and 0 <= variant < self.num_variants:
-                return gamma, variant
-        try:
-            g_raw, v_raw = action
-            gamma, variant = int(g_raw), int(v_raw)
-        except (TypeError, ValueError):
-            raise ValueError(f"action must be 2 integers [gamma, draft_variant], got {action!r}") from None
-        if gamma != g_raw or variant != v_raw:
-            raise ValueError(f"action must be 2 integers [gamma, draft_variant], got {action!r}")
-        if not (0 <= gamma <= self.config.gamma_max and 0 <= variant < self.num_variants):
-            raise ValueError(
-                f"action {action!r} outside MultiDiscrete([{self.config.gamma_max + 1}, {self.num_variants}]): "
-                f"gamma in 0..{self.config.gamma_max}, draft_variant in 0..{self.num_variants - 1}"
-            )
-        return gamma, variant
-
     def step(self, action):
-        gamma, variant = self._check_action(action)
+        gamma, variant = check_multi_discrete(action, self.action_space, "[gamma, draft_variant]")
         cfg = self.config
         n_draft = min(gamma, self.tokens_left - 1)
         if n_draft > 0 and self._live is not None:

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from edgelam.envs.core.actions import check_batch_integers
 from edgelam.envs.core.channel import WirelessLink, ergodic_rate_bps
 from edgelam.envs.core.vector import ReplayVectorEnv
 from edgelam.envs.spec_decode.dynamics import (
@@ -85,7 +86,6 @@ class SpecDecodeVectorEnv(ReplayVectorEnv):
         self._pool_link = WirelessLink(cfg.channel, n_links=max(256, num_envs))
         self._pool_pos = self._pool_link.n_links
         self._variants = np.asarray(cfg.draft_variants)
-        self._action_max = np.array([cfg.gamma_max, self.num_variants - 1], dtype=np.uint64)
         self._prompt_ids = np.asarray(self.single.prompt_ids)
         high = self.single_observation_space.high.astype(np.float64)
         self._obs_high = np.repeat(high[:, None], num_envs, axis=1)  # (D, B): clipping without broadcasting
@@ -290,12 +290,7 @@ class SpecDecodeVectorEnv(ReplayVectorEnv):
         return self._obs(), {"link_rate_bps": self._rate.copy(), "distance_m": distance}
 
     def _check_actions(self, actions) -> tuple[np.ndarray, np.ndarray]:
-        a = np.asarray(actions)
-        if a.shape != (self.num_envs, 2) or a.dtype.kind not in "iu":
-            raise ValueError(f"actions must be integers shaped ({self.num_envs}, 2), got {a.dtype} {a.shape}")
-        a = a.astype(np.int64, copy=False)
-        if (a.view(np.uint64) > self._action_max).any():  # negative values wrap to huge unsigned ones
-            raise ValueError(f"actions outside MultiDiscrete([{self.config.gamma_max + 1}, {self.num_variants}])")
+        a = check_batch_integers(actions, self.action_space, "per user: [gamma, draft_variant]")
         return a[:, 0], a[:, 1]
 
     def step(self, actions):

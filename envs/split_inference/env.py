@@ -9,6 +9,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from edgelam.envs.core.actions import check_multi_discrete
 from edgelam.envs.core.config import load_scenario
 from edgelam.envs.core.hardware import load_hardware_catalog
 from edgelam.envs.core.model_cards import get_model_card
@@ -241,20 +242,8 @@ class SplitInferenceEnv(gym.Env):
         self._next_slot()
         return self._obs(), {"uplink_rate_bps": self._rate, "distance_m": distance}
 
-    def _check_action(self, action) -> tuple[int, int]:
-        a = action if isinstance(action, np.ndarray) else np.asarray(action)
-        if a.shape != (2,) or (a.dtype.kind not in "iu" and not np.all(np.mod(a, 1) == 0)):
-            raise ValueError(f"action must be 2 integers [split_layer, bits_index], got {action!r}")
-        layer, bits = int(a[0]), int(a[1])
-        if not (0 <= layer <= self.num_layers and 0 <= bits < len(BITS)):
-            raise ValueError(
-                f"action {action!r} outside MultiDiscrete([{self.num_layers + 1}, {len(BITS)}]): "
-                f"split_layer in 0..{self.num_layers}, bits_index in 0..{len(BITS) - 1}"
-            )
-        return layer, bits
-
     def step(self, action):
-        layer, bits = self._check_action(action)
+        layer, bits = check_multi_discrete(action, self.action_space, "[split_layer, bits_index]")
         cfg, w = self.config, self._w
         latency, energy, up_bytes, qloss = request_cost(
             self.tables, self._prompt, layer, bits, self._rate, self._util, self._ergodic

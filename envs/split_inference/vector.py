@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from edgelam.envs.core.actions import check_batch_integers
 from edgelam.envs.core.vector import ReplayVectorEnv
 from edgelam.envs.split_inference.dynamics import BITS, BLOCK, Exogenous, request_cost
 from edgelam.envs.split_inference.env import QUEUE_SCALE, SNR_SCALE_DB, SplitInferenceEnv
@@ -95,16 +96,12 @@ class SplitInferenceVectorEnv(ReplayVectorEnv):
         return self._obs(), {"uplink_rate_bps": self._rate.copy()}
 
     def step(self, actions):
+        a = check_batch_integers(actions, self.action_space, "per user: [split_layer, bits_index]")
         if self._needs_reset:
             obs, info = self.reset()
             zeros = np.zeros(self.num_envs, dtype=bool)
             return obs, np.zeros(self.num_envs), zeros, zeros.copy(), info
-        a = np.asarray(actions)
-        if a.shape != (self.num_envs, 2) or a.dtype.kind not in "iu":
-            raise ValueError(f"actions must be integers shaped ({self.num_envs}, 2), got {a.dtype} {a.shape}")
         layer, bits = a[:, 0], a[:, 1]
-        if np.any((layer < 0) | (layer > self.num_layers) | (bits < 0) | (bits >= len(BITS))):
-            raise ValueError(f"actions outside MultiDiscrete([{self.num_layers + 1}, {len(BITS)}])")
         cfg, w = self.config, self.config.reward
         latency, energy, up_bytes, qloss = request_cost(
             self.tables, self._prompt, layer, bits, self._rate, self._util, self.exo.ergodic_bps
