@@ -138,3 +138,23 @@ def test_a_bad_batch_of_actions_names_itself_and_the_space(env_id, bad):
     good.flat[0] = space.nvec.flat[0] if hasattr(space, "nvec") else space.high.flat[0] + 1  # one past the end
     with pytest.raises(ValueError, match=rf"(?s)actions .* is not in {_space_name(space)}"):
         vec.step(good)
+
+
+@pytest.mark.parametrize(
+    ("env_id", "key"),
+    [("edgelam/SplitInference-v0", "uplink_rate_bps"), ("edgelam/Offload-v0", "uplink_rate_bps"),
+     ("edgelam/SpecDecode-v0", "link_rate_bps")],
+)
+def test_zero_transmit_power_reports_the_physical_rate_zero(env_id, key):
+    """The 1 bit/s floor that keeps transfer times finite is internal; info reports the Shannon rate, 0."""
+    env = gym.make(env_id, **{"channel.tx_power_w": 0.0})
+    _, info = env.reset(seed=0)
+    assert info[key] == 0.0
+    env.action_space.seed(0)
+    for _ in range(5):
+        obs, reward, _, _, info = env.step(env.action_space.sample())
+        assert info[key] == 0.0 and np.isfinite(reward) and np.all(np.isfinite(obs))
+        assert np.isfinite(info["latency_s"]) and np.isfinite(info["energy_j"])
+    powered = gym.make(env_id)
+    _, info = powered.reset(seed=0)
+    assert info[key] > 1e3

@@ -37,6 +37,11 @@ NOISE_PSD_DBM_PER_HZ = -174.0
 """Thermal noise power spectral density k T0 at T0 = 290 K, in dBm/Hz."""
 
 NOISE_PSD_W_PER_HZ = 10.0 ** (NOISE_PSD_DBM_PER_HZ / 10.0) / 1000.0
+
+# Floor of the rate a transfer is priced at (transfer_time_s): a powerless link (SNR 0, Shannon rate 0)
+# makes a transfer take bits / 1 s, long but finite, so latency, energy and virtual queues stay finite.
+# Internal only: the envs report the physical rate (0 at zero transmit power) in info.
+MIN_RATE_BPS = 1.0
 """Thermal noise power spectral density in W/Hz (about 3.98e-21)."""
 
 
@@ -141,20 +146,27 @@ def transfer_time_s(bits, rate_bps, ergodic_bps, coherence_s: float):
 
     After one coherence interval the Rayleigh fading has decorrelated, so a long transfer
     averages over it: its remaining bits go at the ergodic rate E[b log2(1 + s X)]
-    (:func:`ergodic_rate_bps`; Goldsmith 2005, Sec. 4.2.4), floored at 1 bit/s.
-    ``ergodic_bps=None`` keeps ``rate_bps`` for the whole transfer. Python numbers or numpy
-    arrays (broadcast).
+    (:func:`ergodic_rate_bps`; Goldsmith 2005, Sec. 4.2.4). ``ergodic_bps=None`` keeps
+    ``rate_bps`` for the whole transfer. Both rates are floored at ``MIN_RATE_BPS`` (a
+    link with no power is slow, not infinitely so). Python numbers or numpy arrays (broadcast).
     """
+    if isinstance(rate_bps, np.ndarray) or isinstance(bits, np.ndarray) or isinstance(ergodic_bps, np.ndarray):
+        rate_bps = np.maximum(rate_bps, MIN_RATE_BPS)
+        if ergodic_bps is None:
+            return bits / rate_bps
+        in_interval = rate_bps * coherence_s
+        return np.where(
+            bits <= in_interval,
+            bits / rate_bps,
+            coherence_s + (bits - in_interval) / np.maximum(ergodic_bps, MIN_RATE_BPS),
+        )
+    rate_bps = max(rate_bps, MIN_RATE_BPS)
     if ergodic_bps is None:
         return bits / rate_bps
     in_interval = rate_bps * coherence_s
-    if isinstance(in_interval, np.ndarray) or isinstance(bits, np.ndarray):
-        return np.where(
-            bits <= in_interval, bits / rate_bps, coherence_s + (bits - in_interval) / np.maximum(ergodic_bps, 1.0)
-        )
     if bits <= in_interval:
         return bits / rate_bps
-    return coherence_s + (bits - in_interval) / max(ergodic_bps, 1.0)
+    return coherence_s + (bits - in_interval) / max(ergodic_bps, MIN_RATE_BPS)
 
 
 def shannon_rate_bps(

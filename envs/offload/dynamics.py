@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.signal import lfilter
 
-from edgelam.envs.core.channel import ChannelConfig, shannon_rate_bps
+from edgelam.envs.core.channel import ChannelConfig, shannon_rate_bps, transfer_time_s
 from edgelam.envs.core.hardware import HardwareSpec, model_cost
 from edgelam.envs.core.model_cards import ModelCard
 from edgelam.envs.core.queues import background_interval_map, mm1_stationary_work_s
@@ -144,7 +144,7 @@ def tier_cost(
     on_edge = tier == EDGE
     on_cloud = tier == CLOUD
     offloaded = tier != DEVICE
-    up_s = offloaded * up_bits / rate_bps
+    up_s = offloaded * transfer_time_s(up_bits, rate_bps, None, 0.0)
     latency = compute_s + up_s + on_edge * t.edge_rtt_s + on_edge * edge_wait_s + on_cloud * cloud_rtt_s
     latency = latency + offloaded * t.down_s
     energy = on_device * t.dev_active_w * compute_s + offloaded * (
@@ -172,7 +172,7 @@ class TaskBlock:
 
     prompt: np.ndarray  # int, held-out prompt of the task
     innovation: np.ndarray  # complex CN(0, 1) innovations of the Gauss-Markov fading
-    rate_bps: np.ndarray  # uplink Shannon rate in bit/s (>= 1)
+    rate_bps: np.ndarray  # uplink Shannon rate in bit/s (0 with no transmit power; priced at >= 1 bit/s)
     bg_shift_s: np.ndarray  # background work of the task interval minus its length, s (Lindley map shift)
     bg_floor_s: np.ndarray  # edge work left at the interval's end by background jobs alone, s (map floor)
     rtt_shock: np.ndarray  # N(0, 1) innovations of the log-RTT AR(1)
@@ -185,7 +185,8 @@ def uplink_rates(
     """(rate_bps (B, n), last fading coefficient (B,)) of B links over n slots from h0 (B,) on.
 
     h_t = rho h_{t-1} + sqrt(1 - rho^2) e_t (Gauss-Markov Rayleigh fading, Jakes 1974) run by
-    ``lfilter`` along the slots; rate = b log2(1 + p g |h|^2 / (N0 F b)), at least 1 bit/s.
+    ``lfilter`` along the slots; rate = b log2(1 + p g |h|^2 / (N0 F b)), the physical rate
+    (0 at zero transmit power; :func:`tier_cost` prices uploads at no less than 1 bit/s).
     """
     rho = channel.rho
     h = lfilter([math.sqrt(1.0 - rho**2)], [1.0, -rho], innovation, axis=1, zi=(rho * h0)[:, None])[0]
@@ -194,7 +195,7 @@ def uplink_rates(
         channel.bandwidth_hz, channel.tx_power_w, large_scale_gain[:, None] * fading,
         channel.noise_psd_w_per_hz, channel.noise_figure_db,
     )
-    return np.maximum(rates, 1.0), h[:, -1].copy()
+    return np.asarray(rates, dtype=np.float64), h[:, -1].copy()
 
 
 def cloud_rtts(wan, shock: np.ndarray, z0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

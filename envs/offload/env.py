@@ -10,7 +10,7 @@ import numpy as np
 from gymnasium import spaces
 
 from edgelam.envs.core.actions import check_discrete
-from edgelam.envs.core.channel import WirelessLink
+from edgelam.envs.core.channel import MIN_RATE_BPS, WirelessLink
 from edgelam.envs.core.config import load_scenario
 from edgelam.envs.core.hardware import load_hardware_catalog
 from edgelam.envs.core.model_cards import get_model_card
@@ -248,7 +248,7 @@ class OffloadEnv(gym.Env):
             [
                 self._device_conf,
                 min(self._tokens[self._prompt], 32.0),
-                min(max(math.log10(self._rate) / 10.0, 0.0), 2.0),
+                min(max(math.log10(max(self._rate, MIN_RATE_BPS)) / 10.0, 0.0), 2.0),
                 min(self._queue, 100.0),
                 min(self._last_rtt, 10.0),
                 max(self._battery, 0.0) / cfg.battery_j,

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from edgelam.envs.core.actions import check_batch_integers
-from edgelam.envs.core.channel import WirelessLink
+from edgelam.envs.core.channel import MIN_RATE_BPS, WirelessLink
 from edgelam.envs.core.queues import lindley_interval
 from edgelam.envs.core.vector import ReplayVectorEnv
 from edgelam.envs.offload.config import TIERS
@@ -152,7 +152,7 @@ class OffloadVectorEnv(ReplayVectorEnv):
         obs = np.empty((self.num_envs, 8), dtype=np.float32)
         obs[:, 0] = self.tables.confidence[prompt]
         obs[:, 1] = self._tokens[prompt]
-        obs[:, 2] = np.clip(np.log10(self._rate_blk[:, k]) / 10.0, 0.0, 2.0)
+        obs[:, 2] = np.clip(np.log10(np.maximum(self._rate_blk[:, k], MIN_RATE_BPS)) / 10.0, 0.0, 2.0)
         obs[:, 3] = np.minimum(self._queue, 100.0)
         obs[:, 4] = np.minimum(self._last_rtt, 10.0)
         obs[:, 5] = np.maximum(self._battery, 0.0) / cfg.battery_j

@@ -10,7 +10,7 @@ import numpy as np
 from gymnasium import spaces
 
 from edgelam.envs.core.actions import check_multi_discrete
-from edgelam.envs.core.channel import WirelessLink, ergodic_rate_bps
+from edgelam.envs.core.channel import MIN_RATE_BPS, WirelessLink, ergodic_rate_bps
 from edgelam.envs.core.config import load_scenario
 from edgelam.envs.core.hardware import load_hardware_catalog
 from edgelam.envs.core.model_cards import get_model_card
@@ -322,7 +322,7 @@ class SpecDecodeEnv(gym.Env):
                 snr *= 10.0 ** (-loss_db / 10.0)
                 mean_snr *= 10.0 ** (-loss_db / 10.0)
         self._snr = snr
-        self._rate = max(cfg.channel.bandwidth_hz * math.log2(1.0 + snr), 1.0)
+        self._rate = cfg.channel.bandwidth_hz * math.log2(1.0 + snr)
         if mean_snr != self._mean_snr:  # large-scale change (blockage, drift): re-evaluate the closed form
             self._mean_snr = mean_snr
             self._ergodic = max(ergodic_rate_bps(cfg.channel.bandwidth_hz, mean_snr), 1.0)
@@ -342,7 +342,7 @@ class SpecDecodeEnv(gym.Env):
         # are clipped when drawn; accepted <= proposed <= gamma_max; 0 <= tokens and requests left <= their totals)
         return np.array(
             [
-                min(math.log10(self._est_rate) / 10.0, 1.5),
+                min(math.log10(max(self._est_rate, MIN_RATE_BPS)) / 10.0, 1.5),
                 self._rtt_obs,
                 self._edge_util,
                 self._device_util,

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from edgelam.envs.core.actions import check_batch_integers
-from edgelam.envs.core.channel import WirelessLink, ergodic_rate_bps
+from edgelam.envs.core.channel import MIN_RATE_BPS, WirelessLink, ergodic_rate_bps
 from edgelam.envs.core.vector import ReplayVectorEnv
 from edgelam.envs.spec_decode.dynamics import (
     accepted_runs,
@@ -170,7 +170,7 @@ class SpecDecodeVectorEnv(ReplayVectorEnv):
         if loss_db is not None and loss_db.any():
             factor = np.where(loss_db > 0.0, 10.0 ** (-loss_db / 10.0), 1.0)
             snr, mean_snr = snr * factor, mean_snr * factor
-        self._rate = np.maximum(cfg.channel.bandwidth_hz * np.log2(1.0 + snr), 1.0)
+        self._rate = cfg.channel.bandwidth_hz * np.log2(1.0 + snr)
         changed = (mean_snr != self._mean_snr).nonzero()[0]
         if changed.size:
             ergodic = self._ergodic.copy()
@@ -225,7 +225,7 @@ class SpecDecodeVectorEnv(ReplayVectorEnv):
         g, v = cfg.gamma_max, self.num_variants
         budget = cfg.energy_budget_j_per_token
         raw = np.empty((v + 10, self.num_envs))  # feature-major: each row is one feature over the batch
-        raw[0] = np.log10(self._est_rate) / 10.0
+        raw[0] = np.log10(np.maximum(self._est_rate, MIN_RATE_BPS)) / 10.0
         raw[1] = cfg.rtt_s / RTT_SCALE_S
         raw[2:4] = self._utils
         raw[4 : 4 + v] = self._ema

@@ -37,13 +37,12 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.signal import lfilter
 
-from edgelam.envs.core.channel import WirelessLink, ergodic_rate_bps, transfer_time_s
+from edgelam.envs.core.channel import MIN_RATE_BPS, WirelessLink, ergodic_rate_bps, transfer_time_s
 from edgelam.envs.core.hardware import HardwareSpec, lm_head_cost, transformer_layer_cost
 from edgelam.envs.core.model_cards import ModelCard
 
 BITS = (4, 8, 16)
 BLOCK = 256  # request slots of exogenous state drawn per vectorised batch of random numbers
-MIN_RATE_BPS = 1.0  # uplink rate floor (as Offload-v0): a powerless link prices uploads as long, not infinite
 
 
 @dataclass(frozen=True)
@@ -174,7 +173,7 @@ class ExogenousBlock:
     """Exogenous state of B users over ``BLOCK`` request slots; every array is shaped (B, BLOCK)."""
 
     snr_db: np.ndarray  # true uplink SNR in dB
-    rate_bps: np.ndarray  # true uplink Shannon rate in bit/s
+    rate_bps: np.ndarray  # true uplink Shannon rate in bit/s (0 with no transmit power)
     edge_util: np.ndarray  # edge background utilisation in [0, max_util]
     prompt: np.ndarray  # index of the request's held-out prompt
     est_snr_db: np.ndarray  # the device's SNR estimate in dB (stale and noisy)
@@ -189,8 +188,9 @@ class Exogenous:
     u = mean + x, x_{t+1} = corr x_t + std sqrt(1 - corr^2) N(0, 1), observed
     clipped to [0, max_util]; the request's held-out prompt, uniform; and the SNR
     estimate, ``csi_delay_slots`` old with ``csi_noise_db`` log-normal error.
-    The uplink rate is floored at ``MIN_RATE_BPS`` (``channel.tx_power_w = 0`` gives SNR 0),
-    so latency, energy and the virtual queue stay finite. Random numbers are drawn in a
+    The uplink rate is the physical Shannon rate (0 with ``channel.tx_power_w = 0``); uploads
+    are priced at no less than ``core.channel.MIN_RATE_BPS`` (:func:`transfer_time_s`), so
+    latency, energy and the virtual queue stay finite. Random numbers are drawn in a
     fixed order per block, so the single env (B = 1) and the vector env with one user see
     the same trajectory for the same seed.
     """
@@ -237,7 +237,7 @@ class Exogenous:
         est_db = seen_db + cfg.csi_noise_db * rng.standard_normal((b, BLOCK))
         return ExogenousBlock(
             snr_db=snr_db,
-            rate_bps=np.maximum(rate, MIN_RATE_BPS),
+            rate_bps=rate,
             edge_util=np.clip(load.mean + latent, 0.0, load.max_util),
             prompt=rng.integers(self.num_prompts, size=(b, BLOCK)),
             est_snr_db=est_db,
