@@ -16,7 +16,6 @@ from scipy import integrate
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import edgelam.envs  # noqa: F401  (registers the ids)
-from edgelam import baselines
 from edgelam.envs.fedft.data import load_partition
 from edgelam.envs.fedft.dynamics import SURROGATE_FILE
 from edgelam.envs.fedft.env import parallel_env
@@ -283,14 +282,32 @@ def test_private_scenario_passes_the_checkers():
 
 
 def test_power_env_reports_each_agents_own_epsilon():
+    """Device i sits out (no band, no power) its first i rounds; its epsilon, recomputed with Opacus from
+    q_i = batch / n_i, sigma and 3 local steps per round it was scheduled, is the one its info reports."""
+    rdp_ref = pytest.importorskip("opacus.accountants.analysis.rdp")  # the `test` extra installs it
     env = parallel_env(scenario="private")
-    obs, _ = env.reset(seed=1)
-    policy = baselines.make("equal", env)
-    for _ in range(4):
-        obs, _, _, _, infos = env.step(policy.predict(obs)[0])
+    env.reset(seed=1)
+    cfg, sizes = env.config, env.fed.data_sizes.copy()
+    scheduled = dict.fromkeys(env.possible_agents, 0)
+    for t in range(6):
+        actions = {a: np.array([1.0, 1.0] if i <= t else [-1.0, -1.0], np.float32)
+                   for i, a in enumerate(env.possible_agents)}
+        _, _, _, _, infos = env.step(actions)
+        for a in env.possible_agents:
+            scheduled[a] += infos[a]["bandwidth_hz"] > 0.0 and infos[a]["power_w"] > 0.0
+    assert list(scheduled.values()) == [6, 5, 4, 3, 2]
+    expected = []
+    for i, a in enumerate(env.possible_agents):
+        q = min(1.0, cfg.lora.batch_size / sizes[i])
+        steps = cfg.lora.local_steps * scheduled[a]
+        rdp = rdp_ref.compute_rdp(q=q, noise_multiplier=cfg.privacy.noise_multiplier, steps=steps, orders=ORDERS)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # opacus: "optimal order is the smallest alpha"
+            expected.append(rdp_ref.get_privacy_spent(orders=ORDERS, rdp=rdp, delta=cfg.privacy.delta)[0])
     eps = np.array([infos[a]["epsilon"] for a in env.possible_agents])
-    np.testing.assert_allclose(eps, env.fed.device_epsilon())
-    assert infos["device_0"]["max_epsilon"] == pytest.approx(eps.max()) and np.all(eps > 0)
+    np.testing.assert_allclose(eps, expected, rtol=1e-6)
+    assert infos["device_0"]["max_epsilon"] == pytest.approx(max(expected), rel=1e-6)
+    assert len(set(np.round(eps, 6))) == len(eps)  # five devices, five different budgets spent
     plain = parallel_env()
     plain.reset(seed=1)
     _, _, _, _, infos = plain.step({a: np.zeros(2, np.float32) for a in plain.agents})
