@@ -275,16 +275,30 @@ def test_power_env_joint_min_energy_matches_per_agent_calls_and_saves_energy():
 
 
 def test_power_env_supersuit_parameter_sharing():
-    import supersuit as ss
+    """Through SuperSuit (the SB3 vec env parameter sharing trains on), row c K + j is agent j of copy c:
+    its observation and reward are those of a plain env reset with seed + c stepped with the same actions."""
+    from edgelam.agents.marl import parallel_vec_env
 
     env = parallel_env()
     assert isinstance(env, FedFTPowerEnv)
-    venv = ss.pettingzoo_env_to_vec_env_v1(env)
-    venv = ss.concat_vec_envs_v1(venv, 2, num_cpus=0, base_class="stable_baselines3")
+    k = env.fed.k
+    venv = parallel_vec_env(parallel_env, n_envs=2, seed=5)
+    refs = [parallel_env() for _ in range(2)]
     obs = venv.reset()
-    assert obs.shape == (2 * env.fed.k, 7)
-    _, rewards, _, _ = venv.step(np.zeros((2 * env.fed.k, 2), dtype=np.float32))
-    assert rewards.shape == (2 * env.fed.k,) and np.all(np.isfinite(rewards))
+    ref_obs = [r.reset(seed=5 + c)[0] for c, r in enumerate(refs)]
+    assert obs.shape == (2 * k, 7)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        np.testing.assert_array_equal(obs, np.stack([o[a] for o in ref_obs for a in env.possible_agents]))
+        actions = rng.uniform(-1.0, 1.0, size=(2 * k, 2)).astype(np.float32)  # a different action per row
+        obs, rewards, _, _ = venv.step(actions)
+        ref_rewards = []
+        for c, r in enumerate(refs):
+            out = r.step({a: actions[c * k + j] for j, a in enumerate(r.possible_agents)})
+            ref_obs[c] = out[0]
+            ref_rewards += [out[1][a] for a in r.possible_agents]
+        np.testing.assert_allclose(rewards, ref_rewards, rtol=1e-6)  # SB3 stores rewards as float32
+        assert len(set(np.round(rewards, 6))) > 1  # agents pay their own energy: rewards differ across rows
     venv.close()
 
 

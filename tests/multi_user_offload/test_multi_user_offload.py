@@ -118,16 +118,29 @@ def test_bad_config_and_action(toy_dir):
 
 
 def test_supersuit_parameter_sharing_for_sb3(toy_dir):
-    import supersuit as ss
+    from edgelam.agents.marl import parallel_vec_env
 
     env = _env(toy_dir)
     first = env.possible_agents[0]
     assert all(env.observation_space(a) == env.observation_space(first) for a in env.possible_agents)
     assert all(env.action_space(a) == env.action_space(first) for a in env.possible_agents)
-    venv = ss.pettingzoo_env_to_vec_env_v1(env)
-    venv = ss.concat_vec_envs_v1(venv, 2, num_cpus=0, base_class="stable_baselines3")
+    # through SuperSuit (the SB3 vec env parameter sharing trains on), row c n + j is user j of copy c:
+    # its observation and reward are those of a plain env reset with seed + c stepped with the same actions
+    venv = parallel_vec_env(lambda: _env(toy_dir), n_envs=2, seed=3)
+    refs = [_env(toy_dir) for _ in range(2)]
     obs = venv.reset()
+    ref_obs = [r.reset(seed=3 + c)[0] for c, r in enumerate(refs)]
     assert obs.shape == (2 * env.n, 8)
-    obs, rewards, _dones, _infos = venv.step(np.zeros(2 * env.n, dtype=np.int64))
-    assert rewards.shape == (2 * env.n,) and np.all(np.isfinite(rewards))
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+        np.testing.assert_array_equal(obs, np.stack([o[a] for o in ref_obs for a in env.possible_agents]))
+        actions = rng.integers(0, 3, size=2 * env.n)  # DEVICE, EDGE or CLOUD, row by row
+        obs, rewards, _dones, _infos = venv.step(actions)
+        ref_rewards = []
+        for c, r in enumerate(refs):
+            out = r.step({a: int(actions[c * env.n + j]) for j, a in enumerate(r.possible_agents)})
+            ref_obs[c] = out[0]
+            ref_rewards += [out[1][a] for a in r.possible_agents]
+        np.testing.assert_allclose(rewards, ref_rewards, rtol=1e-6)  # SB3 stores rewards as float32
+        assert len(set(np.round(rewards, 6))) > 1
     venv.close()
