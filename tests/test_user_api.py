@@ -158,3 +158,99 @@ def test_zero_transmit_power_reports_the_physical_rate_zero(env_id, key):
     powered = gym.make(env_id)
     _, info = powered.reset(seed=0)
     assert info[key] > 1e3
+
+
+@pytest.mark.parametrize("env_id", GYM_IDS)
+def test_sb3_make_vec_env_and_gym_make_vec_work(env_id):
+    """SB3's make_vec_env first tries render_mode='rgb_array' (the first line of most tutorials)."""
+    from stable_baselines3.common.env_util import make_vec_env
+
+    venv = make_vec_env(env_id, n_envs=2, seed=0)
+    obs = venv.reset()
+    assert obs.shape == (2, *venv.observation_space.shape)
+    venv.step(np.stack([venv.action_space.sample() for _ in range(2)]))
+    frames = venv.get_images()
+    assert len(frames) == 2 and frames[0].ndim == 3 and frames[0].shape[2] == 3
+    venv.close()
+    for mode in ("sync", "async"):
+        vec = gym.make_vec(env_id, num_envs=2, vectorization_mode=mode)
+        vec.reset(seed=0)
+        vec.step(vec.action_space.sample())
+        vec.close()
+
+
+def _step_some(env, n: int = 6) -> None:
+    if hasattr(env, "possible_agents"):
+        env.reset(seed=0)
+        for _ in range(n):
+            env.step({a: env.action_space(a).sample() for a in env.agents})
+    else:
+        env.reset(seed=0)
+        env.action_space.seed(0)
+        for _ in range(n):
+            env.step(env.action_space.sample())
+
+
+def _make(env_id: str, **kwargs):
+    return make_parallel(env_id, **kwargs) if env_id in PARALLEL_ENVS else gym.make(env_id, **kwargs).unwrapped
+
+
+@pytest.mark.parametrize("env_id", GYM_IDS + PARALLEL_IDS)
+def test_rgb_array_draws_the_recent_history(env_id):
+    env = _make(env_id, render_mode="rgb_array")
+    assert env.metadata["render_modes"] == ["ansi", "rgb_array"] and env.metadata["render_fps"] > 0
+    env.reset(seed=0)
+    empty = env.render()
+    assert empty.dtype == np.uint8 and empty.ndim == 3 and empty.shape[2] == 3
+    _step_some(env)
+    frame = env.render()
+    assert frame.shape == empty.shape
+    # the lines of the history make the frame differ from the empty axes, and a reset clears them
+    assert np.mean(np.any(frame != empty, axis=2)) > 0.005
+    env.reset(seed=0)
+    assert np.array_equal(env.render(), empty)
+
+
+@pytest.mark.parametrize("env_id", GYM_IDS + PARALLEL_IDS)
+def test_ansi_names_the_step_and_the_last_values(env_id):
+    env = _make(env_id, render_mode="ansi")
+    env.reset(seed=0)
+    assert "t=0" in env.render()
+    _step_some(env, 3)
+    line = env.render()
+    assert isinstance(line, str) and "t=3" in line and "reward=" in line and "\n" not in line
+    off = _make(env_id)
+    off.reset(seed=0)
+    assert off.render() is None  # no render_mode: nothing is drawn (Gymnasium warns)
+    with pytest.raises(ValueError, match="render_mode"):
+        _make(env_id, render_mode="bogus")
+
+
+@pytest.mark.parametrize("env_id", GYM_IDS)
+def test_checkers_pass_with_a_render_mode(env_id):
+    import warnings
+
+    from gymnasium.utils.env_checker import check_env
+
+    for mode in ("ansi", "rgb_array"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            check_env(gym.make(env_id, render_mode=mode).unwrapped, skip_render_check=False)
+
+
+def test_record_video_writes_an_episode(tmp_path):
+    pytest.importorskip("moviepy")
+    from gymnasium.wrappers import RecordVideo
+
+    env = RecordVideo(
+        gym.make("edgelam/SplitInference-v0", render_mode="rgb_array", episode_length=8),
+        str(tmp_path), episode_trigger=lambda ep: True, disable_logger=True,
+    )
+    env.reset(seed=0)
+    done = False
+    while not done:
+        _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        done = terminated or truncated
+    env.close()
+    videos = list(tmp_path.glob("*.mp4"))
+    assert len(videos) == 1 and videos[0].stat().st_size > 1000

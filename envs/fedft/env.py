@@ -18,6 +18,7 @@ from pettingzoo import ParallelEnv
 
 from edgelam.envs.core.actions import check_box
 from edgelam.envs.core.config import load_scenario
+from edgelam.envs.core.render import RENDER_FPS, RENDER_MODES, Panel, Renderer, merge_agents
 from edgelam.envs.fedft.config import ALLOCATION_DIR, POWER_DIR, FedFTConfig
 from edgelam.envs.fedft.core import BACKENDS, Federation
 from edgelam.envs.fedft.dynamics import project_simplex
@@ -28,6 +29,21 @@ GLOBAL_FEATURES = 3
 _FEATURE_LOW = (-2.0, 0.0, 0.0, 0.0)
 _FEATURE_HIGH = (3.0, 2.0, 1.0, 1.0)
 _GLOBAL_HIGH = (2.0, 10.0, 1.0)
+
+# what render_mode='rgb_array' draws, against the round index (edgelam.envs.core.render)
+ALLOCATION_PANELS = (
+    Panel("uplink bandwidth per device", ("bandwidth_hz",), "kHz", scale=1e-3),
+    Panel("transmit power per device", ("power_w",), "mW", scale=1e3),
+    Panel("held-out loss of the global model", ("loss",), "nats"),
+    Panel("devices whose update arrived", ("num_participants",), steps=True),
+    Panel("device energy of the round", ("energy_j",), "J"),
+)
+POWER_PANELS = (
+    Panel("transmit power per device", ("power_w",), "mW", scale=1e3),
+    Panel("uplink bandwidth per device", ("bandwidth_hz",), "kHz", scale=1e-3),
+    Panel("held-out loss of the global model", ("loss",), "nats"),
+    Panel("device energy of the round", ("energy_j",), "J"),
+)
 
 
 class FedFTAllocationEnv(gym.Env):
@@ -169,7 +185,8 @@ class FedFTAllocationEnv(gym.Env):
     """
 
     metadata = {
-        "render_modes": [],
+        "render_modes": RENDER_MODES,
+        "render_fps": RENDER_FPS,
         "metric_directions": {"loss": "min"},
         "info_sums": ("energy_j", "compute_energy_j", "upload_energy_j", "loss_decrease"),
     }
@@ -178,13 +195,13 @@ class FedFTAllocationEnv(gym.Env):
                  **overrides):
         if backend not in BACKENDS:
             raise ValueError(f"backend: {backend!r} is not one of {BACKENDS}")
-        if render_mode is not None:
-            raise ValueError(f"render_mode: FedFTAllocation-v0 has no render modes, got {render_mode!r}")
+        self._renderer = Renderer("FedFTAllocation-v0", render_mode, ALLOCATION_PANELS)
         self.config: FedFTConfig = load_scenario(FedFTConfig, ALLOCATION_DIR, scenario, overrides)
         self.backend = backend
         self.render_mode = render_mode
         self.fed = Federation(self.config, backend)
         k = self.fed.k
+        self._renderer.entry_labels = tuple(f"device_{i}" for i in range(k))
         self.action_space = spaces.Box(-1.0, 1.0, shape=(2 * k,), dtype=np.float32)
         low = np.concatenate([np.tile(_FEATURE_LOW, k), np.zeros(GLOBAL_FEATURES)]).astype(np.float32)
         high = np.concatenate([np.tile(_FEATURE_HIGH, k), _GLOBAL_HIGH]).astype(np.float32)
@@ -201,6 +218,8 @@ class FedFTAllocationEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
+        if self._renderer.history is not None:
+            self._renderer.history.clear()
         self.fed.reset(self.np_random)
         return self._obs(), {"loss": self.fed.loss, "distance_m": self.fed.distances_m.copy()}
 
@@ -212,7 +231,13 @@ class FedFTAllocationEnv(gym.Env):
         w = cfg.reward
         reward = w.loss_scale * (result.previous_loss - result.loss) - w.energy_weight_per_j * info["energy_j"]
         truncated = fed.t >= cfg.episode_length
+        if self._renderer.history is not None:
+            self._renderer.history.append(action, reward, info)
         return self._obs(), float(reward), False, truncated, info
+
+    def render(self):
+        """The current frame: a text line (``ansi``) or an image of the recent rounds (``rgb_array``)."""
+        return self._renderer.render()
 
 
 class FedFTPowerEnv(ParallelEnv):
@@ -250,7 +275,8 @@ class FedFTPowerEnv(ParallelEnv):
 
     metadata = {
         "name": "fed_ft_power_v0",
-        "render_modes": [],
+        "render_modes": RENDER_MODES,
+        "render_fps": RENDER_FPS,
         "is_parallelizable": True,
         "metric_directions": {"loss": "min"},
         "info_sums": ("energy_j", "total_energy_j"),
@@ -260,8 +286,7 @@ class FedFTPowerEnv(ParallelEnv):
                  **overrides):
         if backend not in BACKENDS:
             raise ValueError(f"backend: {backend!r} is not one of {BACKENDS}")
-        if render_mode is not None:
-            raise ValueError(f"render_mode: FedFTPower-v0 has no render modes, got {render_mode!r}")
+        self._renderer = Renderer("FedFTPower-v0", render_mode, POWER_PANELS)
         self.config: FedFTConfig = load_scenario(FedFTConfig, POWER_DIR, scenario, overrides)
         self.env_id = POWER_ENV_ID
         self.spec = None
@@ -269,6 +294,7 @@ class FedFTPowerEnv(ParallelEnv):
         self.render_mode = render_mode
         self.fed = Federation(self.config, backend)
         self.possible_agents = [f"device_{i}" for i in range(self.fed.k)]
+        self._renderer.entry_labels = tuple(self.possible_agents)
         self.agents: list[str] = []
         low = np.concatenate([_FEATURE_LOW, np.zeros(GLOBAL_FEATURES)]).astype(np.float32)
         high = np.concatenate([_FEATURE_HIGH, _GLOBAL_HIGH]).astype(np.float32)
@@ -307,6 +333,8 @@ class FedFTPowerEnv(ParallelEnv):
         if seed is not None:
             self._np_random, _ = seeding.np_random(seed)
         self.agents = list(self.possible_agents)
+        if self._renderer.history is not None:
+            self._renderer.history.clear()
         self.fed.reset(self._np_random)
         infos = {a: {"distance_m": float(self.fed.distances_m[i])} for i, a in enumerate(self.possible_agents)}
         return self._observations(), infos
@@ -350,9 +378,19 @@ class FedFTPowerEnv(ParallelEnv):
         truncated = fed.t >= cfg.episode_length
         terminations = dict.fromkeys(self.possible_agents, False)
         truncations = dict.fromkeys(self.possible_agents, truncated)
+        if self._renderer.history is not None:
+            action, merged = merge_agents(actions, infos, self.possible_agents, shared=tuple(glob))
+            self._renderer.history.append(action, sum(rewards.values()), merged)
         if truncated:
             self.agents = []
         return self._observations(), rewards, terminations, truncations, infos
+
+    def render(self):
+        """The current frame: a text line (``ansi``) or an image of the recent rounds (``rgb_array``).
+
+        The return in it is the sum of the devices' rewards.
+        """
+        return self._renderer.render()
 
     def close(self) -> None:
         """Nothing to release."""

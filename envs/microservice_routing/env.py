@@ -10,11 +10,20 @@ from gymnasium import spaces
 
 from edgelam.envs.core.actions import check_discrete
 from edgelam.envs.core.config import load_scenario
+from edgelam.envs.core.render import RENDER_FPS, RENDER_MODES, Panel, Renderer
 from edgelam.envs.microservice_routing.catalog import REGENERATE, load_catalog
 from edgelam.envs.microservice_routing.config import ENV_DIR, MicroserviceRoutingConfig
 from edgelam.envs.microservice_routing.dynamics import OBS_CLIP, RoutingSim, RoutingTables, build_tables
 
 BACKENDS = ("replay", "live")
+
+# what render_mode='rgb_array' draws, against the step index (edgelam.envs.core.render)
+RENDER_PANELS = (
+    Panel("edge server chosen for the stage", ("server",), steps=True),
+    Panel("unfinished work per server", ("queue_lengths_s",), "s"),
+    Panel("stage latency", ("latency_s",), "s"),
+    Panel("SLO missed by the pipeline completed at this step (1 = missed)", ("slo_violated",), steps=True),
+)
 
 
 def make_sim(cfg: MicroserviceRoutingConfig, backend: str) -> RoutingSim:
@@ -100,13 +109,12 @@ class MicroserviceRoutingEnv(gym.Env):
     """
 
     metadata = {
-        "render_modes": [],
+        "render_modes": RENDER_MODES, "render_fps": RENDER_FPS,
         "info_sums": ("latency_s", "energy_j", "migration_energy_j", "completed"),
     }
 
     def __init__(self, scenario: str = "default", backend: str = "replay", render_mode: str | None = None, **overrides):
-        if render_mode is not None:
-            raise ValueError(f"render_mode: MicroserviceRouting-v0 has no render modes, got {render_mode!r}")
+        self._renderer = Renderer("MicroserviceRouting-v0", render_mode, RENDER_PANELS)
         if backend not in BACKENDS:
             raise ValueError(f"backend: {backend!r} is not one of {BACKENDS}")
         self.config: MicroserviceRoutingConfig = load_scenario(MicroserviceRoutingConfig, ENV_DIR, scenario, overrides)
@@ -114,6 +122,7 @@ class MicroserviceRoutingEnv(gym.Env):
         self.render_mode = render_mode
         self.sim = make_sim(self.config, backend)
         self.tables = self.sim.t
+        self._renderer.entry_labels = tuple(f"server_{i}" for i in range(self.tables.num_servers))
         k = self.tables.num_servers
         self.num_actions = 2 * k if self.config.migration.enabled else k
         self.action_space = spaces.Discrete(self.num_actions)
@@ -129,6 +138,8 @@ class MicroserviceRoutingEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
+        if self._renderer.history is not None:
+            self._renderer.history.clear()
         self.sim.reset(self.np_random)
         self._t = 0
         return self._obs(), {"action_mask": self.action_masks()}
@@ -158,4 +169,10 @@ class MicroserviceRoutingEnv(gym.Env):
             "queue_lengths_s": np.maximum(np.array(sim.free_at) - sim.ready, 0.0),
             "action_mask": self.action_masks(),
         }
+        if self._renderer.history is not None:
+            self._renderer.history.append(action, reward, info)
         return self._obs(), float(reward), False, truncated, info
+
+    def render(self):
+        """The current frame: a text line (``ansi``) or an image of the recent steps (``rgb_array``)."""
+        return self._renderer.render()

@@ -12,6 +12,7 @@ from pettingzoo import ParallelEnv
 
 from edgelam.envs.core.channel import WirelessLink
 from edgelam.envs.core.config import load_scenario
+from edgelam.envs.core.render import RENDER_FPS, RENDER_MODES, Panel, Renderer, merge_agents
 from edgelam.envs.multi_user_offload.config import ENV_DIR, MultiUserOffloadConfig
 from edgelam.envs.multi_user_offload.dynamics import equal_shares, slot_costs
 from edgelam.envs.offload.config import TIERS
@@ -23,6 +24,14 @@ BACKENDS = ("replay", "live")
 # device confidence, T / 128, log10(full-band rate) / 10, edge background util, last cloud RTT s,
 # battery fraction, fraction of users that offloaded last slot, elapsed fraction
 OBS_HIGH = (1.0, 32.0, 2.0, 1.0, 10.0, 1.0, 1.0, 1.0)
+
+# what render_mode='rgb_array' draws, against the step index (edgelam.envs.core.render)
+RENDER_PANELS = (
+    Panel("tier each user chose (0 device, 1 edge, 2 cloud)", ("action",), steps=True),
+    Panel("uplink band share per user", ("band_share",)),
+    Panel("edge compute share per user", ("compute_share",)),
+    Panel("task latency per user", ("latency_s",), "s"),
+)
 
 
 class MultiUserOffloadEnv(ParallelEnv):
@@ -83,14 +92,18 @@ class MultiUserOffloadEnv(ParallelEnv):
     * v0: initial release.
     """
 
-    metadata = {"name": "multi_user_offload_v0", "render_modes": [], "is_parallelizable": True}
+    metadata = {
+        "name": "multi_user_offload_v0",
+        "render_modes": RENDER_MODES,
+        "render_fps": RENDER_FPS,
+        "is_parallelizable": True,
+    }
 
     def __init__(self, scenario: str = "default", backend: str = "replay", render_mode: str | None = None,
                  **overrides):
         if backend not in BACKENDS:
             raise ValueError(f"backend: {backend!r} is not one of {BACKENDS} (MultiUserOffload-v0)")
-        if render_mode is not None:
-            raise ValueError(f"render_mode: MultiUserOffload-v0 has no render modes, got {render_mode!r}")
+        self._renderer = Renderer("MultiUserOffload-v0", render_mode, RENDER_PANELS)
         self.config: MultiUserOffloadConfig = load_scenario(MultiUserOffloadConfig, ENV_DIR, scenario, overrides)
         cfg = self.config
         self.env_id = ENV_ID
@@ -101,6 +114,7 @@ class MultiUserOffloadEnv(ParallelEnv):
         self.num_prompts = len(self.tables.prompt_tokens)
         self.n = cfg.num_users
         self.possible_agents = [f"user_{i}" for i in range(self.n)]
+        self._renderer.entry_labels = tuple(self.possible_agents)
         self.agents: list[str] = []
         obs_space = spaces.Box(np.zeros(len(OBS_HIGH), np.float32), np.asarray(OBS_HIGH, np.float32), dtype=np.float32)
         act_space = spaces.Discrete(len(TIERS))
@@ -222,6 +236,8 @@ class MultiUserOffloadEnv(ParallelEnv):
             self._np_random, _ = seeding.np_random(seed)
         cfg, rng = self.config, self._np_random
         self.agents = list(self.possible_agents)
+        if self._renderer.history is not None:
+            self._renderer.history.clear()
         self._init_state()
         self._allocation = None
         distances = rng.uniform(*cfg.distance_m, size=self.n)
@@ -299,9 +315,19 @@ class MultiUserOffloadEnv(ParallelEnv):
         rewards = {a: float(rewards_arr[i]) for i, a in enumerate(self.possible_agents)}
         terminations = dict.fromkeys(self.possible_agents, False)
         truncations = dict.fromkeys(self.possible_agents, truncated)
+        if self._renderer.history is not None:
+            action, merged = merge_agents(actions, infos, self.possible_agents, shared=tuple(glob))
+            self._renderer.history.append(action, sum(rewards.values()), merged)
         if truncated:
             self.agents = []
         return obs, rewards, terminations, truncations, infos
+
+    def render(self):
+        """The current frame: a text line (``ansi``) or an image of the recent steps (``rgb_array``).
+
+        The return in it is the sum of the users' rewards.
+        """
+        return self._renderer.render()
 
     def close(self) -> None:
         """Nothing to release (live models are shared, cached by :func:`edgelam.envs.lam.load`)."""

@@ -15,6 +15,7 @@ from edgelam.envs.core.config import load_scenario
 from edgelam.envs.core.hardware import load_hardware_catalog
 from edgelam.envs.core.model_cards import get_model_card
 from edgelam.envs.core.queues import lindley_interval
+from edgelam.envs.core.render import RENDER_FPS, RENDER_MODES, Panel, Renderer
 from edgelam.envs.offload.config import ENV_DIR, TIERS, OffloadConfig
 from edgelam.envs.offload.dynamics import (
     EDGE,
@@ -31,6 +32,15 @@ CHUNK = 256  # random draws are made in blocks of this many tasks
 # battery fraction, virtual queue / (10 budget), elapsed fraction
 OBS_HIGH = (1.0, 32.0, 2.0, 100.0, 10.0, 1.0, 100.0, 1.0)
 QUEUE_SCALE = 10.0
+
+# what render_mode='rgb_array' draws, against the step index (edgelam.envs.core.render)
+RENDER_PANELS = (
+    Panel("tier chosen (0 device, 1 edge, 2 cloud)", ("action",), steps=True),
+    Panel("uplink rate", ("uplink_rate_bps",), "Mbit/s", scale=1e-6),
+    Panel("edge wait of offloaded tasks", ("edge_wait_s",), "s"),
+    Panel("quality (top-1 accuracy)", ("quality",)),
+    Panel("battery", ("battery_j",), "J"),
+)
 
 
 def offload_tables(cfg: Any) -> TierTables:
@@ -122,15 +132,18 @@ class OffloadEnv(gym.Env):
     * v0: initial release.
     """
 
-    metadata = {"render_modes": [], "metric_directions": {"quality": "max", "cloud_cost_usd": "min"}}
+    metadata = {
+        "render_modes": RENDER_MODES,
+        "render_fps": RENDER_FPS,
+        "metric_directions": {"quality": "max", "cloud_cost_usd": "min"},
+    }
 
     def __init__(
         self, scenario: str = "default", backend: str = "replay", render_mode: str | None = None, **overrides
     ):
         if backend not in BACKENDS:
             raise ValueError(f"backend: {backend!r} is not one of {BACKENDS}")
-        if render_mode is not None:
-            raise ValueError(f"render_mode: Offload-v0 has no render modes, got {render_mode!r}")
+        self._renderer = Renderer("Offload-v0", render_mode, RENDER_PANELS)
         self.config: OffloadConfig = load_scenario(OffloadConfig, ENV_DIR, scenario, overrides)
         self.backend = backend
         self.render_mode = render_mode
@@ -262,6 +275,8 @@ class OffloadEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
+        if self._renderer.history is not None:
+            self._renderer.history.clear()
         cfg, rng = self.config, self.np_random
         self._reset_state()
         distance = float(rng.uniform(*cfg.distance_m))
@@ -311,4 +326,10 @@ class OffloadEnv(gym.Env):
         info["battery_j"] = max(self._battery, 0.0)
         truncated = self._t >= cfg.episode_length
         self._next_task()
+        if self._renderer.history is not None:
+            self._renderer.history.append(action, reward, info)
         return self._obs(), float(reward), terminated, truncated, info
+
+    def render(self):
+        """The current frame: a text line (``ansi``) or an image of the recent steps (``rgb_array``)."""
+        return self._renderer.render()

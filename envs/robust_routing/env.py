@@ -10,6 +10,7 @@ from pettingzoo import ParallelEnv
 
 from edgelam.envs.core.actions import check_box, check_discrete
 from edgelam.envs.core.config import load_scenario
+from edgelam.envs.core.render import RENDER_FPS, RENDER_MODES, Panel, Renderer
 from edgelam.envs.microservice_routing.env import BACKENDS, make_sim, observation_space
 from edgelam.envs.robust_routing.config import ENV_DIR, RobustRoutingConfig
 
@@ -21,6 +22,14 @@ LOGIT_SCALE = 3.0
 def _softmax(x: np.ndarray) -> tuple[float, ...]:
     e = np.exp(LOGIT_SCALE * (x - x.max()))
     return tuple((e / e.sum()).tolist())
+
+# what render_mode='rgb_array' draws, against the step index (edgelam.envs.core.render)
+RENDER_PANELS = (
+    Panel("edge server the router chose", ("action",), steps=True),
+    Panel("unfinished work per server", ("queue_lengths_s",), "s"),
+    Panel("arrival rate the adversary sets", ("arrival_rate_hz",), "1/s"),
+    Panel("stage latency", ("latency_s",), "s"),
+)
 
 
 class RobustRoutingEnv(ParallelEnv):
@@ -52,15 +61,19 @@ class RobustRoutingEnv(ParallelEnv):
     * v0: initial release.
     """
 
-    metadata = {"name": "robust_routing_v0", "render_modes": [], "is_parallelizable": True}
+    metadata = {
+        "name": "robust_routing_v0",
+        "render_modes": RENDER_MODES,
+        "render_fps": RENDER_FPS,
+        "is_parallelizable": True,
+    }
     env_id = ENV_ID
     spec = None  # no Gymnasium spec; baselines.make reads env_id
 
     def __init__(
         self, scenario: str = "default", backend: str = "replay", render_mode: str | None = None, **overrides
     ) -> None:
-        if render_mode is not None:
-            raise ValueError(f"render_mode: RobustRouting-v0 has no render modes, got {render_mode!r}")
+        self._renderer = Renderer("RobustRouting-v0", render_mode, RENDER_PANELS)
         if backend not in BACKENDS:
             raise ValueError(f"backend: {backend!r} is not one of {BACKENDS}")
         self.config: RobustRoutingConfig = load_scenario(RobustRoutingConfig, ENV_DIR, scenario, overrides)
@@ -68,6 +81,7 @@ class RobustRoutingEnv(ParallelEnv):
         self.render_mode = render_mode
         self.sim = make_sim(self.config, backend)
         self.tables = self.sim.t
+        self._renderer.entry_labels = tuple(f"server_{i}" for i in range(self.tables.num_servers))
         k, p = self.tables.num_servers, len(self.tables.pipelines)
         self.num_pipelines = p
         self.possible_agents = [ROUTER, ADVERSARY]
@@ -102,6 +116,8 @@ class RobustRoutingEnv(ParallelEnv):
         self.sim.reset(self._rng)
         self.agents = list(self.possible_agents)
         self._t = 0
+        if self._renderer.history is not None:
+            self._renderer.history.clear()
         mask = self.action_masks()
         return self._observations(), {ROUTER: {"action_mask": mask}, ADVERSARY: {}}
 
@@ -139,9 +155,19 @@ class RobustRoutingEnv(ParallelEnv):
         infos = {ROUTER: {**info, "action_mask": self.action_masks()}, ADVERSARY: dict(info)}
         terms = dict.fromkeys(self.agents, False)
         truncs = dict.fromkeys(self.agents, truncated)
+        if self._renderer.history is not None:
+            self._renderer.history.append(route, reward, info)
         if truncated:
             self.agents = []
         return obs, rewards, terms, truncs, infos
+
+    def render(self):
+        """The current frame: a text line (``ansi``) or an image of the recent steps (``rgb_array``).
+
+        It shows the router's view: its decisions, the server queues, the load the adversary
+        sets, and the router's return.
+        """
+        return self._renderer.render()
 
     def close(self) -> None:
         """Nothing to release."""

@@ -14,6 +14,7 @@ from edgelam.envs.core.channel import MIN_RATE_BPS, WirelessLink, ergodic_rate_b
 from edgelam.envs.core.config import load_scenario
 from edgelam.envs.core.hardware import load_hardware_catalog
 from edgelam.envs.core.model_cards import get_model_card
+from edgelam.envs.core.render import RENDER_FPS, RENDER_MODES, Panel, Renderer
 from edgelam.envs.spec_decode.config import ENV_DIR, TARGET_CARD, SpecDecodeConfig
 from edgelam.envs.spec_decode.dynamics import (
     RoundTables,
@@ -27,6 +28,16 @@ from edgelam.envs.spec_decode.dynamics import (
 BACKENDS = ("replay", "live")
 RTT_SCALE_S = 0.1
 QUEUE_SCALE = 10.0
+
+# what render_mode='rgb_array' draws, against the step index (edgelam.envs.core.render)
+RENDER_PANELS = (
+    Panel("draft tokens per round", ("proposed_tokens", "accepted_tokens"), "tokens", labels=("proposed", "accepted"),
+          steps=True),
+    Panel("draft length gamma chosen", ("gamma",), steps=True),
+    Panel("link rate", ("link_rate_bps",), "Mbit/s", scale=1e-6),
+    Panel("round latency", ("latency_s",), "s"),
+    Panel("energy budget virtual queue", ("virtual_queue",), "J"),
+)
 
 
 def _acceptance_tables(cfg: SpecDecodeConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
@@ -117,15 +128,18 @@ class SpecDecodeEnv(gym.Env):
     * v0: initial release.
     """
 
-    metadata = {"render_modes": [], "metric_directions": {"tokens": "max", "accepted_tokens": "max"}}
+    metadata = {
+        "render_modes": RENDER_MODES,
+        "render_fps": RENDER_FPS,
+        "metric_directions": {"tokens": "max", "accepted_tokens": "max"},
+    }
 
     def __init__(
         self, scenario: str = "default", backend: str = "replay", render_mode: str | None = None, **overrides
     ):
         if backend not in BACKENDS:
             raise ValueError(f"backend: {backend!r} is not one of {BACKENDS}")
-        if render_mode is not None:
-            raise ValueError(f"render_mode: SpecDecode-v0 has no render modes, got {render_mode!r}")
+        self._renderer = Renderer("SpecDecode-v0", render_mode, RENDER_PANELS)
         self.config: SpecDecodeConfig = load_scenario(SpecDecodeConfig, ENV_DIR, scenario, overrides)
         self.scenario, self.overrides, self.backend, self.render_mode = scenario, dict(overrides), backend, render_mode
         cfg = self.config
@@ -361,6 +375,8 @@ class SpecDecodeEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
+        if self._renderer.history is not None:
+            self._renderer.history.clear()
         cfg, rng = self.config, self.np_random
         self._reset_state()
         self._distance = float(rng.uniform(*cfg.distance_m))
@@ -426,4 +442,10 @@ class SpecDecodeEnv(gym.Env):
             terminated = True
         truncated = self._round >= cfg.episode_length
         self._advance_channel_and_load(latency)
+        if self._renderer.history is not None:
+            self._renderer.history.append(action, reward, info)
         return self._obs(), float(reward), terminated, truncated, info
+
+    def render(self):
+        """The current frame: a text line (``ansi``) or an image of the recent steps (``rgb_array``)."""
+        return self._renderer.render()

@@ -13,6 +13,7 @@ from edgelam.envs.core.actions import check_multi_discrete
 from edgelam.envs.core.config import load_scenario
 from edgelam.envs.core.hardware import load_hardware_catalog
 from edgelam.envs.core.model_cards import get_model_card
+from edgelam.envs.core.render import RENDER_FPS, RENDER_MODES, Panel, Renderer
 from edgelam.envs.split_inference.config import ENV_DIR, SplitInferenceConfig
 from edgelam.envs.split_inference.dynamics import (
     BITS,
@@ -29,6 +30,15 @@ BACKENDS = ("replay", "live")
 # observation scaling: SNR in dB / 40, log10(rate in bit/s) / 10, prompt tokens / 128, decode tokens / 128
 SNR_SCALE_DB = 40.0
 QUEUE_SCALE = 10.0
+
+# what render_mode='rgb_array' draws, against the step index (edgelam.envs.core.render)
+RENDER_PANELS = (
+    Panel("uplink SNR", ("snr_db",), "dB"),
+    Panel("split layer chosen (0 = all at the edge)", ("split_layer",), "layer", steps=True),
+    Panel("activation precision", ("bits",), "bit", steps=True),
+    Panel("energy budget virtual queue", ("virtual_queue",), "J"),
+    Panel("request latency", ("latency_s",), "s"),
+)
 
 
 def _split_quality_tables(
@@ -99,15 +109,18 @@ class SplitInferenceEnv(gym.Env):
     * v0: initial release.
     """
 
-    metadata = {"render_modes": [], "metric_directions": {"quality": "max", "quality_loss": "min"}}
+    metadata = {
+        "render_modes": RENDER_MODES,
+        "render_fps": RENDER_FPS,
+        "metric_directions": {"quality": "max", "quality_loss": "min"},
+    }
 
     def __init__(
         self, scenario: str = "default", backend: str = "replay", render_mode: str | None = None, **overrides
     ):
         if backend not in BACKENDS:
             raise ValueError(f"backend: {backend!r} is not one of {BACKENDS}")
-        if render_mode is not None:
-            raise ValueError(f"render_mode: SplitInference-v0 has no render modes, got {render_mode!r}")
+        self._renderer = Renderer("SplitInference-v0", render_mode, RENDER_PANELS)
         self.config: SplitInferenceConfig = load_scenario(SplitInferenceConfig, ENV_DIR, scenario, overrides)
         self.backend = backend
         self.render_mode = render_mode
@@ -232,6 +245,8 @@ class SplitInferenceEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
+        if self._renderer.history is not None:
+            self._renderer.history.clear()
         distance = float(self.exo.reset(self.np_random)[0])
         self._ergodic = float(self.exo.ergodic_bps[0])
         self._queue = 0.0
@@ -272,4 +287,10 @@ class SplitInferenceEnv(gym.Env):
         self._t += 1
         truncated = self._t >= cfg.episode_length
         self._next_slot()
+        if self._renderer.history is not None:
+            self._renderer.history.append(action, reward, info)
         return self._obs(), float(reward), False, truncated, info
+
+    def render(self):
+        """The current frame: a text line (``ansi``) or an image of the recent steps (``rgb_array``)."""
+        return self._renderer.render()
