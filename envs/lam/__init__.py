@@ -5,7 +5,8 @@ Importing it imports torch; transformers is imported by :func:`load` on first us
 Public API:
 
 * Assets: :func:`assets_dir`, :func:`load_prompts`, :func:`family_card`, ``SHIPPED_MODELS``.
-* Models (:mod:`.model`): :func:`load`, :class:`LM`, :class:`KVCache`, :func:`weights_sha256`.
+* Models (:mod:`.model`): :func:`load`, :class:`LM`, :func:`crop_cache`, :func:`weights_sha256`
+  (KV caches are ``transformers.DynamicCache`` objects from :meth:`LM.new_cache`).
 * Activation quantisation (:mod:`.quantize`): :func:`quantize`, :func:`encode`, :func:`decode`,
   :func:`bit_errors`, :func:`transmit`, :func:`payload_bytes`.
 * Split execution (:mod:`.split`): :func:`split_quality`, :func:`split_quality_grid`.
@@ -59,7 +60,7 @@ from .lora import (  # noqa: E402
     lora_state,
     train_lora_steps,
 )
-from .model import LM, KVCache, load, weights_sha256  # noqa: E402
+from .model import LM, crop_cache, load, weights_sha256  # noqa: E402
 from .quantize import Encoded, bit_errors, decode, encode, payload_bytes, quantize, transmit  # noqa: E402
 from .replay import FORMAT_VERSION, ProfileError, load_manifest, load_profile, profiles_dir  # noqa: E402
 from .speculative import (  # noqa: E402
@@ -85,7 +86,6 @@ __all__ = [
     "LM",
     "SHIPPED_MODELS",
     "Encoded",
-    "KVCache",
     "ProfileError",
     "RoundStats",
     "acceptance_probability",
@@ -93,6 +93,7 @@ __all__ = [
     "attach_lora",
     "average_lora_states",
     "bit_errors",
+    "crop_cache",
     "decode",
     "encode",
     "family_card",

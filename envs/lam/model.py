@@ -6,8 +6,9 @@
 exposes the pieces split inference and speculative decoding need:
 
 ``head(forward_layers(embed(ids), 0, L))`` equals the HF model's logits, and running
-``[0, l)`` then ``[l, L)`` equals ``[0, L)``. A :class:`KVCache` makes incremental decoding
-equal to a full recompute; rotary positions continue from the cache length.
+``[0, l)`` then ``[l, L)`` equals ``[0, L)``. A ``transformers.DynamicCache`` (:meth:`LM.new_cache`)
+makes incremental decoding equal to a full recompute; rotary positions continue from the cache
+length, and :func:`crop_cache` rolls it back.
 
 Weights are loaded in float32 for execution, whatever their stored dtype; nothing is ever
 downloaded (``local_files_only=True``). The wrapper builds plain causal masks: sliding-window
@@ -17,7 +18,9 @@ attention (Mistral-style configs) is not applied.
 from __future__ import annotations
 
 import copy
+import inspect
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -25,6 +28,9 @@ from torch import nn
 
 from . import SHIPPED_MODELS, assets_dir, replay
 from .quantize import payload_bytes
+
+if TYPE_CHECKING:
+    from transformers import DynamicCache
 
 REBUILD_HINT = "rebuild the shipped family with `python -m edgelam.envs.lam.build_family`"
 WEIGHT_FILES = (
@@ -37,49 +43,33 @@ WEIGHT_FILES = (
 _CACHE: dict[str, LM] = {}
 
 
-class KVCache:
-    """Key/value cache over the HF attention modules, one entry per layer index.
+def crop_cache(cache: DynamicCache, length: int) -> None:
+    """Roll ``cache`` back to the first ``length`` tokens of every layer (speculative decoding
+    after a rejection); layers holding ``length`` tokens or fewer are left as they are.
 
-    HF attention calls ``update(key, value, layer_idx)`` with the new (already rotated) keys
-    and values and attends over what it returns, so the same object serves any contiguous
-    range of layers. Each layer keeps its own length: a split run may fill layers ``[0, l)``
-    and ``[l, L)`` from two calls. :meth:`crop` rolls the cache back (speculative decoding
-    after a rejection).
-
-    Shapes: keys and values are ``(batch, kv_heads, tokens, head_dim)``.
+    Each layer is cropped by its own ``crop`` with the number of tokens to drop, negative: the
+    only form transformers accepts since 5.20 (a layer with nothing to drop is not called).
     """
+    if length < 0:
+        raise ValueError(f"crop length must be >= 0, got {length}")
+    for layer in cache.layers:
+        excess = layer.get_seq_length() - length
+        if excess > 0:
+            layer.crop(-excess)
 
-    def __init__(self) -> None:
-        self._keys: dict[int, torch.Tensor] = {}
-        self._values: dict[int, torch.Tensor] = {}
 
-    def update(
-        self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Append ``key_states``/``value_states`` for ``layer_idx``; return all keys and values."""
-        if layer_idx in self._keys:
-            key_states = torch.cat([self._keys[layer_idx], key_states], dim=-2)
-            value_states = torch.cat([self._values[layer_idx], value_states], dim=-2)
-        self._keys[layer_idx] = key_states
-        self._values[layer_idx] = value_states
-        return key_states, value_states
+def cache_argument(module: nn.Module) -> str:
+    """Name under which ``module.forward`` (an HF decoder layer or model) takes the KV cache.
 
-    def get_seq_length(self, layer_idx: int = 0) -> int:
-        """Number of cached tokens of layer ``layer_idx`` (0 when it has none)."""
-        keys = self._keys.get(layer_idx)
-        return 0 if keys is None else int(keys.shape[-2])
-
-    def crop(self, length: int) -> None:
-        """Keep the first ``length`` tokens of every layer (roll back what came after)."""
-        if length < 0:
-            raise ValueError(f"crop length must be >= 0, got {length}")
-        for idx in list(self._keys):
-            self._keys[idx] = self._keys[idx][..., :length, :]
-            self._values[idx] = self._values[idx][..., :length, :]
-
-    def nbytes(self) -> int:
-        """Bytes held by the cached tensors."""
-        return sum(t.numel() * t.element_size() for t in [*self._keys.values(), *self._values.values()])
+    transformers 5.24 renamed ``past_key_values`` to ``cache`` (the old name warns until its
+    removal in 5.40); the name is read from the signature, so the cache is never passed under a
+    name the module would swallow into ``**kwargs`` and ignore.
+    """
+    params = inspect.signature(module.forward).parameters
+    for name in ("cache", "past_key_values"):
+        if name in params:
+            return name
+    raise ValueError(f"{type(module).__name__}.forward takes no KV cache (neither `cache` nor `past_key_values`)")
 
 
 class LM:
@@ -140,6 +130,7 @@ class LM:
         self._norm = base.norm
         self._rotary = base.rotary_emb
         self._lm_head = model.lm_head
+        self._cache_arg = cache_argument(self._layers[0])
         self._derived: dict[str, LM] = {}
 
     def __repr__(self) -> str:
@@ -149,11 +140,19 @@ class LM:
     def device(self) -> torch.device:
         return self._lm_head.weight.device
 
-    def new_cache(self) -> KVCache:
-        """An empty KV cache for incremental decoding with this model."""
-        return KVCache()
+    def new_cache(self) -> DynamicCache:
+        """An empty ``transformers.DynamicCache`` for incremental decoding with this model.
 
-    def cached_tokens(self, cache: KVCache) -> int:
+        Built without the config, so every layer keeps all its tokens: a sliding-window config
+        would make the cache drop tokens that the wrapper's plain causal mask still attends to.
+        Each layer keeps its own length, so a split run may fill layers ``[0, l)`` and ``[l, L)``
+        from two calls.
+        """
+        from transformers import DynamicCache
+
+        return DynamicCache()
+
+    def cached_tokens(self, cache: DynamicCache) -> int:
         """Tokens ``cache`` holds for this model's first layer."""
         return cache.get_seq_length(self._layer_idx(0))
 
@@ -179,7 +178,7 @@ class LM:
         h: torch.Tensor,
         start: int,
         end: int,
-        cache: KVCache | None = None,
+        cache: DynamicCache | None = None,
         positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Run decoder layers ``[start, end)`` on hidden states ``h`` ``(B, T, d)``.
@@ -215,9 +214,9 @@ class LM:
                 h,
                 attention_mask=mask,
                 position_ids=positions,
-                past_key_values=cache,
                 use_cache=cache is not None,
                 position_embeddings=position_embeddings,
+                **{self._cache_arg: cache},
             )
             h = out[0] if isinstance(out, tuple) else out
         return h
@@ -226,7 +225,7 @@ class LM:
         """Final norm + LM head: logits ``(B, T, vocab)`` from the last layer's hidden states."""
         return self._lm_head(self._norm(h))
 
-    def logits(self, ids, cache: KVCache | None = None, last: int | None = None) -> torch.Tensor:
+    def logits(self, ids, cache: DynamicCache | None = None, last: int | None = None) -> torch.Tensor:
         """Logits ``(B, T, vocab)`` of ``ids`` through all layers (appending to ``cache``).
 
         ``last=k`` applies the head to the last ``k`` positions only (``(B, k, vocab)``).
@@ -312,7 +311,7 @@ class LM:
     def truncated(self, num_layers: int) -> LM:
         """Early-exit view: the first ``num_layers`` layers, then this model's final norm and head.
 
-        Shares the weights (no copy); use its own :class:`KVCache`.
+        Shares the weights (no copy); use its own cache (:meth:`new_cache`).
         """
         key = f"early_exit:{num_layers}"
         if key not in self._derived:

@@ -54,7 +54,7 @@ import numpy as np
 import torch
 
 from . import SHIPPED_MODELS, load_prompts
-from .model import LM, load, weights_sha256
+from .model import LM, crop_cache, load, weights_sha256
 from .quantize import BITS, payload_bytes
 from .replay import FORMAT_VERSION, MANIFEST, PROFILE_FILES, profiles_dir, sha256_file
 from .speculative import acceptance_probability, make_draft, target_sample
@@ -182,7 +182,7 @@ def _model_times(lm: LM, stream: list[int], seq_lens: Sequence[int], repeats: in
             t0 = time.perf_counter()
             h = lm.forward_layers(h, i, i + 1, cache)
             per_layer[r, i] = time.perf_counter() - t0
-        cache.crop(DECODE_CONTEXT)
+        crop_cache(cache, DECODE_CONTEXT)
     return {
         "layers": lm.num_layers,
         "hidden_size": lm.hidden_size,

@@ -5,7 +5,8 @@ Each round the draft q proposes ``gamma`` tokens autoregressively; the target p 
 ``min(1, p_i(x_i) / q_i(x_i))``; at the first rejection one token is drawn from the residual
 ``norm(max(0, p_i - q_i))``, and if all are accepted a bonus token is drawn from
 ``p_{gamma+1}``. The output distribution equals the target's exactly. Both models keep a
-:class:`~.model.KVCache`, cropped back to the accepted prefix after a rejection.
+``transformers.DynamicCache``, cropped back to the accepted prefix after each round
+(:func:`~.model.crop_cache`).
 
 ``temperature`` scales both models' logits (``softmax(logits / T)``); ``temperature = 0``
 is greedy: the draft proposes its argmax and a token is accepted iff it equals the target's
@@ -22,10 +23,14 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
-from .model import LM, KVCache, load
+from .model import LM, crop_cache, load
+
+if TYPE_CHECKING:
+    from transformers import DynamicCache
 
 DRAFT_VARIANTS = ("device", "edge", "early_exit:<k>", "int8")
 
@@ -151,8 +156,8 @@ def speculative_round(
     target: LM,
     draft: LM,
     seq: Sequence[int],
-    t_cache: KVCache,
-    d_cache: KVCache,
+    t_cache: DynamicCache,
+    d_cache: DynamicCache,
     n_draft: int,
     temperature: float,
     gen: torch.Generator,
@@ -206,8 +211,8 @@ def speculative_round(
     else:
         last = p_logits[n_draft]
         new.append(int(last.argmax()) if greedy else _sample(_probs(last, temperature), gen))
-    t_cache.crop(len(seq) + accepted)
-    d_cache.crop(min(draft.cached_tokens(d_cache), len(seq) + accepted))
+    crop_cache(t_cache, len(seq) + accepted)
+    crop_cache(d_cache, len(seq) + accepted)
     return accepted, new, t1 - t0, t2 - t1
 
 
