@@ -3,8 +3,9 @@
 ``edgelam bench --models`` decodes ``tokens`` tokens after a ``context``-token prompt
 with a KV cache, one token per forward pass, twice per model: through
 :class:`edgelam.envs.lam.LM` (``logits(ids, cache)``) and through the Hugging Face
-module itself (``model(input_ids, past_key_values=..., use_cache=True)``), and
-reports the median seconds per token of each and their ratio (the wrapper's overhead).
+module itself (``model(input_ids, cache=DynamicCache(), use_cache=True)``; ``past_key_values``
+on transformers before 5.24), and reports the median seconds per token of each and their
+ratio (the wrapper's overhead).
 """
 
 from __future__ import annotations
@@ -30,13 +31,16 @@ def _decode_wrapper(lm, prompt: torch.Tensor, tokens: int) -> float:
 
 @torch.no_grad()
 def _decode_raw(model, prompt: torch.Tensor, tokens: int) -> float:
-    out = model(input_ids=prompt, use_cache=True)
-    past, logits = out.past_key_values, out.logits
+    from transformers import DynamicCache
+
+    from edgelam.envs.lam.model import cache_argument
+
+    cache = {cache_argument(model): DynamicCache()}  # filled in place by every forward
+    logits = model(input_ids=prompt, use_cache=True, **cache).logits
     t0 = time.perf_counter()
     for _ in range(tokens):
         nxt = logits[:, -1].argmax(-1, keepdim=True)
-        out = model(input_ids=nxt, past_key_values=past, use_cache=True)
-        past, logits = out.past_key_values, out.logits
+        logits = model(input_ids=nxt, use_cache=True, **cache).logits
     return (time.perf_counter() - t0) / tokens
 
 
