@@ -9,6 +9,23 @@ step) and choose among the hosts of the pending microservice:
 * ``least_loaded``: the host with the smallest backlog ahead of the stage.
 * ``nearest``: the host with the lowest transfer time of the stage's input.
 * ``greedy``: the host with the earliest expected finish (transfer + queue + compute).
+* ``round_robin``: the hosts of each microservice in turn, in server order.
+* ``shortest_expected_delay`` (SED; Whitt, Oper. Res. 34(1), 1986): the host with the
+  smallest expected delay of the stage there, the unfinished work ahead of it plus its
+  own service time on that server; unlike ``greedy`` it does not see the backhaul.
+* ``cvxpy``: fractional routing of the current arrival rates. With lambda_m the rate of
+  stages of microservice m (arrival rate x expected stages of m per request under the
+  current pipeline mix) and S_ms its mean service time on server s, it solves
+
+      min  sum_s rho_s / (1 - rho_s)      (mean number in system of M/M/1 servers; by
+      s.t. rho_s = sum_m lambda_m x_ms S_ms <= 1 - eps,   Little's law, proportional to the
+           sum_s x_ms = 1,  x_ms >= 0,  x_ms = 0 where s does not host m,   mean delay)
+
+  with cvxpy (convex: inv_pos of an affine utilisation), then draws each stage's server
+  from its row x_m. The solution is cached per (rate, mix, placement) and re-solved when
+  the adversary or a migration changes them. When the load exceeds the hosts' capacity
+  (no feasible x) or the solver fails, it routes in proportion to the hosts' service
+  rates and counts the event in ``solver_fallbacks``.
 * ``lyapunov`` (migration scenarios; Neely 2010, drift-plus-penalty): over every
   valid route and migration minimise ``V * latency + Z * y``, where ``latency`` is
   the stage's steady-state latency at that server (transfer + queue + compute) plus
@@ -107,8 +124,130 @@ class _Lyapunov:
         return np.int64(best), state
 
 
+class _RoundRobin:
+    def __init__(self, env: gym.Env) -> None:
+        self.sim = _sim(env)
+        self.next_host: dict[int, int] = {}
+
+    def predict(self, observation, state=None, episode_start=None, deterministic=True):
+        if episode_start is not None and np.any(episode_start):
+            self.next_host = {}
+        sim = self.sim
+        ms, hosts = sim.microservice, sim.hosts[sim.microservice]
+        start = self.next_host.get(ms, 0)
+        for i in range(sim.k):
+            s = (start + i) % sim.k
+            if hosts[s]:
+                self.next_host[ms] = s + 1
+                return np.int64(s), state
+        raise ValueError(f"round_robin: microservice {ms} has no host")
+
+
+def _shortest_expected_delay(sim) -> int:
+    p, k = sim.pipeline, sim.stage
+    hosts = sim.hosts[sim.microservice]
+    delay = [max(sim.free_at[s] - sim.ready, 0.0) + sim.t.service_s[p][k][s] for s in range(sim.k)]
+    return min((s for s in range(sim.k) if hosts[s]), key=delay.__getitem__)
+
+
+class _SED:
+    def __init__(self, env: gym.Env) -> None:
+        self.sim = _sim(env)
+
+    def predict(self, observation, state=None, episode_start=None, deterministic=True):
+        return np.int64(_shortest_expected_delay(self.sim)), state
+
+
+def stage_rates(tables, rate_hz: float, mix) -> tuple[np.ndarray, np.ndarray]:
+    """(lambda (M,) stage arrival rate per microservice in 1/s, S (M, K) mean service time in s).
+
+    Each request of pipeline p brings one stage of microservice m per stage of p that uses
+    m; S averages those stages' service times on each server with the mix as weights
+    (microservices no pipeline uses get lambda 0 and S 0).
+    """
+    m_count, k = len(tables.microservices), tables.num_servers
+    lam = np.zeros(m_count)
+    work = np.zeros((m_count, k))
+    for p, share in enumerate(mix):
+        for stage, ms in enumerate(tables.stage_ms[p]):
+            lam[ms] += rate_hz * share
+            work[ms] += rate_hz * share * np.asarray(tables.service_s[p][stage])
+    service = np.divide(work, lam[:, None], out=np.zeros_like(work), where=lam[:, None] > 0)
+    return lam, service
+
+
+def fractional_routing(
+    lam: np.ndarray, service: np.ndarray, hosts: np.ndarray, max_util: float = 0.99
+) -> tuple[np.ndarray | None, str]:
+    """(x (M, K) routing fractions minimising sum_s rho_s / (1 - rho_s), solver status); x None if infeasible.
+
+    Args:
+        lam: (M,) stage arrival rates in 1/s.
+        service: (M, K) mean service times in s.
+        hosts: (M, K) bool, where each microservice has a replica.
+        max_util: the capacity constraint rho_s <= max_util (< 1: M/M/1 delays are finite).
+    """
+    import cvxpy as cp
+
+    m_count, k = service.shape
+    used = lam > 0
+    if not np.all(hosts[used].any(axis=1)):
+        return None, "no_host"
+    x = cp.Variable((m_count, k), nonneg=True)
+    load = cp.multiply(lam[:, None] * service, x)  # (M, K) utilisation each microservice brings
+    rho = cp.sum(load, axis=0)
+    constraints = [cp.sum(x[used], axis=1) == 1, rho <= max_util, x[~hosts] == 0] if used.any() else []
+    if not used.any():
+        return np.where(hosts, 1.0 / np.maximum(hosts.sum(axis=1, keepdims=True), 1), 0.0), "idle"
+    objective = cp.Minimize(cp.sum(cp.inv_pos(1.0 - rho)) - k)
+    problem = cp.Problem(objective, constraints)
+    try:
+        problem.solve(solver=cp.CLARABEL)
+    except cp.error.SolverError:
+        return None, "solver_error"
+    if problem.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE) or x.value is None:
+        return None, str(problem.status)
+    sol = np.where(hosts, np.maximum(x.value, 0.0), 0.0)
+    rows = sol.sum(axis=1, keepdims=True)
+    sol = np.divide(sol, rows, out=np.where(hosts, 1.0 / np.maximum(hosts.sum(axis=1, keepdims=True), 1), 0.0),
+                    where=rows > 0)
+    return sol, str(problem.status)
+
+
+class _CvxpyRouting:
+    def __init__(self, env: gym.Env, seed: int | None = None, max_util: float = 0.99) -> None:
+        self.sim = _sim(env)
+        self.rng = np.random.default_rng(seed)
+        self.max_util = max_util
+        self.solver_fallbacks = 0
+        self.last_status = ""
+        self._cache: dict[tuple, np.ndarray] = {}
+
+    def routing(self) -> np.ndarray:
+        """(M, K) routing fractions for the simulator's current rate, mix and placement."""
+        sim = self.sim
+        key = (sim.rate_hz, tuple(sim.mix), tuple(map(tuple, sim.hosts)))
+        if key not in self._cache:
+            hosts = np.asarray(sim.hosts, dtype=bool)
+            lam, service = stage_rates(sim.t, sim.rate_hz, sim.mix)
+            x, self.last_status = fractional_routing(lam, service, hosts, self.max_util)
+            if x is None:  # overload or solver failure: split in proportion to the hosts' service rates
+                self.solver_fallbacks += 1
+                speed = np.where(hosts, 1.0 / np.maximum(service, 1e-12), 0.0)
+                x = speed / np.maximum(speed.sum(axis=1, keepdims=True), 1e-300)
+            self._cache[key] = x
+        return self._cache[key]
+
+    def predict(self, observation, state=None, episode_start=None, deterministic=True):
+        row = self.routing()[self.sim.microservice]
+        return np.int64(self.rng.choice(len(row), p=row / row.sum())), state
+
+
 for _env_id in ENV_IDS:
     register(_env_id, "random_masked", lambda env, seed=None: _RandomMasked(env, seed))
+    register(_env_id, "round_robin", lambda env: _RoundRobin(env))
+    register(_env_id, "shortest_expected_delay", lambda env: _SED(env))
+    register(_env_id, "cvxpy", lambda env, seed=0: _CvxpyRouting(env, seed))
     register(_env_id, "least_loaded", lambda env: _Route(env, "least_loaded"))
     register(_env_id, "nearest", lambda env: _Route(env, "nearest"))
     register(_env_id, "greedy", lambda env: _Route(env, "greedy"))
