@@ -195,6 +195,14 @@ def rows(result: dict[str, Any]) -> list[list[str]]:
     return out
 
 
+def _live_line(r: dict[str, Any]) -> str:
+    """One line of the live-backend section: the measured step time with its unit, or why there is none."""
+    step_s = r.get("live_mean_step_s")
+    if step_s is None:
+        return f"- {r['env_id']}: no live figure ({r['live_note']})"
+    return f"- {r['env_id']}: {step_s * 1e3:.3g} ms per step ({r['live_note']})"
+
+
 def to_markdown(result: dict[str, Any]) -> str:
     """A Markdown page of the benchmark: table, mobile-env status, machine."""
     table = rows(result)
@@ -213,8 +221,15 @@ def to_markdown(result: dict[str, Any]) -> str:
         lines += [f"mobile-env ({mobile['env_id']}): {mobile['note']}; no ratio reported.", ""]
     else:
         lines += [f"x mobile-env: steps/s over mobile-env {mobile['version']} ({mobile['env_id']}), same run.", ""]
-    notes = [f"- {r['env_id']}: live backend: {r['live_note']}" for r in result["envs"] if "live_note" in r]
+    notes = [_live_line(r) for r in result["envs"] if "live_note" in r]
     if notes:
-        lines += ["## Live backend", "", *notes, ""]
+        lines += [
+            "## Live backend",
+            "",
+            "Mean `step()` time with `backend=\"live\"`: the real model runs inside the step where the env has one.",
+            "",
+            *notes,
+            "",
+        ]
     lines += ["## Machine", "", *(f"- {k}: {v}" for k, v in result["machine"].items()), ""]
     return "\n".join(lines)
