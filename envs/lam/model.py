@@ -39,6 +39,7 @@ WEIGHT_FILES = (
     "pytorch_model.bin",
     "pytorch_model.bin.index.json",
 )
+SAFE_WEIGHT_FILES = WEIGHT_FILES[:2]  # the only ones load() reads (no unpickling)
 
 _CACHE: dict[str, LM] = {}
 
@@ -360,6 +361,13 @@ def resolve_path(name_or_path: str | Path) -> Path:
         raise FileNotFoundError(f"{path} has no config.json: not a Hugging Face model folder")
     if not any((path / f).exists() for f in WEIGHT_FILES):
         raise FileNotFoundError(f"{path} has no weights (expected one of {', '.join(WEIGHT_FILES)})")
+    if not any((path / f).exists() for f in SAFE_WEIGHT_FILES):
+        raise ValueError(
+            f"{path} holds only pickle weights (pytorch_model.bin); edgelam loads safetensors only, since "
+            "unpickling a file can run arbitrary code. If you trust the folder, convert it once: "
+            "python -c \"from transformers import AutoModelForCausalLM as M; "
+            f"M.from_pretrained('{path}').save_pretrained('{path}-safetensors')\" and load that folder"
+        )
     return path.resolve()
 
 
@@ -372,7 +380,8 @@ def load(name_or_path: str | Path, fresh: bool = False) -> LM:
     Raises:
         FileNotFoundError: unknown name, missing folder or missing weight file (the message
             says which file and, for shipped models, how to rebuild them).
-        ValueError: the folder is not a Llama-style causal LM.
+        ValueError: the folder is not a Llama-style causal LM, or holds only pickle weights
+            (``pytorch_model.bin``; the message says how to convert them to safetensors).
     """
     path = resolve_path(name_or_path)
     key = str(path)
@@ -385,7 +394,9 @@ def load(name_or_path: str | Path, fresh: bool = False) -> LM:
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(
+            path, local_files_only=True, dtype=torch.float32, use_safetensors=True
+        )
         try:
             tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         except (OSError, ValueError):

@@ -90,6 +90,22 @@ def test_unknown_name_and_missing_files_raise_clear_errors(tmp_path, monkeypatch
         model_mod.resolve_path("cloud")
 
 
+def test_a_folder_with_only_pickle_weights_is_refused(tmp_path):
+    """DESIGN.md: safetensors only; a pytorch_model.bin is never unpickled."""
+    folder = tmp_path / "pickled"
+    model = tiny_hf(seed=2)
+    model.save_pretrained(folder)
+    torch.save(model.state_dict(), folder / "pytorch_model.bin")  # the legacy format (a pickle)
+    (folder / "model.safetensors").unlink()
+    assert (folder / "pytorch_model.bin").exists() and not (folder / "model.safetensors").exists()
+    with pytest.raises(ValueError, match=r"only pickle weights.*safetensors.*save_pretrained"):
+        load(folder)
+    both = tmp_path / "both"
+    tiny_hf(seed=2).save_pretrained(both)
+    (both / "pytorch_model.bin").write_bytes(b"not a pickle: never read")
+    assert load(both, fresh=True).num_layers == tiny_hf(seed=2).config.num_hidden_layers
+
+
 def test_non_llama_folder_is_rejected(tmp_path):
     from transformers import GPT2Config, GPT2LMHeadModel
 
