@@ -12,15 +12,22 @@ Files written into ``out_dir``:
 * ``results.csv``: one row per policy x metric:
   ``policy,kind,metric,mean,ci95,n,direction,best`` (``kind`` is ``agent`` or
   ``baseline``; ``direction`` ``max``/``min``/empty; ``best`` 1 when marked best);
-* ``results.json``: settings, summary, best, directions, runs, every episode row,
-  wall time, machine;
-* ``report.md``: the table, settings, training runs, wall time, machine;
+* ``paired.csv``: the paired verdict of every pair of policies on the return:
+  ``policy,other,metric,n,mean_diff,ci95,p_value,verdict`` ("<policy> <verdict> <other>");
+* ``results.json``: settings, summary, best, directions, paired verdicts, runs, every
+  episode row, wall time, machine;
+* ``report.md``: the table, the paired verdicts, settings, training runs, wall time, machine;
 * ``learning_curves.png``, ``metrics.png``;
 * ``runs/<algo>/seed_<s>/``: the training runs (TensorBoard logs in ``tb/``).
 
 Which way is better comes from the env's ``metadata["metric_directions"]`` over
 :data:`edgelam.agents.common.DEFAULT_DIRECTIONS`; metrics with no direction are
 not marked.
+
+"beats" / "ties" / "loses to" come only from a paired test over the evaluation episodes
+both policies saw (:func:`edgelam.agents.metrics.paired_verdicts`: two-sided Wilcoxon
+signed-rank at 95%; an agent enters with its mean over training seeds per episode), never
+from comparing the confidence intervals of the table.
 """
 
 from __future__ import annotations
@@ -46,7 +53,7 @@ from rich.table import Table
 from edgelam import baselines as baseline_registry
 from edgelam.agents.common import check_env_id, is_parallel, make_env, make_parallel, metric_directions
 from edgelam.agents.evaluate import evaluate
-from edgelam.agents.metrics import summarize
+from edgelam.agents.metrics import ALPHA, paired_verdicts, summarize, verdict_sentence
 from edgelam.agents.plots import plot_learning_curves, plot_metrics
 from edgelam.agents.policies import META, read_meta
 from edgelam.agents.rarl import train_rarl
@@ -57,6 +64,12 @@ FULL = {"algos": ("ppo",), "seeds": (0, 1, 2), "timesteps": 100_000, "episodes":
 # RARL on adversarial envs: (protagonist phase, adversary phase) pairs per run
 RARL_ITERATIONS = 4
 
+# how the verdicts are read (report.md, docs/results.md)
+PAIRED_NOTE = (
+    "On the return, over the evaluation episodes both policies saw (same reset seeds; an agent's mean over "
+    f"its training seeds per episode): two-sided Wilcoxon signed-rank test at {1 - ALPHA:.0%}. "
+    f'"beats" and "loses to" need p < {ALPHA}; "ties" is everything else.'
+)
 # columns of the printed table besides the return: not per-agent, not the episode length
 _HIDDEN = frozenset({"length"})
 
@@ -80,6 +93,8 @@ class CompareResult:
         files: name -> path of every file written.
         failed: jobs that failed (Ray engine: after their retries), each
             ``{"job": key, "error": text}``; empty when every job finished.
+        paired: the paired verdict of every pair of policies on the return
+            (:func:`edgelam.agents.metrics.paired_verdicts`), agents first.
     """
 
     out_dir: Path
@@ -94,6 +109,7 @@ class CompareResult:
     wall_time_s: float
     files: dict[str, Path]
     failed: list[dict[str, Any]] = field(default_factory=list)
+    paired: list[dict[str, Any]] = field(default_factory=list)
 
 
 def format_cell(mean: float, ci95: float) -> str:
@@ -606,11 +622,13 @@ def finish_compare(
             best[metric] = best_policies(summary, metric, direction)
     metrics = _table_metrics(summary)
     table = _table_text(summary, kinds, metrics, directions, best)
+    paired = paired_verdicts(rows, list(kinds), "return", _direction(directions, "return") or "max")
     wall = time.perf_counter() - began
     out_dir = plan.out_dir
 
     files = {
         "results.csv": _write_csv(out_dir / "results.csv", summary, kinds, all_metrics, directions, best),
+        "paired.csv": _write_paired_csv(out_dir / "paired.csv", paired),
         "learning_curves.png": plot_learning_curves(
             {a: {r["seed"]: r["curve"] for r in runs if r["algo"] == a} for a in plan.algos},
             out_dir / "learning_curves.png",
@@ -632,7 +650,9 @@ def finish_compare(
     }
     if plan.adversarial:
         settings["eval_adversary"] = str(plan.eval_adversary)
-    files["report.md"] = _write_report(out_dir / "report.md", settings, table, runs, wall, files, failed)
+    files["report.md"] = _write_report(
+        out_dir / "report.md", settings, table, runs, wall, files, failed, paired_lines(paired, kinds)
+    )
     files["results.json"] = out_dir / "results.json"
     document = {
         "settings": settings,
@@ -642,6 +662,8 @@ def finish_compare(
         "kinds": kinds,
         "directions": directions,
         "best": best,
+        "paired": paired,
+        "paired_test": {"test": "wilcoxon signed-rank, two-sided", "alpha": ALPHA, "metric": "return"},
         "table_metrics": metrics,
         "runs": runs,
         "episodes": rows,
@@ -653,6 +675,8 @@ def finish_compare(
     files["results.json"].write_text(json.dumps(jsonable(document), indent=2) + "\n")
     title = f"{plan.env_id}: mean ± 95% CI (* best; ↑ higher is better, ↓ lower)"
     console.print(rich_table(title, table), crop=False)
+    for line in paired_lines(paired, kinds):
+        console.print(line, soft_wrap=True)
     console.print(
         f"results: {out_dir} (results.csv, results.json, report.md, *.png); wall time {wall:.1f} s", soft_wrap=True
     )
@@ -669,6 +693,7 @@ def finish_compare(
         wall_time_s=wall,
         files=files,
         failed=list(failed),
+        paired=paired,
     )
 
 
@@ -744,6 +769,34 @@ def _write_csv(
     return path
 
 
+def paired_lines(paired: Sequence[Mapping[str, Any]], kinds: Mapping[str, str]) -> list[str]:
+    """One sentence per policy: what it beats, ties and loses to by the paired test (agents first).
+
+    An agent is set against every other policy, a baseline against the baselines after it
+    (its verdicts against the agents are on the agents' lines).
+    """
+    agents = [p for p, k in kinds.items() if k == "agent"]
+    names = list(kinds)
+    lines = [verdict_sentence(paired, p) for p in agents]
+    for i, policy in enumerate(names):
+        if kinds[policy] == "agent":
+            continue
+        later = [e for e in paired if e["policy"] == policy and e["other"] in names[i + 1 :]]
+        if later:
+            lines.append(verdict_sentence(later, policy))
+    return [f"- {line}" for line in lines]
+
+
+def _write_paired_csv(path: Path, paired: Sequence[Mapping[str, Any]]) -> Path:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        columns = ["policy", "other", "metric", "n", "mean_diff", "ci95", "p_value", "verdict"]
+        writer.writerow(columns)
+        for entry in paired:
+            writer.writerow([repr(v) if isinstance(v, float) else v for v in (entry[c] for c in columns)])
+    return path
+
+
 def _markdown_table(table: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(table[0]) + " |", "|" + "---|" * len(table[0])]
     for row in table[1:]:
@@ -760,6 +813,7 @@ def _write_report(
     wall: float,
     files: Mapping[str, Path],
     failed: Sequence[Mapping[str, Any]] = (),
+    verdicts: Sequence[str] = (),
 ) -> Path:
     lines = [
         f"# edgelam compare: {settings['env_id']}",
@@ -768,6 +822,12 @@ def _write_report(
         "(baselines: over episodes). Best per column in bold with `*`; ↑ higher is better, ↓ lower.",
         "",
         _markdown_table(table),
+        "",
+        "## Paired verdicts",
+        "",
+        PAIRED_NOTE,
+        "",
+        *verdicts,
         "",
         "## Settings",
         "",

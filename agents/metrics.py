@@ -1,4 +1,10 @@
-"""Per-episode metrics and their summary (mean and Student-t 95% confidence interval)."""
+"""Per-episode metrics, their summary (mean and Student-t 95% confidence interval), and paired verdicts.
+
+A verdict "beats" / "ties" / "loses to" between two policies comes from a paired test over
+the evaluation episodes both saw (the same reset seeds): a two-sided Wilcoxon signed-rank
+test (Wilcoxon 1945) of the per-episode differences at level :data:`ALPHA`. Overlapping or
+disjoint confidence intervals of the two means are not the test.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,9 @@ from edgelam.agents.common import numeric_info
 
 # row keys that identify an episode rather than measure it
 ID_KEYS = frozenset({"episode", "seed", "policy", "train_seed"})
+# level of the paired test behind every verdict (95%)
+ALPHA = 0.05
+VERDICTS = ("beats", "ties", "loses to")
 
 
 class EpisodeMetrics:
@@ -72,3 +81,101 @@ def summarize(rows: Iterable[Mapping[str, Any]]) -> dict[str, tuple[float, float
                 continue
             columns.setdefault(key, []).append(float(value))
     return {key: (float(np.mean(v)), ci95_halfwidth(v), len(v)) for key, v in columns.items()}
+
+
+def paired_test(
+    a: Iterable[float], b: Iterable[float], direction: str = "max", alpha: float = ALPHA
+) -> dict[str, Any]:
+    """Verdict of ``a`` against ``b`` from their paired values (``a[i]`` and ``b[i]`` on the same episode).
+
+    A two-sided Wilcoxon signed-rank test of d = a - b (zero differences dropped, as
+    Wilcoxon does); with p < ``alpha`` the verdict is ``"beats"`` when d's signed ranks lean
+    towards the better ``direction`` (``"max"``: a higher, ``"min"``: a lower) and
+    ``"loses to"`` otherwise, else ``"ties"`` (also when every difference is 0 or fewer
+    than 2 pairs exist).
+
+    Returns:
+        ``{"n", "mean_diff", "ci95", "p_value", "verdict"}``: pairs, mean of d, Student-t
+        95% half-width of that mean, the test's p-value (1.0 when it cannot reject), verdict.
+
+    Raises:
+        ValueError: on unequal lengths or a direction other than ``"max"`` / ``"min"``.
+    """
+    x, y = np.asarray(list(a), dtype=float), np.asarray(list(b), dtype=float)
+    if x.shape != y.shape:
+        raise ValueError(f"paired_test: needs as many values of each policy, got {x.size} and {y.size}")
+    if direction not in ("max", "min"):
+        raise ValueError(f"paired_test: direction must be 'max' or 'min', got {direction!r}")
+    d = x - y
+    out = {"n": int(d.size), "mean_diff": float(d.mean()) if d.size else math.nan, "ci95": ci95_halfwidth(d)}
+    nonzero = d[d != 0.0]
+    if nonzero.size < 2:
+        return {**out, "p_value": 1.0, "verdict": "ties"}
+    p_value = float(stats.wilcoxon(nonzero, alternative="two-sided").pvalue)
+    ranks = stats.rankdata(np.abs(nonzero))
+    lean = float(ranks[nonzero > 0].sum() - ranks[nonzero < 0].sum())  # W+ - W-
+    if p_value >= alpha or lean == 0.0:
+        verdict = "ties"
+    else:
+        verdict = "beats" if (lean > 0) == (direction == "max") else "loses to"
+    return {**out, "p_value": p_value, "verdict": verdict}
+
+
+def per_seed_means(rows: Iterable[Mapping[str, Any]], policy: str, metric: str) -> dict[int, float]:
+    """Evaluation seed -> ``metric`` of ``policy`` on that episode (mean over training seeds)."""
+    values: dict[int, list[float]] = {}
+    for row in rows:
+        if row.get("policy") == policy and metric in row:
+            values.setdefault(int(row["seed"]), []).append(float(row[metric]))
+    return {seed: float(np.mean(v)) for seed, v in values.items()}
+
+
+def paired_verdicts(
+    rows: Iterable[Mapping[str, Any]],
+    policies: Iterable[str],
+    metric: str = "return",
+    direction: str = "max",
+    alpha: float = ALPHA,
+) -> list[dict[str, Any]]:
+    """:func:`paired_test` of every pair of ``policies`` on ``metric``, over the episodes both saw.
+
+    An agent trained on several seeds enters with its mean over them per evaluation
+    episode, so each pair is one value per shared reset seed.
+
+    Returns:
+        One entry per pair ``(policy, other)``, ``policy`` before ``other`` in ``policies``:
+        ``{"policy", "other", "metric", "direction", "n", "mean_diff", "ci95", "p_value", "verdict"}``
+        (``verdict`` reads "<policy> <verdict> <other>").
+    """
+    rows = list(rows)
+    names = list(policies)
+    by_seed = {p: per_seed_means(rows, p, metric) for p in names}
+    out = []
+    for i, policy in enumerate(names):
+        for other in names[i + 1 :]:
+            seeds = sorted(set(by_seed[policy]) & set(by_seed[other]))
+            if not seeds:
+                continue
+            test = paired_test([by_seed[policy][s] for s in seeds], [by_seed[other][s] for s in seeds],
+                               direction, alpha)
+            out.append({"policy": policy, "other": other, "metric": metric, "direction": direction, **test})
+    return out
+
+
+def verdicts_of(paired: Iterable[Mapping[str, Any]], policy: str) -> dict[str, list[str]]:
+    """``{"beats": [...], "ties": [...], "loses to": [...]}``: the others as seen from ``policy``."""
+    flip = {"beats": "loses to", "loses to": "beats", "ties": "ties"}
+    out: dict[str, list[str]] = {v: [] for v in VERDICTS}
+    for entry in paired:
+        if entry["policy"] == policy:
+            out[entry["verdict"]].append(entry["other"])
+        elif entry["other"] == policy:
+            out[flip[entry["verdict"]]].append(entry["policy"])
+    return out
+
+
+def verdict_sentence(paired: Iterable[Mapping[str, Any]], policy: str) -> str:
+    """``"ppo beats random, x; ties y; loses to z"`` (empty groups left out)."""
+    groups = verdicts_of(paired, policy)
+    parts = [f"{v} {', '.join(names)}" for v, names in groups.items() if names]
+    return f"{policy} " + ("; ".join(parts) if parts else "has no paired comparison")

@@ -3,14 +3,18 @@
 ``edgelam results [--only ENV ...] [--out runs/results] [--doc docs/results.md]``
 runs :func:`edgelam.agents.compare.compare` for each entry (resumable: finished
 training runs in ``out/<env>`` are reused), then writes one Markdown page with each
-env's table, its settings, the wall time and the machine. Numbers in the page are
-exactly those of each run's ``results.csv``.
+env's table, its settings, the paired verdicts of its policies (``paired.csv``: "beats",
+"ties" or "loses to" by a Wilcoxon signed-rank test over the shared evaluation episodes),
+the wall time and the machine. Numbers in the page are exactly those of each run's
+``results.csv``. Verdicts come only from the paired test: an entry's note explains the
+ranking and names no verdict itself (:data:`VERDICT_WORDS` are refused in notes).
 """
 
 from __future__ import annotations
 
 import os
 import platform
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,8 +23,11 @@ from pathlib import Path
 import torch
 
 from edgelam.agents.common import env_name
-from edgelam.agents.compare import compare
+from edgelam.agents.compare import PAIRED_NOTE, compare, paired_lines
 from edgelam.envs.core.config import bounds, build, configs_dir
+
+# words that state a verdict; in docs/results.md they come from the paired test alone
+VERDICT_WORDS = ("beats", "beat", "ties", "loses to", "outperforms", "better than", "worse than")
 
 
 @dataclass(frozen=True)
@@ -33,7 +40,15 @@ class ResultsEntry:
     seeds: tuple[int, ...] = field(default=(0, 1), metadata=bounds(0, None))
     timesteps: int = field(default=50_000, metadata=bounds(1, None))
     episodes: int = field(default=10, metadata=bounds(1, None))
-    note: str = ""  # why the table looks as it does (printed under it); no numbers: those come from the run
+    note: str = ""  # why the table looks as it does (printed under it); no numbers, no verdicts: the run gives those
+
+    def __post_init__(self) -> None:
+        words = [w for w in VERDICT_WORDS if re.search(rf"\b{w}\b", self.note, flags=re.IGNORECASE)]
+        if words:
+            raise ValueError(
+                f"note of {self.env}: {', '.join(map(repr, words))} states a verdict; verdicts come from "
+                "the paired test (the lines above the note), the note says why"
+            )
 
 
 def load_entries(path: Path | None = None) -> list[ResultsEntry]:
@@ -100,6 +115,10 @@ def run_results(
             "| " + " | ".join(header) + " |",
             "|" + "---|" * len(header),
             *("| " + " | ".join(r) + " |" for r in rows),
+            "",
+            f"Paired verdicts. {PAIRED_NOTE}",
+            "",
+            *paired_lines(res.paired, res.kinds),
             "",
             *([e.note.strip(), ""] if e.note.strip() else []),
         ]

@@ -182,7 +182,6 @@ def toy_envs():
     gym.register(TOY_MASK, entry_point=ToyMaskEnv, max_episode_steps=10)
     baselines.register(TOY, "zero", lambda env: ZeroPolicy())
     baselines.register(TOY, "oracle", OraclePolicy)
-    baselines.register(TOY, "hint", lambda env: HintPolicy())
     registration.PARALLEL_ENVS[TOY_PAR] = ToyParallelEnv
     registration.PARALLEL_ENVS[TOY_ZERO_SUM] = ToyZeroSumEnv
     yield

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from edgelam import baselines
 from edgelam.agents.cli import main, parse_sets
 from edgelam.envs import registration
-from tests.agents.conftest import TOY, TOY_PAR, TOY_ZERO_SUM
+from tests.agents.conftest import TOY, TOY_PAR, TOY_ZERO_SUM, HintPolicy
 
 TINY_HP = [
     *("--hp", "n_envs=2", "--hp", "n_steps=64", "--hp", "batch_size=64"),
@@ -33,7 +34,9 @@ def test_list_json(capsys, monkeypatch):
     assert entries[TOY]["scenarios"] == [] and entries[TOY]["max_episode_steps"] == 10
 
 
-def test_evaluate_json_is_reproducible_and_takes_set(capsys):
+def test_evaluate_json_is_reproducible_and_takes_set(capsys, monkeypatch):
+    # the hint policy, a baseline of the toy env for this test only (compare tests list the toy's baselines)
+    monkeypatch.setitem(baselines._REGISTRY[TOY], "hint", lambda env: HintPolicy())
     argv = ["evaluate", TOY, "--policy", "oracle", "--episodes", "3", "--seed", "4", "--json"]
     out = _json(capsys, argv)
     assert out == _json(capsys, argv)

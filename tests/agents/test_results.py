@@ -25,6 +25,13 @@ def test_results_page_holds_each_entrys_table_and_note(tmp_path):
     assert "## edgelam/SplitInference-v0 (scenario `congested_edge`)" in page
     assert "the search baselines see the channel estimate." in page
     assert "training wall time per run:" in page
+    # the paired verdicts, from the run's paired.csv, above the note
+    with open(tmp_path / "runs" / "SplitInference" / "paired.csv") as f:
+        paired = [r for r in csv.DictReader(f) if r["policy"] == "ppo"]
+    ppo_line = next(ln for ln in page.splitlines() if ln.startswith("- ppo "))
+    for r in paired:
+        assert f"{r['verdict']} " in ppo_line and r["other"] in ppo_line
+    assert page.index("Paired verdicts.") < page.index(ppo_line) < page.index("the search baselines see")
     with open(tmp_path / "runs" / "SplitInference" / "results.csv") as f:
         rows = list(csv.DictReader(f))
     means = {r["policy"]: float(r["mean"]) for r in rows if r["metric"] == "return"}
