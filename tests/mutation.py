@@ -1,0 +1,178 @@
+"""Mutation testing of envs/core, the dynamics modules and baselines/ with cosmic-ray (``make mutation``).
+
+``python -m tests.mutation [--only NAME ...] [--work .mutation] [--json FILE]``
+
+Each target is one library module and the fast tests that should catch its mutants.
+The committed tree (``git archive HEAD``) is unpacked into ``--work``; the ``edgelam``
+import namespace is pointed at that copy (``.pkg/edgelam/{envs,agents,baselines,configs}``
+on ``PYTHONPATH``, found before the editable install), so cosmic-ray mutates files of the
+copy, never the working tree. For each target cosmic-ray applies every mutation operator
+at every site, one mutant at a time, and runs the target's tests with ``-x``: a mutant is
+killed when they fail (or time out), survives when they pass. The score of a target is
+killed / (killed + survived); survivors' diffs go to ``<work>/<name>.survivors.txt``.
+
+Not part of ``make test`` or CI: a target takes minutes to hours (mutants x test time).
+The scores in docs/testing.md state the command and the targets that measured them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# --noconftest: tests/conftest.py only pins torch threads (OMP_NUM_THREADS=1 is set here) and importing
+# torch there would add a second to every mutant; no target's tests use a conftest fixture
+PYTEST = "python -m pytest -x -q -p no:cacheprovider --noconftest"
+# Binary-operator swaps into bitwise, shift, floor-division, modulo, power and matmul operators are left
+# out: on this float code they nearly all raise TypeError or overflow at once (trivially killed) and
+# they are 2/3 of cosmic-ray's mutants; the arithmetic swaps (+ - * /), comparisons, numbers, unary
+# operators, booleans, decorators and the rest all run
+EXCLUDED_OPERATORS = ["core/ReplaceBinaryOperator_.*_(BitAnd|BitOr|BitXor|LShift|RShift|FloorDiv|Mod|Pow|MatMult)$"]
+
+# name -> (package as reported, module, tests that should kill its mutants)
+TARGETS: dict[str, tuple[str, str, str]] = {
+    "core.queues": ("envs/core", "envs/core/queues.py", "tests/core/test_queues.py"),
+    "core.hardware": ("envs/core", "envs/core/hardware.py", "tests/core/test_hardware.py"),
+    "core.model_cards": ("envs/core", "envs/core/model_cards.py", "tests/core/test_hardware.py"),
+    "core.mobility": ("envs/core", "envs/core/mobility.py", "tests/core/test_mobility.py"),
+    "core.channel": (
+        "envs/core",
+        "envs/core/channel.py",
+        "tests/core/test_channel.py tests/core/test_fading_trajectory.py",
+    ),
+    "split_inference.dynamics": (
+        "dynamics",
+        "envs/split_inference/dynamics.py",
+        "tests/split_inference/test_dynamics.py tests/test_virtual_queues.py -k 'split or dynamics'",
+    ),
+    "spec_decode.dynamics": ("dynamics", "envs/spec_decode/dynamics.py", "tests/spec_decode -m 'not slow'"),
+    "offload.dynamics": ("dynamics", "envs/offload/dynamics.py", "tests/offload -m 'not slow'"),
+    "multi_user_offload.dynamics": (
+        "dynamics",
+        "envs/multi_user_offload/dynamics.py",
+        "tests/multi_user_offload -m 'not slow'",
+    ),
+    "fedft.dynamics": ("dynamics", "envs/fedft/dynamics.py", "tests/fedft/test_fedft.py -m 'not slow'"),
+    "microservice_routing.dynamics": (
+        "dynamics",
+        "envs/microservice_routing/dynamics.py",
+        "tests/microservice_routing -m 'not slow'",
+    ),
+    "baselines.spec_decode": (
+        "baselines",
+        "baselines/spec_decode.py",
+        "tests/spec_decode/test_spec_decode.py -m 'not slow'",
+    ),
+    "baselines.split_inference": ("baselines", "baselines/split_inference.py", "tests/split_inference -m 'not slow'"),
+    "baselines.offload": ("baselines", "baselines/offload.py", "tests/offload -m 'not slow'"),
+    "baselines.multi_user_offload": (
+        "baselines",
+        "baselines/multi_user_offload.py",
+        "tests/multi_user_offload -m 'not slow'",
+    ),
+    "baselines.fedft": ("baselines", "baselines/fedft.py", "tests/fedft/test_fedft.py -m 'not slow'"),
+}
+
+
+def prepare(work: Path) -> None:
+    """Unpack HEAD into ``work`` and point the ``edgelam`` namespace at it."""
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", "HEAD"], cwd=ROOT, check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(work)], input=archive, check=True)
+    pkg = work / ".pkg" / "edgelam"
+    pkg.mkdir(parents=True)
+    for folder in ("envs", "agents", "baselines", "configs"):
+        (pkg / folder).symlink_to(Path("..", "..", folder))
+
+
+def run_target(name: str, work: Path, timeout_s: float) -> dict:
+    """Init and exec one cosmic-ray session; count its outcomes."""
+    package, module, tests = TARGETS[name]
+    config = work / f"{name}.toml"
+    session = work / f"{name}.sqlite"
+    config.write_text(
+        "[cosmic-ray]\n"
+        f"module-path = {json.dumps(module)}\n"
+        f"timeout = {timeout_s}\n"
+        "excluded-modules = []\n"
+        f"test-command = {json.dumps(f'{PYTEST} {tests}')}\n"
+        "\n[cosmic-ray.distributor]\n"
+        'name = "local"\n'
+        "\n[cosmic-ray.filters.operators-filter]\n"
+        f"exclude-operators = {json.dumps(EXCLUDED_OPERATORS)}\n"
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(work / ".pkg"),
+        "OMP_NUM_THREADS": "1",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    began = time.perf_counter()
+    subprocess.run(["cosmic-ray", "init", str(config), str(session)], cwd=work, env=env, check=True)
+    subprocess.run(["cr-filter-operators", str(session), str(config)], cwd=work, env=env, check=True)
+    subprocess.run(["cosmic-ray", "exec", str(config), str(session)], cwd=work, env=env, check=True)
+    dump = subprocess.run(["cosmic-ray", "dump", str(session)], cwd=work, env=env, check=True,
+                          capture_output=True, text=True).stdout
+    counts = {"killed": 0, "survived": 0, "timeout": 0, "excluded": 0, "other": 0}
+    survivors = []
+    for line in dump.splitlines():
+        item, result = json.loads(line)
+        if result is None:
+            counts["other"] += 1
+            continue
+        if result.get("worker_outcome") == "skipped":
+            counts["excluded"] += 1
+        elif result.get("worker_outcome") == "abnormal":
+            counts["timeout"] += 1
+        elif result.get("test_outcome") == "killed":
+            counts["killed"] += 1
+        elif result.get("test_outcome") == "survived":
+            counts["survived"] += 1
+            survivors.append(result.get("diff") or json.dumps(item))
+        else:
+            counts["other"] += 1
+    (work / f"{name}.survivors.txt").write_text("\n".join(survivors))
+    caught = counts["killed"] + counts["timeout"]
+    total = caught + counts["survived"]
+    return {
+        "target": name,
+        "package": package,
+        "module": module,
+        "tests": tests,
+        **counts,
+        "mutants": total,
+        "score": caught / total if total else float("nan"),
+        "wall_time_s": time.perf_counter() - began,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="+", choices=sorted(TARGETS), help="targets to run (default: all)")
+    parser.add_argument("--work", default=".mutation", help="work folder (replaced)")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per mutant before it counts as killed")
+    parser.add_argument("--json", help="write the results here")
+    args = parser.parse_args(argv)
+    work = Path(args.work).resolve()
+    prepare(work)
+    results = [run_target(name, work, args.timeout) for name in (args.only or TARGETS)]
+    print(f"{'target':32} {'mutants':>8} {'killed':>7} {'timeout':>8} {'survived':>9} {'score':>7}")
+    for r in results:
+        print(f"{r['target']:32} {r['mutants']:8d} {r['killed']:7d} {r['timeout']:8d} {r['survived']:9d} "
+              f"{r['score']:7.1%}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
