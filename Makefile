@@ -8,12 +8,15 @@ PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.edgelam-installed
 BENCH_STAMP := $(VENV)/.edgelam-bench-installed
+MUTATION_STAMP := $(VENV)/.edgelam-mutation-installed
+# targets of tests/mutation.py to run (names in its TARGETS; empty: all of them, many hours on 2 cores)
+MUTATION_TARGETS ?=
 # a second environment with the `ray` extra (Ray Tune, RLlib), which pins gymnasium 1.2.x
 RAY_VENV  ?= .venv-ray
 RAY_PY    := $(RAY_VENV)/bin/python
 RAY_STAMP := $(RAY_VENV)/.edgelam-installed
 
-.PHONY: demo test test-fast test-ray bench results lint setup setup-ray clean
+.PHONY: demo test test-fast test-ray bench results mutation lint setup setup-ray clean
 
 setup: $(STAMP)
 
@@ -28,6 +31,11 @@ $(STAMP): pyproject.toml
 $(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e ".[bench]"
 	touch $(BENCH_STAMP)
+
+# the mutation extra (cosmic-ray): only `make mutation` needs it
+$(MUTATION_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e ".[mutation]"
+	touch $(MUTATION_STAMP)
 
 setup-ray: $(RAY_STAMP)
 
@@ -59,8 +67,13 @@ bench: $(BENCH_STAMP)
 results: $(STAMP)
 	$(VENV)/bin/edgelam results
 
+# mutation testing of envs/core, the dynamics modules and baselines/ on a copy of HEAD (docs/testing.md);
+# not part of `make test` or CI: e.g. make mutation MUTATION_TARGETS="core.queues split_inference.dynamics"
+mutation: $(MUTATION_STAMP)
+	$(PY) -m tests.mutation $(if $(MUTATION_TARGETS),--only $(MUTATION_TARGETS)) --work .mutation --json .mutation/results.json
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 clean:
-	rm -rf $(VENV) $(RAY_VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(RAY_VENV) runs .mutation .pytest_cache .ruff_cache
