@@ -113,3 +113,42 @@ def test_upload_past_one_coherence_time_goes_at_the_ergodic_rate():
     # broadcast over all actions equals scalar calls
     lat_all, _, _, _ = all_action_costs(t, 0, 1e3, 0.0, ergodic_bps=1e6)
     assert lat_all[1, 1] == pytest.approx(lat)
+
+
+def test_build_tables_prices_prefill_then_decode_steps_and_a_head_per_token():
+    """A layer: the prompt's prefill + (N - 1) one-token decode steps at the mean context T + N / 2; the
+    head: N passes (the prefill's last position emits the first token)."""
+    from edgelam.envs.core.hardware import get_hardware, lm_head_cost, transformer_layer_cost
+    from edgelam.envs.core.model_cards import get_model_card
+    from edgelam.envs.split_inference.dynamics import build_tables
+
+    card, dev, edge = get_model_card("Llama-3.2-1B"), get_hardware("phone_npu"), get_hardware("edge_gpu_l4")
+    prompts, n = np.array([16, 64]), 8
+    t = build_tables(card, dev, edge, prompts, n, 8, 16, 4, 0.2, 0.01, 1e8, np.zeros((2, card.num_layers + 1, 3)))
+    for i, p in enumerate(prompts.tolist()):
+        for hw, bits, layer_s, head_s in ((dev, 8, t.dev_layer_s, t.dev_head_s), (edge, 16, t.edge_layer_s,
+                                                                                     t.edge_head_s)):
+            prefill, _ = transformer_layer_cost(hw, card, "prefill", p, p, bits)
+            step, _ = transformer_layer_cost(hw, card, "decode", 1, p + n / 2, bits)
+            assert layer_s[i] == pytest.approx(prefill + (n - 1) * step, rel=1e-12)
+            assert head_s[i] == pytest.approx(n * lm_head_cost(hw, card, 1, bits)[0], rel=1e-12)
+    assert t.act_bytes.tolist() == [card.d_model * b / 8 for b in (4, 8, 16)]
+
+
+def test_exogenous_snr_db_is_ten_log10_of_the_rates_snr():
+    """The block's SNR in dB is that of its Shannon rate r = B log2(1 + snr); without CSI delay and noise
+    the estimate is exact."""
+    from edgelam.envs.core.config import load_scenario
+    from edgelam.envs.split_inference.config import SplitInferenceConfig
+    from edgelam.envs.split_inference.dynamics import Exogenous
+    from edgelam.envs.split_inference.env import ENV_DIR
+
+    cfg = load_scenario(SplitInferenceConfig, ENV_DIR, "default", {"csi_delay_slots": 0, "csi_noise_db": 0.0})
+    exo = Exogenous(cfg, num_prompts=5, n_users=3)
+    rng = np.random.default_rng(0)
+    exo.reset(rng)
+    block = exo.next_block(rng)
+    snr = 2.0 ** (block.rate_bps / cfg.channel.bandwidth_hz) - 1.0
+    np.testing.assert_allclose(block.snr_db, 10.0 * np.log10(snr), rtol=1e-9, atol=1e-9)
+    np.testing.assert_array_equal(block.est_snr_db, block.snr_db)
+    assert block.snr_db.std() > 1.0  # fading moves it by decibels within the block
