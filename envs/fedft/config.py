@@ -8,8 +8,6 @@ from edgelam.envs.core.channel import ChannelConfig
 from edgelam.envs.core.config import bounds, choices
 from edgelam.envs.fedft.dynamics import load_model_costs
 
-ALLOCATION_DIR = "fed_ft_allocation"
-POWER_DIR = "fed_ft_power"
 MODES = ("lora_fedavg", "split")
 WIRE_DTYPES = {"float16": 16, "bfloat16": 16, "float32": 32}  # dtype of split activations/gradients -> bits
 

@@ -19,11 +19,11 @@ from pettingzoo import ParallelEnv
 from edgelam.envs.core.actions import check_box
 from edgelam.envs.core.config import load_scenario
 from edgelam.envs.core.render import RENDER_FPS, RENDER_MODES, Panel, Renderer, merge_agents
-from edgelam.envs.fedft.config import ALLOCATION_DIR, POWER_DIR, FedFTConfig
+from edgelam.envs.fedft.config import FedFTConfig
 from edgelam.envs.fedft.core import BACKENDS, Federation
 from edgelam.envs.fedft.dynamics import project_simplex
+from edgelam.envs.fedft.spec import ALLOCATION, POWER
 
-POWER_ENV_ID = "edgelam/FedFTPower-v0"
 DEVICE_FEATURES = 4
 GLOBAL_FEATURES = 3
 _FEATURE_LOW = (-2.0, 0.0, 0.0, 0.0)
@@ -196,7 +196,7 @@ class FedFTAllocationEnv(gym.Env):
         if backend not in BACKENDS:
             raise ValueError(f"backend: {backend!r} is not one of {BACKENDS}")
         self._renderer = Renderer("FedFTAllocation-v0", render_mode, ALLOCATION_PANELS)
-        self.config: FedFTConfig = load_scenario(FedFTConfig, ALLOCATION_DIR, scenario, overrides)
+        self.config: FedFTConfig = load_scenario(FedFTConfig, ALLOCATION.scenario_dir, scenario, overrides)
         self.backend = backend
         self.render_mode = render_mode
         self.fed = Federation(self.config, backend)
@@ -287,8 +287,8 @@ class FedFTPowerEnv(ParallelEnv):
         if backend not in BACKENDS:
             raise ValueError(f"backend: {backend!r} is not one of {BACKENDS}")
         self._renderer = Renderer("FedFTPower-v0", render_mode, POWER_PANELS)
-        self.config: FedFTConfig = load_scenario(FedFTConfig, POWER_DIR, scenario, overrides)
-        self.env_id = POWER_ENV_ID
+        self.config: FedFTConfig = load_scenario(FedFTConfig, POWER.scenario_dir, scenario, overrides)
+        self.env_id = POWER.id
         self.spec = None
         self.backend = backend
         self.render_mode = render_mode

@@ -49,9 +49,10 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from edgelam.envs.core.config import load_scenario
-from edgelam.envs.fedft.config import ALLOCATION_DIR, FedFTConfig
+from edgelam.envs.fedft.config import FedFTConfig
 from edgelam.envs.fedft.data import SEQ_LEN, load_partition
 from edgelam.envs.fedft.dynamics import MODEL_COSTS_FILE, SURROGATE_FILE, Surrogate, load_surrogate, topic_weights
+from edgelam.envs.fedft.spec import ALLOCATION
 
 
 def _devices(cfg: FedFTConfig, pools: np.ndarray, rng: np.random.Generator):
@@ -289,7 +290,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(data, indent=2))
         print(f"wrote {MODEL_COSTS_FILE}")
         return
-    cfg = load_scenario(FedFTConfig, ALLOCATION_DIR, args.scenario)
+    cfg = load_scenario(FedFTConfig, ALLOCATION.scenario_dir, args.scenario)
     if args.privacy:
         fit_s, test_s = ([float(v) for v in a.split(",")] for a in (args.fit_sigmas, args.test_sigmas))
         block = fit_privacy_live(cfg, fit_s, test_s, args.fit_episodes, args.test_episodes, args.rounds, args.seed,

@@ -6,8 +6,6 @@ from dataclasses import dataclass, field
 
 from edgelam.envs.core.config import bounds, choices
 
-ENV_DIR = "microservice_routing"
-
 
 @dataclass(frozen=True)
 class DemandConfig:

@@ -12,8 +12,9 @@ from edgelam.envs.core.actions import check_discrete
 from edgelam.envs.core.config import load_scenario
 from edgelam.envs.core.render import RENDER_FPS, RENDER_MODES, Panel, Renderer
 from edgelam.envs.microservice_routing.catalog import REGENERATE, load_catalog
-from edgelam.envs.microservice_routing.config import ENV_DIR, MicroserviceRoutingConfig
+from edgelam.envs.microservice_routing.config import MicroserviceRoutingConfig
 from edgelam.envs.microservice_routing.dynamics import OBS_CLIP, RoutingSim, RoutingTables, build_tables
+from edgelam.envs.microservice_routing.spec import SPEC
 
 BACKENDS = ("replay", "live")
 
@@ -117,7 +118,9 @@ class MicroserviceRoutingEnv(gym.Env):
         self._renderer = Renderer("MicroserviceRouting-v0", render_mode, RENDER_PANELS)
         if backend not in BACKENDS:
             raise ValueError(f"backend: {backend!r} is not one of {BACKENDS}")
-        self.config: MicroserviceRoutingConfig = load_scenario(MicroserviceRoutingConfig, ENV_DIR, scenario, overrides)
+        self.config: MicroserviceRoutingConfig = load_scenario(
+            MicroserviceRoutingConfig, SPEC.scenario_dir, scenario, overrides
+        )
         self.backend = backend
         self.render_mode = render_mode
         self.sim = make_sim(self.config, backend)

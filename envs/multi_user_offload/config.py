@@ -8,8 +8,6 @@ from edgelam.envs.core.channel import ChannelConfig
 from edgelam.envs.core.config import bounds
 from edgelam.envs.offload.config import RewardConfig, TierConfig, WanConfig, validate_tiers
 
-ENV_DIR = "multi_user_offload"
-
 
 @dataclass(frozen=True)
 class MultiUserOffloadConfig:

@@ -13,13 +13,13 @@ from pettingzoo import ParallelEnv
 from edgelam.envs.core.channel import WirelessLink
 from edgelam.envs.core.config import load_scenario
 from edgelam.envs.core.render import RENDER_FPS, RENDER_MODES, Panel, Renderer, merge_agents
-from edgelam.envs.multi_user_offload.config import ENV_DIR, MultiUserOffloadConfig
+from edgelam.envs.multi_user_offload.config import MultiUserOffloadConfig
 from edgelam.envs.multi_user_offload.dynamics import equal_shares, slot_costs
+from edgelam.envs.multi_user_offload.spec import SPEC
 from edgelam.envs.offload.config import TIERS
 from edgelam.envs.offload.dynamics import DEVICE
 from edgelam.envs.offload.env import offload_tables
 
-ENV_ID = "edgelam/MultiUserOffload-v0"
 BACKENDS = ("replay", "live")
 # device confidence, T / 128, log10(full-band rate) / 10, edge background util, last cloud RTT s,
 # battery fraction, fraction of users that offloaded last slot, elapsed fraction
@@ -104,9 +104,11 @@ class MultiUserOffloadEnv(ParallelEnv):
         if backend not in BACKENDS:
             raise ValueError(f"backend: {backend!r} is not one of {BACKENDS} (MultiUserOffload-v0)")
         self._renderer = Renderer("MultiUserOffload-v0", render_mode, RENDER_PANELS)
-        self.config: MultiUserOffloadConfig = load_scenario(MultiUserOffloadConfig, ENV_DIR, scenario, overrides)
+        self.config: MultiUserOffloadConfig = load_scenario(
+            MultiUserOffloadConfig, SPEC.scenario_dir, scenario, overrides
+        )
         cfg = self.config
-        self.env_id = ENV_ID
+        self.env_id = SPEC.id
         self.spec = None
         self.backend = backend
         self.render_mode = render_mode

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from edgelam.envs.core.channel import ChannelConfig
 from edgelam.envs.core.config import bounds, choices
 
-ENV_DIR = "offload"
 TIERS = ("device", "edge", "cloud")
 
 

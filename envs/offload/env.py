@@ -16,7 +16,7 @@ from edgelam.envs.core.hardware import load_hardware_catalog
 from edgelam.envs.core.model_cards import get_model_card
 from edgelam.envs.core.queues import lindley_interval
 from edgelam.envs.core.render import RENDER_FPS, RENDER_MODES, Panel, Renderer
-from edgelam.envs.offload.config import ENV_DIR, TIERS, OffloadConfig
+from edgelam.envs.offload.config import TIERS, OffloadConfig
 from edgelam.envs.offload.dynamics import (
     EDGE,
     TierTables,
@@ -25,6 +25,7 @@ from edgelam.envs.offload.dynamics import (
     initial_edge_work_s,
     task_cost,
 )
+from edgelam.envs.offload.spec import SPEC
 
 BACKENDS = ("replay", "live")
 CHUNK = 256  # random draws are made in blocks of this many tasks
@@ -144,7 +145,7 @@ class OffloadEnv(gym.Env):
         if backend not in BACKENDS:
             raise ValueError(f"backend: {backend!r} is not one of {BACKENDS}")
         self._renderer = Renderer("Offload-v0", render_mode, RENDER_PANELS)
-        self.config: OffloadConfig = load_scenario(OffloadConfig, ENV_DIR, scenario, overrides)
+        self.config: OffloadConfig = load_scenario(OffloadConfig, SPEC.scenario_dir, scenario, overrides)
         self.backend = backend
         self.render_mode = render_mode
         cfg = self.config

@@ -7,8 +7,6 @@ from dataclasses import dataclass, field
 from edgelam.envs.core.config import bounds
 from edgelam.envs.microservice_routing.config import MicroserviceRoutingConfig
 
-ENV_DIR = "robust_routing"
-
 
 @dataclass(frozen=True)
 class AdversaryConfig:

@@ -12,9 +12,9 @@ from edgelam.envs.core.actions import check_box, check_discrete
 from edgelam.envs.core.config import load_scenario
 from edgelam.envs.core.render import RENDER_FPS, RENDER_MODES, Panel, Renderer
 from edgelam.envs.microservice_routing.env import BACKENDS, make_sim, observation_space
-from edgelam.envs.robust_routing.config import ENV_DIR, RobustRoutingConfig
+from edgelam.envs.robust_routing.config import RobustRoutingConfig
+from edgelam.envs.robust_routing.spec import SPEC
 
-ENV_ID = "edgelam/RobustRouting-v0"
 ROUTER, ADVERSARY = "router", "adversary"
 LOGIT_SCALE = 3.0
 
@@ -67,7 +67,7 @@ class RobustRoutingEnv(ParallelEnv):
         "render_fps": RENDER_FPS,
         "is_parallelizable": True,
     }
-    env_id = ENV_ID
+    env_id = SPEC.id
     spec = None  # no Gymnasium spec; baselines.make reads env_id
 
     def __init__(
@@ -76,7 +76,7 @@ class RobustRoutingEnv(ParallelEnv):
         self._renderer = Renderer("RobustRouting-v0", render_mode, RENDER_PANELS)
         if backend not in BACKENDS:
             raise ValueError(f"backend: {backend!r} is not one of {BACKENDS}")
-        self.config: RobustRoutingConfig = load_scenario(RobustRoutingConfig, ENV_DIR, scenario, overrides)
+        self.config: RobustRoutingConfig = load_scenario(RobustRoutingConfig, SPEC.scenario_dir, scenario, overrides)
         self.backend = backend
         self.render_mode = render_mode
         self.sim = make_sim(self.config, backend)
@@ -174,5 +174,5 @@ class RobustRoutingEnv(ParallelEnv):
 
 
 def parallel_env(**kwargs: Any) -> RobustRoutingEnv:
-    """Factory registered in ``edgelam.envs.registration.PARALLEL_ENVS``."""
+    """Factory named by the entry point of this env's spec (``robust_routing/spec.py``)."""
     return RobustRoutingEnv(**kwargs)

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from edgelam.envs.core.channel import ChannelConfig
 from edgelam.envs.core.config import bounds, choices
 
-ENV_DIR = "spec_decode"
 TARGET_CARD = "target"  # a draft priced as (a part of) the target's own card
 
 

@@ -15,7 +15,7 @@ from edgelam.envs.core.config import load_scenario
 from edgelam.envs.core.hardware import load_hardware_catalog
 from edgelam.envs.core.model_cards import get_model_card
 from edgelam.envs.core.render import RENDER_FPS, RENDER_MODES, Panel, Renderer
-from edgelam.envs.spec_decode.config import ENV_DIR, TARGET_CARD, SpecDecodeConfig
+from edgelam.envs.spec_decode.config import TARGET_CARD, SpecDecodeConfig
 from edgelam.envs.spec_decode.dynamics import (
     RoundTables,
     accepted_run,
@@ -24,6 +24,7 @@ from edgelam.envs.spec_decode.dynamics import (
     build_tables,
     round_cost,
 )
+from edgelam.envs.spec_decode.spec import SPEC
 
 BACKENDS = ("replay", "live")
 RTT_SCALE_S = 0.1
@@ -140,7 +141,7 @@ class SpecDecodeEnv(gym.Env):
         if backend not in BACKENDS:
             raise ValueError(f"backend: {backend!r} is not one of {BACKENDS}")
         self._renderer = Renderer("SpecDecode-v0", render_mode, RENDER_PANELS)
-        self.config: SpecDecodeConfig = load_scenario(SpecDecodeConfig, ENV_DIR, scenario, overrides)
+        self.config: SpecDecodeConfig = load_scenario(SpecDecodeConfig, SPEC.scenario_dir, scenario, overrides)
         self.scenario, self.overrides, self.backend, self.render_mode = scenario, dict(overrides), backend, render_mode
         cfg = self.config
         n = cfg.tokens_per_request

@@ -14,7 +14,7 @@ from edgelam.envs.core.config import load_scenario
 from edgelam.envs.core.hardware import load_hardware_catalog
 from edgelam.envs.core.model_cards import get_model_card
 from edgelam.envs.core.render import RENDER_FPS, RENDER_MODES, Panel, Renderer
-from edgelam.envs.split_inference.config import ENV_DIR, SplitInferenceConfig
+from edgelam.envs.split_inference.config import SplitInferenceConfig
 from edgelam.envs.split_inference.dynamics import (
     BITS,
     BLOCK,
@@ -25,6 +25,7 @@ from edgelam.envs.split_inference.dynamics import (
     executed_layer_map,
     request_cost,
 )
+from edgelam.envs.split_inference.spec import SPEC
 
 BACKENDS = ("replay", "live")
 # observation scaling: SNR in dB / 40, log10(rate in bit/s) / 10, prompt tokens / 128, decode tokens / 128
@@ -121,7 +122,7 @@ class SplitInferenceEnv(gym.Env):
         if backend not in BACKENDS:
             raise ValueError(f"backend: {backend!r} is not one of {BACKENDS}")
         self._renderer = Renderer("SplitInference-v0", render_mode, RENDER_PANELS)
-        self.config: SplitInferenceConfig = load_scenario(SplitInferenceConfig, ENV_DIR, scenario, overrides)
+        self.config: SplitInferenceConfig = load_scenario(SplitInferenceConfig, SPEC.scenario_dir, scenario, overrides)
         self.backend = backend
         self.render_mode = render_mode
         cfg = self.config
