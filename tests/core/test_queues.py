@@ -157,3 +157,32 @@ def test_stationary_mm1_work_has_the_busy_probability_and_the_pk_mean():
     assert w.mean() == pytest.approx(pk, rel=0.02)
     with pytest.raises(ValueError, match="utilisation"):
         mm1_stationary_work_s(np.random.default_rng(0), 1.0, mean, 3)
+
+
+def test_lindley_interval_by_hand():
+    # work 2 s (arriving job included), the interval's background shifts it by +0.5 s / -3 s, floor 0.25 s
+    assert lindley_interval(2.0, 0.5, 0.0) == 2.5
+    assert lindley_interval(2.0, -3.0, 0.25) == 0.25
+    out = lindley_interval(np.array([2.0, 2.0, 1.0]), np.array([0.5, -3.0, -0.5]), np.array([0.0, 0.25, 0.75]))
+    np.testing.assert_array_equal(out, [2.5, 0.25, 0.75])
+
+
+def test_processor_sharing_ids_and_argument_checks():
+    bank = ProcessorSharingBank(3)
+    assert bank.arrive(np.array([0, 2]), 1.0).tolist() == [0, 1]  # ids count from 0
+    assert bank.arrive(1, 1.0).tolist() == 2
+    for bad in (3, -1, np.array([0, 3])):
+        with pytest.raises(ValueError, match=r"server_idx: expected integers in 0\.\.2"):
+            bank.arrive(bad, 1.0)
+    with pytest.raises(ValueError, match="dt_s"):
+        bank.advance(-1e-3)
+    bank.reset()
+    assert bank.arrive(0, 1.0).tolist() == 0  # a reset restarts the ids
+    rng = np.random.default_rng(0)
+    shift, floor = background_interval_map(rng, 0.5, 0.2, 0.5, size=(4,))  # an interval shorter than 1 s
+    assert shift.shape == floor.shape == (4,) and np.all(floor >= 0.0)
+    with pytest.raises(ValueError, match="dt_s"):
+        background_interval_map(rng, 0.5, 0.2, -0.5, size=(4,))
+    for mu in (0.0, -0.5):
+        with pytest.raises(ValueError, match="mu: must be finite and > 0"):
+            mm1_sojourn_s(0.0, mu)
