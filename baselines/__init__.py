@@ -2,7 +2,9 @@
 
 ``make(name, env)`` builds baseline ``name`` for the env instance ``env`` (the
 env it will be evaluated on: oracles read its true state through
-``env.unwrapped``); ``available(env_id)`` lists the names for an env id.
+``env.unwrapped``); ``available(env_id)`` lists the names for an env id. The module
+that registers an env's baselines is named by its spec (``EnvSpec.baselines``) and
+imported on first use.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import Any, Protocol
 
 import gymnasium as gym
 import numpy as np
+
+from edgelam.envs import registration
 
 
 class Policy(Protocol):
@@ -31,18 +35,6 @@ Factory = Callable[[gym.Env], Policy]
 
 _REGISTRY: dict[str, dict[str, Factory]] = {}
 
-# env id -> module that registers its baselines on import
-_MODULES: dict[str, str] = {
-    "edgelam/SplitInference-v0": "edgelam.baselines.split_inference",
-    "edgelam/MicroserviceRouting-v0": "edgelam.baselines.microservice_routing",
-    "edgelam/RobustRouting-v0": "edgelam.baselines.microservice_routing",
-    "edgelam/Offload-v0": "edgelam.baselines.offload",
-    "edgelam/SpecDecode-v0": "edgelam.baselines.spec_decode",
-    "edgelam/MultiUserOffload-v0": "edgelam.baselines.multi_user_offload",
-    "edgelam/FedFTAllocation-v0": "edgelam.baselines.fedft",
-    "edgelam/FedFTPower-v0": "edgelam.baselines.fedft",
-}
-
 
 def register(env_id: str, name: str, factory: Factory) -> None:
     """Register baseline ``name`` for ``env_id`` (a later call replaces it)."""
@@ -50,9 +42,10 @@ def register(env_id: str, name: str, factory: Factory) -> None:
 
 
 def _load(env_id: str) -> dict[str, Factory]:
-    module = _MODULES.get(env_id)
-    if module is not None:
-        importlib.import_module(module)
+    """The factories of ``env_id``, after importing the baselines module its spec names."""
+    spec = registration.find_spec(env_id)
+    if spec is not None and spec.baselines is not None:
+        importlib.import_module(spec.baselines)
     return _REGISTRY.get(env_id, {})
 
 

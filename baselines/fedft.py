@@ -44,9 +44,10 @@ import numpy as np
 
 from edgelam.baselines import register
 from edgelam.envs.fedft.dynamics import topic_weights, upload_rate_bps
+from edgelam.envs.fedft.spec import ALLOCATION, POWER
 
-ALLOCATION_ID = "edgelam/FedFTAllocation-v0"
-POWER_ID = "edgelam/FedFTPower-v0"
+ALLOCATION_ID = ALLOCATION.id
+POWER_ID = POWER.id
 DEADLINE_MARGIN = 0.01
 MHZ = 1e6
 MW = 1e-3

@@ -43,8 +43,10 @@ import gymnasium as gym
 import numpy as np
 
 from edgelam.baselines import register
+from edgelam.envs.microservice_routing.spec import SPEC as ROUTING
+from edgelam.envs.robust_routing.spec import SPEC as ROBUST
 
-ENV_IDS = ("edgelam/MicroserviceRouting-v0", "edgelam/RobustRouting-v0")
+ENV_IDS = (ROUTING.id, ROBUST.id)
 
 
 def _sim(env):

@@ -36,9 +36,10 @@ import numpy as np
 from edgelam.baselines import register
 from edgelam.baselines.offload import quality_fit
 from edgelam.envs.multi_user_offload.dynamics import equal_shares, slot_costs
+from edgelam.envs.multi_user_offload.spec import SPEC
 from edgelam.envs.offload.dynamics import CLOUD, DEVICE, EDGE
 
-ENV_ID = "edgelam/MultiUserOffload-v0"
+ENV_ID = SPEC.id
 
 
 def sqrt_allocation(a: np.ndarray, total: float = 1.0) -> np.ndarray:

@@ -22,8 +22,9 @@ import numpy as np
 
 from edgelam.baselines import register
 from edgelam.envs.offload.dynamics import CLOUD, DEVICE, EDGE, task_cost
+from edgelam.envs.offload.spec import SPEC
 
-ENV_ID = "edgelam/Offload-v0"
+ENV_ID = SPEC.id
 TIER_IDS = (DEVICE, EDGE, CLOUD)
 
 

@@ -32,8 +32,9 @@ import numpy as np
 
 from edgelam.baselines import register
 from edgelam.envs.spec_decode.dynamics import round_cost
+from edgelam.envs.spec_decode.spec import SPEC
 
-ENV_ID = "edgelam/SpecDecode-v0"
+ENV_ID = SPEC.id
 FIXED_SEARCH_SEED = 1_000_000  # search episodes, disjoint from training seeds and evaluation seeds (10_000 + i)
 # fixed CN(0, 1) draws that discretise the next round's fading innovation (deterministic policies)
 _INNOVATION = np.random.default_rng(0).standard_normal((2, 32)) / np.sqrt(2.0)

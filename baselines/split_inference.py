@@ -24,8 +24,9 @@ import numpy as np
 
 from edgelam.baselines import register
 from edgelam.envs.split_inference.dynamics import BITS, all_action_costs
+from edgelam.envs.split_inference.spec import SPEC
 
-ENV_ID = "edgelam/SplitInference-v0"
+ENV_ID = SPEC.id
 FULL_PRECISION = len(BITS) - 1
 
 
