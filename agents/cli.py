@@ -75,26 +75,31 @@ def _env_ids() -> list[str]:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    """Every registered env id with its kind, scenarios and baselines."""
+    """Every registered env id with its kind, scenarios, baselines and episode length, read from its spec."""
     entries = []
     for env_id in _env_ids():
-        spec = None if is_parallel(env_id) else gym.spec(env_id)
+        env_spec = registration.find_spec(env_id)
+        gym_spec = None if is_parallel(env_id) else gym.spec(env_id)
         entries.append(
             {
                 "id": env_id,
                 "kind": "pettingzoo" if is_parallel(env_id) else "gymnasium",
                 "scenarios": scenario_names(env_dir(env_id)),
                 "baselines": baselines.available(env_id),
-                "max_episode_steps": spec.max_episode_steps if spec else None,
-                "vector_env": bool(spec and spec.vector_entry_point),
+                "episode_length": env_spec.episode_length() if env_spec else None,
+                "max_episode_steps": gym_spec.max_episode_steps if gym_spec else None,
+                "vector_env": bool(gym_spec and gym_spec.vector_entry_point),
+                "backends": list(env_spec.backends) if env_spec else [],
+                "cost_keys": list(env_spec.cost_keys) if env_spec else [],
             }
         )
     if args.json:
         _print_json(entries)
         return 0
-    rows = [["id", "kind", "scenarios", "baselines"]]
+    rows = [["id", "kind", "scenarios", "baselines", "steps"]]
     for e in entries:
-        rows.append([e["id"], e["kind"], ", ".join(e["scenarios"]) or "-", ", ".join(e["baselines"])])
+        steps = str(e["episode_length"] or e["max_episode_steps"] or "-")
+        rows.append([e["id"], e["kind"], ", ".join(e["scenarios"]) or "-", ", ".join(e["baselines"]), steps])
     Console().print(rich_table("edgelam environments", rows, left=4), crop=False)
     return 0
 

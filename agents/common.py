@@ -29,7 +29,6 @@ from pettingzoo import ParallelEnv
 
 import edgelam.envs  # noqa: F401  (registers every env id)
 from edgelam.envs import registration
-from edgelam.envs.core.config import configs_dir
 
 # metric -> "max" | "min" when the env's metadata does not say
 DEFAULT_DIRECTIONS: dict[str, str] = {
@@ -65,22 +64,14 @@ def snake_case(name: str) -> str:
 
 
 def env_dir(env_id: str) -> str:
-    """Folder name of an env under ``configs/scenarios`` and ``configs/agents``.
+    """Folder name of an env under ``configs/scenarios`` and ``configs/agents`` (and of its runs).
 
-    Derived from the id: ``edgelam/SplitInference-v0`` -> ``split_inference``. If
-    that folder does not exist but the one of the env's entry-point package does
-    (``edgelam.envs.<folder>...``), that one is returned.
+    The ``scenario_dir`` of the env's spec (``edgelam/FedFTPower-v0`` -> ``fed_ft_power``);
+    for an id without a spec (a plain Gymnasium id, a test env) derived from the id
+    (``lab/MyTask-v1`` -> ``my_task``).
     """
-    derived = snake_case(env_name(env_id))
-    scenarios = configs_dir() / "scenarios"
-    if (scenarios / derived).is_dir():
-        return derived
-    entry = registration.GYM_ENVS.get(env_id, (registration.PARALLEL_ENVS.get(env_id),))[0]
-    if isinstance(entry, str) and entry.startswith("edgelam.envs."):
-        folder = entry.split(":")[0].split(".")[2]
-        if (scenarios / folder).is_dir():
-            return folder
-    return derived
+    spec = registration.find_spec(env_id)
+    return spec.scenario_dir if spec is not None else snake_case(env_name(env_id))
 
 
 def is_parallel(env_id: str) -> bool:
