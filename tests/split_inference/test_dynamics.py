@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -141,9 +143,8 @@ def test_exogenous_snr_db_is_ten_log10_of_the_rates_snr():
     from edgelam.envs.core.config import load_scenario
     from edgelam.envs.split_inference.config import SplitInferenceConfig
     from edgelam.envs.split_inference.dynamics import Exogenous
-    from edgelam.envs.split_inference.env import ENV_DIR
 
-    cfg = load_scenario(SplitInferenceConfig, ENV_DIR, "default", {"csi_delay_slots": 0, "csi_noise_db": 0.0})
+    cfg = load_scenario(SplitInferenceConfig, "split_inference", "default", {"csi_delay_slots": 0, "csi_noise_db": 0.0})
     exo = Exogenous(cfg, num_prompts=5, n_users=3)
     rng = np.random.default_rng(0)
     exo.reset(rng)
@@ -152,3 +153,29 @@ def test_exogenous_snr_db_is_ten_log10_of_the_rates_snr():
     np.testing.assert_allclose(block.snr_db, 10.0 * np.log10(snr), rtol=1e-9, atol=1e-9)
     np.testing.assert_array_equal(block.est_snr_db, block.snr_db)
     assert block.snr_db.std() > 1.0  # fading moves it by decibels within the block
+
+
+def test_delayed_csi_is_last_slots_snr_also_across_blocks_and_the_load_is_the_ar1():
+    """With a one-slot CSI delay (no noise) each slot's estimate is the previous slot's SNR, the first
+    slot of a block included (the last slot of the block before); the edge load's latent is the AR(1)
+    x' = corr x + std sqrt(1 - corr^2) N(0, 1), stationary with std ``std``."""
+    from edgelam.envs.core.config import load_scenario
+    from edgelam.envs.split_inference.config import SplitInferenceConfig
+    from edgelam.envs.split_inference.dynamics import Exogenous
+
+    over = {"csi_delay_slots": 1, "csi_noise_db": 0.0, "edge_load.max_util": 0.99, "edge_load.mean": 0.5,
+            "edge_load.std": 0.1, "edge_load.corr": 0.9}
+    cfg = load_scenario(SplitInferenceConfig, "split_inference", "default", over)
+    exo = Exogenous(cfg, num_prompts=5, n_users=2)
+    rng = np.random.default_rng(1)
+    exo.reset(rng)
+    first = exo.initial_snr_db.copy()
+    blocks = [exo.next_block(rng) for _ in range(40)]
+    np.testing.assert_array_equal(blocks[0].est_snr_db[:, 0], first)
+    for prev, block in itertools.pairwise(blocks):
+        np.testing.assert_array_equal(block.est_snr_db[:, 0], prev.snr_db[:, -1])
+        np.testing.assert_array_equal(block.est_snr_db[:, 1:], block.snr_db[:, :-1])
+    load = np.concatenate([b.edge_util for b in blocks], axis=1) - 0.5  # (2, 40 x BLOCK), rarely clipped
+    assert load.std() == pytest.approx(0.1, rel=0.1)
+    lag1 = np.mean([np.corrcoef(row[:-1], row[1:])[0, 1] for row in load])
+    assert lag1 == pytest.approx(0.9, abs=0.03)
