@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -122,6 +123,10 @@ def run_target(name: str, work: Path, timeout_s: float) -> dict:
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     began = time.perf_counter()
+    # the unmutated copy must pass the target's tests, or every mutant would count as killed
+    baseline = subprocess.run(shlex.split(f"{PYTEST} {tests}"), cwd=work, env=env, capture_output=True, text=True)
+    if baseline.returncode != 0:
+        raise RuntimeError(f"{name}: the tests fail without any mutation:\n{baseline.stdout[-2000:]}")
     subprocess.run(["cosmic-ray", "init", str(config), str(session)], cwd=work, env=env, check=True)
     subprocess.run(["cr-filter-operators", str(session), str(config)], cwd=work, env=env, check=True)
     subprocess.run(["cosmic-ray", "exec", str(config), str(session)], cwd=work, env=env, check=True)
