@@ -42,13 +42,16 @@ against a numerical integration of the Rényi divergence.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from scipy.special import gammaln, logsumexp
-from torch import nn
 
-from edgelam.envs.lam.lora import LoRALinear
+if TYPE_CHECKING:  # the DP-SGD helpers run on a live model; the accountant (replay backend) is numpy only
+    import torch
+    from torch import nn
+
+    from edgelam.envs.lam.lora import LoRALinear
 
 ORDERS = np.arange(2, 257)  # integer Rényi orders alpha of the accountant
 _I = np.arange(ORDERS[-1] + 1)
@@ -202,6 +205,8 @@ class LoRATape:
         missing = [i for i in range(len(self.modules)) if i not in self._outputs]
         if missing:
             raise ValueError(f"LoRATape: adapters {missing} did not run in the recorded forward pass")
+        import torch
+
         outs = [self._outputs[i] for i in range(len(self.modules))]
         grads = torch.autograd.grad(root, outs + list(extra), grad_outputs=grad_root)
         per_sample = []
@@ -216,6 +221,8 @@ class LoRATape:
 def clip_per_sample(grads: Sequence[torch.Tensor], clip_norm: float) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Clip each sample's gradient (over all ``grads`` jointly) to L2 norm ``clip_norm``; returns the summed clipped
     gradients (one per parameter) and the (n,) per-sample norms before clipping."""
+    import torch
+
     n = grads[0].shape[0]
     norms = torch.sqrt(sum(g.reshape(n, -1).pow(2).sum(dim=1) for g in grads))
     factor = (clip_norm / torch.clamp(norms, min=clip_norm))  # 1 / max(1, ||g|| / C)
@@ -227,6 +234,8 @@ def noisy_mean(
     summed: Sequence[torch.Tensor], noise_std: float, expected_batch: float, generator: torch.Generator
 ) -> list[torch.Tensor]:
     """(sum of clipped gradients + N(0, noise_std^2) per coordinate) / expected batch size, per parameter."""
+    import torch
+
     return [
         (s + noise_std * torch.randn(s.shape, generator=generator, dtype=s.dtype).to(s.device)) / expected_batch
         for s in summed

@@ -1,6 +1,8 @@
 """Real-model runtime: the shipped model family and everything edgelam does with a real model.
 
-Importing it imports torch; transformers is imported by :func:`load` on first use.
+Importing it does not import torch: the replay files (:mod:`.replay`) are read with numpy, and the
+model-running part of the API below (models, quantisation, split execution, speculative sampling,
+LoRA, profiling) imports torch on first use. transformers is imported by :func:`load` on first use.
 
 Public API:
 
@@ -20,8 +22,10 @@ Public API:
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 SHIPPED_MODELS = ("device", "edge", "cloud")
 
@@ -52,26 +56,68 @@ def family_card() -> dict:
     return json.loads(path.read_text())
 
 
-from .lora import (  # noqa: E402
-    attach_lora,
-    average_lora_states,
-    load_lora_state,
-    lora_bytes,
-    lora_state,
-    train_lora_steps,
-)
-from .model import LM, crop_cache, load, weights_sha256  # noqa: E402
 from .quantize import Encoded, bit_errors, decode, encode, payload_bytes, quantize, transmit  # noqa: E402
 from .replay import FORMAT_VERSION, ProfileError, load_manifest, load_profile, profiles_dir  # noqa: E402
-from .speculative import (  # noqa: E402
-    RoundStats,
-    acceptance_probability,
-    make_draft,
-    speculative_generate,
-    speculative_round,
-    target_sample,
-)
-from .split import split_quality, split_quality_grid  # noqa: E402
+
+# name -> submodule: the submodules that import torch at import time are imported on first use of one of
+# their names (PEP 562), so the replay backend, which only reads profiles (:mod:`.replay`, numpy), never
+# imports torch. :mod:`.quantize` imports torch inside its tensor functions, so it loads eagerly, which
+# also keeps the name ``quantize`` bound to the function rather than to the submodule of the same name.
+_LAZY: dict[str, str] = {
+    **dict.fromkeys(
+        ("attach_lora", "average_lora_states", "load_lora_state", "lora_bytes", "lora_state", "train_lora_steps"),
+        "lora",
+    ),
+    **dict.fromkeys(("LM", "crop_cache", "load", "weights_sha256"), "model"),
+    **dict.fromkeys(
+        (
+            "RoundStats",
+            "acceptance_probability",
+            "make_draft",
+            "speculative_generate",
+            "speculative_round",
+            "target_sample",
+        ),
+        "speculative",
+    ),
+    **dict.fromkeys(("split_quality", "split_quality_grid"), "split"),
+}
+_SUBMODULES = frozenset(("build_family", "lora", "model", "profile", "speculative", "split"))
+
+if TYPE_CHECKING:
+    from .lora import (
+        attach_lora,
+        average_lora_states,
+        load_lora_state,
+        lora_bytes,
+        lora_state,
+        train_lora_steps,
+    )
+    from .model import LM, crop_cache, load, weights_sha256
+    from .speculative import (
+        RoundStats,
+        acceptance_probability,
+        make_draft,
+        speculative_generate,
+        speculative_round,
+        target_sample,
+    )
+    from .split import split_quality, split_quality_grid
+
+
+def __getattr__(name: str) -> Any:
+    """Import the torch-backed part of the public API (and the torch-backed submodules) on first use."""
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY, *_SUBMODULES})
 
 
 def run_profile(*args, **kwargs):

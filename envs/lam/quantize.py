@@ -19,9 +19,12 @@ an fp16 exponent, decode to 0.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported by the functions that touch tensors: payload_bytes and BITS need none
+    import torch
 
 BITS = (4, 8, 16)
 SCHEMES = ("per_token", "per_channel")
@@ -56,6 +59,8 @@ def _check(bits: int, scheme: str) -> None:
 
 def encode(h: torch.Tensor, bits: int, scheme: str = "per_token") -> Encoded:
     """Quantise ``h`` ``(..., T, d)`` into codes and scales (see the module docstring)."""
+    import torch
+
     _check(bits, scheme)
     if bits == 16:
         return Encoded(h.detach().to(torch.float16).view(torch.int16), None, 16, h.dtype)
@@ -69,6 +74,8 @@ def encode(h: torch.Tensor, bits: int, scheme: str = "per_token") -> Encoded:
 
 def decode(enc: Encoded) -> torch.Tensor:
     """Dequantise an :class:`Encoded` message (non-finite values become 0)."""
+    import torch
+
     if enc.bits == 16:
         x = enc.codes.view(torch.float16).to(enc.dtype)
     else:
@@ -100,6 +107,8 @@ def bit_errors(
     Returns:
         A new tensor of the same dtype and shape (``codes`` itself when ``ber == 0``).
     """
+    import torch
+
     width = {torch.int8: 8, torch.int16: 16, torch.int32: 32}.get(codes.dtype)
     if width is None:
         raise ValueError(f"codes must be an int8/int16/int32 tensor, got {codes.dtype}")
