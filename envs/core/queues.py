@@ -9,6 +9,9 @@ Sources:
     * M/M/1 mean sojourn 1 / (mu - lambda); Pollaczek–Khinchine mean wait of M/G/1
       lambda E[S^2] / (2 (1 - rho)); M/G/1 processor sharing mean sojourn
       E[S] / (1 - rho) (Kleinrock, Queueing Systems Vol. 1, 1975, and Vol. 2, 1976).
+    * Virtual queue of a time-average constraint, Z(t+1) = max(Z(t) + y(t) - budget, 0)
+      (Neely, "Stochastic Network Optimization with Application to Communication and
+      Queueing Systems", Morgan & Claypool 2010, Sec. 4.4).
 """
 
 from __future__ import annotations
@@ -16,6 +19,19 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+
+def virtual_queue_step(queue, arrival, budget):
+    """Next virtual queue ``max(queue + arrival - budget, 0)`` of the constraint avg(arrival) <= budget.
+
+    Neely (2010), Sec. 4.4: the queue is the constraint's accumulated excess; it is stable
+    (Z(t) / t -> 0) exactly when the time-average constraint holds. Python numbers take a
+    plain-float path (the single envs' hot loop); numpy arrays (a vector env's B rows) are
+    broadcast. The units are those of ``arrival`` (J, J per token, USD ...).
+    """
+    if isinstance(queue, np.ndarray) or isinstance(arrival, np.ndarray) or isinstance(budget, np.ndarray):
+        return np.maximum(queue + arrival - budget, 0.0)
+    return max(queue + arrival - budget, 0.0)
 
 
 def _out(x: np.ndarray) -> np.ndarray | float:

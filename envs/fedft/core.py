@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgelam.envs.core.channel import WirelessLink
+from edgelam.envs.core.queues import virtual_queue_step
 from edgelam.envs.fedft.config import FedFTConfig
 from edgelam.envs.fedft.data import load_partition
 from edgelam.envs.fedft.dynamics import (
@@ -189,7 +190,7 @@ class Federation:
         if self.accountant is not None:  # a scheduled device trained and transmitted, even if it missed the deadline
             self.accountant.spend(costs.scheduled, self.cfg.lora.local_steps)
         energy = float(costs.energy_j.sum())
-        self.queue = max(self.queue + energy - self.cfg.energy_budget_j, 0.0)
+        self.queue = virtual_queue_step(self.queue, energy, self.cfg.energy_budget_j)
         self.last_participants = part.copy()
         self.t += 1
         gains, _, _ = self.link.step(rng)

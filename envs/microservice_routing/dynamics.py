@@ -43,6 +43,7 @@ from edgelam.envs.core.hardware import (
     roofline_time_s,
 )
 from edgelam.envs.core.model_cards import ModelCard, get_model_card
+from edgelam.envs.core.queues import virtual_queue_step
 from edgelam.envs.microservice_routing.catalog import MICROSERVICES, PIPELINES
 from edgelam.envs.microservice_routing.config import MicroserviceRoutingConfig
 
@@ -339,7 +340,7 @@ class RoutingSim:
         latency = finish - (self.arrival_s if k == 0 else self.ready)  # the first stage includes the upload
         energy = t.power_w[server] * service + sent * 8.0 * cfg.transfer_energy_j_per_bit + mig_j
         if self.migration:
-            self.virtual_queue = max(self.virtual_queue + mig_j - cfg.migration.budget_j_per_step, 0.0)
+            self.virtual_queue = virtual_queue_step(self.virtual_queue, mig_j, cfg.migration.budget_j_per_step)
         self.ready, self.loc = finish, server
         self.stage = k + 1
         completed, e2e, violated = self.stage == len(t.stage_ms[p]), 0.0, False

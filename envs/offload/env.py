@@ -14,7 +14,7 @@ from edgelam.envs.core.channel import MIN_RATE_BPS, WirelessLink
 from edgelam.envs.core.config import load_scenario
 from edgelam.envs.core.hardware import load_hardware_catalog
 from edgelam.envs.core.model_cards import get_model_card
-from edgelam.envs.core.queues import lindley_interval
+from edgelam.envs.core.queues import lindley_interval, virtual_queue_step
 from edgelam.envs.core.render import RENDER_FPS, RENDER_MODES, Panel, Renderer
 from edgelam.envs.offload.config import TIERS, OffloadConfig
 from edgelam.envs.offload.dynamics import (
@@ -315,7 +315,7 @@ class OffloadEnv(gym.Env):
         }
         if self._budget is not None:
             y = energy if self._budget_energy else usd
-            self._vq = max(self._vq + y - self._budget, 0.0)
+            self._vq = virtual_queue_step(self._vq, y, self._budget)
             info["virtual_queue"] = self._vq
         service = self.tables.compute_rows[p][EDGE] if a == EDGE else 0.0
         k = self._k - 1

@@ -8,7 +8,7 @@ import numpy as np
 
 from edgelam.envs.core.actions import check_batch_integers
 from edgelam.envs.core.channel import MIN_RATE_BPS, WirelessLink
-from edgelam.envs.core.queues import lindley_interval
+from edgelam.envs.core.queues import lindley_interval, virtual_queue_step
 from edgelam.envs.core.vector import ReplayVectorEnv
 from edgelam.envs.offload.config import TIERS
 from edgelam.envs.offload.dynamics import (
@@ -231,7 +231,7 @@ class OffloadVectorEnv(ReplayVectorEnv):
         }
         if self._budget is not None:
             y = energy if cfg.budget.metric == "energy_j" else usd
-            self._vq = np.maximum(self._vq + y - self._budget, 0.0)
+            self._vq = virtual_queue_step(self._vq, y, self._budget)
             info["virtual_queue"] = self._vq.copy()
         self._queue = lindley_interval(self._queue + on_edge * compute, self._shift_blk[:, k], self._floor_blk[:, k])
         self._battery = self._battery - energy

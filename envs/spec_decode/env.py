@@ -14,6 +14,7 @@ from edgelam.envs.core.channel import MIN_RATE_BPS, WirelessLink, ergodic_rate_b
 from edgelam.envs.core.config import load_scenario
 from edgelam.envs.core.hardware import load_hardware_catalog
 from edgelam.envs.core.model_cards import get_model_card
+from edgelam.envs.core.queues import virtual_queue_step
 from edgelam.envs.core.render import RENDER_FPS, RENDER_MODES, Panel, Renderer
 from edgelam.envs.spec_decode.config import TARGET_CARD, SpecDecodeConfig
 from edgelam.envs.spec_decode.dynamics import (
@@ -428,7 +429,7 @@ class SpecDecodeEnv(gym.Env):
         }
         budget = cfg.energy_budget_j_per_token
         if budget is not None:
-            self._queue = max(self._queue + energy - budget * emitted, 0.0)
+            self._queue = virtual_queue_step(self._queue, energy, budget * emitted)
             info["virtual_queue"] = self._queue
         self._round += 1
         terminated = False

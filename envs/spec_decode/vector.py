@@ -9,6 +9,7 @@ import numpy as np
 
 from edgelam.envs.core.actions import check_batch_integers
 from edgelam.envs.core.channel import MIN_RATE_BPS, WirelessLink, ergodic_rate_bps
+from edgelam.envs.core.queues import virtual_queue_step
 from edgelam.envs.core.vector import ReplayVectorEnv
 from edgelam.envs.spec_decode.dynamics import (
     accepted_runs,
@@ -334,7 +335,7 @@ class SpecDecodeVectorEnv(ReplayVectorEnv):
         }
         budget = cfg.energy_budget_j_per_token
         if budget is not None:
-            self._queue = np.maximum(self._queue + energy - budget * emitted, 0.0)
+            self._queue = virtual_queue_step(self._queue, energy, budget * emitted)
             info["virtual_queue"] = self._queue.copy()
         self._round = self._round + 1
         request_done = self._pos >= n_tokens

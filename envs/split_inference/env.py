@@ -13,6 +13,7 @@ from edgelam.envs.core.actions import check_multi_discrete
 from edgelam.envs.core.config import load_scenario
 from edgelam.envs.core.hardware import load_hardware_catalog
 from edgelam.envs.core.model_cards import get_model_card
+from edgelam.envs.core.queues import virtual_queue_step
 from edgelam.envs.core.render import RENDER_FPS, RENDER_MODES, Panel, Renderer
 from edgelam.envs.split_inference.config import SplitInferenceConfig
 from edgelam.envs.split_inference.dynamics import (
@@ -282,7 +283,7 @@ class SplitInferenceEnv(gym.Env):
             "prompt_index": self._prompt,
         }
         if cfg.energy_budget_j is not None:
-            self._queue = max(self._queue + energy - cfg.energy_budget_j, 0.0)
+            self._queue = virtual_queue_step(self._queue, energy, cfg.energy_budget_j)
             info["virtual_queue"] = self._queue
             info["budget_excess_j"] = energy - cfg.energy_budget_j
         self._t += 1

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from edgelam.envs.core.actions import check_batch_integers
+from edgelam.envs.core.queues import virtual_queue_step
 from edgelam.envs.core.vector import ReplayVectorEnv
 from edgelam.envs.split_inference.dynamics import BITS, BLOCK, Exogenous, request_cost
 from edgelam.envs.split_inference.env import QUEUE_SCALE, SNR_SCALE_DB, SplitInferenceEnv
@@ -121,7 +122,7 @@ class SplitInferenceVectorEnv(ReplayVectorEnv):
             "prompt_index": self._prompt,
         }
         if cfg.energy_budget_j is not None:
-            self._queue = np.maximum(self._queue + energy - cfg.energy_budget_j, 0.0)
+            self._queue = virtual_queue_step(self._queue, energy, cfg.energy_budget_j)
             info["virtual_queue"] = self._queue.copy()
             info["budget_excess_j"] = energy - cfg.energy_budget_j
         self._t += 1

@@ -14,6 +14,7 @@ from edgelam.envs.core.queues import (
     mm1_sojourn_s,
     mm1_stationary_work_s,
     pollaczek_khinchine_wait_s,
+    virtual_queue_step,
 )
 
 
@@ -186,3 +187,19 @@ def test_processor_sharing_ids_and_argument_checks():
     for mu in (0.0, -0.5):
         with pytest.raises(ValueError, match="mu: must be finite and > 0"):
             mm1_sojourn_s(0.0, mu)
+
+
+def test_virtual_queue_step_accumulates_and_floors_at_zero():
+    assert virtual_queue_step(0.0, 3.0, 1.0) == 2.0  # excess accumulates
+    assert virtual_queue_step(2.0, 0.5, 1.0) == 1.5
+    assert virtual_queue_step(1.5, 0.0, 2.0) == 0.0  # drains to the floor, never below
+    assert isinstance(virtual_queue_step(1.0, 2.0, 0.5), float)
+
+
+def test_virtual_queue_step_arrays_equal_the_scalar_path_bit_for_bit():
+    rng = np.random.default_rng(0)
+    z, y, budget = rng.exponential(1.0, 64), rng.exponential(1.0, 64), rng.exponential(1.0, 64)
+    batched = virtual_queue_step(z, y, budget)
+    scalar = [virtual_queue_step(float(a), float(b), float(c)) for a, b, c in zip(z, y, budget, strict=True)]
+    assert np.array_equal(batched, scalar) and (batched == 0.0).any() and (batched > 0.0).any()
+    assert np.array_equal(virtual_queue_step(z, y, 1.0), virtual_queue_step(z, y, np.full(64, 1.0)))
