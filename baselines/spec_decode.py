@@ -31,6 +31,7 @@ import gymnasium as gym
 import numpy as np
 
 from edgelam.baselines import register
+from edgelam.envs.core.channel import rate_from_snr_bps
 from edgelam.envs.spec_decode.dynamics import round_cost
 from edgelam.envs.spec_decode.spec import SPEC
 
@@ -59,7 +60,7 @@ def predicted_rates(env: gym.Env) -> list[float]:
     a = rho * np.sqrt(max(snr, 0.0) / mean_snr)
     s = np.sqrt(max(1.0 - rho * rho, 0.0))
     power = (a + s * _INNOVATION[0]) ** 2 + (s * _INNOVATION[1]) ** 2
-    return np.maximum(ch.bandwidth_hz * np.log2(1.0 + mean_snr * power), 1.0).tolist()
+    return np.maximum(rate_from_snr_bps(ch.bandwidth_hz, mean_snr * power), 1.0).tolist()
 
 
 def expected_tokens(alpha: float, gamma: int) -> float:

@@ -169,6 +169,20 @@ def transfer_time_s(bits, rate_bps, ergodic_bps, coherence_s: float):
     return coherence_s + (bits - in_interval) / max(ergodic_bps, MIN_RATE_BPS)
 
 
+def rate_from_snr_bps(bandwidth_hz, snr):
+    """Shannon rate b log2(1 + SNR) in bit/s of a link of bandwidth b (Hz) at linear SNR ``snr``.
+
+    The capacity of the AWGN channel (Shannon, "A mathematical theory of communication",
+    Bell Syst. Tech. J. 27, 1948); with ``bandwidth_hz = 1`` it is the spectral efficiency in
+    bit/s/Hz. Python numbers take a plain-float path (``math.log2``: the single envs' hot
+    loop); numpy arrays are broadcast (``np.log2``). Inputs are not validated here:
+    :func:`shannon_rate_bps` is the checked entry point from power, gain and noise.
+    """
+    if isinstance(snr, np.ndarray) or isinstance(bandwidth_hz, np.ndarray):
+        return bandwidth_hz * np.log2(1.0 + snr)
+    return bandwidth_hz * math.log2(1.0 + snr)
+
+
 def shannon_rate_bps(
     bandwidth_hz: np.ndarray | float,
     tx_power_w: np.ndarray | float,
@@ -192,7 +206,7 @@ def shannon_rate_bps(
     """
     b = _nonnegative("bandwidth_hz", bandwidth_hz)
     snr = np.asarray(snr_linear(b, tx_power_w, gain, noise_psd_w_per_hz, noise_figure_db))
-    return _out(b * np.log2(1.0 + snr))
+    return _out(rate_from_snr_bps(b, snr))
 
 
 # -- path loss -------------------------------------------------------------------------------------
@@ -631,7 +645,7 @@ class WirelessLink:
         cfg = self.config
         self.gain = self.large_scale_gain * (fading_power if cfg.fading else 1.0)
         self.snr = cfg.tx_power_w * self.gain / self._noise_w
-        self.rate_bps = cfg.bandwidth_hz * np.log2(1.0 + self.snr)
+        self.rate_bps = rate_from_snr_bps(cfg.bandwidth_hz, self.snr)
         return self.gain, self.snr, self.rate_bps
 
     def reset(
@@ -688,7 +702,7 @@ class WirelessLink:
         power = self.fading.trajectory(rng, n_slots) if cfg.fading else np.ones((self.n_links, n_slots))
         gain = self.large_scale_gain[:, None] * power
         snr = cfg.tx_power_w * gain / self._noise_w
-        rate = cfg.bandwidth_hz * np.log2(1.0 + snr)
+        rate = rate_from_snr_bps(cfg.bandwidth_hz, snr)
         self.gain, self.snr, self.rate_bps = gain[:, -1].copy(), snr[:, -1].copy(), rate[:, -1].copy()
         return gain, snr, rate
 

@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgelam.envs.core.channel import rate_from_snr_bps
+
 SURROGATE_FILE = Path(__file__).resolve().parent / "surrogate.json"
 MODEL_COSTS_FILE = Path(__file__).resolve().parent / "model_costs.json"
 DEADLINE_RTOL = 1e-9
@@ -54,7 +56,7 @@ def upload_rate_bps(bandwidth_hz: np.ndarray, power_w: np.ndarray, gains: np.nda
     """Shannon rate b log2(1 + p g / (N0 b)) in bit/s, (K,); 0 where b = 0."""
     b = np.asarray(bandwidth_hz, dtype=np.float64)
     snr = np.divide(np.asarray(power_w) * gains, noise_w_per_hz * b, out=np.zeros_like(b), where=b > 0)
-    return b * np.log2(1.0 + snr)
+    return rate_from_snr_bps(b, snr)
 
 
 @dataclass(frozen=True)

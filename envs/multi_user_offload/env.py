@@ -10,7 +10,7 @@ from gymnasium import spaces
 from gymnasium.utils import seeding
 from pettingzoo import ParallelEnv
 
-from edgelam.envs.core.channel import WirelessLink
+from edgelam.envs.core.channel import WirelessLink, rate_from_snr_bps
 from edgelam.envs.core.config import load_scenario
 from edgelam.envs.core.render import RENDER_FPS, RENDER_MODES, Panel, Renderer, merge_agents
 from edgelam.envs.multi_user_offload.config import MultiUserOffloadConfig
@@ -209,7 +209,7 @@ class MultiUserOffloadEnv(ParallelEnv):
     def _next_slot(self) -> None:
         cfg, rng = self.config, self._np_random
         _, snr, _ = self.link.step(rng)
-        self._se = np.maximum(np.log2(1.0 + snr), 1e-6)
+        self._se = np.maximum(rate_from_snr_bps(1.0, snr), 1e-6)  # bit/s/Hz: the rate of 1 Hz
         self._prompts = rng.integers(self.num_prompts, size=self.n)
         if self._live is None:
             self._conf = self.tables.confidence[self._prompts]

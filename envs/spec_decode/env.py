@@ -10,7 +10,7 @@ import numpy as np
 from gymnasium import spaces
 
 from edgelam.envs.core.actions import check_multi_discrete
-from edgelam.envs.core.channel import MIN_RATE_BPS, WirelessLink, ergodic_rate_bps
+from edgelam.envs.core.channel import MIN_RATE_BPS, WirelessLink, ergodic_rate_bps, rate_from_snr_bps
 from edgelam.envs.core.config import load_scenario
 from edgelam.envs.core.hardware import load_hardware_catalog
 from edgelam.envs.core.model_cards import get_model_card
@@ -338,7 +338,7 @@ class SpecDecodeEnv(gym.Env):
                 snr *= 10.0 ** (-loss_db / 10.0)
                 mean_snr *= 10.0 ** (-loss_db / 10.0)
         self._snr = snr
-        self._rate = cfg.channel.bandwidth_hz * math.log2(1.0 + snr)
+        self._rate = rate_from_snr_bps(cfg.channel.bandwidth_hz, snr)
         if mean_snr != self._mean_snr:  # large-scale change (blockage, drift): re-evaluate the closed form
             self._mean_snr = mean_snr
             self._ergodic = max(ergodic_rate_bps(cfg.channel.bandwidth_hz, mean_snr), 1.0)

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from edgelam.envs.core.actions import check_batch_integers
-from edgelam.envs.core.channel import MIN_RATE_BPS, WirelessLink, ergodic_rate_bps
+from edgelam.envs.core.channel import MIN_RATE_BPS, WirelessLink, ergodic_rate_bps, rate_from_snr_bps
 from edgelam.envs.core.queues import virtual_queue_step
 from edgelam.envs.core.vector import ReplayVectorEnv
 from edgelam.envs.spec_decode.dynamics import (
@@ -171,7 +171,7 @@ class SpecDecodeVectorEnv(ReplayVectorEnv):
         if loss_db is not None and loss_db.any():
             factor = np.where(loss_db > 0.0, 10.0 ** (-loss_db / 10.0), 1.0)
             snr, mean_snr = snr * factor, mean_snr * factor
-        self._rate = cfg.channel.bandwidth_hz * np.log2(1.0 + snr)
+        self._rate = rate_from_snr_bps(cfg.channel.bandwidth_hz, snr)
         changed = (mean_snr != self._mean_snr).nonzero()[0]
         if changed.size:
             ergodic = self._ergodic.copy()

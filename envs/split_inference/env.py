@@ -10,6 +10,7 @@ import numpy as np
 from gymnasium import spaces
 
 from edgelam.envs.core.actions import check_multi_discrete
+from edgelam.envs.core.channel import rate_from_snr_bps
 from edgelam.envs.core.config import load_scenario
 from edgelam.envs.core.hardware import load_hardware_catalog
 from edgelam.envs.core.model_cards import get_model_card
@@ -224,7 +225,7 @@ class SplitInferenceEnv(gym.Env):
 
     def estimated_rate_bps(self) -> float:
         """Uplink rate the device can estimate from its newest (stale, noisy) SNR estimate."""
-        return self.config.channel.bandwidth_hz * math.log2(1.0 + 10.0 ** (self._snr_hist[0] / 10.0))
+        return rate_from_snr_bps(self.config.channel.bandwidth_hz, 10.0 ** (self._snr_hist[0] / 10.0))
 
     def _obs(self) -> np.ndarray:
         cfg = self.config

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from edgelam.envs.core.actions import check_batch_integers
+from edgelam.envs.core.channel import rate_from_snr_bps
 from edgelam.envs.core.queues import virtual_queue_step
 from edgelam.envs.core.vector import ReplayVectorEnv
 from edgelam.envs.split_inference.dynamics import BITS, BLOCK, Exogenous, request_cost
@@ -62,7 +63,7 @@ class SplitInferenceVectorEnv(ReplayVectorEnv):
         cfg = self.config
         budget = cfg.energy_budget_j
         queue = np.zeros(self.num_envs) if budget is None else self._queue / (QUEUE_SCALE * max(budget, 1e-12))
-        est_rate = cfg.channel.bandwidth_hz * np.log2(1.0 + 10.0 ** (self._snr_hist[:, 0] / 10.0))
+        est_rate = rate_from_snr_bps(cfg.channel.bandwidth_hz, 10.0 ** (self._snr_hist[:, 0] / 10.0))
         obs = np.concatenate(
             [
                 self._snr_hist / SNR_SCALE_DB,

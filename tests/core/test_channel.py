@@ -24,6 +24,7 @@ from edgelam.envs.core.channel import (
     fading_correlation,
     linear_to_db,
     make_path_loss,
+    rate_from_snr_bps,
     shannon_rate_bps,
     snr_linear,
 )
@@ -315,3 +316,14 @@ def test_ergodic_rate_is_continuous_across_its_asymptotic_branch_and_validates()
 def test_ergodic_rate_of_an_array_equals_the_scalar_path():
     snr = np.array([0.0, 1e-4, 1 / 600.0, 0.03, 1.0, 100.0])
     assert ergodic_rate_bps(1e7, snr) == pytest.approx([ergodic_rate_bps(1e7, float(s)) for s in snr], rel=1e-12)
+
+
+def test_rate_from_snr_is_shannon_and_its_scalar_path_equals_its_array_path():
+    snr = np.array([0.0, 1.0, 3.0, 1e-9, 1e6])
+    rates = rate_from_snr_bps(1e6, snr)
+    assert np.array_equal(rates[:3], [0.0, 1e6, 2e6])
+    scalar = [rate_from_snr_bps(1e6, float(x)) for x in snr]
+    assert all(isinstance(r, float) for r in scalar)
+    np.testing.assert_allclose(scalar, rates, rtol=1e-15, atol=0.0)
+    p, g = 0.2, 1e-10
+    assert rate_from_snr_bps(5e6, p * g / (NOISE_PSD_W_PER_HZ * 5e6)) == pytest.approx(shannon_rate_bps(5e6, p, g))
