@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from scipy.signal import lfilter
 from scipy.special import exp1, j0
 
 from edgelam.envs.core.config import bounds, choices
+from edgelam.envs.core.load import ar1_block
 
 SPEED_OF_LIGHT_MPS = 3.0e8
 """Speed of light c in m/s as used by 3GPP TR 38.901 (Table 7.4.1-1, note 1)."""
@@ -504,7 +504,7 @@ class GaussMarkovFading:
     def trajectory(self, rng: np.random.Generator, n_slots: int) -> np.ndarray:
         """Advance ``n_slots`` slots at once; return the power gains, shape (N, n_slots).
 
-        The same recursion as :meth:`step`, run by ``scipy.signal.lfilter`` over a
+        The same recursion as :meth:`step`, run by :func:`~edgelam.envs.core.load.ar1_block` over a
         block of innovations drawn in one call (shape (2, N, n_slots)): envs that
         precompute a block of slots use it instead of one :meth:`step` per slot.
         """
@@ -517,7 +517,7 @@ class GaussMarkovFading:
         for r in np.unique(rho):  # one filter per distinct correlation (usually one)
             rows = rho == r
             x = e[rows] * math.sqrt(1.0 - r**2)
-            h[rows], _ = lfilter([1.0], [1.0, -r], x, axis=1, zi=(r * self.h[rows])[:, None])
+            h[rows] = ar1_block(self.h[rows], r, x)
         self.h = h[:, -1].copy()
         return h.real**2 + h.imag**2
 

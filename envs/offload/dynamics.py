@@ -34,10 +34,10 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.signal import lfilter
 
 from edgelam.envs.core.channel import ChannelConfig, shannon_rate_bps, transfer_time_s
 from edgelam.envs.core.hardware import HardwareSpec, model_cost
+from edgelam.envs.core.load import ar1_block
 from edgelam.envs.core.model_cards import ModelCard
 from edgelam.envs.core.queues import background_interval_map, mm1_stationary_work_s
 
@@ -185,11 +185,11 @@ def uplink_rates(
     """(rate_bps (B, n), last fading coefficient (B,)) of B links over n slots from h0 (B,) on.
 
     h_t = rho h_{t-1} + sqrt(1 - rho^2) e_t (Gauss-Markov Rayleigh fading, Jakes 1974) run by
-    ``lfilter`` along the slots; rate = b log2(1 + p g |h|^2 / (N0 F b)), the physical rate
-    (0 at zero transmit power; :func:`tier_cost` prices uploads at no less than 1 bit/s).
+    :func:`~edgelam.envs.core.load.ar1_block` along the slots; rate = b log2(1 + p g |h|^2 / (N0 F b)), the
+    physical rate (0 at zero transmit power; :func:`tier_cost` prices uploads at no less than 1 bit/s).
     """
     rho = channel.rho
-    h = lfilter([math.sqrt(1.0 - rho**2)], [1.0, -rho], innovation, axis=1, zi=(rho * h0)[:, None])[0]
+    h = ar1_block(h0, rho, innovation, gain=math.sqrt(1.0 - rho**2))
     fading = np.abs(h) ** 2 if channel.fading else np.ones(h.shape)
     rates = shannon_rate_bps(
         channel.bandwidth_hz, channel.tx_power_w, large_scale_gain[:, None] * fading,
@@ -203,8 +203,7 @@ def cloud_rtts(wan, shock: np.ndarray, z0: np.ndarray) -> tuple[np.ndarray, np.n
 
     z_t = c z_{t-1} + sqrt(1 - c^2) shock_t, rtt = mean exp(sigma z - sigma^2 / 2) (mean preserved).
     """
-    c = wan.corr
-    z = lfilter([math.sqrt(1.0 - c**2)], [1.0, -c], shock, axis=1, zi=(c * z0)[:, None])[0]
+    z = ar1_block(z0, wan.corr, shock, gain=math.sqrt(1.0 - wan.corr**2))
     rtt = wan.rtt_mean_s * np.exp(wan.rtt_log_std * z - 0.5 * wan.rtt_log_std**2)
     return rtt, z[:, -1].copy()
 

@@ -6,22 +6,9 @@ from dataclasses import dataclass, field
 
 from edgelam.envs.core.channel import ChannelConfig
 from edgelam.envs.core.config import bounds, choices
+from edgelam.envs.core.load import AR1LoadConfig
 
 TARGET_CARD = "target"  # a draft priced as (a part of) the target's own card
-
-
-@dataclass(frozen=True)
-class LoadConfig:
-    """Background utilisation u of a processor, AR(1) over rounds, clipped to [0, max_util].
-
-    u_{t+1} = mean + corr (u_t - mean) + std sqrt(1 - corr^2) N(0, 1); a job's compute is
-    slowed by 1 / (1 - u) (processor sharing, Kleinrock 1976).
-    """
-
-    mean: float = field(default=0.3, metadata=bounds(0.0, 0.95))
-    std: float = field(default=0.1, metadata=bounds(0.0, 0.5))
-    corr: float = field(default=0.95, metadata=bounds(0.0, 1.0))
-    max_util: float = field(default=0.9, metadata=bounds(0.0, 0.99))
 
 
 @dataclass(frozen=True)
@@ -94,8 +81,11 @@ class SpecDecodeConfig:
     battery_j: float = field(default=200.0, metadata=bounds(1e-3, None))
     energy_budget_j_per_token: float | None = field(default=None, metadata=bounds(0.0, None))
     channel: ChannelConfig = field(default_factory=ChannelConfig)
-    edge_load: LoadConfig = field(default_factory=LoadConfig)
-    device_load: LoadConfig = field(default_factory=lambda: LoadConfig(mean=0.1, std=0.05))
+    # background loads of the edge and the device (clipped AR(1) over rounds)
+    edge_load: AR1LoadConfig = field(default_factory=lambda: AR1LoadConfig(corr=0.95, max_util=0.9))
+    device_load: AR1LoadConfig = field(
+        default_factory=lambda: AR1LoadConfig(mean=0.1, std=0.05, corr=0.95, max_util=0.9)
+    )
     reward: RewardConfig = field(default_factory=RewardConfig)
 
     def validate(self) -> None:

@@ -13,6 +13,7 @@ from edgelam.envs.core.actions import check_multi_discrete
 from edgelam.envs.core.channel import MIN_RATE_BPS, WirelessLink, ergodic_rate_bps, rate_from_snr_bps
 from edgelam.envs.core.config import load_scenario
 from edgelam.envs.core.hardware import load_hardware_catalog
+from edgelam.envs.core.load import ar1_load_step
 from edgelam.envs.core.model_cards import get_model_card
 from edgelam.envs.core.queues import virtual_queue_step
 from edgelam.envs.core.render import RENDER_FPS, RENDER_MODES, Panel, Renderer
@@ -183,9 +184,7 @@ class SpecDecodeEnv(gym.Env):
         fading = self.link.fading
         self._rho, self._cn_scale = float(fading.rho), float(fading.cn_scale)
         self._tx_w, self._noise_w, self._fading = cfg.channel.tx_power_w, self.link.noise_w, cfg.channel.fading
-        self._loads = [
-            (x.mean, x.corr, x.std * math.sqrt(1.0 - x.corr**2), x.max_util) for x in (cfg.edge_load, cfg.device_load)
-        ]
+        self._loads = [(x.mean, x.corr, x.innovation_std, x.max_util) for x in (cfg.edge_load, cfg.device_load)]
         self._block_len = block_rounds(cfg.episode_length, 1)
         self._prompt_id_list = [int(x) for x in self.prompt_ids]
         self._live = None
@@ -342,11 +341,9 @@ class SpecDecodeEnv(gym.Env):
         if mean_snr != self._mean_snr:  # large-scale change (blockage, drift): re-evaluate the closed form
             self._mean_snr = mean_snr
             self._ergodic = max(ergodic_rate_bps(cfg.channel.bandwidth_hz, mean_snr), 1.0)
-        (m0, r0, s0, top0), (m1, r1, s1, top1) = self._loads
-        u = m0 + r0 * (self._edge_util - m0) + s0 * z[2]
-        self._edge_util = min(max(u, 0.0), top0)
-        u = m1 + r1 * (self._device_util - m1) + s1 * z[3]
-        self._device_util = min(max(u, 0.0), top1)
+        edge, device = self._loads
+        self._edge_util = ar1_load_step(self._edge_util, *edge, z[2])
+        self._device_util = ar1_load_step(self._device_util, *device, z[3])
         self._uniforms = self._uniform_block[k]
 
     def _obs(self) -> np.ndarray:

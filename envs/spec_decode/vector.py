@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
 from edgelam.envs.core.actions import check_batch_integers
 from edgelam.envs.core.channel import MIN_RATE_BPS, WirelessLink, ergodic_rate_bps, rate_from_snr_bps
+from edgelam.envs.core.load import ar1_load_step
 from edgelam.envs.core.queues import virtual_queue_step
 from edgelam.envs.core.vector import ReplayVectorEnv
 from edgelam.envs.spec_decode.dynamics import (
@@ -93,7 +93,7 @@ class SpecDecodeVectorEnv(ReplayVectorEnv):
         loads = (cfg.edge_load, cfg.device_load)  # AR(1) parameters of the (edge, device) utilisation rows
         self._load_mean = np.array([[x.mean] for x in loads])
         self._load_corr = np.array([[x.corr] for x in loads])
-        self._load_innovation = np.array([[x.std * math.sqrt(1.0 - x.corr**2)] for x in loads])
+        self._load_innovation = np.array([[x.innovation_std] for x in loads])
         self._load_max = np.array([[x.max_util] for x in loads])
         # EMA step 1 - (1 - c)^k of k tested draft tokens, k = 0..gamma_max + 1
         self._eta = 1.0 - (1.0 - cfg.acceptance_ema) ** np.arange(cfg.gamma_max + 2)
@@ -178,9 +178,9 @@ class SpecDecodeVectorEnv(ReplayVectorEnv):
             ergodic[changed] = np.maximum(ergodic_rate_bps(cfg.channel.bandwidth_hz, mean_snr[changed]), 1.0)
             self._ergodic = ergodic
         self._mean_snr = mean_snr
-        innovation = self._load_innovation * z[2:4]
-        u = self._load_mean + self._load_corr * (self._utils - self._load_mean) + innovation
-        self._utils = np.minimum(np.maximum(u, 0.0), self._load_max)  # np.clip, without its Python overhead
+        self._utils = ar1_load_step(
+            self._utils, self._load_mean, self._load_corr, self._load_innovation, self._load_max, z[2:4]
+        )
         self._uniforms = self._uniform_block[k]
 
     def _draw_pool(self) -> None:

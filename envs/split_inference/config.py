@@ -6,20 +6,7 @@ from dataclasses import dataclass, field
 
 from edgelam.envs.core.channel import ChannelConfig
 from edgelam.envs.core.config import bounds, choices
-
-
-@dataclass(frozen=True)
-class EdgeLoadConfig:
-    """Background utilisation u of the edge server, an AR(1) process clipped to [0, max_util].
-
-    u_{t+1} = mean + corr * (u_t - mean) + std * sqrt(1 - corr^2) * N(0, 1). Under
-    processor sharing (Kleinrock 1976) a job's service is slowed by 1 / (1 - u).
-    """
-
-    mean: float = field(default=0.3, metadata=bounds(0.0, 0.95))
-    std: float = field(default=0.1, metadata=bounds(0.0, 0.5))
-    corr: float = field(default=0.9, metadata=bounds(0.0, 1.0))
-    max_util: float = field(default=0.95, metadata=bounds(0.0, 0.99))
+from edgelam.envs.core.load import AR1LoadConfig
 
 
 @dataclass(frozen=True)
@@ -61,7 +48,7 @@ class SplitInferenceConfig:
     snr_history: int = field(default=4, metadata=bounds(1, 32))
     energy_budget_j: float | None = field(default=None, metadata=bounds(0.0, None))
     channel: ChannelConfig = field(default_factory=ChannelConfig)
-    edge_load: EdgeLoadConfig = field(default_factory=EdgeLoadConfig)
+    edge_load: AR1LoadConfig = field(default_factory=AR1LoadConfig)  # background load of the edge (latent AR(1))
     reward: RewardConfig = field(default_factory=RewardConfig)
 
     def validate(self) -> None:

@@ -31,14 +31,13 @@ slowdown 1 / (1 - u) (Kleinrock, Queueing Systems Vol. 2, 1976).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.signal import lfilter
 
 from edgelam.envs.core.channel import MIN_RATE_BPS, WirelessLink, ergodic_rate_bps, transfer_time_s
 from edgelam.envs.core.hardware import HardwareSpec, lm_head_cost, transformer_layer_cost
+from edgelam.envs.core.load import ar1_block
 from edgelam.envs.core.model_cards import ModelCard
 
 BITS = (4, 8, 16)
@@ -225,8 +224,7 @@ class Exogenous:
         cfg, b = self.config, self.n_users
         _, snr, rate = self.link.trajectory(rng, BLOCK)
         load = cfg.edge_load
-        shocks = load.std * math.sqrt(1.0 - load.corr**2) * rng.standard_normal((b, BLOCK))
-        latent, _ = lfilter([1.0], [1.0, -load.corr], shocks, axis=1, zi=(load.corr * self._latent)[:, None])
+        latent = ar1_block(self._latent, load.corr, load.innovation_std * rng.standard_normal((b, BLOCK)))
         self._latent = latent[:, -1].copy()
         snr_db = 10.0 * np.log10(np.maximum(snr, 1e-12))
         if cfg.csi_delay_slots == 0:
