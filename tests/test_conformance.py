@@ -1,7 +1,8 @@
-"""One conformance suite, parametrised over every registered edgelam env id.
+"""One conformance suite, parametrised over every edgelam env id, read from the env specs.
 
-A new env joins it by registering (``edgelam.envs.registration``). Every env
-config has an ``episode_length`` field (int >= 1), which the bad-config tests use.
+A new env joins it by listing its spec (``SPEC_MODULES`` in ``edgelam.envs.registration``);
+tests/test_spec.py runs the Gymnasium checks below on a toy env registered from a spec.
+Every env config has an ``episode_length`` field (int >= 1), which the bad-config tests use.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import edgelam.envs  # noqa: F401  (registers the ids)
-from edgelam.envs.registration import ENV_IDS, GYM_ENVS, PARALLEL_ENVS, make_parallel
+from edgelam.envs.registration import ENV_IDS, SPECS, make_parallel
 
-GYM_IDS = sorted(GYM_ENVS)
-PARALLEL_IDS = sorted(PARALLEL_ENVS)
+GYM_IDS = sorted(s.id for s in SPECS if s.kind == "gymnasium")
+PARALLEL_IDS = sorted(s.id for s in SPECS if s.kind == "pettingzoo")
 
 
 def _equal(a, b) -> bool:
