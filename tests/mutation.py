@@ -47,7 +47,7 @@ TARGETS: dict[str, tuple[str, str, str]] = {
     "core.queues": ("envs/core", "envs/core/queues.py", "tests/core/test_queues.py"),
     "core.hardware": ("envs/core", "envs/core/hardware.py", "tests/core/test_hardware.py"),
     "core.model_cards": ("envs/core", "envs/core/model_cards.py", "tests/core/test_hardware.py"),
-    "core.mobility": ("envs/core", "envs/core/mobility.py", "tests/core/test_mobility.py"),
+    "core.load": ("envs/core", "envs/core/load.py", "tests/core/test_load.py"),
     "core.channel": (
         "envs/core",
         "envs/core/channel.py",
@@ -173,8 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
     work = Path(args.work).resolve()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, check=True, capture_output=True,
+                            text=True).stdout.strip()
     prepare(work)
-    results = [run_target(name, work, args.timeout) for name in (args.only or TARGETS)]
+    results = [{**run_target(name, work, args.timeout), "commit": commit} for name in (args.only or TARGETS)]
+    print(f"commit {commit}")
     print(f"{'target':32} {'mutants':>8} {'killed':>7} {'timeout':>8} {'survived':>9} {'score':>7}")
     for r in results:
         print(f"{r['target']:32} {r['mutants']:8d} {r['killed']:7d} {r['timeout']:8d} {r['survived']:9d} "
