@@ -5,7 +5,7 @@ Requests arrive as a Poisson process; a request of pipeline p is a chain of stag
 the server of the user's cell; each decision routes the pending stage to one server
 hosting that microservice. With ``ready`` the time the stage's input is complete at
 server ``loc`` and ``free_at[s]`` the time server s finishes its reserved work (FCFS
-in routing order, one stage at a time, as ``edgelam.envs.core.queues.FCFSServerBank``):
+in routing order, one stage at a time, :func:`edgelam.envs.core.queues.fcfs_finish_s`):
 
     transfer = 0 if s == loc else in_bytes * 8 / link_bps[loc][s] + hop_latency_s
     start = max(ready + transfer, free_at[s], replica_ready)
@@ -43,7 +43,7 @@ from edgelam.envs.core.hardware import (
     roofline_time_s,
 )
 from edgelam.envs.core.model_cards import ModelCard, get_model_card
-from edgelam.envs.core.queues import virtual_queue_step
+from edgelam.envs.core.queues import fcfs_finish_s, virtual_queue_step
 from edgelam.envs.microservice_routing.catalog import MICROSERVICES, PIPELINES
 from edgelam.envs.microservice_routing.config import MicroserviceRoutingConfig
 
@@ -311,8 +311,7 @@ class RoutingSim:
             ready_replica = self.ready + self.transfer_s(src, server, t.weight_bytes[ms])
             mig_j = t.weight_bytes[ms] * 8.0 * self.cfg.migration.energy_j_per_bit
         arrive = self.ready + self.transfer_s(self.loc, server, t.stage_in_bytes[p][k])
-        start = max(arrive, self.free_at[server], ready_replica)
-        return start + t.service_s[p][k][server], mig_j
+        return fcfs_finish_s(self.free_at[server], max(arrive, ready_replica), t.service_s[p][k][server]), mig_j
 
     def step(self, action: int) -> StepOutcome:
         """Route (or migrate-and-route) the pending stage; an infeasible action goes to :meth:`nearest_host`."""
@@ -333,10 +332,11 @@ class RoutingSim:
         in_bytes = t.stage_in_bytes[p][k]
         sent = 0.0 if server == self.loc else in_bytes
         arrive = self.ready + self.transfer_s(self.loc, server, in_bytes)
-        start = max(arrive, self.free_at[server], self.replica_ready[ms][server])
         service = t.service_s[p][k][server]
-        finish = start + service
-        self.free_at[server] = finish
+        # the stage is ready once its input has arrived and the microservice's replica is loaded
+        finish = self.free_at[server] = fcfs_finish_s(
+            self.free_at[server], max(arrive, self.replica_ready[ms][server]), service
+        )
         latency = finish - (self.arrival_s if k == 0 else self.ready)  # the first stage includes the upload
         energy = t.power_w[server] * service + sent * 8.0 * cfg.transfer_energy_j_per_bit + mig_j
         if self.migration:

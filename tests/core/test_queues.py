@@ -1,4 +1,4 @@
-"""Queues: FCFS and processor-sharing banks against hand examples and queueing theory."""
+"""Queues: the FCFS server, Lindley maps and virtual queues against hand examples and queueing theory."""
 
 from __future__ import annotations
 
@@ -6,12 +6,9 @@ import numpy as np
 import pytest
 
 from edgelam.envs.core.queues import (
-    FCFSServerBank,
-    ProcessorSharingBank,
     background_interval_map,
+    fcfs_finish_s,
     lindley_interval,
-    mg1_ps_sojourn_s,
-    mm1_sojourn_s,
     mm1_stationary_work_s,
     pollaczek_khinchine_wait_s,
     virtual_queue_step,
@@ -19,55 +16,36 @@ from edgelam.envs.core.queues import (
 
 
 def test_fcfs_three_job_hand_example():
-    bank = FCFSServerBank(2)
-    # t = 0: job A (2 s) at server 0 starts at once
-    assert bank.arrive(0, 2.0) == 0.0
-    bank.advance(1.0)  # t = 1: 1 s of A left
-    # t = 1: B (3 s) then C (1 s) arrive together at server 0; D (5 s) at the idle server 1
-    waits = bank.arrive(np.array([0, 1, 0]), np.array([3.0, 5.0, 1.0]))
-    np.testing.assert_allclose(waits, [1.0, 0.0, 4.0])  # B waits for A, C for A and B
-    np.testing.assert_allclose(bank.work_s, [5.0, 5.0])
-    done = bank.advance(np.array([2.0, 10.0]))
-    np.testing.assert_allclose(done, [2.0, 5.0])
-    np.testing.assert_allclose(bank.work_s, [3.0, 0.0])
-    bank.add_work(np.array([0.0, 1.5]))
-    np.testing.assert_allclose(bank.work_s, [3.0, 1.5])
-    bank.reset()
-    assert np.all(bank.work_s == 0.0)
-
-
-def test_fcfs_validation():
-    bank = FCFSServerBank(3)
-    with pytest.raises(ValueError, match="server_idx"):
-        bank.arrive(3, 1.0)
-    with pytest.raises(ValueError, match="server_idx"):
-        bank.arrive(np.array([0.5]), 1.0)
-    with pytest.raises(ValueError, match="service_s"):
-        bank.arrive(0, -1.0)
-    with pytest.raises(ValueError, match="n_servers"):
-        FCFSServerBank(0)
+    # A (2 s) ready at 0 on an idle server, B (3 s) ready at 1 s behind it, C (1 s) ready at 6 s after both
+    free = 0.0
+    free = fcfs_finish_s(free, 0.0, 2.0)
+    assert free == 2.0
+    free = fcfs_finish_s(free, 1.0, 3.0)  # B waits 1 s for A
+    assert free == 5.0
+    free = fcfs_finish_s(free, 6.0, 1.0)  # the server idled from 5 s to 6 s
+    assert free == 7.0
+    assert isinstance(free, float)
+    both = fcfs_finish_s(np.array([2.0, 0.0]), np.array([1.0, 1.0]), np.array([3.0, 5.0]))
+    np.testing.assert_array_equal(both, [5.0, 6.0])
 
 
 def _simulate_sojourn(service, lam: float, n_servers: int = 500, n_jobs: int = 2_200, warmup: int = 200) -> float:
-    """Mean sojourn over many independent single-server queues (Lindley recursion via the bank)."""
+    """Mean sojourn over many independent single-server FCFS queues (Poisson arrivals, one job at a time)."""
     rng = np.random.default_rng(11)
-    bank = FCFSServerBank(n_servers)
-    servers = np.arange(n_servers)
+    arrival, free = np.zeros(n_servers), np.zeros(n_servers)
     total = 0.0
     for k in range(n_jobs):
-        bank.advance(rng.exponential(1.0 / lam, n_servers))
-        s = service(rng, n_servers)
-        wait = bank.arrive(servers, s)
+        arrival = arrival + rng.exponential(1.0 / lam, n_servers)
+        free = fcfs_finish_s(free, arrival, service(rng, n_servers))
         if k >= warmup:
-            total += float(np.sum(wait + s))
+            total += float(np.sum(free - arrival))
     return total / (n_servers * (n_jobs - warmup))
 
 
 def test_simulated_mm1_matches_closed_form():
     lam, mu = 0.7, 1.0
     sim = _simulate_sojourn(lambda rng, n: rng.exponential(1.0 / mu, n), lam)
-    assert mm1_sojourn_s(lam, mu) == pytest.approx(1.0 / 0.3)
-    assert sim == pytest.approx(1.0 / (mu - lam), rel=0.03)
+    assert sim == pytest.approx(1.0 / (mu - lam), rel=0.03)  # M/M/1 mean sojourn (Kleinrock 1975)
 
 
 def test_simulated_md1_matches_pollaczek_khinchine():
@@ -78,46 +56,14 @@ def test_simulated_md1_matches_pollaczek_khinchine():
     assert sim == pytest.approx(wait + 1.0, rel=0.03)
 
 
-def test_closed_forms_agree_and_reject_unstable_queues():
+def test_pollaczek_khinchine_is_mm1_for_exponential_service_and_rejects_unstable_queues():
     # exponential service: E[S^2] = 2 / mu^2, so PK wait + E[S] is the M/M/1 sojourn
     lam, mu = np.array([0.1, 0.5, 0.9]), 1.0
-    np.testing.assert_allclose(pollaczek_khinchine_wait_s(lam, 1 / mu, 2 / mu**2) + 1 / mu, mm1_sojourn_s(lam, mu))
-    assert mg1_ps_sojourn_s(0.5, 1.0) == pytest.approx(2.0)
-    with pytest.raises(ValueError, match="unstable"):
-        mm1_sojourn_s(1.0, 1.0)
+    np.testing.assert_allclose(pollaczek_khinchine_wait_s(lam, 1 / mu, 2 / mu**2) + 1 / mu, 1.0 / (mu - lam))
     with pytest.raises(ValueError, match="unstable"):
         pollaczek_khinchine_wait_s(np.array([0.5, 1.2]), 1.0, 1.0)
-    with pytest.raises(ValueError, match="unstable"):
-        mg1_ps_sojourn_s(2.0, 0.5)
     with pytest.raises(ValueError, match="second_moment_s2"):
         pollaczek_khinchine_wait_s(0.5, 1.0, 0.5)
-    with pytest.raises(ValueError, match="mu"):
-        mm1_sojourn_s(0.5, 0.0)
-
-
-def test_processor_sharing_hand_example():
-    ps = ProcessorSharingBank(2)
-    ids = ps.arrive(np.array([0, 0, 1]), np.array([1.0, 2.0, 0.5]))
-    # server 0: two jobs at half speed -> the 1 s job ends at 2 s, the 2 s job then runs alone and ends at 3 s
-    done_ids, done_t = ps.advance(1.0)
-    np.testing.assert_array_equal(done_ids, [ids[2]])
-    np.testing.assert_allclose(done_t, [0.5])
-    assert ps.jobs_per_server.tolist() == [2, 0]
-    done_ids, done_t = ps.advance(5.0)
-    np.testing.assert_array_equal(done_ids, ids[:2])
-    np.testing.assert_allclose(done_t, [2.0, 3.0])
-    assert ps.now_s == 6.0 and ps.jobs_per_server.tolist() == [0, 0]
-
-
-def test_processor_sharing_late_arrival():
-    ps = ProcessorSharingBank(1)
-    ps.arrive(0, 2.0)
-    ps.advance(1.0)  # 1 s of work left
-    late = ps.arrive(0, 1.0)
-    # both have 1 s left and share the server: both end 2 s later, at t = 3 s
-    ids, t = ps.advance(10.0)
-    assert late[()] in ids
-    np.testing.assert_allclose(t, [3.0, 3.0])
 
 
 def _lindley_by_events(w0: float, arrivals: np.ndarray, services: np.ndarray, dt: float) -> float:
@@ -168,25 +114,12 @@ def test_lindley_interval_by_hand():
     np.testing.assert_array_equal(out, [2.5, 0.25, 0.75])
 
 
-def test_processor_sharing_ids_and_argument_checks():
-    bank = ProcessorSharingBank(3)
-    assert bank.arrive(np.array([0, 2]), 1.0).tolist() == [0, 1]  # ids count from 0
-    assert bank.arrive(1, 1.0).tolist() == 2
-    for bad in (3, -1, np.array([0, 3])):
-        with pytest.raises(ValueError, match=r"server_idx: expected integers in 0\.\.2"):
-            bank.arrive(bad, 1.0)
-    with pytest.raises(ValueError, match="dt_s"):
-        bank.advance(-1e-3)
-    bank.reset()
-    assert bank.arrive(0, 1.0).tolist() == 0  # a reset restarts the ids
+def test_background_interval_map_argument_checks():
     rng = np.random.default_rng(0)
     shift, floor = background_interval_map(rng, 0.5, 0.2, 0.5, size=(4,))  # an interval shorter than 1 s
     assert shift.shape == floor.shape == (4,) and np.all(floor >= 0.0)
     with pytest.raises(ValueError, match="dt_s"):
         background_interval_map(rng, 0.5, 0.2, -0.5, size=(4,))
-    for mu in (0.0, -0.5):
-        with pytest.raises(ValueError, match="mu: must be finite and > 0"):
-            mm1_sojourn_s(0.0, mu)
 
 
 def test_virtual_queue_step_accumulates_and_floors_at_zero():
