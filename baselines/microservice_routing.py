@@ -43,6 +43,7 @@ import gymnasium as gym
 import numpy as np
 
 from edgelam.baselines import register
+from edgelam.envs.core.queues import fcfs_wait_s
 from edgelam.envs.microservice_routing.spec import SPEC as ROUTING
 from edgelam.envs.robust_routing.spec import SPEC as ROBUST
 
@@ -73,7 +74,7 @@ class _Route:
     def score(self, s: int) -> float:
         sim = self.sim
         if self.rule == "least_loaded":
-            return max(sim.free_at[s] - sim.ready, 0.0)
+            return fcfs_wait_s(sim.free_at[s], sim.ready)
         if self.rule == "nearest":
             return sim.transfer_s(sim.loc, s, sim.t.stage_in_bytes[sim.pipeline][sim.stage])
         return sim.expected_finish(s)[0]
@@ -148,7 +149,7 @@ class _RoundRobin:
 def _shortest_expected_delay(sim) -> int:
     p, k = sim.pipeline, sim.stage
     hosts = sim.hosts[sim.microservice]
-    delay = [max(sim.free_at[s] - sim.ready, 0.0) + sim.t.service_s[p][k][s] for s in range(sim.k)]
+    delay = [fcfs_wait_s(sim.free_at[s], sim.ready) + sim.t.service_s[p][k][s] for s in range(sim.k)]
     return min((s for s in range(sim.k) if hosts[s]), key=delay.__getitem__)
 
 

@@ -58,6 +58,17 @@ def fcfs_finish_s(free_at_s, ready_s, service_s):
     return max(ready_s, free_at_s) + service_s
 
 
+def fcfs_wait_s(free_at_s, ready_s):
+    """Wait ``max(free_at_s - ready_s, 0)`` of a job ready at ``ready_s`` at a FCFS server busy until ``free_at_s``.
+
+    The backlog ahead of the job, in s (Lindley 1952; see :func:`fcfs_finish_s`). Python
+    numbers take a plain-float path; numpy arrays broadcast (one wait per server).
+    """
+    if isinstance(free_at_s, np.ndarray) or isinstance(ready_s, np.ndarray):
+        return np.maximum(free_at_s - ready_s, 0.0)
+    return max(free_at_s - ready_s, 0.0)
+
+
 def background_interval_map(
     rng: np.random.Generator,
     utilisation: float,

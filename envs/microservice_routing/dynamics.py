@@ -43,7 +43,7 @@ from edgelam.envs.core.hardware import (
     roofline_time_s,
 )
 from edgelam.envs.core.model_cards import ModelCard, get_model_card
-from edgelam.envs.core.queues import fcfs_finish_s, virtual_queue_step
+from edgelam.envs.core.queues import fcfs_finish_s, fcfs_wait_s, virtual_queue_step
 from edgelam.envs.microservice_routing.catalog import MICROSERVICES, PIPELINES
 from edgelam.envs.microservice_routing.config import MicroserviceRoutingConfig
 
@@ -362,7 +362,7 @@ class RoutingSim:
         in_bytes = t.stage_in_bytes[p][k]
         ready, loc = self.ready, self.loc
         scale, clip = TIME_SCALE_S, OBS_CLIP
-        backlog = [min(max(f - ready, 0.0) / scale, clip) for f in self.free_at]
+        backlog = [min(fcfs_wait_s(f, ready) / scale, clip) for f in self.free_at]
         transfer = [min(self.transfer_s(loc, s, in_bytes) / scale, clip) for s in range(self.k)]
         service = [min(x / scale, clip) for x in t.service_s[p][k]]
         hosts = [1.0 if h else 0.0 for h in self.hosts[ms]]

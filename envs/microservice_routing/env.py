@@ -10,6 +10,7 @@ from gymnasium import spaces
 
 from edgelam.envs.core.actions import check_discrete
 from edgelam.envs.core.config import load_scenario
+from edgelam.envs.core.queues import fcfs_wait_s
 from edgelam.envs.core.render import RENDER_FPS, RENDER_MODES, Panel, Renderer
 from edgelam.envs.microservice_routing.catalog import REGENERATE, load_catalog
 from edgelam.envs.microservice_routing.config import MicroserviceRoutingConfig
@@ -169,7 +170,7 @@ class MicroserviceRoutingEnv(gym.Env):
             "infeasible_action": out.infeasible,
             "migration_energy_j": out.migration_energy_j,
             "virtual_queue": sim.virtual_queue,
-            "queue_lengths_s": np.maximum(np.array(sim.free_at) - sim.ready, 0.0),
+            "queue_lengths_s": fcfs_wait_s(np.array(sim.free_at), sim.ready),
             "action_mask": self.action_masks(),
         }
         if self._renderer.history is not None:

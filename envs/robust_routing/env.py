@@ -10,6 +10,7 @@ from pettingzoo import ParallelEnv
 
 from edgelam.envs.core.actions import check_box, check_discrete
 from edgelam.envs.core.config import load_scenario
+from edgelam.envs.core.queues import fcfs_wait_s
 from edgelam.envs.core.render import RENDER_FPS, RENDER_MODES, Panel, Renderer
 from edgelam.envs.microservice_routing.env import BACKENDS, make_sim, observation_space
 from edgelam.envs.robust_routing.config import RobustRoutingConfig
@@ -148,7 +149,7 @@ class RobustRoutingEnv(ParallelEnv):
             "completed": out.completed,
             "infeasible_action": out.infeasible,
             "arrival_rate_hz": self.sim.rate_hz,
-            "queue_lengths_s": np.maximum(np.array(self.sim.free_at) - self.sim.ready, 0.0),
+            "queue_lengths_s": fcfs_wait_s(np.array(self.sim.free_at), self.sim.ready),
         }
         obs = self._observations()
         rewards = {ROUTER: float(reward), ADVERSARY: -float(reward) if reward != 0.0 else 0.0}

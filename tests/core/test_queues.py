@@ -8,6 +8,7 @@ import pytest
 from edgelam.envs.core.queues import (
     background_interval_map,
     fcfs_finish_s,
+    fcfs_wait_s,
     lindley_interval,
     mm1_stationary_work_s,
     pollaczek_khinchine_wait_s,
@@ -27,6 +28,8 @@ def test_fcfs_three_job_hand_example():
     assert isinstance(free, float)
     both = fcfs_finish_s(np.array([2.0, 0.0]), np.array([1.0, 1.0]), np.array([3.0, 5.0]))
     np.testing.assert_array_equal(both, [5.0, 6.0])
+    assert fcfs_wait_s(5.0, 1.0) == 4.0 and fcfs_wait_s(5.0, 6.0) == 0.0  # B's wait would be 4 s; C's none
+    np.testing.assert_array_equal(fcfs_wait_s(np.array([2.0, 0.0]), 1.0), [1.0, 0.0])
 
 
 def _simulate_sojourn(service, lam: float, n_servers: int = 500, n_jobs: int = 2_200, warmup: int = 200) -> float:
