@@ -45,6 +45,9 @@ MIN_RATE_BPS = 1.0
 """Thermal noise power spectral density in W/Hz (about 3.98e-21)."""
 
 
+_ndarray = np.ndarray  # bound once: rate_from_snr_bps's scalar path tests for it on every call
+
+
 def _out(x: np.ndarray) -> np.ndarray | float:
     """A 0-d result as a numpy float scalar, anything else as the array itself."""
     return x[()] if x.ndim == 0 else x
@@ -174,11 +177,12 @@ def rate_from_snr_bps(bandwidth_hz, snr):
 
     The capacity of the AWGN channel (Shannon, "A mathematical theory of communication",
     Bell Syst. Tech. J. 27, 1948); with ``bandwidth_hz = 1`` it is the spectral efficiency in
-    bit/s/Hz. Python numbers take a plain-float path (``math.log2``: the single envs' hot
-    loop); numpy arrays are broadcast (``np.log2``). Inputs are not validated here:
-    :func:`shannon_rate_bps` is the checked entry point from power, gain and noise.
+    bit/s/Hz. A Python number ``snr`` takes a plain-float path (``math.log2``: the single
+    envs' hot loop); a numpy array ``snr`` is broadcast with ``bandwidth_hz`` (``np.log2``).
+    Inputs are not validated here: :func:`shannon_rate_bps` is the checked entry point from
+    power, gain and noise.
     """
-    if isinstance(snr, np.ndarray) or isinstance(bandwidth_hz, np.ndarray):
+    if isinstance(snr, _ndarray):
         return bandwidth_hz * np.log2(1.0 + snr)
     return bandwidth_hz * math.log2(1.0 + snr)
 

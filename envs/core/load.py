@@ -28,6 +28,8 @@ from scipy.signal import lfilter
 
 from edgelam.envs.core.config import bounds
 
+_ndarray = np.ndarray  # bound once: the scalar path tests for it on every call
+
 
 @dataclass(frozen=True)
 class AR1LoadConfig:
@@ -57,11 +59,11 @@ class AR1LoadConfig:
 def ar1_load_step(util, mean, corr, innovation_std, max_util, normal):
     """Next clipped utilisation ``min(max(mean + corr (util - mean) + innovation_std normal, 0), max_util)``.
 
-    ``normal`` is the step's standard normal draw. Python numbers take a plain-float path
-    (a single env's hot loop); numpy arrays broadcast (a vector env's rows). ``innovation_std``
-    is :attr:`AR1LoadConfig.innovation_std`.
+    ``normal`` is the step's standard normal draw. A Python number ``util`` takes a
+    plain-float path (a single env's hot loop); a numpy array ``util`` (a vector env's rows)
+    is broadcast with the other arguments. ``innovation_std`` is :attr:`AR1LoadConfig.innovation_std`.
     """
-    if isinstance(util, np.ndarray) or isinstance(normal, np.ndarray):
+    if isinstance(util, _ndarray):
         return np.minimum(np.maximum(mean + corr * (util - mean) + innovation_std * normal, 0.0), max_util)
     return min(max(mean + corr * (util - mean) + innovation_std * normal, 0.0), max_util)
 

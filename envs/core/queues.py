@@ -19,16 +19,19 @@ import math
 
 import numpy as np
 
+_ndarray = np.ndarray  # bound once: the scalar paths below test for it on every call
+
 
 def virtual_queue_step(queue, arrival, budget):
     """Next virtual queue ``max(queue + arrival - budget, 0)`` of the constraint avg(arrival) <= budget.
 
     Neely (2010), Sec. 4.4: the queue is the constraint's accumulated excess; it is stable
-    (Z(t) / t -> 0) exactly when the time-average constraint holds. Python numbers take a
-    plain-float path (the single envs' hot loop); numpy arrays (a vector env's B rows) are
-    broadcast. The units are those of ``arrival`` (J, J per token, USD ...).
+    (Z(t) / t -> 0) exactly when the time-average constraint holds. A Python number ``queue``
+    takes a plain-float path (the single envs' hot loop); a numpy array ``queue`` (a vector
+    env's B rows) is broadcast with the other arguments. The units are those of ``arrival``
+    (J, J per token, USD ...).
     """
-    if isinstance(queue, np.ndarray) or isinstance(arrival, np.ndarray) or isinstance(budget, np.ndarray):
+    if isinstance(queue, _ndarray):
         return np.maximum(queue + arrival - budget, 0.0)
     return max(queue + arrival - budget, 0.0)
 
@@ -50,10 +53,11 @@ def fcfs_finish_s(free_at_s, ready_s, service_s):
     The server is busy until ``free_at_s``; the job is ready at ``ready_s`` and needs
     ``service_s``: it starts at ``max(ready_s, free_at_s)`` and finishes ``service_s`` later,
     which is the server's next ``free_at_s``. Its wait ``max(free_at_s - ready_s, 0)`` is
-    Lindley's recursion (Lindley 1952) written in time stamps. Python numbers take a
-    plain-float path (one routed stage per step); numpy arrays broadcast (many servers).
+    Lindley's recursion (Lindley 1952) written in time stamps. A Python number ``free_at_s``
+    takes a plain-float path (one routed stage per step); a numpy array (one entry per server)
+    is broadcast with the other arguments.
     """
-    if isinstance(free_at_s, np.ndarray) or isinstance(ready_s, np.ndarray):
+    if isinstance(free_at_s, _ndarray):
         return np.maximum(ready_s, free_at_s) + service_s
     return max(ready_s, free_at_s) + service_s
 
@@ -61,10 +65,10 @@ def fcfs_finish_s(free_at_s, ready_s, service_s):
 def fcfs_wait_s(free_at_s, ready_s):
     """Wait ``max(free_at_s - ready_s, 0)`` of a job ready at ``ready_s`` at a FCFS server busy until ``free_at_s``.
 
-    The backlog ahead of the job, in s (Lindley 1952; see :func:`fcfs_finish_s`). Python
-    numbers take a plain-float path; numpy arrays broadcast (one wait per server).
+    The backlog ahead of the job, in s (Lindley 1952; see :func:`fcfs_finish_s`). A Python
+    number ``free_at_s`` takes a plain-float path; a numpy array (one entry per server) is broadcast.
     """
-    if isinstance(free_at_s, np.ndarray) or isinstance(ready_s, np.ndarray):
+    if isinstance(free_at_s, _ndarray):
         return np.maximum(free_at_s - ready_s, 0.0)
     return max(free_at_s - ready_s, 0.0)
 
