@@ -22,7 +22,7 @@ from rich.console import Console
 
 from edgelam import baselines
 from edgelam.agents import bench
-from edgelam.agents.common import check_env_id, env_dir, is_parallel
+from edgelam.agents.common import check_env_id, env_dir, is_parallel, make_parallel
 from edgelam.agents.compare import RARL_ITERATIONS, compare, format_cell, jsonable, rich_table
 from edgelam.agents.evaluate import evaluate, summarize
 from edgelam.agents.rarl import train_rarl
@@ -204,11 +204,21 @@ def _train_rarl(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     }
 
 
+def _with_adversary(env_id: str, policy: str, adversary: str) -> str | dict[str, str]:
+    """On an adversarial env (agents [protagonist, "adversary"]), {protagonist: policy, adversary: adversary}."""
+    if not is_parallel(env_id):
+        return policy
+    agents = list(make_parallel(env_id).possible_agents)
+    if len(agents) == 2 and agents[1] == "adversary":
+        return {agents[0]: policy, "adversary": adversary}
+    return policy
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a baseline or a saved agent."""
     check_env_id(args.env)
     rows = evaluate(
-        args.policy,
+        _with_adversary(args.env, args.policy, args.adversary),
         args.env,
         episodes=args.episodes,
         seed=args.seed,
@@ -232,6 +242,29 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     console = Console()
     console.print(rich_table(f"{args.policy} on {args.env}", rows, left=1), crop=False)
     console.print(f"{args.episodes} episodes, reset seeds {args.seed}..{args.seed + args.episodes - 1}")
+    return 0
+
+
+def cmd_plot_episode(args: argparse.Namespace) -> int:
+    """Plot one episode: decisions, physical metrics in SI units, cumulative reward."""
+    from edgelam.agents.episode_plot import panel_keys, plot_episode, record_episode
+
+    check_env_id(args.env)
+    trace = record_episode(
+        _with_adversary(args.env, args.policy, args.adversary),
+        args.env,
+        seed=args.seed,
+        scenario=args.scenario,
+        env_kwargs=parse_sets(args.set),
+        deterministic=not args.stochastic,
+    )
+    path = plot_episode(trace, args.out)
+    summary = {"out": str(path), "steps": trace.steps, "return": trace.episode_return, "metrics": panel_keys(trace)}
+    if args.json:
+        _print_json({"env_id": args.env, "policy": args.policy, "seed": args.seed, **summary})
+    else:
+        metrics = ", ".join(summary["metrics"])
+        print(f"wrote {path}: {trace.steps} steps, return {trace.episode_return:.4g}, metrics {metrics}")
     return 0
 
 
@@ -437,7 +470,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--seed", type=int, default=0, help="episode i resets with seed + i (default: 0)")
     p.add_argument("--stochastic", action="store_true", help="sample actions instead of deterministic ones")
+    p.add_argument(
+        "--adversary", default="random", help="adversarial envs: the adversary's policy (default: random)"
+    )
     p.set_defaults(func=cmd_evaluate)
+
+    p = command("plot-episode", "a timeline figure of one episode of a baseline or a saved agent")
+    _add_env_options(p)
+    p.add_argument("--policy", required=True, help="baseline name or path to a model.zip / run folder")
+    p.add_argument("--seed", type=int, default=0, help="reset seed of the episode (default: 0)")
+    p.add_argument("--out", type=Path, required=True, help="the PNG to write")
+    p.add_argument("--stochastic", action="store_true", help="sample actions instead of deterministic ones")
+    p.add_argument(
+        "--adversary", default="random", help="adversarial envs: the adversary's policy (default: random)"
+    )
+    p.set_defaults(func=cmd_plot_episode)
 
     p = command("compare", "train agents over seeds and compare them with every baseline")
     _add_env_options(p)

@@ -1,0 +1,286 @@
+"""``edgelam plot-episode``: a timeline figure of one episode of any policy.
+
+:func:`record_episode` runs one episode (reset seed ``seed``) of a baseline or a saved
+agent through the same policy resolution as :func:`edgelam.agents.evaluate.evaluate`
+and keeps, per step, the action, the reward and every numeric ``info`` value (SI
+units, as the envs report them; per agent for PettingZoo envs). :func:`plot_episode`
+draws the decisions on top, then the physical metrics that vary during the episode,
+each with its unit read from its name (``_s`` seconds, ``_j`` joules, ``_bps`` bit/s,
+...), then the cumulative return.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from stable_baselines3.common.utils import set_random_seed
+
+from edgelam.agents.common import (
+    action_mask,
+    is_parallel,
+    make_env,
+    make_parallel,
+    metric_directions,
+)
+from edgelam.agents.policies import PolicySpec, accepts_masks, resolve_policy, to_env_action
+
+# info keys that are not physical metrics of the step (indices, masks, labels)
+_SKIP = frozenset({"prompt_index", "action_mask", "episode", "TimeLimit.truncated"})
+# unit of an info key, from its suffix (edgelam's names carry their SI unit); rates are drawn in Mbit/s
+_UNITS = (
+    ("_bps", "Mbit/s"),
+    ("_hz", "Hz"),
+    ("_db", "dB"),
+    ("_usd", "USD"),
+    ("_bytes", "B"),
+    ("_bits", "bit"),
+    ("_s", "s"),
+    ("_j", "J"),
+    ("_w", "W"),
+    ("_m", "m"),
+)
+MAX_PANELS = 8
+
+
+def unit_of(key: str) -> str:
+    """The unit an info key is drawn in, from its name (``latency_s`` -> ``s``; ``_bps`` in Mbit/s), or ``""``."""
+    for suffix, unit in _UNITS:
+        if key.endswith(suffix):
+            return unit
+    return ""
+
+
+@dataclass
+class EpisodeTrace:
+    """One recorded episode: per step the flat action, the reward and the numeric info values.
+
+    For a PettingZoo env every entry holds one value per agent (``agents`` names them).
+    """
+
+    env_id: str
+    policy: str
+    seed: int
+    scenario: str
+    agents: tuple[str, ...] = ()
+    actions: list[np.ndarray] = field(default_factory=list)
+    rewards: list[np.ndarray] = field(default_factory=list)
+    info: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    directions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def steps(self) -> int:
+        """Number of steps."""
+        return len(self.rewards)
+
+    @property
+    def adversarial(self) -> bool:
+        """Agents [protagonist, "adversary"] (a zero-sum game: the protagonist's return is the one reported)."""
+        return len(self.agents) == 2 and self.agents[1] == "adversary"
+
+    @property
+    def episode_return(self) -> float:
+        """Sum of the rewards; PettingZoo: mean over agents of each one's sum (the protagonist's if adversarial)."""
+        sums = np.asarray(self.rewards).sum(axis=0)
+        return float(sums[0] if self.adversarial else sums.mean())
+
+    def series(self, key: str) -> np.ndarray:
+        """(steps, width) values of an info key (NaN where a step did not report it)."""
+        rows = self.info[key]
+        width = max(len(r) for r in rows)
+        out = np.full((len(rows), width), np.nan)
+        for i, r in enumerate(rows):
+            out[i, : len(r)] = r
+        return out
+
+    def add(self, action: np.ndarray, reward: np.ndarray, info: Mapping[str, np.ndarray]) -> None:
+        """Append one step (every key present so far gets NaN if the step lacks it)."""
+        t = self.steps
+        self.actions.append(action)
+        self.rewards.append(reward)
+        for key, value in info.items():
+            self.info.setdefault(key, [np.array([np.nan])] * t).append(value)
+        for rows in self.info.values():
+            if len(rows) == t:
+                rows.append(np.array([np.nan]))
+
+
+def _numbers(value: Any) -> np.ndarray | None:
+    """A flat float array of a numeric info value (bools as 0/1, small arrays kept), None otherwise."""
+    if isinstance(value, (str, bytes, dict)) or value is None:
+        return None
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "biuf" or arr.size == 0 or arr.size > 64:
+        return None
+    return arr.astype(np.float64).ravel()
+
+
+def _gym_episode(trace: EpisodeTrace, spec: PolicySpec, env_kwargs: Mapping[str, Any] | None,
+                 deterministic: bool) -> None:
+    env = make_env(trace.env_id, trace.scenario, env_kwargs)
+    trace.directions = metric_directions(env.metadata)
+    agent = resolve_policy(spec, env, trace.seed)
+    masked = accepts_masks(agent)
+    observation, info = env.reset(seed=trace.seed)
+    state, start, done = None, True, False
+    while not done:
+        extra = {}
+        if masked:
+            mask = action_mask(env, observation, info)
+            if mask is not None:
+                extra["action_masks"] = mask
+        action, state = agent.predict(observation, state=state, episode_start=np.array([start]),
+                                      deterministic=deterministic, **extra)
+        start = False
+        env_action = to_env_action(env.action_space, action)
+        observation, reward, terminated, truncated, info = env.step(env_action)
+        values = {k: v for k, v in ((k, _numbers(v)) for k, v in info.items() if k not in _SKIP) if v is not None}
+        trace.add(np.asarray(env_action, dtype=np.float64).ravel(), np.array([float(reward)]), values)
+        done = terminated or truncated
+    env.close()
+
+
+def _parallel_episode(
+    trace: EpisodeTrace, spec: PolicySpec | Mapping[str, PolicySpec], env_kwargs: Mapping[str, Any] | None,
+    deterministic: bool,
+) -> None:
+    from edgelam.agents.marl import _agent_policies
+
+    env = make_parallel(trace.env_id, trace.scenario, env_kwargs)
+    trace.directions = metric_directions(env.metadata)
+    trace.agents = tuple(env.possible_agents)
+    policies = _agent_policies(spec, env, trace.seed)
+    masked = {a: accepts_masks(p) for a, p in policies.items()}
+    observations, infos = env.reset(seed=trace.seed)
+    states: dict[str, Any] = dict.fromkeys(env.possible_agents)
+    start = True
+    while env.agents:
+        actions = {}
+        for a in env.agents:
+            extra = {}
+            if masked[a]:
+                mask = action_mask(None, observations[a], infos.get(a, {}))
+                if mask is not None:
+                    extra["action_masks"] = mask
+            action, states[a] = policies[a].predict(observations[a], state=states[a],
+                                                    episode_start=np.array([start]), deterministic=deterministic,
+                                                    **extra)
+            actions[a] = to_env_action(env.action_space(a), action)
+        start = False
+        observations, rewards, _, _, infos = env.step(actions)
+        agents = trace.agents
+        keys = [k for k in infos[agents[0]] if k not in _SKIP]
+        values = {}
+        for key in keys:
+            per_agent = [_numbers(infos[a].get(key)) for a in agents]
+            if all(v is not None and v.size == 1 for v in per_agent):
+                values[key] = np.concatenate(per_agent)
+        action_row = np.concatenate([np.asarray(actions[a], dtype=np.float64).ravel() for a in agents])
+        trace.add(action_row, np.array([float(rewards[a]) for a in agents]), values)
+    env.close()
+
+
+def record_episode(
+    policy: PolicySpec | Mapping[str, PolicySpec],
+    env_id: str,
+    seed: int = 0,
+    scenario: str = "default",
+    env_kwargs: Mapping[str, Any] | None = None,
+    deterministic: bool = True,
+) -> EpisodeTrace:
+    """Run one episode of ``policy`` (baseline name, saved agent path, or object with ``predict``;
+    for a PettingZoo env also a mapping agent -> policy).
+
+    The episode is the one :func:`edgelam.agents.evaluate.evaluate` plays first with the same ``seed``.
+    """
+    set_random_seed(seed)
+    if isinstance(policy, Mapping):
+        name = ", ".join(f"{a}: {p}" for a, p in policy.items())
+    else:
+        name = policy if isinstance(policy, (str, Path)) else type(policy).__name__
+    trace = EpisodeTrace(env_id=env_id, policy=str(name), seed=seed, scenario=str(scenario))
+    if is_parallel(env_id):
+        _parallel_episode(trace, policy, env_kwargs, deterministic)
+    else:
+        _gym_episode(trace, policy, env_kwargs, deterministic)
+    if trace.steps == 0:
+        raise ValueError(f"{env_id}: the episode ended before its first step")
+    return trace
+
+
+def panel_keys(trace: EpisodeTrace) -> list[str]:
+    """The info keys drawn: those that vary in the episode, the env's headline metrics first."""
+    first = ["latency_s", "energy_j", *trace.directions, "virtual_queue"]
+    varying = []
+    for key in trace.info:
+        values = trace.series(key)
+        finite = values[np.isfinite(values)]
+        if finite.size and np.ptp(finite) > 0:
+            varying.append(key)
+    ordered = [k for k in dict.fromkeys(first) if k in varying] + [k for k in varying if k not in first]
+    return ordered[:MAX_PANELS]
+
+
+def plot_episode(trace: EpisodeTrace, out_path: str | Path) -> Path:
+    """Write the timeline PNG of ``trace``: decisions, the varying metrics with units, cumulative return."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = panel_keys(trace)
+    n = len(keys) + 2
+    fig, axes = plt.subplots(n, 1, sharex=True, figsize=(8.0, 1.35 * n + 0.8), layout="constrained")
+    t = np.arange(1, trace.steps + 1)
+    actions = np.full((trace.steps, max(len(a) for a in trace.actions)), np.nan)
+    for i, a in enumerate(trace.actions):
+        actions[i, : len(a)] = a
+    labels = list(trace.agents) if trace.agents and actions.shape[1] == len(trace.agents) else [
+        f"action[{j}]" for j in range(actions.shape[1])
+    ]
+    for j in range(actions.shape[1]):
+        axes[0].step(t, actions[:, j], where="post", linewidth=1.1, label=labels[j] if actions.shape[1] > 1 else None)
+    axes[0].set_title("decisions (the action of each step)", fontsize=9, loc="left")
+    for ax, key in zip(axes[1:-1], keys, strict=True):
+        values = trace.series(key)
+        names = list(trace.agents) if trace.agents and values.shape[1] == len(trace.agents) else [
+            f"[{j}]" for j in range(values.shape[1])
+        ]
+        shared = values.shape[1] > 1 and np.allclose(values, values[:, :1], equal_nan=True)
+        if shared:
+            values = values[:, :1]
+        if key.endswith("_bps"):
+            values = values * 1e-6
+        for j in range(values.shape[1]):
+            ax.plot(t, values[:, j], linewidth=1.1, label=None if values.shape[1] == 1 else names[j])
+        direction = {"max": " (higher is better)", "min": " (lower is better)"}.get(trace.directions.get(key, ""), "")
+        ax.set_title(key + direction, fontsize=9, loc="left")
+        ax.set_ylabel(unit_of(key), fontsize=8)
+    rewards = np.asarray(trace.rewards)
+    cumulative = np.cumsum(rewards, axis=0)
+    for j in range(cumulative.shape[1]):
+        axes[-1].plot(t, cumulative[:, j], linewidth=1.1, label=None if cumulative.shape[1] == 1 else labels[j])
+    axes[-1].set_title("cumulative reward", fontsize=9, loc="left")
+    axes[-1].set_xlabel("step")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    total = trace.episode_return
+    agents = f" ({trace.agents[0]})" if trace.adversarial else (
+        f", mean over {len(trace.agents)} agents" if trace.agents else ""
+    )
+    fig.suptitle(
+        f"{trace.env_id} (scenario {trace.scenario}): {trace.policy}, reset seed {trace.seed}, "
+        f"{trace.steps} steps, return {total:.4g}{agents}",
+        fontsize=10,
+    )
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
