@@ -35,6 +35,7 @@ import numpy as np
 
 from edgelam.baselines import register
 from edgelam.baselines.offload import quality_fit
+from edgelam.envs.core.queues import processor_sharing_time_s
 from edgelam.envs.multi_user_offload.dynamics import equal_shares, slot_costs
 from edgelam.envs.multi_user_offload.spec import SPEC
 from edgelam.envs.offload.dynamics import CLOUD, DEVICE, EDGE
@@ -189,12 +190,12 @@ class CvxpyAllocation(JointPolicy):
             lat, en, usd, _ = slot_costs(env.tables, env.prompts, tiers, env.spectral_efficiency, np.ones(n),
                                          np.ones(n), cfg.channel.bandwidth_hz, cfg.edge_background_util,
                                          env.last_cloud_rtt_s)
-            lat = lat - (k != DEVICE) * a - (k == EDGE) * s / (1.0 - cfg.edge_background_util)
+            lat = lat - (k != DEVICE) * a - processor_sharing_time_s((k == EDGE) * s, cfg.edge_background_util)
             costs[:, k] = (w.latency_weight * lat + w.energy_weight_per_j * en
                            + w.cloud_cost_weight_per_usd * usd - w.quality_weight * quality[:, k])
         z = cp.Variable((n, 3), nonneg=True)
-        shared = cp.square((z[:, EDGE] + z[:, CLOUD]) @ np.sqrt(a)) + cp.square(z[:, EDGE] @ np.sqrt(s)) / (
-            1.0 - cfg.edge_background_util
+        shared = cp.square((z[:, EDGE] + z[:, CLOUD]) @ np.sqrt(a)) + processor_sharing_time_s(
+            cp.square(z[:, EDGE] @ np.sqrt(s)), cfg.edge_background_util
         )
         problem = cp.Problem(cp.Minimize(cp.sum(cp.multiply(costs, z)) + w.latency_weight * shared),
                              [cp.sum(z, axis=1) == 1])

@@ -1,4 +1,4 @@
-"""Queues: FCFS servers, Lindley maps of Poisson background work, the M/M/1 start, virtual queues.
+"""Queues: FCFS and processor-sharing servers, Lindley maps of Poisson background work, virtual queues.
 
 Work is measured in seconds of service at full speed. Every kernel takes Python numbers
 (a single env's step) or numpy arrays (B rows of a vector env, or many servers).
@@ -8,6 +8,7 @@ Sources:
       (Lindley, Proc. Cambridge Phil. Soc. 48, 1952) — the unfinished work seen by an arrival.
     * Stationary M/M/1 unfinished work and the Pollaczek–Khinchine mean wait of M/G/1,
       lambda E[S^2] / (2 (1 - rho)) (Kleinrock, Queueing Systems Vol. 1, 1975).
+    * Processor-sharing slowdown 1 / (1 - rho) (Kleinrock, Queueing Systems Vol. 2, 1976).
     * Virtual queue of a time-average constraint, Z(t+1) = max(Z(t) + y(t) - budget, 0)
       (Neely, "Stochastic Network Optimization with Application to Communication and
       Queueing Systems", Morgan & Claypool 2010, Sec. 4.4).
@@ -71,6 +72,19 @@ def fcfs_wait_s(free_at_s, ready_s):
     if isinstance(free_at_s, _ndarray):
         return np.maximum(free_at_s - ready_s, 0.0)
     return max(free_at_s - ready_s, 0.0)
+
+
+def processor_sharing_time_s(work_s, background_util, share=1.0):
+    """Time ``work_s / (share (1 - background_util))`` to serve ``work_s`` on a processor-sharing server.
+
+    The server's background load takes the fraction ``background_util`` of its speed and the
+    job gets the fraction ``share`` of the rest, so full-speed work ``work_s`` (s) takes that
+    long; with ``share = 1`` it is the M/G/1-PS slowdown 1 / (1 - rho) of a job's mean sojourn
+    (Kleinrock, Queueing Systems Vol. 2, 1976). Python numbers, numpy arrays (broadcast) and
+    cvxpy expressions in ``work_s`` alike: the same expression prices the single env, the
+    vector env and a convex baseline.
+    """
+    return work_s / (share * (1.0 - background_util))
 
 
 def background_interval_map(

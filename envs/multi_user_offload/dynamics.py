@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgelam.envs.core.queues import processor_sharing_time_s
 from edgelam.envs.offload.dynamics import CLOUD, DEVICE, EDGE, TierTables
 
 
@@ -53,7 +54,7 @@ def slot_costs(
     comp = t.compute_s[prompts, tiers]
     a = t.up_bits[prompts] / (bandwidth_hz * spectral_eff)
     up_s = np.where(off, a / np.where(off, band_share, 1.0), 0.0)
-    comp = np.where(edge, comp / (np.where(edge, compute_share, 1.0) * (1.0 - edge_util)), comp)
+    comp = np.where(edge, processor_sharing_time_s(comp, edge_util, np.where(edge, compute_share, 1.0)), comp)
     latency = comp + up_s + off * t.down_s + edge * t.edge_rtt_s + (tiers == CLOUD) * cloud_rtt_s
     energy = np.where(off, t.tx_power_w * a + t.dev_idle_w * (latency - up_s), t.dev_active_w * comp)
     usd = (tiers == CLOUD) * t.cloud_usd[prompts]

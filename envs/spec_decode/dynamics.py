@@ -41,6 +41,7 @@ import numpy as np
 from edgelam.envs.core.channel import transfer_time_s
 from edgelam.envs.core.hardware import HardwareSpec, lm_head_cost, transformer_layer_cost
 from edgelam.envs.core.model_cards import ModelCard
+from edgelam.envs.core.queues import processor_sharing_time_s
 from edgelam.envs.spec_decode.config import BlockageConfig
 
 BLOCK_ROUNDS = 256  # rounds of random numbers drawn per call (see block_rounds)
@@ -137,8 +138,8 @@ def round_cost(
     numbers price one round (the single env, the baselines); arrays of shape (B,) price a batch
     (the vector env, with :func:`batch_tables`) with the same expressions, so both give the same bits.
     """
-    dev_slow = 1.0 / (1.0 - device_util)
-    edge_slow = 1.0 / (1.0 - edge_util)
+    dev_slow = processor_sharing_time_s(1.0, device_util)  # seconds per second of full-speed compute
+    edge_slow = processor_sharing_time_s(1.0, edge_util)
     back = transfer_time_s(t.verdict_bytes * 8.0, rate_bps, ergodic_bps, t.slot_s)
     fwd = transfer_time_s(t.fwd_bytes[gamma] * 8.0, rate_bps, ergodic_bps, t.slot_s)
     step_s, verify_s = t.draft_step_s[variant], t.verify_s[gamma]

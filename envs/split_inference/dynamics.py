@@ -39,6 +39,7 @@ from edgelam.envs.core.channel import MIN_RATE_BPS, WirelessLink, ergodic_rate_b
 from edgelam.envs.core.hardware import HardwareSpec, lm_head_cost, transformer_layer_cost
 from edgelam.envs.core.load import ar1_block
 from edgelam.envs.core.model_cards import ModelCard
+from edgelam.envs.core.queues import processor_sharing_time_s
 
 BITS = (4, 8, 16)
 BLOCK = 256  # request slots of exogenous state drawn per vectorised batch of random numbers
@@ -141,8 +142,8 @@ def request_cost(t: CostTables, prompt: int, split_layer, bits_index, rate_bps, 
     down_bytes = (1 - on_device) * N * t.token_id_bytes
     rounds = split * N + at_edge
     dev_s = split_layer * t.dev_layer_s[prompt] + on_device * t.dev_head_s[prompt]
-    edge_s = ((L - split_layer) * t.edge_layer_s[prompt] + (1 - on_device) * t.edge_head_s[prompt]) / (
-        1.0 - edge_util
+    edge_s = processor_sharing_time_s(
+        (L - split_layer) * t.edge_layer_s[prompt] + (1 - on_device) * t.edge_head_s[prompt], edge_util
     )
     up_s = transfer_time_s(up_bytes * 8.0, rate_bps, ergodic_bps, t.coherence_s)
     latency = dev_s + up_s + edge_s + rounds * t.rtt_s + down_bytes * 8.0 / t.downlink_rate_bps

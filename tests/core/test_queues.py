@@ -12,6 +12,7 @@ from edgelam.envs.core.queues import (
     lindley_interval,
     mm1_stationary_work_s,
     pollaczek_khinchine_wait_s,
+    processor_sharing_time_s,
     virtual_queue_step,
 )
 
@@ -139,3 +140,11 @@ def test_virtual_queue_step_arrays_equal_the_scalar_path_bit_for_bit():
     scalar = [virtual_queue_step(float(a), float(b), float(c)) for a, b, c in zip(z, y, budget, strict=True)]
     assert np.array_equal(batched, scalar) and (batched == 0.0).any() and (batched > 0.0).any()
     assert np.array_equal(virtual_queue_step(z, y, 1.0), virtual_queue_step(z, y, np.full(64, 1.0)))
+
+
+def test_processor_sharing_time_is_the_slowdown_of_the_free_capacity():
+    assert processor_sharing_time_s(1.0, 0.5) == 2.0  # half the speed taken by background load
+    assert processor_sharing_time_s(3.0, 0.25, share=0.5) == 8.0  # a half share of the remaining 3/4
+    work, util = np.array([1.0, 2.0]), np.array([0.0, 0.75])
+    np.testing.assert_array_equal(processor_sharing_time_s(work, util), [1.0, 8.0])
+    assert processor_sharing_time_s(0.3, 0.6) == 0.3 / (1.0 - 0.6)  # share 1: bit for bit work / (1 - u)
