@@ -17,7 +17,8 @@ Files written into ``out_dir``:
 * ``results.json``: settings, summary, best, directions, paired verdicts, runs, every
   episode row, wall time, machine;
 * ``report.md``: the table, the paired verdicts, settings, training runs, wall time, machine;
-* ``learning_curves.png``, ``metrics.png``;
+* ``learning_curves.png`` (with the baselines' returns as reference lines), ``metrics.png`` (the headline
+  metrics), ``tradeoff.png`` (latency against energy, or the first two headline metrics);
 * ``runs/<algo>/seed_<s>/``: the training runs (TensorBoard logs in ``tb/``).
 
 Which way is better comes from the env's ``metadata["metric_directions"]`` over
@@ -54,10 +55,11 @@ from edgelam import baselines as baseline_registry
 from edgelam.agents.common import check_env_id, is_parallel, make_env, make_parallel, metric_directions
 from edgelam.agents.evaluate import evaluate
 from edgelam.agents.metrics import ALPHA, paired_verdicts, summarize, verdict_sentence
-from edgelam.agents.plots import plot_learning_curves, plot_metrics
+from edgelam.agents.plots import plot_learning_curves, plot_metrics, plot_tradeoff
 from edgelam.agents.policies import META, read_meta
 from edgelam.agents.rarl import train_rarl
 from edgelam.agents.train import LEARNING_CURVE, train
+from edgelam.envs.registration import find_spec
 
 QUICK = {"algos": ("ppo",), "seeds": (0, 1), "timesteps": 20_000, "episodes": 10}
 FULL = {"algos": ("ppo",), "seeds": (0, 1, 2), "timesteps": 100_000, "episodes": 30}
@@ -72,6 +74,8 @@ PAIRED_NOTE = (
 )
 # columns of the printed table besides the return: not per-agent, not the episode length
 _HIDDEN = frozenset({"length"})
+# metric columns of the headline table besides the return (it fits in 160 columns; the rest is in the CSV/JSON)
+MAX_TABLE_METRICS = 5
 
 
 @dataclass
@@ -245,11 +249,40 @@ def _rarl_settings(
     )
 
 
-def _table_metrics(summary: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    seen = dict.fromkeys(["return"])
-    for metrics in summary.values():
-        seen.update(dict.fromkeys(m for m in metrics if m not in _HIDDEN and "/" not in m))
-    return list(seen)
+def _policy_dependent(summary: Mapping[str, Mapping[str, Any]], metric: str) -> bool:
+    """Whether the policies' means of ``metric`` differ (exogenous ones, like the SNR, are the same for all)."""
+    means = [float(s[metric][0]) for s in summary.values() if metric in s]
+    if len(means) < 2:
+        return bool(means)
+    spread = max(means) - min(means)
+    return spread > 1e-9 * max(1.0, max(abs(m) for m in means))
+
+
+def _table_metrics(
+    summary: Mapping[str, Mapping[str, Any]],
+    directions: Mapping[str, str] | None = None,
+    cost_keys: Sequence[str] = (),
+    max_metrics: int = MAX_TABLE_METRICS,
+) -> list[str]:
+    """The headline table's columns: the return, then the env's key metrics (those with a direction),
+    then its budget (cost) keys, each only where the policies differ in it; at most ``max_metrics``
+    besides the return. Every metric stays in results.csv/json."""
+    present = list(dict.fromkeys(m for metrics in summary.values() for m in metrics if m not in _HIDDEN))
+    present = [m for m in present if "/" not in m]
+    directions = directions or {}
+    keyed = [m for m in present if m != "return" and _direction(directions, m) is not None]
+    costs = [m for m in present if m in cost_keys and m not in keyed]
+    chosen = [m for m in [*keyed, *costs] if _policy_dependent(summary, m)]
+    return ["return", *chosen[:max_metrics]]
+
+
+def _tradeoff_pair(metrics: Sequence[str]) -> tuple[str, str] | None:
+    """The two metrics of the trade-off scatter: latency against energy where both are headline metrics,
+    else the first two headline metrics besides the return."""
+    if "latency_s" in metrics and "energy_j" in metrics:
+        return "latency_s", "energy_j"
+    rest = [m for m in metrics if m != "return"]
+    return (rest[0], rest[1]) if len(rest) >= 2 else None
 
 
 def _direction(directions: Mapping[str, str], metric: str) -> str | None:
@@ -620,7 +653,8 @@ def finish_compare(
         direction = _direction(directions, metric)
         if direction is not None:
             best[metric] = best_policies(summary, metric, direction)
-    metrics = _table_metrics(summary)
+    spec = find_spec(plan.env_id)
+    metrics = _table_metrics(summary, directions, spec.cost_keys if spec is not None else ())
     table = _table_text(summary, kinds, metrics, directions, best)
     paired = paired_verdicts(rows, list(kinds), "return", _direction(directions, "return") or "max")
     wall = time.perf_counter() - began
@@ -632,9 +666,13 @@ def finish_compare(
         "learning_curves.png": plot_learning_curves(
             {a: {r["seed"]: r["curve"] for r in runs if r["algo"] == a} for a in plan.algos},
             out_dir / "learning_curves.png",
+            references={p: s["return"][0] for p, s in summary.items() if kinds[p] == "baseline" and "return" in s},
         ),
-        "metrics.png": plot_metrics(summary, metrics, best, out_dir / "metrics.png"),
+        "metrics.png": plot_metrics(summary, metrics, best, out_dir / "metrics.png", directions),
     }
+    pair = _tradeoff_pair(metrics)
+    if pair is not None:
+        files["tradeoff.png"] = plot_tradeoff(summary, *pair, out_dir / "tradeoff.png", kinds)
     settings = {
         "env_id": plan.env_id,
         "scenario": str(plan.scenario),
