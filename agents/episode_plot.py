@@ -120,26 +120,16 @@ def _numbers(value: Any) -> np.ndarray | None:
 
 def _gym_episode(trace: EpisodeTrace, spec: PolicySpec, env_kwargs: Mapping[str, Any] | None,
                  deterministic: bool) -> None:
+    from edgelam.agents.evaluate import play_episode
+
     env = make_env(trace.env_id, trace.scenario, env_kwargs)
     trace.directions = metric_directions(env.metadata)
-    agent = resolve_policy(spec, env, trace.seed)
-    masked = accepts_masks(agent)
-    observation, info = env.reset(seed=trace.seed)
-    state, start, done = None, True, False
-    while not done:
-        extra = {}
-        if masked:
-            mask = action_mask(env, observation, info)
-            if mask is not None:
-                extra["action_masks"] = mask
-        action, state = agent.predict(observation, state=state, episode_start=np.array([start]),
-                                      deterministic=deterministic, **extra)
-        start = False
-        env_action = to_env_action(env.action_space, action)
-        observation, reward, terminated, truncated, info = env.step(env_action)
+
+    def record(action: Any, reward: float, info: dict) -> None:
         values = {k: v for k, v in ((k, _numbers(v)) for k, v in info.items() if k not in _SKIP) if v is not None}
-        trace.add(np.asarray(env_action, dtype=np.float64).ravel(), np.array([float(reward)]), values)
-        done = terminated or truncated
+        trace.add(np.asarray(action, dtype=np.float64).ravel(), np.array([float(reward)]), values)
+
+    play_episode(env, resolve_policy(spec, env, trace.seed), trace.seed, deterministic, record)
     env.close()
 
 

@@ -14,9 +14,10 @@ Episode ``i`` resets with ``seed + i``, so every policy evaluated with the same
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.utils import set_random_seed
 
@@ -25,7 +26,7 @@ from edgelam.agents.marl import evaluate_parallel
 from edgelam.agents.metrics import EpisodeMetrics, summarize
 from edgelam.agents.policies import PolicySpec, accepts_masks, resolve_policy, to_env_action
 
-__all__ = ["evaluate", "summarize"]
+__all__ = ["evaluate", "play_episode", "summarize"]
 
 
 def evaluate(
@@ -66,33 +67,39 @@ def evaluate(
     env = make_env(env_id, scenario, env_kwargs)
     set_random_seed(seed)
     agent = resolve_policy(policy, env, seed)
-    masked = accepts_masks(agent)
     sums = info_sums(env.metadata)
     rows = []
     for episode in range(episodes):
-        observation, info = env.reset(seed=seed + episode)
         metrics = EpisodeMetrics(sums)
-        state = None
-        start = True
-        done = False
-        while not done:
-            extra = {}
-            if masked:
-                mask = action_mask(env, observation, info)
-                if mask is not None:
-                    extra["action_masks"] = mask
-            action, state = agent.predict(
-                observation,
-                state=state,
-                episode_start=np.array([start]),
-                deterministic=deterministic,
-                **extra,
-            )
-            start = False
-            env_action = to_env_action(env.action_space, action)
-            observation, reward, terminated, truncated, info = env.step(env_action)
-            metrics.add(reward, info)
-            done = terminated or truncated
+        play_episode(env, agent, seed + episode, deterministic, lambda _a, r, i, m=metrics: m.add(r, i))
         rows.append({"episode": episode, "seed": seed + episode, **metrics.row()})
     env.close()
     return rows
+
+
+def play_episode(
+    env: gym.Env, agent: Any, seed: int, deterministic: bool, on_step: Callable[[Any, float, dict], None]
+) -> None:
+    """One episode of ``agent`` on ``env`` from ``reset(seed=seed)``; ``on_step(action, reward, info)`` per step.
+
+    MaskablePPO-like agents get the env's current action mask.
+    """
+    masked = accepts_masks(agent)
+    observation, info = env.reset(seed=seed)
+    state = None
+    start = True
+    done = False
+    while not done:
+        extra = {}
+        if masked:
+            mask = action_mask(env, observation, info)
+            if mask is not None:
+                extra["action_masks"] = mask
+        action, state = agent.predict(
+            observation, state=state, episode_start=np.array([start]), deterministic=deterministic, **extra
+        )
+        start = False
+        env_action = to_env_action(env.action_space, action)
+        observation, reward, terminated, truncated, info = env.step(env_action)
+        on_step(env_action, reward, info)
+        done = terminated or truncated
