@@ -76,6 +76,42 @@ def check_multi_discrete(
     return tuple(values)
 
 
+class DiscreteAction:
+    """:func:`check_discrete` bound to one space, with a fast path for a plain in-range ``int``
+    or ``np.int64`` (the env's hot path: bounds kept as Python ints)."""
+
+    __slots__ = ("high", "low", "meaning", "space", "who")
+
+    def __init__(self, space: spaces.Discrete, meaning: str = "", who: str = "action") -> None:
+        self.space, self.meaning, self.who = space, meaning, who
+        self.low = int(space.start)
+        self.high = self.low + int(space.n)
+
+    def __call__(self, action: Any) -> int:
+        t = type(action)
+        if (t is int or t is np.int64) and self.low <= action < self.high:
+            return int(action)
+        return check_discrete(action, self.space, self.meaning, self.who)
+
+
+class MultiDiscreteAction:
+    """:func:`check_multi_discrete` bound to one 1-D space, with a fast path for an integer array."""
+
+    __slots__ = ("meaning", "nvec", "shape", "space", "who")
+
+    def __init__(self, space: spaces.MultiDiscrete, meaning: str = "", who: str = "action") -> None:
+        self.space, self.meaning, self.who = space, meaning, who
+        self.nvec = tuple(int(n) for n in space.nvec.tolist())
+        self.shape = space.nvec.shape
+
+    def __call__(self, action: Any) -> tuple[int, ...]:
+        if type(action) is np.ndarray and action.shape == self.shape and action.dtype.kind in "iu":
+            values = action.tolist()
+            if all(0 <= v < n for v, n in zip(values, self.nvec, strict=True)):
+                return tuple(values)
+        return check_multi_discrete(action, self.space, self.meaning, self.who)
+
+
 def check_box(
     action: Any, space: spaces.Box, meaning: str = "", who: str = "action", within_bounds: bool = True
 ) -> np.ndarray:

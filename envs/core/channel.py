@@ -153,6 +153,14 @@ def transfer_time_s(bits, rate_bps, ergodic_bps, coherence_s: float):
     ``rate_bps`` for the whole transfer. Both rates are floored at ``MIN_RATE_BPS`` (a
     link with no power is slow, not infinitely so). Python numbers or numpy arrays (broadcast).
     """
+    if type(rate_bps) is float and type(bits) is float and type(ergodic_bps) is not np.ndarray:  # one transfer
+        rate = rate_bps if rate_bps > MIN_RATE_BPS else MIN_RATE_BPS
+        if ergodic_bps is None:
+            return bits / rate
+        in_interval = rate * coherence_s
+        if bits <= in_interval:
+            return bits / rate
+        return coherence_s + (bits - in_interval) / (ergodic_bps if ergodic_bps > MIN_RATE_BPS else MIN_RATE_BPS)
     if isinstance(rate_bps, np.ndarray) or isinstance(bits, np.ndarray) or isinstance(ergodic_bps, np.ndarray):
         rate_bps = np.maximum(rate_bps, MIN_RATE_BPS)
         if ergodic_bps is None:

@@ -8,7 +8,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from edgelam.envs.core.actions import check_discrete
+from edgelam.envs.core.actions import DiscreteAction
 from edgelam.envs.core.config import load_scenario
 from edgelam.envs.core.queues import fcfs_wait_s
 from edgelam.envs.core.render import RENDER_FPS, RENDER_MODES, Panel, Renderer
@@ -130,6 +130,7 @@ class MicroserviceRoutingEnv(gym.Env):
         k = self.tables.num_servers
         self.num_actions = 2 * k if self.config.migration.enabled else k
         self.action_space = spaces.Discrete(self.num_actions)
+        self._check_action = DiscreteAction(self.action_space, "the edge server of the pending stage")
         self.observation_space = observation_space(self.tables)
         self._t = 0
 
@@ -149,7 +150,7 @@ class MicroserviceRoutingEnv(gym.Env):
         return self._obs(), {"action_mask": self.action_masks()}
 
     def step(self, action):
-        a = check_discrete(action, self.action_space, "the edge server of the pending stage")
+        a = self._check_action(action)
         sim, w = self.sim, self.config.reward
         out = sim.step(a)
         reward = -out.stage_latency_s - w.migration_weight_per_j * out.migration_energy_j

@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from edgelam.envs.core.actions import check_discrete
+from edgelam.envs.core.actions import DiscreteAction
 from edgelam.envs.core.channel import MIN_RATE_BPS, WirelessLink
 from edgelam.envs.core.config import load_scenario
 from edgelam.envs.core.hardware import load_hardware_catalog
@@ -158,6 +158,7 @@ class OffloadEnv(gym.Env):
 
             self._live = LiveOffloadQuality(tuple(getattr(cfg, t).executed_model for t in TIERS))
         self.action_space = spaces.Discrete(len(TIERS))
+        self._check_action = DiscreteAction(self.action_space, "0 device, 1 edge, 2 cloud")
         self.observation_space = spaces.Box(
             np.zeros(len(OBS_HIGH), np.float32), np.asarray(OBS_HIGH, np.float32), dtype=np.float32
         )
@@ -289,7 +290,7 @@ class OffloadEnv(gym.Env):
         return self._obs(), {"distance_m": distance, "uplink_rate_bps": self._rate}
 
     def step(self, action):
-        a = check_discrete(action, self.action_space, "0 device, 1 edge, 2 cloud")
+        a = self._check_action(action)
         cfg, w = self.config, self._w
         p = self._prompt
         latency, energy, usd = task_cost(self.tables, p, a, self._rate, self._queue, self._rtt)

@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from edgelam.envs.core.actions import check_multi_discrete
+from edgelam.envs.core.actions import MultiDiscreteAction
 from edgelam.envs.core.channel import MIN_RATE_BPS, WirelessLink, ergodic_rate_bps, rate_from_snr_bps
 from edgelam.envs.core.config import load_scenario
 from edgelam.envs.core.hardware import load_hardware_catalog
@@ -195,6 +195,7 @@ class SpecDecodeEnv(gym.Env):
 
         v = self.num_variants
         self.action_space = spaces.MultiDiscrete([cfg.gamma_max + 1, v])
+        self._check_action = MultiDiscreteAction(self.action_space, "[gamma, draft_variant]")
         low = np.zeros(v + 10, dtype=np.float32)
         high = np.ones(v + 10, dtype=np.float32)
         high[0], high[1], high[-1] = 1.5, 20.0, QUEUE_SCALE
@@ -388,7 +389,7 @@ class SpecDecodeEnv(gym.Env):
         return self._obs(), {"link_rate_bps": self._rate, "distance_m": self._distance}
 
     def step(self, action):
-        gamma, variant = check_multi_discrete(action, self.action_space, "[gamma, draft_variant]")
+        gamma, variant = self._check_action(action)
         cfg = self.config
         n_draft = min(gamma, self.tokens_left - 1)
         if n_draft > 0 and self._live is not None:

@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from edgelam.envs.core.actions import check_multi_discrete
+from edgelam.envs.core.actions import MultiDiscreteAction
 from edgelam.envs.core.channel import rate_from_snr_bps
 from edgelam.envs.core.config import load_scenario
 from edgelam.envs.core.hardware import load_hardware_catalog
@@ -159,6 +159,7 @@ class SplitInferenceEnv(gym.Env):
 
         h = cfg.snr_history
         self.action_space = spaces.MultiDiscrete([self.num_layers + 1, len(BITS)])
+        self._check_action = MultiDiscreteAction(self.action_space, "[split_layer, bits_index]")
         low = np.concatenate([np.full(h, -1.0), [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]]).astype(np.float32)
         high = np.concatenate([np.full(h, 2.0), [1.5, 1.0, 1.0, 32.0, QUEUE_SCALE, 1.0]]).astype(np.float32)
         self.observation_space = spaces.Box(low, high, dtype=np.float32)
@@ -261,7 +262,7 @@ class SplitInferenceEnv(gym.Env):
         return self._obs(), {"uplink_rate_bps": self._rate, "distance_m": distance}
 
     def step(self, action):
-        layer, bits = check_multi_discrete(action, self.action_space, "[split_layer, bits_index]")
+        layer, bits = self._check_action(action)
         cfg, w = self.config, self._w
         latency, energy, up_bytes, qloss = request_cost(
             self.tables, self._prompt, layer, bits, self._rate, self._util, self._ergodic
