@@ -254,3 +254,24 @@ def test_record_video_writes_an_episode(tmp_path):
     env.close()
     videos = list(tmp_path.glob("*.mp4"))
     assert len(videos) == 1 and videos[0].stat().st_size > 1000
+
+
+def test_pettingzoo_aec_api_test_passes_on_every_parallel_id():
+    """PettingZoo's AEC api_test samples with the info's action mask, which Gymnasium wants as int8."""
+    from pettingzoo.test import api_test
+    from pettingzoo.utils import parallel_to_aec
+
+    for env_id in PARALLEL_IDS:
+        api_test(parallel_to_aec(make_parallel(env_id)), num_cycles=20)
+
+
+@pytest.mark.parametrize("env_id", ["edgelam/MicroserviceRouting-v0"])
+def test_info_mask_samples_a_valid_action(env_id):
+    env = gym.make(env_id)
+    _, info = env.reset(seed=0)
+    assert info["action_mask"].dtype == np.int8
+    for _ in range(20):
+        action = env.action_space.sample(mask=info["action_mask"])
+        assert env.unwrapped.action_masks()[action]
+        _, _, _, _, info = env.step(action)
+        assert not info["infeasible_action"]

@@ -73,7 +73,8 @@ class MicroserviceRoutingEnv(gym.Env):
     ``Discrete(K)``: the server for the pending stage. With ``migration.enabled``,
     ``Discrete(2K)``: action K + s first moves a replica of the pending microservice
     to server s (from its host with the fastest link to s) and routes there. The
-    mask (``action_masks()``, also ``info["action_mask"]``) marks hosts (first K)
+    mask (``action_masks()``, bool as sb3-contrib's MaskablePPO takes it; also
+    ``info["action_mask"]``, int8 as ``action_space.sample(mask=...)`` takes it) marks hosts (first K)
     and non-hosts (next K). An unmasked action is projected to the host with the
     lowest transfer time, flagged ``info["infeasible_action"]`` and costs
     ``reward.infeasible_penalty``.
@@ -147,7 +148,7 @@ class MicroserviceRoutingEnv(gym.Env):
             self._renderer.history.clear()
         self.sim.reset(self.np_random)
         self._t = 0
-        return self._obs(), {"action_mask": self.action_masks()}
+        return self._obs(), {"action_mask": self.action_masks().astype(np.int8)}
 
     def step(self, action):
         a = self._check_action(action)
@@ -172,7 +173,7 @@ class MicroserviceRoutingEnv(gym.Env):
             "migration_energy_j": out.migration_energy_j,
             "virtual_queue": sim.virtual_queue,
             "queue_lengths_s": fcfs_wait_s(np.array(sim.free_at), sim.ready),
-            "action_mask": self.action_masks(),
+            "action_mask": self.action_masks().astype(np.int8),
         }
         if self._renderer.history is not None:
             self._renderer.history.append(action, reward, info)

@@ -40,7 +40,8 @@ class RobustRoutingEnv(ParallelEnv):
 
     ## Action Space
     ``router``: ``Discrete(K)``, the server for the pending stage (mask in
-    ``infos["router"]["action_mask"]``; an unmasked action is projected to the nearest
+    ``infos["router"]["action_mask"]``, int8 as ``action_space.sample(mask=...)`` takes it; an
+    unmasked action is projected to the nearest
     host and penalised, as in MicroserviceRouting-v0). ``adversary``:
     ``Box(-1, 1, (P + 1 + K,), float32)``: pipeline-mix logits, arrival-rate shift and
     cell logits, applied to the next arrival within the scenario's ``adversary`` budget
@@ -119,7 +120,7 @@ class RobustRoutingEnv(ParallelEnv):
         self._t = 0
         if self._renderer.history is not None:
             self._renderer.history.clear()
-        mask = self.action_masks()
+        mask = self.action_masks().astype(np.int8)
         return self._observations(), {ROUTER: {"action_mask": mask}, ADVERSARY: {}}
 
     def _apply_adversary(self, action: Any) -> None:
@@ -153,7 +154,7 @@ class RobustRoutingEnv(ParallelEnv):
         }
         obs = self._observations()
         rewards = {ROUTER: float(reward), ADVERSARY: -float(reward) if reward != 0.0 else 0.0}
-        infos = {ROUTER: {**info, "action_mask": self.action_masks()}, ADVERSARY: dict(info)}
+        infos = {ROUTER: {**info, "action_mask": self.action_masks().astype(np.int8)}, ADVERSARY: dict(info)}
         terms = dict.fromkeys(self.agents, False)
         truncs = dict.fromkeys(self.agents, truncated)
         if self._renderer.history is not None:
