@@ -22,7 +22,7 @@ from rich.console import Console
 
 from edgelam import baselines
 from edgelam.agents import bench
-from edgelam.agents.common import check_env_id, env_dir, is_parallel, make_parallel
+from edgelam.agents.common import check_env_id, env_dir, is_adversarial, is_parallel, make_parallel
 from edgelam.agents.compare import RARL_ITERATIONS, compare, format_cell, jsonable, rich_table
 from edgelam.agents.evaluate import evaluate, summarize
 from edgelam.agents.rarl import train_rarl
@@ -209,7 +209,7 @@ def _with_adversary(env_id: str, policy: str, adversary: str) -> str | dict[str,
     if not is_parallel(env_id):
         return policy
     agents = list(make_parallel(env_id).possible_agents)
-    if len(agents) == 2 and agents[1] == "adversary":
+    if is_adversarial(agents):
         return {agents[0]: policy, "adversary": adversary}
     return policy
 

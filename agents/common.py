@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -77,6 +77,11 @@ def env_dir(env_id: str) -> str:
 def is_parallel(env_id: str) -> bool:
     """Whether ``env_id`` names a PettingZoo parallel env."""
     return env_id in registration.PARALLEL_ENVS
+
+
+def is_adversarial(agents: Sequence[str] | None) -> bool:
+    """Whether a parallel env's agents are [protagonist, "adversary"] (a zero-sum game, trained by RARL)."""
+    return agents is not None and len(agents) == 2 and agents[1] == "adversary"
 
 
 def check_env_id(env_id: str) -> None:

@@ -52,7 +52,14 @@ from rich.console import Console
 from rich.table import Table
 
 from edgelam import baselines as baseline_registry
-from edgelam.agents.common import check_env_id, is_parallel, make_env, make_parallel, metric_directions
+from edgelam.agents.common import (
+    check_env_id,
+    is_adversarial,
+    is_parallel,
+    make_env,
+    make_parallel,
+    metric_directions,
+)
 from edgelam.agents.evaluate import evaluate
 from edgelam.agents.metrics import ALPHA, paired_verdicts, summarize, verdict_sentence
 from edgelam.agents.plots import plot_learning_curves, plot_metrics, plot_tradeoff
@@ -397,7 +404,7 @@ def plan_compare(
     check_env_id(env_id)
     defaults = QUICK if quick else FULL
     metadata, agents = _env_info(env_id, scenario, env_kwargs)
-    adversarial = agents is not None and len(agents) == 2 and agents[1] == "adversary"
+    adversarial = is_adversarial(agents)
     algos = tuple(algos if algos is not None else ("rarl",) if adversarial else defaults["algos"])
     if adversarial and algos != ("rarl",):
         raise ValueError(f"{env_id} is adversarial ({agents}): the algorithm to train is rarl, not {algos}")

@@ -21,12 +21,14 @@ from stable_baselines3.common.utils import set_random_seed
 
 from edgelam.agents.common import (
     action_mask,
+    is_adversarial,
     is_parallel,
     make_env,
     make_parallel,
     metric_directions,
 )
 from edgelam.agents.policies import PolicySpec, accepts_masks, resolve_policy, to_env_action
+from edgelam.envs.core.render import padded
 
 # info keys that are not physical metrics of the step (indices, masks, labels)
 _SKIP = frozenset({"prompt_index", "action_mask", "episode", "TimeLimit.truncated"})
@@ -79,7 +81,7 @@ class EpisodeTrace:
     @property
     def adversarial(self) -> bool:
         """Agents [protagonist, "adversary"] (a zero-sum game: the protagonist's return is the one reported)."""
-        return len(self.agents) == 2 and self.agents[1] == "adversary"
+        return is_adversarial(self.agents)
 
     @property
     def episode_return(self) -> float:
@@ -89,12 +91,7 @@ class EpisodeTrace:
 
     def series(self, key: str) -> np.ndarray:
         """(steps, width) values of an info key (NaN where a step did not report it)."""
-        rows = self.info[key]
-        width = max(len(r) for r in rows)
-        out = np.full((len(rows), width), np.nan)
-        for i, r in enumerate(rows):
-            out[i, : len(r)] = r
-        return out
+        return padded(self.info[key])
 
     def add(self, action: np.ndarray, reward: np.ndarray, info: Mapping[str, np.ndarray]) -> None:
         """Append one step (every key present so far gets NaN if the step lacks it)."""
@@ -225,9 +222,7 @@ def plot_episode(trace: EpisodeTrace, out_path: str | Path) -> Path:
     n = len(keys) + 2
     fig, axes = plt.subplots(n, 1, sharex=True, figsize=(8.0, 1.35 * n + 0.8), layout="constrained")
     t = np.arange(1, trace.steps + 1)
-    actions = np.full((trace.steps, max(len(a) for a in trace.actions)), np.nan)
-    for i, a in enumerate(trace.actions):
-        actions[i, : len(a)] = a
+    actions = padded(trace.actions)
     labels = list(trace.agents) if trace.agents and actions.shape[1] == len(trace.agents) else [
         f"action[{j}]" for j in range(actions.shape[1])
     ]

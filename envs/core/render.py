@@ -86,6 +86,15 @@ class History:
             self.values[k].append(_number(row.get(k, np.nan)))
 
 
+def padded(rows: list[np.ndarray]) -> np.ndarray:
+    """(len(rows), widest) float array of ragged 1-D rows, NaN where a row is shorter."""
+    width = max((len(r) for r in rows), default=0)
+    out = np.full((len(rows), width), np.nan)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+    return out
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, (str, bool, np.bool_)):
         return str(value)
@@ -125,10 +134,8 @@ def rgb_frame(
             rows = [np.atleast_1d(v) if v is not None else np.array([np.nan]) for v in history.values[key]]
             if not rows:
                 continue
-            width = max(len(r) for r in rows)
-            data = np.full((len(rows), width), np.nan)
-            for i, r in enumerate(rows):
-                data[i, : len(r)] = r
+            data = padded(rows)
+            width = data.shape[1]
             names = panel.labels if len(panel.keys) == 1 and len(panel.labels) == width else ()
             if not names and width > 1 and len(entry_labels) == width:
                 names = entry_labels
@@ -188,7 +195,7 @@ def merge_agents(
     agent: the global loss, the round latency) keep the first agent's single value.
     """
     action = np.stack([np.asarray(actions[a], dtype=np.float64).ravel() for a in agents])
-    merged: dict[str, Any] = {ACTION: action[:, 0] if action.shape[1] == 1 else action}
+    merged: dict[str, Any] = {}
     for key in infos[agents[0]]:
         if key in shared:
             merged[key] = infos[agents[0]][key]
@@ -196,4 +203,4 @@ def merge_agents(
         nums = [_number(infos[a].get(key)) for a in agents]
         if all(n is not None and n.ndim == 0 for n in nums):
             merged[key] = np.asarray(nums)
-    return merged.pop(ACTION), merged
+    return (action[:, 0] if action.shape[1] == 1 else action), merged
