@@ -20,14 +20,13 @@ import numpy as np
 from stable_baselines3.common.utils import set_random_seed
 
 from edgelam.agents.common import (
-    action_mask,
     is_adversarial,
     is_parallel,
     make_env,
     make_parallel,
     metric_directions,
 )
-from edgelam.agents.policies import PolicySpec, accepts_masks, resolve_policy, to_env_action
+from edgelam.agents.policies import PolicySpec, resolve_policy
 from edgelam.envs.core.render import padded
 
 # info keys that are not physical metrics of the step (indices, masks, labels)
@@ -134,39 +133,22 @@ def _parallel_episode(
     trace: EpisodeTrace, spec: PolicySpec | Mapping[str, PolicySpec], env_kwargs: Mapping[str, Any] | None,
     deterministic: bool,
 ) -> None:
-    from edgelam.agents.marl import _agent_policies
+    from edgelam.agents.marl import _agent_policies, play_parallel_episode
 
     env = make_parallel(trace.env_id, trace.scenario, env_kwargs)
     trace.directions = metric_directions(env.metadata)
-    trace.agents = tuple(env.possible_agents)
-    policies = _agent_policies(spec, env, trace.seed)
-    masked = {a: accepts_masks(p) for a, p in policies.items()}
-    observations, infos = env.reset(seed=trace.seed)
-    states: dict[str, Any] = dict.fromkeys(env.possible_agents)
-    start = True
-    while env.agents:
-        actions = {}
-        for a in env.agents:
-            extra = {}
-            if masked[a]:
-                mask = action_mask(None, observations[a], infos.get(a, {}))
-                if mask is not None:
-                    extra["action_masks"] = mask
-            action, states[a] = policies[a].predict(observations[a], state=states[a],
-                                                    episode_start=np.array([start]), deterministic=deterministic,
-                                                    **extra)
-            actions[a] = to_env_action(env.action_space(a), action)
-        start = False
-        observations, rewards, _, _, infos = env.step(actions)
-        agents = trace.agents
-        keys = [k for k in infos[agents[0]] if k not in _SKIP]
+    agents = trace.agents = tuple(env.possible_agents)
+
+    def record(actions: dict, rewards: dict, infos: dict) -> None:
         values = {}
-        for key in keys:
+        for key in (k for k in infos[agents[0]] if k not in _SKIP):
             per_agent = [_numbers(infos[a].get(key)) for a in agents]
             if all(v is not None and v.size == 1 for v in per_agent):
                 values[key] = np.concatenate(per_agent)
         action_row = np.concatenate([np.asarray(actions[a], dtype=np.float64).ravel() for a in agents])
         trace.add(action_row, np.array([float(rewards[a]) for a in agents]), values)
+
+    play_parallel_episode(env, _agent_policies(spec, env, trace.seed), trace.seed, deterministic, record)
     env.close()
 
 

@@ -137,42 +137,62 @@ def evaluate_parallel(
     par_env = make_parallel(env, scenario, env_kwargs)
     set_random_seed(seed)
     policies = _agent_policies(policy, par_env, seed)
-    masked = {a: accepts_masks(p) for a, p in policies.items()}
     sums = info_sums(par_env.metadata)
     rows = []
     for episode in range(episodes):
-        observations, infos = par_env.reset(seed=seed + episode)
         tracked = {a: EpisodeMetrics(sums) for a in par_env.possible_agents}
-        states: dict[str, Any] = dict.fromkeys(par_env.possible_agents)
-        starts = dict.fromkeys(par_env.possible_agents, True)
-        length = 0
-        while par_env.agents:
-            actions = {}
-            for agent in par_env.agents:
-                obs = observations[agent]
-                extra = {}
-                if masked[agent]:
-                    mask = action_mask(None, obs, infos.get(agent, {}))
-                    if mask is not None:
-                        extra["action_masks"] = mask
-                action, states[agent] = policies[agent].predict(
-                    obs,
-                    state=states[agent],
-                    episode_start=np.array([starts[agent]]),
-                    deterministic=deterministic,
-                    **extra,
-                )
-                starts[agent] = False
-                actions[agent] = to_env_action(par_env.action_space(agent), action)
-            observations, rewards, terminations, truncations, infos = par_env.step(actions)
-            length += 1
+
+        def track(_actions: dict, rewards: dict, infos: dict, tracked: dict = tracked) -> None:
             for agent, reward in rewards.items():
                 tracked[agent].add(reward, infos.get(agent, {}))
-            if all(terminations.get(a, False) or truncations.get(a, False) for a in actions):
-                break
+
+        length = play_parallel_episode(par_env, policies, seed + episode, deterministic, track)
         rows.append(_episode_row(episode, seed + episode, length, tracked, sums))
     par_env.close()
     return rows
+
+
+def play_parallel_episode(
+    env: ParallelEnv,
+    policies: Mapping[str, Policy],
+    seed: int,
+    deterministic: bool,
+    on_step: Callable[[dict, dict, dict], None],
+) -> int:
+    """One episode of a parallel env from ``reset(seed=seed)``, each agent acting with its policy;
+    ``on_step(actions, rewards, infos)`` after each joint step. Returns the episode length.
+
+    MaskablePPO-like policies get their agent's mask from its observation or info.
+    """
+    masked = {a: accepts_masks(p) for a, p in policies.items()}
+    observations, infos = env.reset(seed=seed)
+    states: dict[str, Any] = dict.fromkeys(env.possible_agents)
+    starts = dict.fromkeys(env.possible_agents, True)
+    length = 0
+    while env.agents:
+        actions = {}
+        for agent in env.agents:
+            obs = observations[agent]
+            extra = {}
+            if masked[agent]:
+                mask = action_mask(None, obs, infos.get(agent, {}))
+                if mask is not None:
+                    extra["action_masks"] = mask
+            action, states[agent] = policies[agent].predict(
+                obs,
+                state=states[agent],
+                episode_start=np.array([starts[agent]]),
+                deterministic=deterministic,
+                **extra,
+            )
+            starts[agent] = False
+            actions[agent] = to_env_action(env.action_space(agent), action)
+        observations, rewards, terminations, truncations, infos = env.step(actions)
+        length += 1
+        on_step(actions, rewards, infos)
+        if all(terminations.get(a, False) or truncations.get(a, False) for a in actions):
+            break
+    return length
 
 
 def _episode_row(
