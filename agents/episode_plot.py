@@ -26,33 +26,15 @@ from edgelam.agents.common import (
     make_parallel,
     metric_directions,
 )
+from edgelam.agents.evaluate import play_episode
+from edgelam.agents.marl import _agent_policies, play_parallel_episode
+from edgelam.agents.plots import unit_of
 from edgelam.agents.policies import PolicySpec, resolve_policy
 from edgelam.envs.core.render import padded
 
 # info keys that are not physical metrics of the step (indices, masks, labels)
 _SKIP = frozenset({"prompt_index", "action_mask", "episode", "TimeLimit.truncated"})
-# unit of an info key, from its suffix (edgelam's names carry their SI unit); rates are drawn in Mbit/s
-_UNITS = (
-    ("_bps", "Mbit/s"),
-    ("_hz", "Hz"),
-    ("_db", "dB"),
-    ("_usd", "USD"),
-    ("_bytes", "B"),
-    ("_bits", "bit"),
-    ("_s", "s"),
-    ("_j", "J"),
-    ("_w", "W"),
-    ("_m", "m"),
-)
 MAX_PANELS = 8
-
-
-def unit_of(key: str) -> str:
-    """The unit an info key is drawn in, from its name (``latency_s`` -> ``s``; ``_bps`` in Mbit/s), or ``""``."""
-    for suffix, unit in _UNITS:
-        if key.endswith(suffix):
-            return unit
-    return ""
 
 
 @dataclass
@@ -116,8 +98,6 @@ def _numbers(value: Any) -> np.ndarray | None:
 
 def _gym_episode(trace: EpisodeTrace, spec: PolicySpec, env_kwargs: Mapping[str, Any] | None,
                  deterministic: bool) -> None:
-    from edgelam.agents.evaluate import play_episode
-
     env = make_env(trace.env_id, trace.scenario, env_kwargs)
     trace.directions = metric_directions(env.metadata)
 
@@ -133,8 +113,6 @@ def _parallel_episode(
     trace: EpisodeTrace, spec: PolicySpec | Mapping[str, PolicySpec], env_kwargs: Mapping[str, Any] | None,
     deterministic: bool,
 ) -> None:
-    from edgelam.agents.marl import _agent_policies, play_parallel_episode
-
     env = make_parallel(trace.env_id, trace.scenario, env_kwargs)
     trace.directions = metric_directions(env.metadata)
     agents = trace.agents = tuple(env.possible_agents)

@@ -15,6 +15,20 @@ import numpy as np
 
 Summary = Mapping[str, Mapping[str, tuple[float, float, int]]]
 
+# unit of an info key, from its suffix (edgelam's names carry their SI unit); rates are drawn in Mbit/s
+_UNITS = (
+    ("_bps", "Mbit/s"),
+    ("_hz", "Hz"),
+    ("_db", "dB"),
+    ("_usd", "USD"),
+    ("_bytes", "B"),
+    ("_bits", "bit"),
+    ("_s", "s"),
+    ("_j", "J"),
+    ("_w", "W"),
+    ("_m", "m"),
+)
+
 
 def read_learning_curve(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """``(timesteps, episode_return)`` arrays of a ``learning_curve.csv`` (empty if absent)."""
@@ -102,10 +116,12 @@ def plot_learning_curves(
     return out_path
 
 
-def _unit(metric: str) -> str:
-    from edgelam.agents.episode_plot import unit_of
-
-    return unit_of(metric)
+def unit_of(key: str) -> str:
+    """The unit an info key is drawn in, from its name (``latency_s`` -> ``s``; ``_bps`` in Mbit/s), or ``""``."""
+    for suffix, unit in _UNITS:
+        if key.endswith(suffix):
+            return unit
+    return ""
 
 
 def plot_metrics(
@@ -144,7 +160,7 @@ def plot_metrics(
         ax.set_yticks(y, policies, fontsize=8)
         ax.invert_yaxis()
         arrow = {"max": " ↑", "min": " ↓"}.get(directions.get(metric, ""), "")
-        unit = _unit(metric)
+        unit = unit_of(metric)
         ax.set_title(metric + arrow, fontsize=9)
         ax.set_xlabel(unit, fontsize=8)
         ax.tick_params(axis="x", labelsize=7)
@@ -191,8 +207,8 @@ def plot_tradeoff(
             labels.append((xm, ym, [name]))
     for lx, ly, names in labels:
         ax.annotate(", ".join(names), (lx, ly), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    ax.set_xlabel(f"{x_metric} ({_unit(x_metric)})" if _unit(x_metric) else x_metric)
-    ax.set_ylabel(f"{y_metric} ({_unit(y_metric)})" if _unit(y_metric) else y_metric)
+    ax.set_xlabel(f"{x_metric} ({unit_of(x_metric)})" if unit_of(x_metric) else x_metric)
+    ax.set_ylabel(f"{y_metric} ({unit_of(y_metric)})" if unit_of(y_metric) else y_metric)
     ax.set_title(f"{y_metric} against {x_metric}: mean and 95% CI per policy (agents square)", fontsize=10)
     ax.grid(alpha=0.3)
     fig.savefig(out_path, dpi=120)

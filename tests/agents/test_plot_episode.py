@@ -12,8 +12,9 @@ from PIL import Image
 import edgelam.envs  # noqa: F401
 from edgelam import baselines
 from edgelam.agents.cli import main
-from edgelam.agents.episode_plot import panel_keys, plot_episode, record_episode, unit_of
+from edgelam.agents.episode_plot import panel_keys, plot_episode, record_episode
 from edgelam.agents.evaluate import evaluate
+from edgelam.agents.plots import unit_of
 
 
 def test_the_trace_is_the_episode_a_manual_loop_plays():
