@@ -30,11 +30,13 @@ from edgelam.agents.evaluate import play_episode
 from edgelam.agents.marl import _agent_policies, play_parallel_episode
 from edgelam.agents.plots import unit_of
 from edgelam.agents.policies import PolicySpec, resolve_policy
-from edgelam.envs.core.render import padded
+from edgelam.envs.core.render import LINESTYLES, padded
 
 # info keys that are not physical metrics of the step (indices, masks, labels)
 _SKIP = frozenset({"prompt_index", "action_mask", "episode", "TimeLimit.truncated"})
 MAX_PANELS = 8
+MAX_SPLIT_ACTION = 3  # a Gymnasium action of at most this many entries gets one decision panel per entry
+MAX_LINES = 2  # a panel of more lines (agents, devices, servers, action entries) is drawn as a heatmap
 
 
 @dataclass
@@ -49,6 +51,7 @@ class EpisodeTrace:
     seed: int
     scenario: str
     agents: tuple[str, ...] = ()
+    action_widths: tuple[int, ...] = ()  # PettingZoo: entries of each agent's action in an actions row
     actions: list[np.ndarray] = field(default_factory=list)
     rewards: list[np.ndarray] = field(default_factory=list)
     info: dict[str, list[np.ndarray]] = field(default_factory=dict)
@@ -123,7 +126,9 @@ def _parallel_episode(
             per_agent = [_numbers(infos[a].get(key)) for a in agents]
             if all(v is not None and v.size == 1 for v in per_agent):
                 values[key] = np.concatenate(per_agent)
-        action_row = np.concatenate([np.asarray(actions[a], dtype=np.float64).ravel() for a in agents])
+        per_agent_actions = [np.asarray(actions[a], dtype=np.float64).ravel() for a in agents]
+        trace.action_widths = tuple(len(a) for a in per_agent_actions)
+        action_row = np.concatenate(per_agent_actions)
         trace.add(action_row, np.array([float(rewards[a]) for a in agents]), values)
 
     play_parallel_episode(env, _agent_policies(spec, env, trace.seed), trace.seed, deterministic, record)
@@ -158,17 +163,130 @@ def record_episode(
     return trace
 
 
+def decision_panels(trace: EpisodeTrace) -> list[tuple[str, np.ndarray, list[str]]]:
+    """The decision panels: (title, (steps, lines) values, line labels).
+
+    A Gymnasium action of up to :data:`MAX_SPLIT_ACTION` entries gets one panel per entry (their
+    scales differ: a split layer and a precision index), a wider one a single panel. PettingZoo:
+    agents with actions of one width share a panel per entry (one line per agent); agents with
+    different actions (a router and its adversary) get one panel each.
+    """
+    actions = padded(trace.actions)
+    widths = trace.action_widths or (actions.shape[1],)
+    if not trace.agents:
+        if actions.shape[1] == 1:
+            return [("decision (the action of each step)", actions, [""])]
+        if actions.shape[1] <= MAX_SPLIT_ACTION:
+            constant = [j for j in range(actions.shape[1]) if np.ptp(actions[:, j]) == 0]
+            varying = [j for j in range(actions.shape[1]) if j not in constant] or [0]
+            note = "".join(f"; action[{j}] = {actions[0, j]:g} at every step" for j in constant if j not in varying)
+            return [(f"decision: action[{j}]{note if i == 0 else ''}", actions[:, j:j + 1], [""])
+                    for i, j in enumerate(varying)]
+        return [("decisions (the action of each step)", actions, [f"action[{j}]" for j in range(actions.shape[1])])]
+    agents = list(trace.agents)
+    if len(set(widths)) == 1:
+        width = widths[0]
+        per_agent = actions.reshape(len(actions), len(agents), width)
+        if width == 1:
+            return [("decision of each agent", per_agent[:, :, 0], agents)]
+        if width <= MAX_SPLIT_ACTION:
+            return [(f"decision: action[{j}] of each agent", per_agent[:, :, j], agents) for j in range(width)]
+    panels = []
+    start = 0
+    for agent, width in zip(agents, widths, strict=True):
+        block = actions[:, start:start + width]
+        start += width
+        labels = [""] if width == 1 else [f"action[{j}]" for j in range(width)]
+        panels.append((f"decision of {agent}", block, labels))
+    return panels
+
+
+def _repeats_a_decision(values: np.ndarray, decisions: list[np.ndarray]) -> bool:
+    """Whether an info series is one of the decision panels' values (``split_layer`` = ``action[0]``)."""
+    for block in decisions:
+        if block.shape == values.shape and np.allclose(block, values, equal_nan=True):
+            return True
+        if values.shape[1] == 1 and any(np.allclose(block[:, j], values[:, 0], equal_nan=True)
+                                        for j in range(block.shape[1])):
+            return True
+    return False
+
+
 def panel_keys(trace: EpisodeTrace) -> list[str]:
-    """The info keys drawn: those that vary in the episode, the env's headline metrics first."""
+    """The info keys drawn: those that vary in the episode and do not repeat a decision, the env's
+    headline metrics first."""
     first = ["latency_s", "energy_j", *trace.directions, "virtual_queue"]
+    decisions = [values for _, values, _ in decision_panels(trace)]
     varying = []
     for key in trace.info:
         values = trace.series(key)
         finite = values[np.isfinite(values)]
-        if finite.size and np.ptp(finite) > 0:
+        if finite.size and np.ptp(finite) > 0 and not _repeats_a_decision(values, decisions):
             varying.append(key)
     ordered = [k for k in dict.fromkeys(first) if k in varying] + [k for k in varying if k not in first]
     return ordered[:MAX_PANELS]
+
+
+def readable_scale(values: np.ndarray) -> int:
+    """The power of ten (a multiple of 3 above 1) to draw ``values`` in, so tick labels need no offset."""
+    finite = np.abs(values[np.isfinite(values)])
+    top = float(finite.max()) if finite.size else 0.0
+    if top == 0.0 or 1e-2 <= top < 1e5:
+        return 0
+    exponent = int(np.floor(np.log10(top)))
+    return exponent if exponent < 0 else 3 * (exponent // 3)
+
+
+def draw_panel(
+    fig: Any, ax: Any, t: np.ndarray, values: np.ndarray, labels: list[str], unit: str, steps: bool,
+    max_lines: int | None = MAX_LINES,
+) -> bool:
+    """Draw ``values`` (steps, lines) on ``ax``; returns whether it was drawn as a heatmap.
+
+    More than ``max_lines`` lines (agents, devices, entries of an action) become a heatmap with one
+    row each and a colour bar. Ticks are readable: no offset text, a power of ten moved into the
+    unit, integer ticks for integer data, a near-constant series drawn flat in a band of +-1%.
+    """
+    from matplotlib.ticker import MaxNLocator, ScalarFormatter
+
+    exponent = readable_scale(values)
+    if exponent:
+        values = values / 10.0**exponent
+        unit = f"$10^{{{exponent}}}$ {unit}".strip()
+    finite = values[np.isfinite(values)]
+    # integer ticks for small counts and indices (a tier, a server, a number of participants)
+    integers = finite.size > 0 and bool(np.all(finite == np.round(finite))) and np.ptp(finite) <= 10
+    n = values.shape[1]
+    if max_lines is not None and n > max_lines:
+        edges = np.append(t, t[-1] + 1) - 0.5
+        mesh = ax.pcolormesh(edges, np.arange(n + 1) - 0.5, values.T, cmap="viridis", shading="flat")
+        ax.set_yticks(np.arange(n), labels=[label or f"[{j}]" for j, label in enumerate(labels[:n])], fontsize=6)
+        ax.invert_yaxis()
+        bar = fig.colorbar(mesh, ax=ax, pad=0.01, aspect=12)
+        bar.ax.tick_params(labelsize=6)
+        bar.set_label(unit, fontsize=7)
+        if integers:
+            bar.ax.yaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
+        return True
+    for j in range(n):
+        label = labels[j] if n > 1 and j < len(labels) and labels[j] else None
+        style = LINESTYLES[j % len(LINESTYLES)]
+        if steps:
+            ax.step(t, values[:, j], where="post", linewidth=1.2, linestyle=style, label=label)
+        else:
+            ax.plot(t, values[:, j], linewidth=1.2, linestyle=style, label=label)
+    formatter = ScalarFormatter(useOffset=False)
+    formatter.set_scientific(False)
+    ax.yaxis.set_major_formatter(formatter)
+    if integers:
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
+    if finite.size:
+        centre = float(np.mean(finite))
+        if abs(centre) > 0 and np.ptp(finite) < 1e-3 * abs(centre):
+            ax.set_ylim(centre - 0.01 * abs(centre), centre + 0.01 * abs(centre))
+    ax.set_ylabel(unit, fontsize=8)
+    ax.grid(alpha=0.3)
+    return False
 
 
 def plot_episode(trace: EpisodeTrace, out_path: str | Path) -> Path:
@@ -179,17 +297,15 @@ def plot_episode(trace: EpisodeTrace, out_path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     keys = panel_keys(trace)
-    n = len(keys) + 2
-    fig, axes = plt.subplots(n, 1, sharex=True, figsize=(8.0, 1.35 * n + 0.8), layout="constrained")
+    decisions = decision_panels(trace)
+    n = len(decisions) + len(keys) + 1
+    fig, axes = plt.subplots(n, 1, sharex=True, figsize=(8.0, 1.35 * n + 1.0), layout="constrained")
+    axes = np.atleast_1d(axes)
     t = np.arange(1, trace.steps + 1)
-    actions = padded(trace.actions)
-    labels = list(trace.agents) if trace.agents and actions.shape[1] == len(trace.agents) else [
-        f"action[{j}]" for j in range(actions.shape[1])
-    ]
-    for j in range(actions.shape[1]):
-        axes[0].step(t, actions[:, j], where="post", linewidth=1.1, label=labels[j] if actions.shape[1] > 1 else None)
-    axes[0].set_title("decisions (the action of each step)", fontsize=9, loc="left")
-    for ax, key in zip(axes[1:-1], keys, strict=True):
+    for ax, (title, values, labels) in zip(axes, decisions, strict=False):
+        draw_panel(fig, ax, t, values, labels, "", steps=True)
+        ax.set_title(title, fontsize=9, loc="left")
+    for ax, key in zip(axes[len(decisions):-1], keys, strict=True):
         values = trace.series(key)
         names = list(trace.agents) if trace.agents and values.shape[1] == len(trace.agents) else [
             f"[{j}]" for j in range(values.shape[1])
@@ -199,29 +315,26 @@ def plot_episode(trace: EpisodeTrace, out_path: str | Path) -> Path:
             values = values[:, :1]
         if key.endswith("_bps"):
             values = values * 1e-6
-        for j in range(values.shape[1]):
-            ax.plot(t, values[:, j], linewidth=1.1, label=None if values.shape[1] == 1 else names[j])
+        draw_panel(fig, ax, t, values, names, unit_of(key), steps=False)
         direction = {"max": " (higher is better)", "min": " (lower is better)"}.get(trace.directions.get(key, ""), "")
         ax.set_title(key + direction, fontsize=9, loc="left")
-        ax.set_ylabel(unit_of(key), fontsize=8)
     rewards = np.asarray(trace.rewards)
     cumulative = np.cumsum(rewards, axis=0)
-    for j in range(cumulative.shape[1]):
-        axes[-1].plot(t, cumulative[:, j], linewidth=1.1, label=None if cumulative.shape[1] == 1 else labels[j])
+    agents = list(trace.agents) if trace.agents and cumulative.shape[1] == len(trace.agents) else [""]
+    draw_panel(fig, axes[-1], t, cumulative, agents, "", steps=False, max_lines=None)
     axes[-1].set_title("cumulative reward", fontsize=9, loc="left")
     axes[-1].set_xlabel("step")
     for ax in axes:
-        ax.grid(alpha=0.3)
         ax.tick_params(labelsize=7)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     total = trace.episode_return
-    agents = f" ({trace.agents[0]})" if trace.adversarial else (
+    whose = f" ({trace.agents[0]})" if trace.adversarial else (
         f", mean over {len(trace.agents)} agents" if trace.agents else ""
     )
     fig.suptitle(
-        f"{trace.env_id} (scenario {trace.scenario}): {trace.policy}, reset seed {trace.seed}, "
-        f"{trace.steps} steps, return {total:.4g}{agents}",
+        f"{trace.env_id}, scenario {trace.scenario}\n{trace.policy}, reset seed {trace.seed}: "
+        f"{trace.steps} steps, return {total:.4g}{whose}",
         fontsize=10,
     )
     out = Path(out_path)

@@ -21,6 +21,7 @@ RENDER_MODES = ["ansi", "rgb_array"]
 RENDER_FPS = 4
 HISTORY_STEPS = 100  # steps an rgb_array frame shows
 ACTION = "action"  # the key under which a history keeps the (flattened) action
+LINESTYLES = ("-", "--", ":", "-.")  # of the successive lines of a panel
 
 
 @dataclass(frozen=True)
@@ -144,11 +145,13 @@ def rgb_frame(
                 lines.append((name, data[:, j] * panel.scale))
         if len(panel.keys) > 1 and len(panel.labels) == len(lines):
             lines = [(label, y) for label, (_, y) in zip(panel.labels, lines, strict=True)]
-        for name, y in lines:
+        for j, (name, y) in enumerate(lines):
+            # one line style after the other, so coinciding lines (proposed = accepted tokens) stay visible
+            style = LINESTYLES[j % len(LINESTYLES)]
             if panel.steps:
-                ax.step(steps, y, where="post", label=name, linewidth=1.2)
+                ax.step(steps, y, where="post", label=name, linewidth=1.2, linestyle=style)
             else:
-                ax.plot(steps, y, label=name, linewidth=1.2)
+                ax.plot(steps, y, label=name, linewidth=1.2, linestyle=style)
         ax.set_ylabel(panel.unit, fontsize=8)
         ax.set_title(panel.title, fontsize=9, loc="left")
         ax.tick_params(labelsize=7)
