@@ -9,6 +9,7 @@ TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.edgelam-installed
 BENCH_STAMP := $(VENV)/.edgelam-bench-installed
 MUTATION_STAMP := $(VENV)/.edgelam-mutation-installed
+DOCS_STAMP := $(VENV)/.edgelam-docs-installed
 # targets of tests/mutation.py to run (names in its TARGETS; empty: all of them, many hours on 2 cores)
 MUTATION_TARGETS ?=
 # a second environment with the `ray` extra (Ray Tune, RLlib), which pins gymnasium 1.2.x
@@ -16,7 +17,7 @@ RAY_VENV  ?= .venv-ray
 RAY_PY    := $(RAY_VENV)/bin/python
 RAY_STAMP := $(RAY_VENV)/.edgelam-installed
 
-.PHONY: demo test test-fast test-ray bench results mutation lint setup setup-ray clean
+.PHONY: demo test test-fast test-ray bench results mutation docs figures lint setup setup-ray clean
 
 setup: $(STAMP)
 
@@ -36,6 +37,11 @@ $(BENCH_STAMP): $(STAMP)
 $(MUTATION_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e ".[mutation]"
 	touch $(MUTATION_STAMP)
+
+# the docs extra (mkdocs-material, mkdocstrings): only `make docs` needs it
+$(DOCS_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e ".[docs]"
+	touch $(DOCS_STAMP)
 
 setup-ray: $(RAY_STAMP)
 
@@ -72,8 +78,18 @@ results: $(STAMP)
 mutation: $(MUTATION_STAMP)
 	$(PY) -m tests.mutation $(if $(MUTATION_TARGETS),--only $(MUTATION_TARGETS)) --work .mutation --json .mutation/results.json
 
+# the env pages and the CLI page are generated from the code (edgelam.agents.docs_site, also the
+# mkdocs hook), then the site is built into site/ with every warning an error
+docs: $(DOCS_STAMP)
+	$(PY) -m edgelam.agents.docs_site
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+# one rgb_array frame and one plot-episode figure per env id under docs/figures/ (fixed seed and policy rule)
+figures: $(STAMP)
+	$(PY) -m edgelam.agents.docs_figures
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 clean:
-	rm -rf $(VENV) $(RAY_VENV) runs .mutation .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(RAY_VENV) runs .mutation .pytest_cache .ruff_cache site build/docs-api

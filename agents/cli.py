@@ -1,4 +1,4 @@
-"""The ``edgelam`` command: list | train | evaluate | compare | bench | profile.
+"""The ``edgelam`` command: list | train | evaluate | plot-episode | compare | bench | results | profile.
 
 Every subcommand takes ``--json`` (machine-readable output on stdout, nothing
 else there). ``--set key=value`` sets a dotted scenario key (the value is read as

@@ -269,6 +269,12 @@ class FedFTPowerEnv(ParallelEnv):
     ## Episode End
     All agents are truncated after ``episode_length`` rounds; never terminated.
 
+    ## Physics and sources
+    Those of FedFTAllocation-v0: the round time/energy model of Yang et al., TWC 2021 (arXiv
+    1911.02417), TR 38.901 path loss, shadowing and Rayleigh block fading, LoRA (Hu et al.,
+    ICLR 2022) and FedAvg (McMahan et al., AISTATS 2017); the decentralised band split is
+    proportional to the devices' requests.
+
     ## Version History
     * v0: initial release.
     """

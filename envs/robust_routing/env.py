@@ -59,6 +59,11 @@ class RobustRoutingEnv(ParallelEnv):
     ## Episode End
     Both agents are truncated after ``episode_length`` steps; never terminated.
 
+    ## Physics and sources
+    The MicroserviceRouting-v0 simulator (roofline service times, FCFS servers, ring
+    random-walk mobility of users, microservices as in NExT-GPT); the adversary perturbs the
+    demand of the next arrival, as the destabilising agent of RARL (Pinto et al., ICML 2017).
+
     ## Version History
     * v0: initial release.
     """
