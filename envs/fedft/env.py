@@ -386,7 +386,8 @@ class FedFTPowerEnv(ParallelEnv):
         truncations = dict.fromkeys(self.possible_agents, truncated)
         if self._renderer.history is not None:
             action, merged = merge_agents(actions, infos, self.possible_agents, shared=tuple(glob))
-            self._renderer.history.append(action, sum(rewards.values()), merged)
+            # the mean over agents: the return edgelam compare and plot-episode report for a parallel env
+            self._renderer.history.append(action, sum(rewards.values()) / len(rewards), merged)
         if truncated:
             self.agents = []
         return self._observations(), rewards, terminations, truncations, infos
