@@ -69,7 +69,22 @@ def markdown_of(docstring: str | None) -> str:
         return f"`{target.rsplit('.', 1)[-1] if match.group(1) else target}`"
 
     text = _ROLE.sub(role, text)
-    return _LITERAL.sub(lambda m: f"`{m.group(1)}`", text)
+    return _list_items_indented(_LITERAL.sub(lambda m: f"`{m.group(1)}`", text))
+
+
+def _list_items_indented(text: str) -> str:
+    """Continuation lines of ``* `` items indented by 4 (docstrings use 2; Python-Markdown needs 4, and
+    8 for a code block inside an item, as the formula of a baseline's bullet)."""
+    out, in_item = [], False
+    for line in text.split("\n"):
+        if line.startswith(("* ", "- ")):
+            in_item = True
+        elif line and not line.startswith(" "):
+            in_item = False
+        elif in_item and line:
+            line = "  " + line
+        out.append(line)
+    return "\n".join(out)
 
 
 def env_class(spec: EnvSpec) -> type:
@@ -428,9 +443,11 @@ def api_tree(root: Path = API_DIR) -> Path:
     package = root / "edgelam"
     package.mkdir(parents=True, exist_ok=True)
     for name, folder in PACKAGE_DIRS.items():
-        link = package / name
+        link, target = package / name, ROOT / folder
+        if link.is_symlink() and link.readlink() != target:  # a checkout that moved
+            link.unlink()
         if not link.is_symlink():
-            link.symlink_to(ROOT / folder, target_is_directory=True)
+            link.symlink_to(target, target_is_directory=True)
     return root
 
 
