@@ -6,7 +6,8 @@ and keeps, per step, the action, the reward and every numeric ``info`` value (SI
 units, as the envs report them; per agent for PettingZoo envs). :func:`plot_episode`
 draws the decisions on top, then the physical metrics that vary during the episode,
 each with its unit read from its name (``_s`` seconds, ``_j`` joules, ``_bps`` bit/s,
-...), then the cumulative return.
+...) or, for a name that states none (``virtual_queue``, ``loss``), from the env's
+``metadata["info_units"]``, then the cumulative return.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class EpisodeTrace:
     rewards: list[np.ndarray] = field(default_factory=list)
     info: dict[str, list[np.ndarray]] = field(default_factory=dict)
     directions: dict[str, str] = field(default_factory=dict)
+    units: dict[str, str] = field(default_factory=dict)  # the env's metadata["info_units"]
 
     @property
     def steps(self) -> int:
@@ -103,6 +105,7 @@ def _gym_episode(trace: EpisodeTrace, spec: PolicySpec, env_kwargs: Mapping[str,
                  deterministic: bool) -> None:
     env = make_env(trace.env_id, trace.scenario, env_kwargs)
     trace.directions = metric_directions(env.metadata)
+    trace.units = dict(env.metadata.get("info_units", {}) or {})
 
     def record(action: Any, reward: float, info: dict) -> None:
         values = {k: v for k, v in ((k, _numbers(v)) for k, v in info.items() if k not in _SKIP) if v is not None}
@@ -118,6 +121,7 @@ def _parallel_episode(
 ) -> None:
     env = make_parallel(trace.env_id, trace.scenario, env_kwargs)
     trace.directions = metric_directions(env.metadata)
+    trace.units = dict(env.metadata.get("info_units", {}) or {})
     agents = trace.agents = tuple(env.possible_agents)
 
     def record(actions: dict, rewards: dict, infos: dict) -> None:
@@ -315,7 +319,7 @@ def plot_episode(trace: EpisodeTrace, out_path: str | Path) -> Path:
             values = values[:, :1]
         if key.endswith("_bps"):
             values = values * 1e-6
-        draw_panel(fig, ax, t, values, names, unit_of(key), steps=False)
+        draw_panel(fig, ax, t, values, names, trace.units.get(key) or unit_of(key), steps=False)
         direction = {"max": " (higher is better)", "min": " (lower is better)"}.get(trace.directions.get(key, ""), "")
         ax.set_title(key + direction, fontsize=9, loc="left")
     rewards = np.asarray(trace.rewards)

@@ -46,6 +46,11 @@ POWER_PANELS = (
 )
 
 
+# units of info keys whose name does not state one (metadata["info_units"], read by plot-episode)
+FEDFT_INFO_UNITS = {"virtual_queue": "J", "loss": "nats/token", "topic_loss": "nats/token",
+                    "loss_decrease": "nats/token"}
+
+
 class FedFTAllocationEnv(gym.Env):
     """Allocate uplink bandwidth and transmit power to K devices in each round of federated LoRA fine-tuning.
 
@@ -189,6 +194,7 @@ class FedFTAllocationEnv(gym.Env):
         "render_fps": RENDER_FPS,
         "metric_directions": {"loss": "min"},
         "info_sums": ("energy_j", "compute_energy_j", "upload_energy_j", "loss_decrease"),
+        "info_units": FEDFT_INFO_UNITS,
     }
 
     def __init__(self, scenario: str = "default", backend: str = "replay", render_mode: str | None = None,
@@ -286,6 +292,7 @@ class FedFTPowerEnv(ParallelEnv):
         "is_parallelizable": True,
         "metric_directions": {"loss": "min"},
         "info_sums": ("energy_j", "total_energy_j"),
+        "info_units": FEDFT_INFO_UNITS,
     }
 
     def __init__(self, scenario: str = "default", backend: str = "replay", render_mode: str | None = None,

@@ -114,6 +114,7 @@ class MicroserviceRoutingEnv(gym.Env):
     metadata = {
         "render_modes": RENDER_MODES, "render_fps": RENDER_FPS,
         "info_sums": ("latency_s", "energy_j", "migration_energy_j", "completed"),
+        "info_units": {"virtual_queue": "J"},  # units of info keys whose name does not state one
     }
 
     def __init__(self, scenario: str = "default", backend: str = "replay", render_mode: str | None = None, **overrides):

@@ -167,6 +167,8 @@ class OffloadEnv(gym.Env):
         self._tokens = (self.tables.prompt_tokens / 128.0).tolist()
         self._budget = cfg.budget.per_task
         self._budget_energy = cfg.budget.metric == "energy_j"
+        # the virtual queue is in the unit of the budgeted metric (read by plot-episode)
+        self.metadata = {**self.metadata, "info_units": {"virtual_queue": "J" if self._budget_energy else "USD"}}
         self._w = cfg.reward
         self._reset_state()
 

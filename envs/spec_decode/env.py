@@ -135,6 +135,7 @@ class SpecDecodeEnv(gym.Env):
         "render_modes": RENDER_MODES,
         "render_fps": RENDER_FPS,
         "metric_directions": {"tokens": "max", "accepted_tokens": "max"},
+        "info_units": {"virtual_queue": "J"},  # units of info keys whose name does not state one
     }
 
     def __init__(

@@ -116,6 +116,7 @@ class SplitInferenceEnv(gym.Env):
         "render_modes": RENDER_MODES,
         "render_fps": RENDER_FPS,
         "metric_directions": {"quality": "max", "quality_loss": "min"},
+        "info_units": {"virtual_queue": "J"},  # units of info keys whose name does not state one
     }
 
     def __init__(

@@ -78,3 +78,12 @@ def test_evaluate_cli_plays_a_router_baseline_against_the_adversary(capsys):
     assert main(["evaluate", "edgelam/RobustRouting-v0", "--policy", "greedy", "--episodes", "1", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["summary"]["return/router"]["mean"] < 0
+
+
+def test_a_name_without_a_unit_takes_the_env_s_info_units():
+    """virtual_queue is in the unit of the budgeted metric: Offload-v0 states it per scenario."""
+    assert record_episode("lyapunov", "edgelam/Offload-v0", seed=0).units["virtual_queue"] == "J"
+    usd = record_episode("lyapunov", "edgelam/Offload-v0", seed=0, env_kwargs={"budget.metric": "cloud_cost_usd",
+                                                                               "budget.per_task": 2e-5})
+    assert usd.units["virtual_queue"] == "USD" and "virtual_queue" in panel_keys(usd)
+    assert record_episode("equal", "edgelam/FedFTPower-v0", seed=0).units["loss"] == "nats/token"
