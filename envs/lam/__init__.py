@@ -82,7 +82,7 @@ _LAZY: dict[str, str] = {
     ),
     **dict.fromkeys(("split_quality", "split_quality_grid"), "split"),
 }
-_SUBMODULES = frozenset(("build_family", "lora", "model", "profile", "speculative", "split"))
+_SUBMODULES = frozenset(("build_family", "card", "lora", "model", "profile", "speculative", "split"))
 
 if TYPE_CHECKING:
     from .lora import (

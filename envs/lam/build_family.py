@@ -14,9 +14,18 @@ same torch build -> same weights.
 Models (``transformers.LlamaForCausalLM``, tied embeddings, one shared byte-level
 BPE tokenizer trained with ``tokenizers``):
 
-* ``device`` -- 2 layers, d_model 128 (the on-device / draft model)
+* ``device`` -- 1 layer, d_model 128, distilled from ``cloud`` (Hinton et al., 2015, the
+  way the edge-cloud BAIM framework derives compact edge models; a distilled draft also
+  keeps speculative acceptance realistic): 10x fewer parameters than ``cloud``
 * ``edge``   -- 4 layers, d_model 192
-* ``cloud``  -- 8 layers, d_model 256 (about the largest 2 CPU cores train in an hour)
+* ``cloud``  -- 8 layers, d_model 256
+
+Training is resumable: every 50 steps the model, optimiser, schedule and data generator are
+checkpointed under ``--checkpoints`` (``runs/family_checkpoints``), and the same command
+started again continues from there. ``--continue-training`` runs a further cosine cycle on a
+saved model; ``--evaluate-only`` recomputes the card's held-out metrics. Each training run
+appends its command to the card's ``rebuild`` list, so ``docs/model_card.md``
+(:mod:`.card`) lists the commands that rebuild the family in order.
 """
 
 from __future__ import annotations
@@ -44,7 +53,16 @@ N_PROMPTS = 300
 CONTINUATION_TOKENS = 32
 
 FAMILY = {
-    "device": {"layers": 2, "d_model": 128, "ffn": 384, "lr": 2e-3},
+    # the on-device draft: 10x fewer parameters than cloud, distilled from it (Hinton et al., 2015)
+    "device": {
+        "layers": 1,
+        "d_model": 128,
+        "ffn": 384,
+        "lr": 3e-3,
+        "distill_from": "cloud",
+        "kd_alpha": 0.5,
+        "kd_temperature": 1.0,
+    },
     "edge": {"layers": 4, "d_model": 192, "ffn": 512, "lr": 1.5e-3},
     "cloud": {"layers": 8, "d_model": 256, "ffn": 704, "lr": 2.5e-3},
 }
@@ -116,22 +134,61 @@ def make_model(spec: dict, seed: int):
 
 
 @torch.no_grad()
-def heldout_loss(model, heldout: np.ndarray) -> float:
-    """Mean next-token cross-entropy (nats) over the held-out sequences."""
+def heldout_metrics(model, heldout: np.ndarray) -> tuple[float, float]:
+    """Mean next-token cross-entropy (nats) and teacher-forced top-1 accuracy on the held-out sequences."""
     model.eval()
     x = torch.from_numpy(heldout.astype(np.int64))
-    total = 0.0
+    total, hits = 0.0, 0
     for i in range(0, len(x), 20):
-        total += float(model(input_ids=x[i : i + 20], labels=x[i : i + 20]).loss) * len(x[i : i + 20])
-    return total / len(x)
+        batch = x[i : i + 20]
+        out = model(input_ids=batch, labels=batch)
+        total += float(out.loss) * len(batch)
+        hits += int((out.logits[:, :-1].argmax(-1) == batch[:, 1:]).sum())
+    return total / len(x), hits / x[:, 1:].numel()
+
+
+def heldout_loss(model, heldout: np.ndarray) -> float:
+    """Mean next-token cross-entropy (nats) over the held-out sequences."""
+    return heldout_metrics(model, heldout)[0]
+
+
+def distillation_loss(student_logits, teacher_logits, labels, alpha: float, temperature: float):
+    """Hinton et al. (2015) knowledge distillation: ``alpha * T^2 * KL(teacher_T || student_T)
+    + (1 - alpha) * CE(labels)`` over next-token positions (logits at t predict token t + 1)."""
+    s = student_logits[:, :-1].reshape(-1, student_logits.shape[-1]).float()
+    t = teacher_logits[:, :-1].reshape(-1, teacher_logits.shape[-1]).float()
+    ce = torch.nn.functional.cross_entropy(s, labels[:, 1:].reshape(-1))
+    kl = torch.nn.functional.kl_div(
+        torch.log_softmax(s / temperature, -1),
+        torch.log_softmax(t / temperature, -1),
+        log_target=True,
+        reduction="batchmean",
+    )
+    return alpha * temperature**2 * kl + (1.0 - alpha) * ce
 
 
 def train_model(
-    name: str, spec: dict, train_ids: np.ndarray, steps: int, seed: int, log, init_from: Path | None = None
+    name: str,
+    spec: dict,
+    train_ids: np.ndarray,
+    steps: int,
+    seed: int,
+    log,
+    init_from: Path | None = None,
+    teacher=None,
+    checkpoint: Path | None = None,
+    checkpoint_every: int = 50,
 ) -> tuple:
+    """Train one model; with ``teacher``, by distillation (:func:`distillation_loss`).
+
+    With ``checkpoint``, the model, optimiser, LR schedule, data generator and step are saved
+    there every ``checkpoint_every`` steps (atomically), and a run started again with the same
+    settings resumes from the last one: an interrupted run ends with the same weights as an
+    uninterrupted one.
+    """
     if init_from is None:
         model = make_model(spec, seed)
-    else:  # continue training a saved model of the family (a second, lower-LR cosine cycle)
+    else:  # continue training a saved model of the family (a further, lower-LR cosine cycle)
         from transformers import LlamaForCausalLM
 
         model = LlamaForCausalLM.from_pretrained(init_from, dtype=torch.float32)
@@ -146,13 +203,40 @@ def train_model(
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     rng = np.random.default_rng(seed)
+    run_key = {
+        "name": name,
+        "steps": steps,
+        "seed": seed,
+        "lr": spec["lr"],
+        "layers": spec["layers"],
+        "d_model": spec["d_model"],
+        "teacher": spec.get("distill_from") if teacher is not None else None,
+    }
+    first, elapsed = 0, 0.0
+    if checkpoint is not None and checkpoint.exists():
+        state = torch.load(checkpoint, weights_only=True)
+        if state["run"] != run_key:
+            raise SystemExit(f"{checkpoint} belongs to another run ({state['run']}); delete it or change --checkpoints")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        rng.bit_generator.state = state["rng"]
+        first, elapsed = int(state["step"]), float(state["elapsed"])
+        log(f"{name}: resumed from {checkpoint} at step {first}")
     data = torch.from_numpy(train_ids.astype(np.int64))
     model.train()
-    t0 = time.time()
-    for step in range(steps):
+    t0 = time.time() - elapsed
+    for step in range(first, steps):
         starts = rng.integers(0, len(data) - SEQ_LEN - 1, size=BATCH)
         x = torch.stack([data[s : s + SEQ_LEN] for s in starts])
-        loss = model(input_ids=x, labels=x).loss
+        if teacher is None:
+            loss = model(input_ids=x, labels=x).loss
+        else:
+            with torch.no_grad():
+                teacher_logits = teacher(input_ids=x).logits
+            loss = distillation_loss(
+                model(input_ids=x).logits, teacher_logits, x, spec["kd_alpha"], spec["kd_temperature"]
+            )
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -160,6 +244,22 @@ def train_model(
         opt.zero_grad(set_to_none=True)
         if step % 50 == 0 or step == steps - 1:
             log(f"{name} step {step}/{steps} loss {loss.item():.3f} ({time.time() - t0:.0f}s)")
+        if checkpoint is not None and ((step + 1) % checkpoint_every == 0 or step == steps - 1):
+            checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            tmp = checkpoint.with_suffix(".tmp")
+            torch.save(
+                {
+                    "run": run_key,
+                    "model": model.state_dict(),
+                    "opt": opt.state_dict(),
+                    "sched": sched.state_dict(),
+                    "rng": rng.bit_generator.state,
+                    "step": step + 1,
+                    "elapsed": time.time() - t0,
+                },
+                tmp,
+            )
+            tmp.replace(checkpoint)
     return model, time.time() - t0
 
 
@@ -200,6 +300,17 @@ def main(argv: list[str] | None = None) -> None:
         help="start from the saved weights of each --only model (a further cosine cycle at --lr)",
     )
     ap.add_argument("--lr", type=float, help="peak learning rate (default: the family's per-model value)")
+    ap.add_argument(
+        "--evaluate-only",
+        action="store_true",
+        help="train nothing: recompute the held-out loss and top-1 accuracy of the --only models in --out",
+    )
+    ap.add_argument(
+        "--checkpoints",
+        type=Path,
+        default=Path("runs") / "family_checkpoints",
+        help="folder of resumable training checkpoints (one per model); a rerun with the same settings resumes",
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     out: Path = args.out
@@ -239,45 +350,96 @@ def main(argv: list[str] | None = None) -> None:
                 fh.write(json.dumps(p) + "\n")
 
     card_path = out / "family.json"
-    card = json.loads(card_path.read_text()) if card_path.exists() else {}
-    card.update(
-        {
-            "corpus": {
-                "source": "CPython standard library Lib/*.py (non-test, < 300 kB, no encodings/pydoc_data)",
-                "python_version": ".".join(map(str, __import__("sys").version_info[:3])),
-                "files": len(files),
-                "heldout_files": len(held_texts),
-                "heldout_rule": f"crc32(relative path) % {HELDOUT_MOD} == 0",
-                "sha256": corpus_sha,
-                "train_tokens": len(train_ids),
-                "heldout_bytes_per_token": bytes_per_token,
-            },
-            "tokenizer": {"type": "byte-level BPE (tokenizers)", "vocab_size": VOCAB_SIZE, "eos": EOS},
-            "training": {
-                "seq_len": SEQ_LEN,
-                "batch": BATCH,
-                "optimizer": "AdamW(0.9, 0.95), wd 0.1, cosine to 10%, clip 1.0; per-model stages list seeds/LRs",
-            },
-            "heldout_eval": {"sequences": HELDOUT_SEQS, "seq_len": SEQ_LEN, "file": "heldout_tokens.npy"},
-        }
-    )
-    card.setdefault("models", {})
-    for name in args.only:
+    header = {
+        "corpus": {
+            "source": "CPython standard library Lib/*.py (non-test, < 300 kB, no encodings/pydoc_data)",
+            "python_version": ".".join(map(str, __import__("sys").version_info[:3])),
+            "files": len(files),
+            "heldout_files": len(held_texts),
+            "heldout_rule": f"crc32(relative path) % {HELDOUT_MOD} == 0",
+            "sha256": corpus_sha,
+            "train_tokens": len(train_ids),
+            "heldout_bytes_per_token": bytes_per_token,
+        },
+        "tokenizer": {"type": "byte-level BPE (tokenizers)", "vocab_size": VOCAB_SIZE, "eos": EOS},
+        "training": {
+            "seq_len": SEQ_LEN,
+            "batch": BATCH,
+            "optimizer": "AdamW(0.9, 0.95), wd 0.1, cosine to 10%, clip 1.0; per-model stages list seeds/LRs",
+        },
+        "heldout_eval": {"sequences": HELDOUT_SEQS, "seq_len": SEQ_LEN, "file": "heldout_tokens.npy"},
+    }
+
+    def read_card() -> dict:
+        """The card as it is on disk now (another run may have written a model since this one began)."""
+        card = json.loads(card_path.read_text()) if card_path.exists() else {}
+        card.update(header)
+        card.setdefault("models", {})
+        return card
+
+    if args.evaluate_only:
+        from transformers import LlamaForCausalLM
+
+        card = read_card()
+        for name in args.only:
+            if name not in card["models"]:
+                raise SystemExit(f"--evaluate-only: no trained {name!r} in {card_path}")
+            model = LlamaForCausalLM.from_pretrained(out / "models" / name, dtype=torch.float32)
+            loss, top1 = heldout_metrics(model, heldout)
+            card["models"][name].update(
+                heldout_loss_nats=round(loss, 4),
+                heldout_top1=round(top1, 4),
+                heldout_bits_per_byte=round(loss / math.log(2) / bytes_per_token, 4),
+            )
+            log(f"{name}: held-out loss {loss:.4f} nats/token, top-1 {top1:.4f}")
+        card_path.write_text(json.dumps(card, indent=2) + "\n")
+        return
+    # a distilled model needs its teacher first: teachers train before their students
+    order = sorted(args.only, key=lambda n: FAMILY[n].get("distill_from") is not None)
+    for name in order:
         spec = dict(FAMILY[name], lr=args.lr or FAMILY[name]["lr"])
         model_dir = out / "models" / name
-        previous = card["models"].get(name) if args.continue_training else None
+        previous = read_card()["models"].get(name) if args.continue_training else None
         if args.continue_training and previous is None:
             raise SystemExit(f"--continue-training: no trained {name!r} in {card_path}")
         init = model_dir if args.continue_training else None
-        model, secs = train_model(name, spec, train_ids, args.steps, args.seed, log, init_from=init)
+        teacher = None
+        if spec.get("distill_from"):
+            from transformers import LlamaForCausalLM
+
+            teacher_dir = out / "models" / spec["distill_from"]
+            if not (teacher_dir / "model.safetensors").exists():
+                raise SystemExit(f"{name} is distilled from {spec['distill_from']!r}: build that first ({teacher_dir})")
+            from .replay import weights_sha256
+
+            teacher_sha = weights_sha256(teacher_dir)  # before training: the teacher as it was read
+            teacher = LlamaForCausalLM.from_pretrained(teacher_dir, dtype=torch.float32).eval()
+        ckpt = args.checkpoints / f"{name}-{'continue' if init else 'scratch'}-seed{args.seed}.pt"
+        model, secs = train_model(
+            name, spec, train_ids, args.steps, args.seed, log, init_from=init, teacher=teacher, checkpoint=ckpt
+        )
         model.to(torch.float16).save_pretrained(model_dir)
         tokenizer.save_pretrained(model_dir)
         from transformers import LlamaForCausalLM
 
         reloaded = LlamaForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-        loss = heldout_loss(reloaded, heldout)
+        loss, top1 = heldout_metrics(reloaded, heldout)
         stage = {"steps": args.steps, "seed": args.seed, "peak_lr": spec["lr"], "train_seconds": round(secs, 1)}
+        if teacher is not None:
+            stage.update(
+                distilled_from=spec["distill_from"],
+                teacher_weights_sha256=teacher_sha,
+                kd_alpha=spec["kd_alpha"],
+                kd_temperature=spec["kd_temperature"],
+            )
         stages = [*previous.get("stages", []), stage] if previous else [stage]
+        card = read_card()
+        command = f"--only {name} --steps {args.steps} --seed {args.seed}"
+        if args.continue_training:
+            command += " --continue-training"
+        if args.lr is not None:
+            command += f" --lr {args.lr:g}"
+        card["rebuild"] = [*card.get("rebuild", []), command]  # the order the family was built in
         card["models"][name] = {
             "layers": spec["layers"],
             "d_model": spec["d_model"],
@@ -288,11 +450,12 @@ def main(argv: list[str] | None = None) -> None:
             "train_tokens_seen": sum(st["steps"] for st in stages) * BATCH * SEQ_LEN,
             "stages": stages,
             "heldout_loss_nats": round(loss, 4),
+            "heldout_top1": round(top1, 4),
             "heldout_bits_per_byte": round(loss / math.log(2) / bytes_per_token, 4),
             "stored_dtype": "float16",
         }
         card_path.write_text(json.dumps(card, indent=2) + "\n")
-        log(f"{name}: held-out loss {loss:.4f} nats/token")
+        log(f"{name}: held-out loss {loss:.4f} nats/token, top-1 {top1:.4f}")
 
 
 if __name__ == "__main__":
