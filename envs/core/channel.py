@@ -448,6 +448,17 @@ def fading_correlation(doppler: np.ndarray | float, slot_s: float) -> np.ndarray
     return _out(j0(2.0 * np.pi * fd * slot_s))
 
 
+def gauss_markov_step(h: np.ndarray, rho, innovation, normals: np.ndarray) -> np.ndarray:
+    """One slot of Gauss–Markov Rayleigh fading: h_t = rho h_{t-1} + sqrt(1 - rho^2) e_t, e_t ~ CN(0, 1).
+
+    ``innovation`` is sqrt(1 - rho^2) and ``normals`` the standard normals (2, *h.shape) of the
+    real and imaginary parts, e_t = (z_0 + j z_1) / sqrt(2) (Jakes 1974; Baddour & Beaulieu 2005).
+    The update :meth:`GaussMarkovFading.step` runs, for callers that hold the fading state
+    themselves (a batched env's state of B x N links).
+    """
+    return rho * h + innovation * ((normals[0] + 1j * normals[1]) * math.sqrt(0.5))
+
+
 class GaussMarkovFading:
     """Rayleigh fading over N links, first-order Gauss–Markov correlated over slots.
 
@@ -499,7 +510,7 @@ class GaussMarkovFading:
 
     def step(self, rng: np.random.Generator) -> np.ndarray:
         """Advance one slot; return the power gains |h_t|^2, shape (N,)."""
-        self.h = self.rho * self.h + self._innovation * self._cn(rng)
+        self.h = gauss_markov_step(self.h, self.rho, self._innovation, rng.standard_normal((2, self.n_links)))
         return self.power_gain
 
     def step_from(self, z: np.ndarray) -> np.ndarray:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -10,14 +9,21 @@ from gymnasium import spaces
 from gymnasium.utils import seeding
 from pettingzoo import ParallelEnv
 
-from edgelam.envs.core.channel import WirelessLink, rate_from_snr_bps
 from edgelam.envs.core.config import load_scenario
 from edgelam.envs.core.render import RENDER_FPS, RENDER_MODES, Panel, Renderer, merge_agents
 from edgelam.envs.multi_user_offload.config import MultiUserOffloadConfig
-from edgelam.envs.multi_user_offload.dynamics import equal_shares, slot_costs
+from edgelam.envs.multi_user_offload.dynamics import (
+    OBS_DIM,
+    Params,
+    State,
+    blank,
+    draw_exogenous,
+    initial,
+    observation,
+    transition,
+)
 from edgelam.envs.multi_user_offload.spec import SPEC
 from edgelam.envs.offload.config import TIERS
-from edgelam.envs.offload.dynamics import DEVICE
 from edgelam.envs.offload.env import offload_tables
 
 BACKENDS = ("replay", "live")
@@ -32,6 +38,27 @@ RENDER_PANELS = (
     Panel("edge compute share per user", ("compute_share",)),
     Panel("task latency per user", ("latency_s",), "s"),
 )
+_GLOBAL_KEYS = ("global_reward", "total_latency_s", "mean_quality", "allocation_projected")
+
+
+def observation_space() -> spaces.Box:
+    """One user's observation space (the same object for every agent of an env)."""
+    return spaces.Box(np.zeros(OBS_DIM, np.float32), np.asarray(OBS_HIGH, np.float32), dtype=np.float32)
+
+
+class LiveTasks:
+    """The live backend's model numbers: the real models run on each task (results cached per task and tier)."""
+
+    def __init__(self, live: Any) -> None:
+        self.live = live
+
+    def confidence(self, prompt: np.ndarray) -> np.ndarray:
+        conf = [self.live.device_run(p)[1] for p in prompt.ravel().tolist()]
+        return np.array(conf).reshape(prompt.shape)
+
+    def quality(self, prompt: np.ndarray, tier: np.ndarray) -> np.ndarray:
+        pairs = zip(prompt.ravel().tolist(), tier.ravel().tolist(), strict=True)
+        return np.array([self.live.accuracy(p, k) for p, k in pairs]).reshape(prompt.shape)
 
 
 class MultiUserOffloadEnv(ParallelEnv):
@@ -62,7 +89,14 @@ class MultiUserOffloadEnv(ParallelEnv):
 
     Allocation: equal shares by default. A controller (the ``cvxpy`` baseline) may set
     the split of the next :meth:`step` with :meth:`set_allocation`; it applies to that
-    one step. Agents' action spaces stay identical (needed by SuperSuit parameter sharing).
+    one step. Agents' action spaces stay identical (needed by parameter sharing).
+
+    The dynamics are :mod:`.dynamics` over a batched state; this env is one game of it
+    (B = 1; its :attr:`state` is what the baselines read). :class:`.vector.MultiUserOffloadGames`
+    plays B games at once, and its SB3 view of the B x N agent rows trains parameter-sharing
+    PPO without SuperSuit (:func:`edgelam.agents.marl.batched_vec_env`). ``num_users`` goes
+    up to 1,024: nothing in a step loops over users in Python except building the per-agent
+    dicts of the PettingZoo API (and, with ``backend="live"``, the model runs).
 
     ## Action Space
     Per agent ``Discrete(3)``: 0 device, 1 edge, 2 cloud.
@@ -118,30 +152,22 @@ class MultiUserOffloadEnv(ParallelEnv):
         self.possible_agents = [f"user_{i}" for i in range(self.n)]
         self._renderer.entry_labels = tuple(self.possible_agents)
         self.agents: list[str] = []
-        obs_space = spaces.Box(np.zeros(len(OBS_HIGH), np.float32), np.asarray(OBS_HIGH, np.float32), dtype=np.float32)
+        obs_space = observation_space()
         act_space = spaces.Discrete(len(TIERS))
         self.observation_spaces = dict.fromkeys(self.possible_agents, obs_space)
         self.action_spaces = dict.fromkeys(self.possible_agents, act_space)
-        self.link = WirelessLink(cfg.channel, n_links=self.n)
         self._np_random, _ = seeding.np_random(None)
         self._allocation: tuple[np.ndarray, np.ndarray] | None = None
         self._live = None
+        tasks = None
         if backend == "live":
             from edgelam.envs.offload.live import LiveOffloadQuality
 
             self._live = LiveOffloadQuality(tuple(getattr(cfg, t).executed_model for t in TIERS), cache=True)
-        self._init_state()
-
-    def _init_state(self) -> None:
-        self._t = 0
-        self._battery = np.full(self.n, self.config.battery_j)
-        self._prompts = np.zeros(self.n, dtype=np.int64)
-        self._conf = np.zeros(self.n)
-        self._se = np.ones(self.n)
-        self._z = 0.0
-        self._rtt = self.config.wan.rtt_mean_s
-        self._last_rtt = self._rtt
-        self._offloaded = 0.0
+            tasks = LiveTasks(self._live)
+        self.params = Params.build(cfg, self.tables, tasks)
+        self._tiers = np.asarray(TIERS)
+        self._set_state(blank(self.params, 1))
 
     def observation_space(self, agent: str) -> spaces.Box:
         return self.observation_spaces[agent]
@@ -151,6 +177,10 @@ class MultiUserOffloadEnv(ParallelEnv):
 
     # -- state views for controllers --------------------------------------------------------------
 
+    def _set_state(self, state: State) -> None:
+        self.state = state  # the game's State (B = 1): what the properties below are views of
+        self._prompts = state.prompt[0]  # one view per slot: controllers key a slot by its identity
+
     @property
     def prompts(self) -> np.ndarray:
         """(N,) held-out prompt of each user's pending task."""
@@ -159,7 +189,7 @@ class MultiUserOffloadEnv(ParallelEnv):
     @property
     def device_confidence(self) -> np.ndarray:
         """(N,) the device model's real confidence on each user's pending task (live: just computed)."""
-        return self._conf
+        return self.state.confidence[0]
 
     @property
     def live_model_runs(self) -> int:
@@ -169,22 +199,22 @@ class MultiUserOffloadEnv(ParallelEnv):
     @property
     def spectral_efficiency(self) -> np.ndarray:
         """(N,) log2(1 + SNR) of each user this slot (bit/s/Hz, independent of its band share)."""
-        return self._se
+        return self.state.spectral_eff[0]
 
     @property
     def last_cloud_rtt_s(self) -> float:
         """Cloud RTT measured in the previous slot, in s."""
-        return self._last_rtt
+        return float(self.state.last_cloud_rtt_s[0])
 
     @property
     def offloaded_fraction(self) -> float:
         """Fraction of users that offloaded in the previous slot."""
-        return self._offloaded
+        return float(self.state.offloaded_fraction[0])
 
     @property
     def step_count(self) -> int:
         """Slots played in this episode."""
-        return self._t
+        return int(self.state.step[0])
 
     def set_allocation(self, band_share: np.ndarray, compute_share: np.ndarray) -> None:
         """Split of the band and of the free edge capacity for the next :meth:`step` only, (N,) each.
@@ -204,54 +234,31 @@ class MultiUserOffloadEnv(ParallelEnv):
             out.append(arr)
         self._allocation = (out[0], out[1])
 
-    # -- dynamics ---------------------------------------------------------------------------------
-
-    def _next_slot(self) -> None:
-        cfg, rng = self.config, self._np_random
-        _, snr, _ = self.link.step(rng)
-        self._se = np.maximum(rate_from_snr_bps(1.0, snr), 1e-6)  # bit/s/Hz: the rate of 1 Hz
-        self._prompts = rng.integers(self.num_prompts, size=self.n)
-        if self._live is None:
-            self._conf = self.tables.confidence[self._prompts]
-        else:
-            self._conf = np.array([self._live.device_run(int(p))[1] for p in self._prompts])
-        wan = cfg.wan
-        self._z = wan.corr * self._z + math.sqrt(1.0 - wan.corr**2) * float(rng.standard_normal())
-        self._rtt = wan.rtt_mean_s * math.exp(wan.rtt_log_std * self._z - 0.5 * wan.rtt_log_std**2)
+    # -- PettingZoo API ---------------------------------------------------------------------------
 
     def _observations(self) -> dict[str, np.ndarray]:
-        cfg = self.config
-        t = self.tables
-        obs = np.empty((self.n, len(OBS_HIGH)), dtype=np.float32)
-        obs[:, 0] = self._conf
-        obs[:, 1] = np.minimum(t.prompt_tokens[self._prompts] / 128.0, 32.0)
-        obs[:, 2] = np.clip(np.log10(np.maximum(cfg.channel.bandwidth_hz * self._se, 1.0)) / 10.0, 0.0, 2.0)
-        obs[:, 3] = cfg.edge_background_util
-        obs[:, 4] = min(self._last_rtt, 10.0)
-        obs[:, 5] = np.maximum(self._battery, 0.0) / cfg.battery_j
-        obs[:, 6] = self._offloaded
-        obs[:, 7] = self._t / cfg.episode_length
-        return {a: obs[i] for i, a in enumerate(self.possible_agents)}
+        return dict(zip(self.possible_agents, observation(self.params, self.state)[0], strict=True))
 
     def reset(self, seed: int | None = None, options: dict | None = None):
         if seed is not None:
             self._np_random, _ = seeding.np_random(seed)
-        cfg, rng = self.config, self._np_random
         self.agents = list(self.possible_agents)
         if self._renderer.history is not None:
             self._renderer.history.clear()
-        self._init_state()
         self._allocation = None
-        distances = rng.uniform(*cfg.distance_m, size=self.n)
-        self.link.reset(rng, distances)
-        self._z = float(rng.standard_normal())
-        self._next_slot()
-        infos = {a: {"distance_m": float(distances[i])} for i, a in enumerate(self.possible_agents)}
+        state, distance = initial(self.params, self._np_random, 1)
+        self._set_state(state)
+        infos = {a: {"distance_m": d} for a, d in zip(self.possible_agents, distance[0].tolist(), strict=True)}
         return self._observations(), infos
 
     def _actions(self, actions: dict) -> np.ndarray:
         if not isinstance(actions, dict) or set(actions) != set(self.agents):
             raise ValueError(f"actions: expected one action per live agent {self.agents}, got {actions!r}")
+        values = [actions[a] for a in self.possible_agents]
+        if set(map(type, values)) <= {int, np.int64}:  # the common case: plain integers
+            tiers = np.array(values, dtype=np.int64)
+            if tiers.min() >= 0 and tiers.max() < len(TIERS):
+                return tiers
         tiers = np.empty(self.n, dtype=np.int64)
         for i, agent in enumerate(self.possible_agents):
             a = np.asarray(actions[agent])
@@ -264,61 +271,43 @@ class MultiUserOffloadEnv(ParallelEnv):
         if not self.agents:
             raise ValueError("step() after the episode ended; call reset()")
         tiers = self._actions(actions)
-        cfg, w = self.config, self.config.reward
-        band, compute = equal_shares(tiers)
-        projected = False
+        allocation = None
         if self._allocation is not None:
-            b, c = self._allocation
+            band, compute = self._allocation
             self._allocation = None
-            off, edge = tiers != DEVICE, tiers == 1
-            if np.all(b[off] > 0) and np.all(c[edge] > 0):
-                band, compute = b, c
-            else:
-                projected = True
-        latency, energy, usd, _ = slot_costs(
-            self.tables, self._prompts, tiers, self._se, band, compute,
-            cfg.channel.bandwidth_hz, cfg.edge_background_util, self._rtt,
-        )
-        if self._live is None:
-            quality = self.tables.quality[self._prompts, tiers]
-        else:
-            quality = np.array([self._live.accuracy(int(p), int(k)) for p, k in zip(self._prompts, tiers, strict=True)])
-        rewards_arr = (
-            w.quality_weight * quality
-            - w.latency_weight * latency
-            - w.energy_weight_per_j * energy
-            - w.cloud_cost_weight_per_usd * usd
-        )
+            allocation = (np.ones(1, dtype=bool), band[None], compute[None])
+        exo = draw_exogenous(self._np_random, self.params, 1)
+        state, reward, info = transition(self.params, self.state, tiers[None], exo, allocation)
+        self._set_state(state)
         glob = {
-            "global_reward": float(rewards_arr.mean()),
-            "total_latency_s": float(latency.sum()),
-            "mean_quality": float(quality.mean()),
-            "allocation_projected": projected,
+            "global_reward": float(info["global_reward"][0]),
+            "total_latency_s": float(info["total_latency_s"][0]),
+            "mean_quality": float(info["mean_quality"][0]),
+            "allocation_projected": bool(info["allocation_projected"][0]),
         }
-        infos = {}
-        for i, a in enumerate(self.possible_agents):
-            infos[a] = {
-                "latency_s": float(latency[i]),
-                "energy_j": float(energy[i]),
-                "quality": float(quality[i]),
-                "cloud_cost_usd": float(usd[i]),
-                "tier": TIERS[tiers[i]],
-                "band_share": float(band[i]),
-                "compute_share": float(compute[i]),
-                **glob,
-            }
-        self._battery = self._battery - energy
-        self._offloaded = float(np.mean(tiers != DEVICE))
-        self._last_rtt = self._rtt
-        self._t += 1
-        truncated = self._t >= cfg.episode_length
-        self._next_slot()
+        columns = zip(
+            self.possible_agents,
+            info["latency_s"][0].tolist(),
+            info["energy_j"][0].tolist(),
+            info["quality"][0].tolist(),
+            info["cloud_cost_usd"][0].tolist(),
+            self._tiers[tiers].tolist(),
+            info["band_share"][0].tolist(),
+            info["compute_share"][0].tolist(),
+            strict=True,
+        )
+        infos = {
+            a: {"latency_s": lat, "energy_j": en, "quality": q, "cloud_cost_usd": usd, "tier": tier,
+                "band_share": band, "compute_share": comp, **glob}
+            for a, lat, en, q, usd, tier, band, comp in columns
+        }
+        truncated = self.step_count >= self.config.episode_length
         obs = self._observations()
-        rewards = {a: float(rewards_arr[i]) for i, a in enumerate(self.possible_agents)}
+        rewards = dict(zip(self.possible_agents, reward[0].tolist(), strict=True))
         terminations = dict.fromkeys(self.possible_agents, False)
         truncations = dict.fromkeys(self.possible_agents, truncated)
         if self._renderer.history is not None:
-            action, merged = merge_agents(actions, infos, self.possible_agents, shared=tuple(glob))
+            action, merged = merge_agents(actions, infos, self.possible_agents, shared=_GLOBAL_KEYS)
             # the mean over agents: the return edgelam compare and plot-episode report for a parallel env
             self._renderer.history.append(action, sum(rewards.values()) / len(rewards), merged)
         if truncated:
