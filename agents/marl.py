@@ -1,11 +1,22 @@
 """Multi-agent training by parameter sharing, and the evaluation loop of parallel envs.
 
 Parameter sharing (Terry et al., "Revisiting Parameter Sharing in Multi-Agent Deep
-RL", 2020): SuperSuit turns a PettingZoo parallel env into a vector env whose
-sub-envs are its agents, so one SB3 policy acts for every agent.
-:func:`edgelam.agents.train.train` does this for any id in ``PARALLEL_ENVS``;
-:func:`parallel_vec_env` is the conversion. Agents must share observation and
-action spaces (pad them with SuperSuit otherwise).
+RL", 2020): the agents of a parallel env become the sub-envs of one SB3 vector env,
+so one SB3 policy acts for every agent. :func:`edgelam.agents.train.train` does this
+for any id in ``PARALLEL_ENVS`` through :func:`shared_vec_env`, which picks
+
+* :func:`batched_vec_env` where the env's spec has a batched parallel game
+  (``batched_entry_point``; replay backend): ``n_envs`` games in one array simulator,
+  its B x N agent rows (:class:`~edgelam.envs.core.vector.AgentRowsVectorEnv`) behind
+  :class:`~edgelam.agents.vec.SB3VectorAdapter`, no Python loop over games or agents;
+* :func:`parallel_vec_env` otherwise: SuperSuit's conversion of ``n_envs`` copies of the
+  parallel env (a Python loop over copies and agents every step).
+
+Both give SB3 the same rows (copy or game ``g``, agent ``i`` at row ``g N + i``), the same
+spaces, rewards, episode ends and ``info["episode"]`` records; with one copy and the same
+seed they give the same trajectory bit for bit (the games of a batch share one generator,
+SuperSuit seeds copy ``c`` with ``seed + c``). Agents must share observation and action
+spaces (pad them with SuperSuit otherwise).
 """
 
 from __future__ import annotations
@@ -22,10 +33,13 @@ from stable_baselines3.common.vec_env import VecEnv, VecMonitor
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices
 from supersuit.vector.sb3_vector_wrapper import SB3VecEnvWrapper
 
-from edgelam.agents.common import ParallelFactory, action_mask, info_sums, make_parallel
+from edgelam.agents.common import ParallelFactory, action_mask, env_kwargs_for, info_sums, make_parallel
 from edgelam.agents.metrics import EpisodeMetrics
 from edgelam.agents.policies import PolicySpec, accepts_masks, resolve_policy, to_env_action
+from edgelam.agents.vec import SB3VectorAdapter
 from edgelam.baselines import Policy, RandomPolicy
+from edgelam.envs import registration
+from edgelam.envs.core.vector import AgentRowsVectorEnv
 
 
 class _SeededVecEnv(SB3VecEnvWrapper):
@@ -81,6 +95,60 @@ def parallel_vec_env(env_fn: Callable[[], ParallelEnv], n_envs: int = 1, seed: i
     venv = _SeededVecEnv(concat)
     venv.seed(seed)
     return VecMonitor(venv)
+
+
+def has_batched_game(env_id: str, env_kwargs: Mapping[str, Any] | None = None) -> bool:
+    """Whether ``env_id`` trains on its batched parallel game: its spec has one and the backend is replay."""
+    spec = registration.find_spec(env_id) if isinstance(env_id, str) else None
+    backend = dict(env_kwargs or {}).get("backend", "replay")
+    return spec is not None and spec.batched_entry_point is not None and backend == "replay"
+
+
+def batched_vec_env(
+    env_id: str,
+    n_envs: int = 1,
+    seed: int | None = None,
+    scenario: str = "default",
+    env_kwargs: Mapping[str, Any] | None = None,
+) -> VecEnv:
+    """An SB3 VecEnv over ``n_envs`` games of ``env_id``'s batched parallel game, one sub-env per agent row.
+
+    Args:
+        env_id: a parallel id whose spec has a ``batched_entry_point``.
+        n_envs: games B; SB3 sees ``n_envs * n_agents`` envs (game ``g``, agent ``i`` at row ``g N + i``).
+        seed: seed of the first reset (the one generator of the batch).
+        scenario: scenario name or YAML path.
+        env_kwargs: dotted scenario overrides.
+
+    Returns:
+        The vector env; finished episodes carry ``info["episode"]`` per agent row (as ``VecMonitor``).
+
+    Raises:
+        ValueError: if ``env_id`` has no batched game, or on bad arguments.
+    """
+    kwargs = env_kwargs_for(scenario, env_kwargs)
+    try:
+        game = registration.make_batched(env_id, num_games=n_envs, **kwargs)
+    except TypeError as exc:
+        raise ValueError(f"{env_id}: bad arguments {kwargs}: {exc}") from exc
+    venv = SB3VectorAdapter(AgentRowsVectorEnv(game))
+    venv.seed(seed)
+    venv.action_space.seed(seed)
+    return venv
+
+
+def shared_vec_env(
+    env_id: str,
+    n_envs: int = 1,
+    seed: int | None = None,
+    scenario: str = "default",
+    env_kwargs: Mapping[str, Any] | None = None,
+) -> VecEnv:
+    """The parameter-sharing VecEnv of a parallel id: :func:`batched_vec_env` where it has a batched
+    game (:func:`has_batched_game`), else :func:`parallel_vec_env` (SuperSuit)."""
+    if has_batched_game(env_id, env_kwargs):
+        return batched_vec_env(env_id, n_envs, seed, scenario, env_kwargs)
+    return parallel_vec_env(lambda: make_parallel(env_id, scenario, env_kwargs), n_envs, seed)
 
 
 def _resolve(spec: PolicySpec, env: ParallelEnv, agent: str, seed: int) -> Policy:

@@ -2,7 +2,8 @@
 
 A run folder (``out_dir``) holds::
 
-    meta.json            settings, algorithm, timesteps done, wall time, finished flag
+    meta.json            settings, algorithm, timesteps done, wall time, finished flag (parallel ids:
+                         parameter_sharing, "batched" or "supersuit")
     model.zip            the final model            (written when training ends)
     vecnormalize.pkl     VecNormalize statistics    (when the settings normalise)
     checkpoints/         model_<steps>_steps.zip (+ model_vecnormalize_<steps>_steps.pkl)
@@ -42,11 +43,10 @@ from edgelam.agents.common import (
     env_kwargs_for,
     is_parallel,
     make_env,
-    make_parallel,
     torch_threads,
     with_action_masks,
 )
-from edgelam.agents.marl import parallel_vec_env
+from edgelam.agents.marl import has_batched_game, shared_vec_env
 from edgelam.agents.policies import (
     META,
     MODEL,
@@ -203,14 +203,16 @@ def make_train_env(
     Gymnasium ids: ``make_vec_env`` over ``n_envs`` copies in a ``DummyVecEnv``
     (MaskablePPO gets ``action_masks()``); with ``vectorized``, the env's batched
     ``vector_entry_point`` env of ``n_envs`` copies behind :class:`SB3VectorAdapter`;
-    parallel ids: :func:`parallel_vec_env`.
+    parallel ids: :func:`~edgelam.agents.marl.shared_vec_env` (``n_envs`` games of the
+    env's batched parallel game where it has one, else SuperSuit over ``n_envs`` copies;
+    ``vectorized`` asks for the batched game).
 
     Raises:
         ValueError: if the algorithm does not handle the env's action space (or is
             ``maskable_ppo`` on a parallel env), or ``vectorized`` is asked of an env
             without a ``vector_entry_point`` or with ``maskable_ppo``.
     """
-    if vectorized:
+    if vectorized and not (is_parallel(env_id) and has_batched_game(env_id, env_kwargs)):
         spec = None if is_parallel(env_id) else gym.spec(env_id)
         if spec is None or spec.vector_entry_point is None or algo == "maskable_ppo":
             raise ValueError(
@@ -228,7 +230,7 @@ def make_train_env(
     elif is_parallel(env_id):
         if algo == "maskable_ppo":
             raise ValueError("maskable_ppo is not supported with parameter sharing (parallel envs)")
-        venv = parallel_vec_env(lambda: make_parallel(env_id, scenario, env_kwargs), n_envs, seed)
+        venv = shared_vec_env(env_id, n_envs, seed, scenario, env_kwargs)
     else:
 
         def env_fn() -> gym.Env:
@@ -366,7 +368,11 @@ def train(
         model = algo_cls.load(start[0], env=venv, device=kwargs["device"], tensorboard_log=tb_dir)
     model.set_random_seed(run_seed)
 
-    running = {**settings, "timesteps": timesteps, "finished": False, "wall_time_s": previous_wall}
+    if is_parallel(env_id):  # recorded, not compared on resume: both simulators play the same game
+        recorded = {"parameter_sharing": "batched" if has_batched_game(env_id, env_kwargs) else "supersuit"}
+    else:
+        recorded = {}
+    running = {**settings, **recorded, "timesteps": timesteps, "finished": False, "wall_time_s": previous_wall}
     _write_meta(out_dir, running)
     checkpoints = CheckpointCallback(
         save_freq=max((checkpoint_freq or max(timesteps // 5, 1000)) // params["n_envs"], 1),
@@ -399,6 +405,7 @@ def train(
         out_dir,
         {
             **settings,
+            **recorded,
             "timesteps": timesteps,
             "num_timesteps": int(model.num_timesteps),
             "finished": True,

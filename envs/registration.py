@@ -104,3 +104,20 @@ def make_parallel(env_id: str, **kwargs: Any):
     entry = PARALLEL_ENVS[env_id]
     factory = load_attribute(entry) if isinstance(entry, str) else entry
     return factory(**kwargs)
+
+
+def make_batched(env_id: str, num_games: int = 1, **kwargs: Any):
+    """Build the batched parallel game of ``env_id``: ``num_games`` games of its agents in arrays.
+
+    The spec's ``batched_entry_point`` with ``num_games=`` and the env's ``scenario=`` and dotted
+    overrides (replay backend). ``edgelam.envs.core.vector.AgentRowsVectorEnv`` views its agent
+    rows as one vector env (parameter sharing).
+
+    Raises:
+        ValueError: if ``env_id`` has no batched game.
+    """
+    spec = find_spec(env_id)
+    if spec is None or spec.batched_entry_point is None:
+        known = ", ".join(s.id for s in _BY_ID.values() if s.batched_entry_point) or "none"
+        raise ValueError(f"{env_id!r} has no batched parallel game (ids with one: {known})")
+    return load_attribute(spec.batched_entry_point)(num_games=num_games, **kwargs)

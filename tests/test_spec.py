@@ -238,6 +238,25 @@ def test_shipped_spec_matches_its_env(spec):
     assert len(baselines.available(spec.id)) > 1, "the spec's baselines module registers nothing for the id"
 
 
+@pytest.mark.parametrize("spec", [s for s in registration.SPECS if s.batched_entry_point], ids=lambda s: s.id)
+def test_batched_game_comes_from_its_spec_and_plays_the_parallel_envs_game(spec):
+    env = registration.make_parallel(spec.id)
+    game = registration.make_batched(spec.id, num_games=3)
+    assert type(game).__name__ == spec.batched_entry_point.rpartition(":")[2] and game.num_games == 3
+    assert game.possible_agents == env.possible_agents and game.config == env.config
+    agent = env.possible_agents[0]
+    assert game.single_observation_space == env.observation_space(agent)
+    assert game.single_action_space == env.action_space(agent)
+    env.close()
+
+
+def test_batched_entry_point_is_for_parallel_specs_only():
+    with pytest.raises(ValueError, match="batched_entry_point"):
+        dataclasses.replace(TOY, batched_entry_point="pkg.module:Game")
+    with pytest.raises(ValueError, match="has no batched parallel game"):
+        registration.make_batched(TOY.id)
+
+
 def test_registration_lists_each_spec_once_in_order():
     ids = [s.id for s in registration.SPECS]
     assert len(ids) == len(set(ids))

@@ -45,7 +45,11 @@ class EnvSpec:
         scenario_dir: the folder of the env's scenarios under ``configs/scenarios/``; also
             names the env's ``configs/agents/<scenario_dir>.yaml`` and its run folders.
         baselines: module that registers the env's baselines on import, or ``None``.
-        vector_entry_point: ``"module:attribute"`` of the batched vector env, or ``None``.
+        vector_entry_point: ``"module:attribute"`` of the batched vector env, or ``None``
+            (Gymnasium ids).
+        batched_entry_point: ``"module:attribute"`` of the batched parallel game, B games of
+            N agents in arrays (PettingZoo ids; built by ``edgelam.envs.registration.make_batched``
+            with ``num_games=``), or ``None``.
         backends: the values the constructor takes for ``backend=``, the default first.
         cost_keys: ``info`` keys of the env's long-term budget (its virtual queue), reported
             when the scenario sets a budget; empty for an env without one.
@@ -62,6 +66,7 @@ class EnvSpec:
     scenario_dir: str
     baselines: str | None = None
     vector_entry_point: str | None = None
+    batched_entry_point: str | None = None
     backends: tuple[str, ...] = ("replay", "live")
     cost_keys: tuple[str, ...] = ()
 
@@ -70,12 +75,14 @@ class EnvSpec:
             raise ValueError(f"EnvSpec {self.id}: kind {self.kind!r} is not one of {KINDS}")
         if "/" not in self.id or "-v" not in self.id.rsplit("/", 1)[1]:
             raise ValueError(f"EnvSpec {self.id!r}: an id is 'namespace/Name-vN'")
-        for name in ("entry_point", "config", "vector_entry_point"):
+        for name in ("entry_point", "config", "vector_entry_point", "batched_entry_point"):
             value = getattr(self, name)
             if value is not None and ":" not in value:
                 raise ValueError(f"EnvSpec {self.id}: {name} {value!r} is not 'package.module:attribute'")
         if self.kind == "pettingzoo" and self.vector_entry_point is not None:
             raise ValueError(f"EnvSpec {self.id}: a PettingZoo spec has no Gymnasium vector_entry_point")
+        if self.kind == "gymnasium" and self.batched_entry_point is not None:
+            raise ValueError(f"EnvSpec {self.id}: a Gymnasium spec has no batched_entry_point (use vector_entry_point)")
         if not self.scenario_dir or Path(self.scenario_dir).name != self.scenario_dir:
             raise ValueError(f"EnvSpec {self.id}: scenario_dir {self.scenario_dir!r} is not one folder name")
         if not self.backends:

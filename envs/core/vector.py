@@ -1,10 +1,12 @@
-"""Shared set-up of edgelam's batched replay vector envs (``vector_entry_point``)."""
+"""Shared set-up of edgelam's batched replay vector envs (``vector_entry_point``), and the agent-row
+view of a batched parallel game (``batched_entry_point``) that parameter sharing trains on."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
@@ -44,3 +46,64 @@ class ReplayVectorEnv(VectorEnv):
         self.single_observation_space = self.single.observation_space
         self.action_space = batch_space(self.single_action_space, num_envs)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
+
+
+class AgentRowsVectorEnv(VectorEnv):
+    """The B x N agent rows of a batched parallel game as one Gymnasium vector env (parameter sharing).
+
+    ``game`` plays B games of N agents with arrays (B, N, ...) (``num_games``,
+    ``num_agents``, ``single_observation_space``, ``single_action_space``, ``reset`` and
+    ``step`` as :class:`edgelam.envs.multi_user_offload.vector.MultiUserOffloadGames`). Row
+    ``g N + i`` is agent ``i`` of game ``g``: observations (B N, ...), actions (B N,),
+    rewards, terminations and truncations (B N,); a per-agent ``info`` array (B, N) becomes
+    (B N,), a per-game one (B,) and every ``_key`` mask is repeated for the game's N rows.
+    A partial reset mask (B N,) must cover whole games (the agents of a game share its
+    episode). Next-step autoreset, as the game's; SB3 trains on it through
+    :class:`edgelam.agents.vec.SB3VectorAdapter`.
+    """
+
+    metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.NEXT_STEP}
+
+    def __init__(self, game: Any) -> None:
+        self.game = game
+        self.num_games, self.num_agents = game.num_games, game.num_agents
+        self.num_envs = self.num_games * self.num_agents
+        self.single_observation_space = game.single_observation_space
+        self.single_action_space = game.single_action_space
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+
+    def _rows(self, value: Any) -> Any:
+        arr = np.asarray(value)
+        if arr.shape[:2] == (self.num_games, self.num_agents):
+            return arr.reshape(self.num_envs, *arr.shape[2:])
+        if arr.shape[:1] == (self.num_games,):
+            return np.repeat(arr, self.num_agents, axis=0)
+        return value
+
+    def _info(self, info: dict[str, Any]) -> dict[str, Any]:
+        return {key: self._rows(value) for key, value in info.items()}
+
+    def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):
+        """Reset every game, or the games whose rows ``options["reset_mask"]`` (bool (B N,)) marks."""
+        if options is not None and options.get("reset_mask") is not None:
+            mask = np.asarray(options["reset_mask"])
+            if mask.shape != (self.num_envs,) or mask.dtype != np.bool_:
+                raise ValueError(f"options['reset_mask']: expected a bool array ({self.num_envs},), got {mask!r}")
+            games = mask.reshape(self.num_games, self.num_agents)
+            if np.any(games.any(axis=1) != games.all(axis=1)):
+                raise ValueError("options['reset_mask']: the rows of a game reset together (mark all or none of them)")
+            options = {**options, "reset_mask": games[:, 0].copy()}
+        obs, info = self.game.reset(seed=seed, options=options)
+        return self._rows(obs), self._info(info)
+
+    def step(self, actions: Any):
+        """Step every game with the rows' actions (B N,)."""
+        arr = np.asarray(actions)
+        if arr.shape != (self.num_envs,):
+            raise ValueError(f"actions: expected shape ({self.num_envs},), got {arr.shape}")
+        obs, reward, terminated, truncated, info = self.game.step(arr.reshape(self.num_games, self.num_agents))
+        return self._rows(obs), self._rows(reward), self._rows(terminated), self._rows(truncated), self._info(info)
+
+    def close(self, **kwargs: Any) -> None:
+        self.game.close()

@@ -16,12 +16,15 @@ class MultiUserOffloadConfig:
     ``channel.bandwidth_hz`` is the uplink band all users share (FDMA); a user given the
     whole band transmits at ``channel.tx_power_w``. ``edge_background_util`` is the
     fraction of the edge server busy with other traffic; the rest is shared by the users
-    who pick the edge (processor sharing).
+    who pick the edge (processor sharing). ``num_users`` goes up to 1,024: the shares are
+    fractions of one slot's band and edge time, so any number of users can split them
+    (1,024 offloading users of a 10 MHz band get about 10 kHz each on average, e.g. one
+    180 kHz NR resource block for 1/18 of the slot).
     """
 
     description: str = ""
     episode_length: int = field(default=200, metadata=bounds(1, 1_000_000))
-    num_users: int = field(default=4, metadata=bounds(1, 64))
+    num_users: int = field(default=4, metadata=bounds(1, 1024))
     profile_dir: str | None = None  # replay profiles written by `edgelam profile --out DIR`; None = shipped
     device: TierConfig = field(default_factory=TierConfig)
     edge: TierConfig = field(default_factory=lambda: TierConfig("Llama-3.2-3B", "edge_gpu_l4", 16, "edge"))

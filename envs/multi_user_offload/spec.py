@@ -8,6 +8,7 @@ SPEC = EnvSpec(
     id="edgelam/MultiUserOffload-v0",
     kind="pettingzoo",
     entry_point="edgelam.envs.multi_user_offload.env:parallel_env",
+    batched_entry_point="edgelam.envs.multi_user_offload.vector:MultiUserOffloadGames",
     config="edgelam.envs.multi_user_offload.config:MultiUserOffloadConfig",
     scenario_dir="multi_user_offload",
     baselines="edgelam.baselines.multi_user_offload",

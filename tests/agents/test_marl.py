@@ -39,6 +39,23 @@ def test_parameter_sharing_trains_and_evaluates_per_agent(tmp_path, tiny_ppo):
     assert row["latency_s"] == pytest.approx((row["latency_s/a0"] + row["latency_s/a1"]) / 2)
 
 
+def test_parameter_sharing_trains_on_the_batched_game_where_the_env_has_one(tmp_path, tiny_ppo):
+    from edgelam.agents.marl import has_batched_game, shared_vec_env
+
+    env_id = "edgelam/MultiUserOffload-v0"
+    assert has_batched_game(env_id) and not has_batched_game(env_id, {"backend": "live"})
+    assert not has_batched_game(TOY_PAR)
+    venv = shared_vec_env(env_id, n_envs=2, seed=0)
+    assert type(venv).__name__ == "SB3VectorAdapter" and venv.num_envs == 8  # 2 games x 4 users
+    venv.close()
+    result = train(env_id, timesteps=512, seed=0, out_dir=tmp_path / "mu", hyperparams=tiny_ppo,
+                   env_kwargs={"episode_length": 16})
+    meta = json.loads((tmp_path / "mu" / "meta.json").read_text())
+    assert meta["parameter_sharing"] == "batched" and result.num_timesteps >= 512
+    row = evaluate(tmp_path / "mu", env_id, episodes=1, seed=2, env_kwargs={"episode_length": 16})[0]
+    assert row["length"] == 16 and {"return/user_0", "latency_s/user_3"} <= set(row)
+
+
 class _Sign:
     """Matches the sign in the observation (``agree=True``: reward 1 every step) or always misses it."""
 
