@@ -118,21 +118,22 @@ class Greedy(JointPolicy):
     def decide(self) -> np.ndarray:
         env = self.env
         n = env.n
+        cfg = env.config
+        w = cfg.reward
         quality = self.expected_quality()
         others = round(env.offloaded_fraction * n)
-        tiers = np.empty(n, dtype=np.int64)
-        for i in range(n):
-            best, best_k = np.inf, DEVICE
-            for k in (DEVICE, EDGE, CLOUD):
-                mine = np.full(n, DEVICE)
-                mine[i] = k
-                share = 1.0 / (min(others, n - 1) + 1)
-                cost = self._objective(mine, np.full(n, share), np.full(n, share), quality)
-                cost -= self._objective(np.full(n, DEVICE), np.ones(n), np.ones(n), quality)  # others' constant
-                if cost < best:
-                    best, best_k = cost, k
-            tiers[i] = best_k
-        return tiers
+        share = np.full(n, 1.0 / (min(others, n - 1) + 1))
+        # each user's own cost of each tier (column k: every user alone on tier k with that share), (N, 3);
+        # a user's cost does not depend on the tiers of the others once the shares are fixed
+        cost = np.empty((n, 3))
+        for k in (DEVICE, EDGE, CLOUD):
+            lat, en, usd, _ = slot_costs(
+                env.tables, env.prompts, np.full(n, k), env.spectral_efficiency, share, share,
+                cfg.channel.bandwidth_hz, cfg.edge_background_util, env.last_cloud_rtt_s,
+            )
+            cost[:, k] = (w.latency_weight * lat + w.energy_weight_per_j * en + w.cloud_cost_weight_per_usd * usd
+                          - w.quality_weight * quality[:, k])
+        return np.argmin(cost, axis=1).astype(np.int64)  # ties: the first tier, device before edge before cloud
 
 
 class CvxpyAllocation(JointPolicy):
