@@ -7,11 +7,20 @@ Actions are sampled before the clock starts and only ``step()`` calls are timed
   wrappers (PettingZoo parallel envs: one ``step`` of all agents counts as one step);
 * ``vector_steps_per_s``: env-steps per second (batch x calls) of
   ``gym.make_vec(id, num_envs, vectorization_mode="vector_entry_point")`` when the
-  env registers a ``vector_entry_point``;
+  env registers a ``vector_entry_point``; for a PettingZoo env with a batched parallel
+  game (``batched_entry_point``), agent-steps per second (games x agents x calls) of
+  ``num_envs`` games (``vector_unit`` says which);
+* ``agents``: for a PettingZoo env whose spec names its ``agents_key``, agent-steps per
+  second of the PettingZoo env itself at N = 4, 64 and 1,024 agents (one ``step`` of
+  N agents is N agent-steps; about ``agent_steps`` timed at each N);
 * ``live_mean_step_s``: mean step time of ``backend="live"`` (the real model runs
   inside ``step``) over a few steps, for envs that accept ``backend=``;
 * ``ratio_vs_mobile_env``: ``steps_per_s`` over mobile-env's
   ``mobile-small-central-v0`` measured in the same run, when mobile-env is installed.
+
+:func:`bench_marl_train` (``edgelam bench --marl-train``) times parameter-sharing PPO
+training of a PettingZoo env on its batched game against SuperSuit's conversion (what
+training used before the batched game), in the same run.
 """
 
 from __future__ import annotations
@@ -23,12 +32,19 @@ from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 
 from edgelam.agents.common import is_parallel, make_env, make_parallel, parallel_factory
 from edgelam.agents.compare import machine_info
 from edgelam.envs import registration
 
 MOBILE_ENV_ID = "mobile-small-central-v0"
+AGENT_COUNTS = (4, 64, 1024)  # agents of a PettingZoo env whose spec has an agents_key
+AGENT_STEPS = 40_000  # agent-steps timed at each agent count (at least 20 joint steps)
+MARL_ENV_ID = "edgelam/MultiUserOffload-v0"
+# PPO settings where the simulator, not the gradient steps, bounds training: 64 games (256 agent rows
+# of MultiUserOffload), 16,384 transitions per rollout, 4 epochs of 4 minibatches
+THROUGHPUT_PPO = {"n_envs": 64, "n_steps": 64, "batch_size": 4096, "n_epochs": 4}
 
 
 def _time_gym(env: gym.Env, steps: int, seed: int) -> float:
@@ -79,6 +95,37 @@ def _vector_steps_per_s(env_id: str, num_envs: int, steps: int, seed: int) -> fl
     return calls * num_envs / total
 
 
+def _batched_agent_steps_per_s(env_id: str, num_games: int, steps: int, seed: int) -> float:
+    """Agent-steps per second of the env's batched parallel game of ``num_games`` games."""
+    game = registration.make_batched(env_id, num_games=num_games)
+    calls = max(steps // num_games, 10)
+    space = game.single_action_space
+    rng = np.random.default_rng(seed)
+    actions = rng.integers(space.start, space.start + space.n, size=(calls, num_games, game.num_agents))
+    game.reset(seed=seed)
+    total = 0.0
+    for action in actions:
+        began = time.perf_counter()
+        game.step(action)
+        total += time.perf_counter() - began
+    game.close()
+    return calls * num_games * game.num_agents / total
+
+
+def bench_agents(env_id: str, counts: Sequence[int] = AGENT_COUNTS, agent_steps: int = AGENT_STEPS,
+                 seed: int = 0) -> list[dict[str, Any]]:
+    """Agent-steps per second of a PettingZoo env at each number of agents (its spec's ``agents_key``)."""
+    key = registration.find_spec(env_id).agents_key
+    out = []
+    for n in counts:
+        env = make_parallel(env_id, env_kwargs={key: n})
+        steps = max(agent_steps // n, 20)
+        total = _time_parallel(env, steps, seed)
+        env.close()
+        out.append({"num_agents": n, "steps": steps, "agent_steps_per_s": steps * n / total})
+    return out
+
+
 def _live_step_s(env_id: str, steps: int, seed: int) -> tuple[float | None, str]:
     """Mean step time with ``backend="live"``, or ``None`` and why not."""
     try:
@@ -96,7 +143,13 @@ def _live_step_s(env_id: str, steps: int, seed: int) -> tuple[float | None, str]
 
 
 def bench_env(
-    env_id: str, steps: int = 10_000, num_envs: int = 256, live_steps: int = 5, seed: int = 0
+    env_id: str,
+    steps: int = 10_000,
+    num_envs: int = 256,
+    live_steps: int = 5,
+    seed: int = 0,
+    agent_counts: Sequence[int] = AGENT_COUNTS,
+    agent_steps: int = AGENT_STEPS,
 ) -> dict[str, Any]:
     """Measure one env (keys in the module docstring)."""
     parallel = is_parallel(env_id)
@@ -120,6 +173,14 @@ def bench_env(
     if spec is not None and spec.vector_entry_point is not None:
         out["vector_num_envs"] = num_envs
         out["vector_steps_per_s"] = _vector_steps_per_s(env_id, num_envs, steps, seed)
+        out["vector_unit"] = "env-steps/s"
+    edgelam_spec = registration.find_spec(env_id)
+    if parallel and edgelam_spec is not None and edgelam_spec.batched_entry_point is not None:
+        out["vector_num_envs"] = num_envs
+        out["vector_steps_per_s"] = _batched_agent_steps_per_s(env_id, num_envs, steps, seed)
+        out["vector_unit"] = "agent-steps/s"
+    if parallel and edgelam_spec is not None and edgelam_spec.agents_key is not None and agent_counts:
+        out["agents"] = bench_agents(env_id, agent_counts, agent_steps, seed)
     if live_steps > 0:
         out["live_mean_step_s"], out["live_note"] = _live_step_s(env_id, live_steps, seed)
     return out
@@ -150,6 +211,8 @@ def bench(
     num_envs: int = 256,
     live_steps: int = 5,
     seed: int = 0,
+    agent_counts: Sequence[int] = AGENT_COUNTS,
+    agent_steps: int = AGENT_STEPS,
 ) -> dict[str, Any]:
     """Benchmark envs (default: every registered edgelam id) and mobile-env as a reference.
 
@@ -158,12 +221,81 @@ def bench(
         dict has ``ratio_vs_mobile_env`` when mobile-env was measured.
     """
     ids = list(env_ids) if env_ids else [*registration.GYM_ENVS, *registration.PARALLEL_ENVS]
-    results = [bench_env(i, steps, num_envs, live_steps, seed) for i in ids]
+    results = [bench_env(i, steps, num_envs, live_steps, seed, agent_counts, agent_steps) for i in ids]
     mobile = bench_mobile_env(steps, seed)
     for result in results:
         if mobile["installed"]:
             result["ratio_vs_mobile_env"] = result["steps_per_s"] / mobile["steps_per_s"]
     return {"envs": results, "mobile_env": mobile, "machine": machine_info()}
+
+
+def _learn_steps_per_s(env_id: str, sharing: str, params: dict[str, Any], timesteps: int, seed: int) -> float:
+    """SB3 timesteps (agent-row steps) per second of ``model.learn`` with parameter sharing ``sharing``."""
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from edgelam.agents import hyperparams as hp
+    from edgelam.agents.common import torch_threads
+    from edgelam.agents.marl import batched_vec_env, parallel_vec_env
+
+    n_envs = params["n_envs"]
+    if sharing == "batched":
+        venv = batched_vec_env(env_id, n_envs, seed)
+    else:
+        venv = parallel_vec_env(lambda: make_parallel(env_id), n_envs, seed)
+    norm = hp.normalize_kwargs(params)
+    if norm is not None:
+        venv = VecNormalize(venv, **norm)
+    kwargs = {"device": "cpu", **hp.sb3_kwargs(params)}
+    model = hp.algo_class("ppo")("MlpPolicy", venv, seed=seed, verbose=0, **kwargs)
+    with torch_threads(1):
+        began = time.perf_counter()
+        model.learn(total_timesteps=timesteps)
+        wall = time.perf_counter() - began
+    venv.close()
+    return model.num_timesteps / wall
+
+
+def bench_marl_train(
+    env_id: str = MARL_ENV_ID,
+    timesteps: int = 65_536,
+    hyperparams: dict[str, Any] | None = None,
+    repeats: int = 2,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Parameter-sharing PPO training speed on the env's batched game and through SuperSuit, same run.
+
+    Both train the same PPO (``configs/agents`` settings of the env with ``hyperparams`` on top,
+    default :data:`THROUGHPUT_PPO`, ``{}`` for the file's settings alone; VecNormalize as
+    ``edgelam train`` applies it; one torch thread) for ``timesteps`` SB3 timesteps, one per
+    agent row and step, so timesteps/s are agent-steps/s of training. The two run alternately
+    ``repeats`` times; each reports its fastest run (the least disturbed on a busy machine).
+    ``ratio`` = batched / SuperSuit.
+
+    Raises:
+        ValueError: if ``env_id`` has no batched game.
+    """
+    from edgelam.agents import hyperparams as hp
+
+    if registration.find_spec(env_id) is None or registration.find_spec(env_id).batched_entry_point is None:
+        raise ValueError(f"{env_id}: no batched parallel game to train on (its spec has no batched_entry_point)")
+    params = hp.resolve(env_id, "ppo", THROUGHPUT_PPO if hyperparams is None else hyperparams)
+    runs: dict[str, list[float]] = {"supersuit": [], "batched": []}
+    for _ in range(repeats):
+        for sharing in runs:
+            runs[sharing].append(_learn_steps_per_s(env_id, sharing, params, timesteps, seed))
+    best = {k: max(v) for k, v in runs.items()}
+    return {
+        "env_id": env_id,
+        "algo": "ppo",
+        "timesteps": timesteps,
+        "hyperparams": params,
+        "agent_rows": params["n_envs"] * registration.make_batched(env_id).num_agents,
+        "supersuit_steps_per_s": best["supersuit"],
+        "batched_steps_per_s": best["batched"],
+        "ratio": best["batched"] / best["supersuit"],
+        "runs": runs,
+        "machine": machine_info(),
+    }
 
 
 def _fmt(value: float | None, scale: float = 1.0, spec: str = ".3g") -> str:
@@ -177,6 +309,8 @@ def rows(result: dict[str, Any]) -> list[list[str]]:
     out = [header]
     for r in result["envs"]:
         batch = f" (x{r['vector_num_envs']})" if r["vector_num_envs"] else ""
+        if r.get("vector_unit") == "agent-steps/s":
+            batch = f" agent-steps (x{r['vector_num_envs']} games)"
         out.append(
             [
                 r["env_id"],
@@ -193,6 +327,35 @@ def rows(result: dict[str, Any]) -> list[list[str]]:
         speed, step = _fmt(mobile["steps_per_s"], spec=",.0f"), _fmt(mobile["mean_step_s"], 1e6, ".3g")
         out.append([mobile["env_id"], "gymnasium", speed, step, "-", "-", "1"])
     return out
+
+
+def agent_rows(result: dict[str, Any]) -> list[list[str]]:
+    """Agent-steps/s of the PettingZoo envs at each number of agents (header first); [] when none was measured."""
+    measured = [r for r in result["envs"] if r.get("agents")]
+    if not measured:
+        return []
+    counts = sorted({a["num_agents"] for r in measured for a in r["agents"]})
+    out = [["env", *(f"N = {n:,} agent-steps/s" for n in counts)]]
+    for r in measured:
+        by_n = {a["num_agents"]: a["agent_steps_per_s"] for a in r["agents"]}
+        out.append([r["env_id"], *(_fmt(by_n.get(n), spec=",.0f") for n in counts)])
+    return out
+
+
+def marl_rows(result: dict[str, Any]) -> list[list[str]]:
+    """:func:`bench_marl_train` as table rows (header first)."""
+    p = result["hyperparams"]
+    settings = f"n_envs {p['n_envs']}, n_steps {p['n_steps']}, batch {p['batch_size']}, epochs {p['n_epochs']}"
+    return [
+        ["env", "PPO settings", "SuperSuit steps/s", "batched steps/s", "ratio"],
+        [
+            result["env_id"],
+            settings,
+            _fmt(result["supersuit_steps_per_s"], spec=",.0f"),
+            _fmt(result["batched_steps_per_s"], spec=",.0f"),
+            f"{result['ratio']:.2f}x",
+        ],
+    ]
 
 
 def _live_line(r: dict[str, Any]) -> str:
@@ -221,6 +384,18 @@ def to_markdown(result: dict[str, Any]) -> str:
         lines += [f"mobile-env ({mobile['env_id']}): {mobile['note']}; no ratio reported.", ""]
     else:
         lines += [f"x mobile-env: steps/s over mobile-env {mobile['version']} ({mobile['env_id']}), same run.", ""]
+    scaling = agent_rows(result)
+    if scaling:
+        lines += [
+            "## Agents per PettingZoo env",
+            "",
+            "Agent-steps per second of the PettingZoo env itself (one `step()` of N agents is N agent-steps).",
+            "",
+            "| " + " | ".join(scaling[0]) + " |",
+            "|" + "---|" * len(scaling[0]),
+            *("| " + " | ".join(r) + " |" for r in scaling[1:]),
+            "",
+        ]
     notes = [_live_line(r) for r in result["envs"] if "live_note" in r]
     if notes:
         lines += [

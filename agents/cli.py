@@ -347,6 +347,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
         ]
         Console().print(rich_table("decode with a KV cache, batch 1, 64-token prompt", [header, *cells]), crop=False)
         return 0
+    if args.marl_train:
+        marl = bench.bench_marl_train(timesteps=args.marl_timesteps, hyperparams={} if args.marl_env_settings else None)
+        if args.json:
+            _print_json(marl)
+            return 0
+        title = (
+            f"parameter-sharing PPO, {marl['timesteps']:,} timesteps over {marl['agent_rows']} agent rows "
+            f"(fastest of {len(marl['runs']['batched'])} alternating runs each, same run)"
+        )
+        Console().print(rich_table(title, bench.marl_rows(marl)), crop=False)
+        return 0
     for env_id in args.envs:
         check_env_id(env_id)
     result = bench.bench(args.envs, steps=args.steps, num_envs=args.num_envs, live_steps=args.live_steps)
@@ -360,6 +371,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     console = Console()
     title = "edgelam bench (random pre-sampled actions; step time only)"
     console.print(rich_table(title, bench.rows(result)), crop=False)
+    scaling = bench.agent_rows(result)
+    if scaling:
+        console.print(rich_table("PettingZoo envs: agent-steps/s at N agents", scaling), crop=False)
     if not result["mobile_env"]["installed"]:
         console.print(f"{result['mobile_env']['env_id']}: {result['mobile_env']['note']}")
     if args.markdown:
@@ -528,6 +542,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--speculative",
         action="store_true",
         help="instead: live speculative decoding tokens/s per gamma (cloud target, device draft) vs theory",
+    )
+    p.add_argument(
+        "--marl-train",
+        action="store_true",
+        help=f"instead: parameter-sharing PPO training steps/s of {bench.MARL_ENV_ID} on its batched game vs "
+        "through SuperSuit, in the same run",
+    )
+    p.add_argument(
+        "--marl-timesteps", type=int, default=65_536, help="--marl-train: timesteps per run (default: 65536)"
+    )
+    p.add_argument(
+        "--marl-env-settings",
+        action="store_true",
+        help="--marl-train: the env's PPO settings from configs/agents (default: 64 games, 4096-sample minibatches)",
     )
     p.set_defaults(func=cmd_bench)
 

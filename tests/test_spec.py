@@ -248,11 +248,15 @@ def test_batched_game_comes_from_its_spec_and_plays_the_parallel_envs_game(spec)
     assert game.single_observation_space == env.observation_space(agent)
     assert game.single_action_space == env.action_space(agent)
     env.close()
+    if spec.agents_key is not None:  # the key sets the number of agents
+        assert len(registration.make_parallel(spec.id, **{spec.agents_key: 7}).possible_agents) == 7
 
 
 def test_batched_entry_point_is_for_parallel_specs_only():
     with pytest.raises(ValueError, match="batched_entry_point"):
         dataclasses.replace(TOY, batched_entry_point="pkg.module:Game")
+    with pytest.raises(ValueError, match="agents_key"):
+        dataclasses.replace(TOY, agents_key="num_users")
     with pytest.raises(ValueError, match="has no batched parallel game"):
         registration.make_batched(TOY.id)
 

@@ -50,6 +50,8 @@ class EnvSpec:
         batched_entry_point: ``"module:attribute"`` of the batched parallel game, B games of
             N agents in arrays (PettingZoo ids; built by ``edgelam.envs.registration.make_batched``
             with ``num_games=``), or ``None``.
+        agents_key: the scenario key that sets the number of agents of a PettingZoo env
+            (``num_users``), or ``None`` where the agents are fixed; ``edgelam bench`` scales it.
         backends: the values the constructor takes for ``backend=``, the default first.
         cost_keys: ``info`` keys of the env's long-term budget (its virtual queue), reported
             when the scenario sets a budget; empty for an env without one.
@@ -67,6 +69,7 @@ class EnvSpec:
     baselines: str | None = None
     vector_entry_point: str | None = None
     batched_entry_point: str | None = None
+    agents_key: str | None = None
     backends: tuple[str, ...] = ("replay", "live")
     cost_keys: tuple[str, ...] = ()
 
@@ -81,8 +84,9 @@ class EnvSpec:
                 raise ValueError(f"EnvSpec {self.id}: {name} {value!r} is not 'package.module:attribute'")
         if self.kind == "pettingzoo" and self.vector_entry_point is not None:
             raise ValueError(f"EnvSpec {self.id}: a PettingZoo spec has no Gymnasium vector_entry_point")
-        if self.kind == "gymnasium" and self.batched_entry_point is not None:
-            raise ValueError(f"EnvSpec {self.id}: a Gymnasium spec has no batched_entry_point (use vector_entry_point)")
+        if self.kind == "gymnasium" and (self.batched_entry_point is not None or self.agents_key is not None):
+            raise ValueError(f"EnvSpec {self.id}: a Gymnasium spec has no batched_entry_point (use vector_entry_point) "
+                             f"and no agents_key")
         if not self.scenario_dir or Path(self.scenario_dir).name != self.scenario_dir:
             raise ValueError(f"EnvSpec {self.id}: scenario_dir {self.scenario_dir!r} is not one folder name")
         if not self.backends:

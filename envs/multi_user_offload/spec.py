@@ -12,6 +12,7 @@ SPEC = EnvSpec(
     config="edgelam.envs.multi_user_offload.config:MultiUserOffloadConfig",
     scenario_dir="multi_user_offload",
     baselines="edgelam.baselines.multi_user_offload",
+    agents_key="num_users",
 )
 
 SPECS: tuple[EnvSpec, ...] = (SPEC,)
