@@ -20,6 +20,8 @@ import gymnasium as gym
 
 import edgelam.envs
 from edgelam.envs import make_parallel
+from edgelam.envs.core.vector import AgentRowsVectorEnv
+from edgelam.envs.registration import find_spec, make_batched
 
 env_id = sys.argv[1]
 if env_id in gym.registry:
@@ -33,6 +35,12 @@ else:
     env.reset(seed=0)
     for _ in range(5):
         env.step({agent: env.action_space(agent).sample() for agent in env.agents})
+    if find_spec(env_id).batched_entry_point is not None:  # and its batched game, through the agent rows
+        rows = AgentRowsVectorEnv(make_batched(env_id, num_games=3))
+        rows.reset(seed=0)
+        rows.action_space.seed(0)
+        for _ in range(5):
+            rows.step(rows.action_space.sample())
 env.close()
 print(sorted(name for name in sys.modules if name == "torch" or name.startswith("torch.")))
 """
