@@ -89,6 +89,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                 "episode_length": env_spec.episode_length() if env_spec else None,
                 "max_episode_steps": gym_spec.max_episode_steps if gym_spec else None,
                 "vector_env": bool(gym_spec and gym_spec.vector_entry_point),
+                "batched_game": bool(env_spec and env_spec.batched_entry_point),
                 "backends": list(env_spec.backends) if env_spec else [],
                 "cost_keys": list(env_spec.cost_keys) if env_spec else [],
             }
