@@ -1,8 +1,9 @@
 """Baselines of edgelam/MicroserviceRouting-v0 (and the router of edgelam/RobustRouting-v0).
 
-All of them read the env's own simulator (``env.unwrapped.sim``, the same
-:class:`~edgelam.envs.microservice_routing.dynamics.RoutingSim` that prices the
-step) and choose among the hosts of the pending microservice:
+All of them read the env's own simulator state (``env.unwrapped.state``, the
+:class:`~edgelam.envs.microservice_routing.dynamics.State` the step advances, with its
+``params``) through the functions of :mod:`~edgelam.envs.microservice_routing.dynamics`
+that price the step, and choose among the hosts of the pending microservice:
 
 * ``random_masked``: uniform over the valid actions (the built-in ``random`` samples
   the whole space and pays the infeasible-action penalty).
@@ -43,49 +44,73 @@ import gymnasium as gym
 import numpy as np
 
 from edgelam.baselines import register
-from edgelam.envs.core.queues import fcfs_wait_s
+from edgelam.envs.microservice_routing.dynamics import finish_times_s, pending_microservice, queue_lengths_s
 from edgelam.envs.microservice_routing.spec import SPEC as ROUTING
 from edgelam.envs.robust_routing.spec import SPEC as ROBUST
 
 ENV_IDS = (ROUTING.id, ROBUST.id)
 
 
-def _sim(env):
-    return getattr(env, "unwrapped", env).sim
+def _env(env):
+    return getattr(env, "unwrapped", env)
+
+
+class _View:
+    """The pending stage of the env's one row (B = 1): what every baseline below reads."""
+
+    def __init__(self, env) -> None:
+        self.env = _env(env)
+
+    @property
+    def params(self):
+        return self.env.params
+
+    @property
+    def state(self):
+        return self.env.state
+
+    def microservice(self) -> int:
+        return int(pending_microservice(self.params, self.state)[0])
+
+    def hosts(self) -> np.ndarray:
+        """(K,) bool, the servers hosting the pending microservice."""
+        return self.state.hosts[0, self.microservice()]
+
+    def argmin_host(self, score: np.ndarray) -> int:
+        """The host with the least ``score`` (K,) (lowest index on ties)."""
+        return int(np.argmin(np.where(self.hosts(), score, np.inf)))
 
 
 class _RandomMasked:
     def __init__(self, env: gym.Env, seed: int | None = None) -> None:
-        self.sim = _sim(env)
+        self.env = _env(env)
         self.rng = np.random.default_rng(seed)
 
     def predict(self, observation, state=None, episode_start=None, deterministic=True):
-        valid = np.flatnonzero(self.sim.action_mask())
+        valid = np.flatnonzero(self.env.action_masks())
         return np.int64(valid[self.rng.integers(len(valid))]), state
 
 
-class _Route:
+class _Route(_View):
     """argmin over the hosts of the pending microservice of a per-server score (lowest index on ties)."""
 
     def __init__(self, env: gym.Env, rule: str) -> None:
-        self.sim = _sim(env)
+        super().__init__(env)
         self.rule = rule
 
-    def score(self, s: int) -> float:
-        sim = self.sim
+    def score(self) -> np.ndarray:
+        params, s = self.params, self.state
         if self.rule == "least_loaded":
-            return fcfs_wait_s(sim.free_at[s], sim.ready)
+            return queue_lengths_s(params, s)[0]
         if self.rule == "nearest":
-            return sim.transfer_s(sim.loc, s, sim.t.stage_in_bytes[sim.pipeline][sim.stage])
-        return sim.expected_finish(s)[0]
+            return params.transfer_s[s.pipeline[0], s.stage[0], s.loc[0]]
+        return finish_times_s(params, s)[0]
 
     def predict(self, observation, state=None, episode_start=None, deterministic=True):
-        hosts = self.sim.hosts[self.sim.microservice]
-        best = min((s for s in range(self.sim.k) if hosts[s]), key=self.score)
-        return np.int64(best), state
+        return np.int64(self.argmin_host(self.score())), state
 
 
-class _Lyapunov:
+class _Lyapunov(_View):
     def __init__(
         self,
         env: gym.Env,
@@ -94,8 +119,8 @@ class _Lyapunov:
         max_stall_s: float = 0.1,
         ignore_budget: bool = False,
     ) -> None:
-        self.sim = _sim(env)
-        if not self.sim.migration:
+        super().__init__(env)
+        if not self.params.config.migration.enabled:
             raise ValueError("lyapunov baseline: the scenario has no migration (set migration.enabled=true)")
         self.v = v
         self.amortize_steps = amortize_steps
@@ -103,22 +128,24 @@ class _Lyapunov:
         self.ignore_budget = ignore_budget
 
     def predict(self, observation, state=None, episode_start=None, deterministic=True):
-        sim = self.sim
-        k = sim.k
-        z = 0.0 if self.ignore_budget else sim.virtual_queue
-        mask = sim.action_mask()
+        params, s = self.params, self.state
+        k = params.num_servers
+        z = 0.0 if self.ignore_budget else float(s.virtual_queue[0])
+        mask = self.env.action_masks()
+        finish = finish_times_s(params, s)[0].tolist()  # steady state: replica present
+        finish_now = finish_times_s(params, s, migrate=True)[0].tolist()
+        ready, y_migrate = float(s.ready_s[0]), float(params.migration_j[self.microservice()])
         best, best_cost = -1, np.inf
         for a in range(2 * k):
             if not mask[a]:
                 continue
-            s = a % k
-            finish = sim.expected_finish(s)[0]  # steady state: replica present
-            latency, y = finish - sim.ready, 0.0
+            srv = a % k
+            latency, y = finish[srv] - ready, 0.0
             if a >= k:
-                finish_now, y = sim.expected_finish(s, migrate=True)
-                if finish_now - finish > self.max_stall_s:
+                stall, y = finish_now[srv] - finish[srv], y_migrate
+                if stall > self.max_stall_s:
                     continue
-                latency += (finish_now - finish) / self.amortize_steps
+                latency += stall / self.amortize_steps
             cost = self.v * latency + z * y
             if a >= k and self.ignore_budget:
                 cost += 1e-9  # migrate only on a strict gain
@@ -127,38 +154,30 @@ class _Lyapunov:
         return np.int64(best), state
 
 
-class _RoundRobin:
+class _RoundRobin(_View):
     def __init__(self, env: gym.Env) -> None:
-        self.sim = _sim(env)
+        super().__init__(env)
         self.next_host: dict[int, int] = {}
 
     def predict(self, observation, state=None, episode_start=None, deterministic=True):
         if episode_start is not None and np.any(episode_start):
             self.next_host = {}
-        sim = self.sim
-        ms, hosts = sim.microservice, sim.hosts[sim.microservice]
+        ms, hosts = self.microservice(), self.hosts()
+        k = len(hosts)
         start = self.next_host.get(ms, 0)
-        for i in range(sim.k):
-            s = (start + i) % sim.k
+        for i in range(k):
+            s = (start + i) % k
             if hosts[s]:
                 self.next_host[ms] = s + 1
                 return np.int64(s), state
         raise ValueError(f"round_robin: microservice {ms} has no host")
 
 
-def _shortest_expected_delay(sim) -> int:
-    p, k = sim.pipeline, sim.stage
-    hosts = sim.hosts[sim.microservice]
-    delay = [fcfs_wait_s(sim.free_at[s], sim.ready) + sim.t.service_s[p][k][s] for s in range(sim.k)]
-    return min((s for s in range(sim.k) if hosts[s]), key=delay.__getitem__)
-
-
-class _SED:
-    def __init__(self, env: gym.Env) -> None:
-        self.sim = _sim(env)
-
+class _SED(_View):
     def predict(self, observation, state=None, episode_start=None, deterministic=True):
-        return np.int64(_shortest_expected_delay(self.sim)), state
+        s = self.state
+        delay = queue_lengths_s(self.params, s)[0] + self.params.service_s[s.pipeline[0], s.stage[0]]
+        return np.int64(self.argmin_host(delay)), state
 
 
 def stage_rates(tables, rate_hz: float, mix) -> tuple[np.ndarray, np.ndarray]:
@@ -217,9 +236,9 @@ def fractional_routing(
     return sol, str(problem.status)
 
 
-class _CvxpyRouting:
+class _CvxpyRouting(_View):
     def __init__(self, env: gym.Env, seed: int | None = None, max_util: float = 0.99) -> None:
-        self.sim = _sim(env)
+        super().__init__(env)
         self.rng = np.random.default_rng(seed)
         self.max_util = max_util
         self.solver_fallbacks = 0
@@ -228,11 +247,11 @@ class _CvxpyRouting:
 
     def routing(self) -> np.ndarray:
         """(M, K) routing fractions for the simulator's current rate, mix and placement."""
-        sim = self.sim
-        key = (sim.rate_hz, tuple(sim.mix), tuple(map(tuple, sim.hosts)))
+        s = self.state
+        rate_hz, mix, hosts = float(s.rate_hz[0]), tuple(s.mix[0].tolist()), s.hosts[0]
+        key = (rate_hz, mix, hosts.tobytes())
         if key not in self._cache:
-            hosts = np.asarray(sim.hosts, dtype=bool)
-            lam, service = stage_rates(sim.t, sim.rate_hz, sim.mix)
+            lam, service = stage_rates(self.params.tables, rate_hz, mix)
             x, self.last_status = fractional_routing(lam, service, hosts, self.max_util)
             if x is None:  # overload or solver failure: split in proportion to the hosts' service rates
                 self.solver_fallbacks += 1
@@ -242,7 +261,7 @@ class _CvxpyRouting:
         return self._cache[key]
 
     def predict(self, observation, state=None, episode_start=None, deterministic=True):
-        row = self.routing()[self.sim.microservice]
+        row = self.routing()[self.microservice()]
         return np.int64(self.rng.choice(len(row), p=row / row.sum())), state
 
 

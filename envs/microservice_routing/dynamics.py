@@ -1,4 +1,4 @@
-"""Discrete-event routing of multimodal LAM pipelines over edge servers (shared by both env shells).
+"""MicroserviceRouting-v0 defined once: discrete-event routing of multimodal LAM pipelines over edge servers.
 
 Requests arrive as a Poisson process; a request of pipeline p is a chain of stages
 (microservices, see ``catalog.py``). Its input is uploaded over the access link to
@@ -27,6 +27,14 @@ profiled number of decode steps) x L_card, text decoder = LM head per generated
 token, text encoder = embedding + one card layer, input projector re-counted with
 output width d, output projector FLOPs x d / h, hidden-state tensors x d / h. The
 image/audio encoders and the speech decoder keep their profiled size.
+
+The simulator over a batched :class:`State` (arrays with a leading axis of B rows, each
+its own set of servers, users and requests): :func:`initial` starts episodes,
+:func:`transition` routes every row's pending stage, :func:`observation` and
+:func:`action_mask` are what a router sees. The Gymnasium env is B = 1, the vector env
+B; RobustRouting-v0 and the baselines read the same state. The step is written once,
+in scalar form over one row, in :mod:`.kernels` (a loop over the rows compiled by
+numba); the random draws are numpy's, in the order the env has drawn them since v0.
 """
 
 from __future__ import annotations
@@ -43,7 +51,7 @@ from edgelam.envs.core.hardware import (
     roofline_time_s,
 )
 from edgelam.envs.core.model_cards import ModelCard, get_model_card
-from edgelam.envs.core.queues import fcfs_finish_s, fcfs_wait_s, virtual_queue_step
+from edgelam.envs.microservice_routing import kernels
 from edgelam.envs.microservice_routing.catalog import MICROSERVICES, PIPELINES
 from edgelam.envs.microservice_routing.config import MicroserviceRoutingConfig
 
@@ -155,234 +163,394 @@ def build_tables(cfg: MicroserviceRoutingConfig, catalog: dict) -> RoutingTables
     )
 
 
-@dataclass
-class StepOutcome:
-    """What one routing decision did (python scalars)."""
+@dataclass(frozen=True)
+class Params:
+    """What one scenario fixes, as the arrays the kernels index (K servers, M microservices, P pipelines,
+    S = the most stages of a pipeline, U users); built by :meth:`build` from the config and its tables.
 
-    server: int
-    migrated: bool
-    infeasible: bool
-    stage_latency_s: float
-    energy_j: float
-    migration_energy_j: float
-    completed: bool
-    e2e_latency_s: float  # 0.0 unless completed
-    slo_violated: bool
-
-
-class RoutingSim:
-    """The event-driven core: server reservations, replica placement, the pending request, users.
-
-    Plain Python scalars and lists (K and M are small), so a step costs a few
-    microseconds; randomness is drawn from the generator given to :meth:`reset` in
-    blocks of ``BLOCK`` arrivals. Demand parameters (``rate_hz``, ``mix``,
-    ``cell_override``) may be changed between steps (the RobustRouting adversary does).
+    Every time and energy below is computed once, from the :class:`RoutingTables`, by the same
+    floating-point operations a step would do on them.
     """
 
-    def __init__(self, cfg: MicroserviceRoutingConfig, tables: RoutingTables) -> None:
-        self.cfg = cfg
-        self.t = tables
-        self.k = tables.num_servers
-        self.migration = cfg.migration.enabled
+    config: MicroserviceRoutingConfig
+    tables: RoutingTables
+    num_actions: int  # K, or 2 K with migration
+    stage_ms: np.ndarray  # (P, S) int microservice of each stage (0 past the last stage)
+    num_stages: np.ndarray  # (P,) int
+    transfer_s: np.ndarray  # (P, S, K, K) backhaul time of the stage's input from server i to j (0 if i = j)
+    service_s: np.ndarray  # (P, S, K) roofline compute time of the stage on each server
+    compute_j: np.ndarray  # (P, S, K) active power x compute time
+    send_j: np.ndarray  # (P, S) energy of moving the stage's input between two servers
+    upload_s: np.ndarray  # (P,) access-link upload of the request's input
+    deliver_s: np.ndarray  # (P, K, K) result from the last server i to the user's cell j, then down the access link
+    deliver_j: np.ndarray  # (P,) energy of moving the result between two servers
+    replica_transfer_s: np.ndarray  # (M, K, K) time to ship one replica's weights from server i to j
+    migration_j: np.ndarray  # (M,) energy of one migration of each microservice
+    link_bps: np.ndarray  # (K, K) backhaul bandwidth, inf on the diagonal
+    base_mix: np.ndarray  # (P,) the scenario's pipeline mix, normalised
+    initial_hosts: np.ndarray  # (M, K) bool, the scenario's placement
+    obs_transfer: np.ndarray  # (P, S, K, K) transfer_s / TIME_SCALE_S, clipped to OBS_CLIP
+    obs_service: np.ndarray  # (P, S, K) service_s / TIME_SCALE_S, clipped to OBS_CLIP
+    obs_in_bytes: np.ndarray  # (P, S) log10(input bytes) / 8
+    consts: np.ndarray  # (6,) what :func:`kernels.route` reads: migration on, budget, handover rate, weights
+
+    @classmethod
+    def build(cls, config: MicroserviceRoutingConfig, tables: RoutingTables) -> Params:
+        """The arrays of ``config`` priced by ``tables``."""
+        cfg, t = config, tables
+        k, m, p_count = t.num_servers, len(t.microservices), len(t.pipelines)
+        hop, access, e_bit = cfg.hop_latency_s, cfg.access_rate_bps, cfg.transfer_energy_j_per_bit
+
+        def transfer(src: int, dst: int, num_bytes: float) -> float:
+            return 0.0 if src == dst else num_bytes * 8.0 / t.link_bps[src][dst] + hop
+
+        stage_ms = np.zeros((p_count, MAX_STAGES), dtype=np.int64)
+        in_bytes = np.ones((p_count, MAX_STAGES))
+        transfer_s = np.zeros((p_count, MAX_STAGES, k, k))
+        service = np.zeros((p_count, MAX_STAGES, k))
+        compute_j = np.zeros((p_count, MAX_STAGES, k))
+        for p, stages in enumerate(t.stage_ms):
+            for j, ms in enumerate(stages):
+                stage_ms[p, j] = ms
+                in_bytes[p, j] = t.stage_in_bytes[p][j]
+                for s in range(k):
+                    service[p, j, s] = t.service_s[p][j][s]
+                    compute_j[p, j, s] = t.power_w[s] * t.service_s[p][j][s]
+                    for src in range(k):
+                        transfer_s[p, j, src, s] = transfer(src, s, t.stage_in_bytes[p][j])
+        out = t.final_out_bytes
+        deliver_s = np.array([[[transfer(src, cell, out[p]) + out[p] * 8.0 / access for cell in range(k)]
+                               for src in range(k)] for p in range(p_count)])
+        replica_s = np.array([[[transfer(src, dst, t.weight_bytes[ms]) for dst in range(k)] for src in range(k)]
+                              for ms in range(m)])
         mix = np.asarray(cfg.demand.mix, dtype=np.float64)
-        self.base_mix = tuple((mix / mix.sum()).tolist())
-        self.base_rate_hz = cfg.demand.arrival_rate_hz
-        self.initial_hosts = tuple(
-            tuple(s in cfg.placement.get(m, ()) for s in range(self.k)) for m in tables.microservices
+        budget = cfg.migration.budget_j_per_step
+        w = cfg.reward
+        return cls(
+            config=cfg,
+            tables=t,
+            num_actions=2 * k if cfg.migration.enabled else k,
+            stage_ms=stage_ms,
+            num_stages=np.array([len(s) for s in t.stage_ms], dtype=np.int64),
+            transfer_s=transfer_s,
+            service_s=service,
+            compute_j=compute_j,
+            send_j=in_bytes * 8.0 * e_bit,
+            upload_s=np.array([t.stage_in_bytes[p][0] * 8.0 / access for p in range(p_count)]),
+            deliver_s=deliver_s,
+            deliver_j=np.array([b * 8.0 * e_bit for b in out]),
+            replica_transfer_s=replica_s,
+            migration_j=np.array([b * 8.0 * cfg.migration.energy_j_per_bit for b in t.weight_bytes]),
+            link_bps=np.array(t.link_bps, dtype=np.float64),
+            base_mix=mix / mix.sum(),
+            initial_hosts=np.array([[s in cfg.placement.get(name, ()) for s in range(k)] for name in t.microservices],
+                                   dtype=bool),
+            obs_transfer=np.minimum(transfer_s / TIME_SCALE_S, OBS_CLIP),
+            obs_service=np.minimum(service / TIME_SCALE_S, OBS_CLIP),
+            obs_in_bytes=np.array([[math.log10(max(b, 1.0)) / 8.0 for b in row] for row in in_bytes.tolist()]),
+            consts=np.array([float(cfg.migration.enabled), budget, cfg.demand.handover_rate_hz,
+                             w.migration_weight_per_j, w.slo_penalty, w.infeasible_penalty]),
         )
-
-    # -- demand ----------------------------------------------------------------------------------
-
-    def reset(self, rng: np.random.Generator) -> None:
-        """Empty servers, initial placement, users placed, first request drawn."""
-        cfg = self.cfg
-        self.rng = rng
-        self.free_at = [0.0] * self.k
-        self.hosts = [list(row) for row in self.initial_hosts]
-        self.replica_ready = [[0.0] * self.k for _ in self.t.microservices]
-        d = cfg.demand
-        if d.hotspot_cell >= 0:
-            self.user_cell = [d.hotspot_cell] * d.num_users
-        else:
-            self.user_cell = rng.integers(self.k, size=d.num_users).tolist()
-        self.user_time = [0.0] * d.num_users
-        self.rate_hz = self.base_rate_hz
-        self.mix = self.base_mix
-        self.cell_override: tuple[float, tuple[float, ...]] | None = None  # (probability, cell distribution)
-        self.now = 0.0
-        self.virtual_queue = 0.0
-        self._new_block()
-        self._next_request()
-
-    def _new_block(self) -> None:
-        rng = self.rng
-        self._b_exp = rng.standard_exponential(BLOCK).tolist()
-        self._b_type = rng.random(BLOCK).tolist()
-        self._b_user = rng.integers(self.cfg.demand.num_users, size=BLOCK).tolist()
-        self._b_override = rng.random((BLOCK, 2)).tolist()
-        self._b = 0
-
-    def _move_user(self, u: int, time_s: float) -> int:
-        """Advance user ``u``'s ring random walk to ``time_s`` (lazy CTMC) and return its cell."""
-        dt = time_s - self.user_time[u]
-        self.user_time[u] = time_s
-        rate = self.cfg.demand.handover_rate_hz
-        if dt > 0.0 and rate > 0.0:
-            n = int(self.rng.poisson(rate * dt))
-            if n:
-                step = 2 * int(self.rng.binomial(n, 0.5)) - n
-                self.user_cell[u] = (self.user_cell[u] + step) % self.k
-        return self.user_cell[u]
-
-    @staticmethod
-    def _pick(cdf_weights: tuple[float, ...], u: float) -> int:
-        acc = 0.0
-        for i, w in enumerate(cdf_weights):
-            acc += w
-            if u < acc:
-                return i
-        return len(cdf_weights) - 1
-
-    def _next_request(self) -> None:
-        if self._b >= BLOCK:
-            self._new_block()
-        b = self._b
-        self._b += 1
-        self.now += self._b_exp[b] / self.rate_hz
-        self.pipeline = self._pick(self.mix, self._b_type[b])
-        self.user = self._b_user[b]
-        cell = self._move_user(self.user, self.now)
-        if self.cell_override is not None and self._b_override[b][0] < self.cell_override[0]:
-            cell = self._pick(self.cell_override[1], self._b_override[b][1])
-            self.user_cell[self.user] = cell
-        self.origin_cell = cell
-        self.arrival_s = self.now
-        self.stage = 0
-        self.loc = cell
-        self.ready = self.now + self.t.stage_in_bytes[self.pipeline][0] * 8.0 / self.cfg.access_rate_bps
-
-    # -- decisions -------------------------------------------------------------------------------
 
     @property
-    def microservice(self) -> int:
-        """Microservice index of the pending stage."""
-        return self.t.stage_ms[self.pipeline][self.stage]
+    def num_servers(self) -> int:
+        """K."""
+        return self.tables.num_servers
 
-    def transfer_s(self, src: int, dst: int, num_bytes: float) -> float:
-        """Backhaul time of ``num_bytes`` from server ``src`` to ``dst`` (0 when local)."""
-        if src == dst:
-            return 0.0
-        return num_bytes * 8.0 / self.t.link_bps[src][dst] + self.cfg.hop_latency_s
+    @property
+    def queue_scale_j(self) -> float:
+        """What the observation divides the virtual queue by (10 budgets; 0: no queue observed)."""
+        budget = self.config.migration.budget_j_per_step
+        return 10.0 * budget if self.config.migration.enabled and budget > 0 else 0.0
 
-    def action_mask(self) -> list[bool]:
-        """Valid actions: route to a host (first K); with migration, migrate to a non-host (next K)."""
-        row = self.hosts[self.microservice]
-        if self.migration:
-            return [*row, *(not h for h in row)]
-        return list(row)
 
-    def migration_source(self, ms: int, dst: int) -> int:
-        """Host of ``ms`` that a migration to ``dst`` moves: fastest link to ``dst``, lowest index on ties."""
-        best, best_bps = -1, -1.0
-        for s in range(self.k):
-            if self.hosts[ms][s] and self.t.link_bps[s][dst] > best_bps:
-                best, best_bps = s, self.t.link_bps[s][dst]
-        return best
+@dataclass(frozen=True, slots=True)
+class Exogenous:
+    """The next ``BLOCK`` arrivals of each of B rows, drawn ahead (what no router controls)."""
 
-    def nearest_host(self, ms: int) -> int:
-        """Host of ``ms`` with the smallest transfer time of the pending input (lowest index on ties)."""
-        num_bytes = self.t.stage_in_bytes[self.pipeline][self.stage]
-        best, best_t = -1, math.inf
-        for s in range(self.k):
-            if self.hosts[ms][s]:
-                tr = self.transfer_s(self.loc, s, num_bytes)
-                if tr < best_t:
-                    best, best_t = s, tr
-        return best
+    interarrival: np.ndarray  # (B, BLOCK) standard exponentials: gap to the previous arrival x arrival rate
+    pipeline_u: np.ndarray  # (B, BLOCK) uniforms picking the pipeline from the mix
+    user: np.ndarray  # (B, BLOCK) int, the requesting user, uniform
+    override_u: np.ndarray  # (B, BLOCK, 2) uniforms of the adversary's cell override (whether, which cell)
 
-    def expected_finish(self, server: int, migrate: bool = False) -> tuple[float, float]:
-        """(finish time of the pending stage on ``server``, migration energy J) without changing state."""
-        t, p, k = self.t, self.pipeline, self.stage
-        ms = t.stage_ms[p][k]
-        ready_replica = self.replica_ready[ms][server]
-        mig_j = 0.0
-        if migrate:
-            src = self.migration_source(ms, server)
-            ready_replica = self.ready + self.transfer_s(src, server, t.weight_bytes[ms])
-            mig_j = t.weight_bytes[ms] * 8.0 * self.cfg.migration.energy_j_per_bit
-        arrive = self.ready + self.transfer_s(self.loc, server, t.stage_in_bytes[p][k])
-        return fcfs_finish_s(self.free_at[server], max(arrive, ready_replica), t.service_s[p][k][server]), mig_j
 
-    def step(self, action: int) -> StepOutcome:
-        """Route (or migrate-and-route) the pending stage; an infeasible action goes to :meth:`nearest_host`."""
-        t, cfg, p, k = self.t, self.cfg, self.pipeline, self.stage
-        ms = t.stage_ms[p][k]
-        migrate = action >= self.k
-        server = action - self.k if migrate else action
-        feasible = (not self.hosts[ms][server]) if migrate else self.hosts[ms][server]
-        if not feasible:
-            migrate, server = False, self.nearest_host(ms)
-        mig_j = 0.0
-        if migrate:
-            src = self.migration_source(ms, server)
-            self.replica_ready[ms][server] = self.ready + self.transfer_s(src, server, t.weight_bytes[ms])
-            self.hosts[ms][src] = False
-            self.hosts[ms][server] = True
-            mig_j = t.weight_bytes[ms] * 8.0 * cfg.migration.energy_j_per_bit
-        in_bytes = t.stage_in_bytes[p][k]
-        sent = 0.0 if server == self.loc else in_bytes
-        arrive = self.ready + self.transfer_s(self.loc, server, in_bytes)
-        service = t.service_s[p][k][server]
-        # the stage is ready once its input has arrived and the microservice's replica is loaded
-        finish = self.free_at[server] = fcfs_finish_s(
-            self.free_at[server], max(arrive, self.replica_ready[ms][server]), service
-        )
-        latency = finish - (self.arrival_s if k == 0 else self.ready)  # the first stage includes the upload
-        energy = t.power_w[server] * service + sent * 8.0 * cfg.transfer_energy_j_per_bit + mig_j
-        if self.migration:
-            self.virtual_queue = virtual_queue_step(self.virtual_queue, mig_j, cfg.migration.budget_j_per_step)
-        self.ready, self.loc = finish, server
-        self.stage = k + 1
-        completed, e2e, violated = self.stage == len(t.stage_ms[p]), 0.0, False
-        if completed:
-            out = t.final_out_bytes[p]
-            cell = self._move_user(self.user, finish)
-            deliver = self.transfer_s(server, cell, out) + out * 8.0 / cfg.access_rate_bps
-            energy += (0.0 if server == cell else out) * 8.0 * cfg.transfer_energy_j_per_bit
-            latency += deliver
-            e2e = finish + deliver - self.arrival_s
-            violated = e2e > cfg.slo_s
-            self._next_request()
-        return StepOutcome(server, migrate, not feasible, latency, energy, mig_j, completed, e2e, violated)
+def draw_arrivals(rng: np.random.Generator, params: Params, num_rows: int) -> Exogenous:
+    """The next block of arrivals of ``num_rows`` rows: exponentials, pipeline uniforms, users, override uniforms."""
+    shape = (num_rows, BLOCK)
+    return Exogenous(
+        interarrival=rng.standard_exponential(shape),
+        pipeline_u=rng.random(shape),
+        user=rng.integers(params.config.demand.num_users, size=shape),
+        override_u=rng.random((*shape, 2)),
+    )
 
-    def observation(self, elapsed_fraction: float) -> list[float]:
-        """Fixed-size observation (see the env docstring), as python floats."""
-        t, p, k = self.t, self.pipeline, self.stage
-        ms = t.stage_ms[p][k]
-        in_bytes = t.stage_in_bytes[p][k]
-        ready, loc = self.ready, self.loc
-        scale, clip = TIME_SCALE_S, OBS_CLIP
-        backlog = [min(fcfs_wait_s(f, ready) / scale, clip) for f in self.free_at]
-        transfer = [min(self.transfer_s(loc, s, in_bytes) / scale, clip) for s in range(self.k)]
-        service = [min(x / scale, clip) for x in t.service_s[p][k]]
-        hosts = [1.0 if h else 0.0 for h in self.hosts[ms]]
-        onehot = [0.0] * len(t.microservices)
-        onehot[ms] = 1.0
-        cell = [0.0] * self.k
-        cell[self.user_cell[self.user]] = 1.0
-        slack = (self.cfg.slo_s - (ready - self.arrival_s)) / self.cfg.slo_s
-        budget = self.cfg.migration.budget_j_per_step
-        queue = min(self.virtual_queue / (10.0 * budget), clip) if self.migration and budget > 0 else 0.0
-        return [
-            *backlog,
-            *transfer,
-            *service,
-            *hosts,
-            *onehot,
-            *cell,
-            math.log10(max(in_bytes, 1.0)) / 8.0,
-            min(max(slack, -1.0), 1.0),
-            (len(t.stage_ms[p]) - k) / MAX_STAGES,
-            queue,
-            elapsed_fraction,
-        ]
+
+@dataclass(slots=True)
+class State:
+    """B rows, each a set of edge servers and the pending stage of its current request.
+
+    The arrays are the simulator's memory: :func:`advance` writes them in place (the env
+    shells own their state); :func:`transition` is the pure step, on a copy.
+    """
+
+    step: np.ndarray  # (B,) int, routing decisions in the episode
+    free_at_s: np.ndarray  # (B, K) when each server finishes the work reserved on it
+    hosts: np.ndarray  # (B, M, K) bool, where each microservice has a replica
+    replica_ready_s: np.ndarray  # (B, M, K) when a migrated replica is loaded (0: from the start)
+    user_cell: np.ndarray  # (B, U) int, each user's cell (= server index) at its clock
+    user_time_s: np.ndarray  # (B, U) the time up to which each user's walk is simulated
+    pipeline: np.ndarray  # (B,) int, pipeline of the current request
+    user: np.ndarray  # (B,) int, its user
+    stage: np.ndarray  # (B,) int, its pending stage
+    loc: np.ndarray  # (B,) int, the server holding the pending stage's input
+    arrival_s: np.ndarray  # (B,) its arrival time (the clock of arrivals)
+    ready_s: np.ndarray  # (B,) when the pending stage's input is complete at ``loc``
+    virtual_queue: np.ndarray  # (B,) migration-budget virtual queue, J
+    rate_hz: np.ndarray  # (B,) arrival rate of the next arrival
+    mix: np.ndarray  # (B, P) pipeline mix of the next arrival
+    override_prob: np.ndarray  # (B,) probability the next arrival's user is moved by the adversary
+    override_cells: np.ndarray  # (B, K) the distribution of the cell it is moved to
+    arrivals: Exogenous  # the arrivals drawn ahead (rows refilled in place when used up)
+    arrivals_used: np.ndarray  # (B,) int, how many of them have arrived
+
+    @property
+    def num_rows(self) -> int:
+        """B."""
+        return len(self.step)
+
+    def copy(self) -> State:
+        """A deep copy."""
+        a = self.arrivals
+        arrivals = Exogenous(a.interarrival.copy(), a.pipeline_u.copy(), a.user.copy(), a.override_u.copy())
+        return State(*(arrivals if f == "arrivals" else getattr(self, f).copy() for f in _FIELDS))
+
+    def set_rows(self, rows: np.ndarray, other: State) -> None:
+        """Overwrite rows ``rows`` (int indices) with the rows of ``other`` (one per row), in place."""
+        for f in _FIELDS:
+            if f == "arrivals":
+                for g in _ARRIVAL_FIELDS:
+                    getattr(self.arrivals, g)[rows] = getattr(other.arrivals, g)
+            else:
+                getattr(self, f)[rows] = getattr(other, f)
+
+
+_FIELDS = State.__slots__
+_ARRIVAL_FIELDS = Exogenous.__slots__
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one step did in each row: the (B, 10) table :func:`kernels.route` and
+    :func:`kernels.deliver_and_arrive` fill (columns :data:`OUTCOME_COLUMNS`)."""
+
+    table: np.ndarray  # (B, 10) float64
+
+    @property
+    def reward(self) -> np.ndarray:
+        """(B,) the step's reward (env docstring)."""
+        return self.table[:, 9]
+
+    def row(self, i: int) -> dict[str, float]:
+        """Row ``i`` as Python floats, keyed by :data:`OUTCOME_COLUMNS` (what a single env reports)."""
+        return dict(zip(OUTCOME_COLUMNS, self.table[i].tolist(), strict=True))
+
+    def info(self, state: State) -> dict[str, np.ndarray]:
+        """The step's ``info`` arrays (B,): the keys of :data:`OUTCOME_COLUMNS` and ``virtual_queue``."""
+        t = self.table
+        info = {key: t[:, i] > 0.0 if key in _FLAGS else t[:, i] for i, key in enumerate(OUTCOME_COLUMNS[:9])}
+        info["server"] = t[:, 0].astype(np.int64)
+        info["virtual_queue"] = state.virtual_queue.copy()
+        return info
+
+
+# the table's columns: its info key (values of the flag columns are 0 / 1), then the reward
+OUTCOME_COLUMNS = ("server", "migrated", "infeasible_action", "latency_s", "energy_j", "migration_energy_j",
+                   "completed", "e2e_latency_s", "slo_violated", "reward")
+_FLAGS = ("migrated", "infeasible_action", "completed", "slo_violated")
+_ROW0 = np.zeros(1, dtype=np.int64)
+_NO_ROWS = np.zeros(0, dtype=np.int64)
+
+
+def handover_steps(rng: np.random.Generator, intensity: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """(B,) int net ring steps of the users of ``rows``: N ~ Poisson(intensity) handovers, each +-1 with
+    probability 1/2 (2 Binomial(N, 1/2) - N). Draws, in row order, the Poisson counts of the rows with a
+    positive intensity, then the binomials of those with N > 0; one row takes the plain-number draws."""
+    steps = np.zeros(len(intensity), dtype=np.int64)
+    if len(intensity) == 1:
+        if rows.size and intensity[0] > 0.0:
+            n = int(rng.poisson(intensity[0]))
+            if n:
+                steps[0] = 2 * int(rng.binomial(n, 0.5)) - n
+        return steps
+    need = rows[intensity[rows] > 0.0]
+    if need.size:
+        n = rng.poisson(intensity[need])
+        moved = n > 0
+        if moved.any():
+            n = n[moved]
+            steps[need[moved]] = 2 * rng.binomial(n, 0.5) - n
+    return steps
+
+
+def _arrive(params: Params, s: State, rows: np.ndarray, rng: np.random.Generator, table: np.ndarray,
+            deliver: np.ndarray | None) -> None:
+    """Rows ``rows`` of ``s`` take their next arrival, in place (after delivering their finished
+    request, when ``deliver`` holds its users' handover steps)."""
+    used_up = rows[s.arrivals_used[rows] >= BLOCK]
+    if used_up.size:
+        new = draw_arrivals(rng, params, len(used_up))
+        for g in _ARRIVAL_FIELDS:
+            getattr(s.arrivals, g)[used_up] = getattr(new, g)
+        s.arrivals_used[used_up] = 0
+    a, k = s.arrivals, params.num_servers
+    intensity = np.empty(s.num_rows)
+    kernels.deliver_and_arrive(
+        rows, deliver is not None, _ROW0 if deliver is None else deliver, k, params.deliver_s, params.deliver_j,
+        a.interarrival, a.pipeline_u, a.user, params.consts, params.config.slo_s,
+        s.pipeline, s.user, s.loc, s.arrival_s, s.ready_s, s.user_cell, s.user_time_s, s.rate_hz, s.mix,
+        s.arrivals_used, table, intensity,
+    )
+    steps = handover_steps(rng, intensity, rows)
+    kernels.settle(
+        rows, steps, k, params.upload_s, a.override_u,
+        s.pipeline, s.user, s.stage, s.loc, s.arrival_s, s.ready_s, s.user_cell, s.override_prob,
+        s.override_cells, s.arrivals_used,
+    )
+
+
+def initial(params: Params, rng: np.random.Generator, num_rows: int) -> State:
+    """New episodes of ``num_rows`` rows: empty servers, the scenario's placement, users placed, first request.
+
+    Random draws in this order: the users' cells (uniform, unless ``demand.hotspot_cell``
+    places them all there), the first block of arrivals (:func:`draw_arrivals`), then the
+    first arrivals' handovers (:func:`handover_steps`). With one row these are the draws of
+    the env since v0.
+    """
+    cfg, n, k = params.config, num_rows, params.num_servers
+    d = cfg.demand
+    if d.hotspot_cell >= 0:
+        user_cell = np.full((n, d.num_users), d.hotspot_cell, dtype=np.int64)
+    else:
+        user_cell = rng.integers(k, size=(n, d.num_users))
+    m = len(params.tables.microservices)
+    state = State(
+        step=np.zeros(n, dtype=np.int64),
+        free_at_s=np.zeros((n, k)),
+        hosts=np.repeat(params.initial_hosts[None], n, axis=0),
+        replica_ready_s=np.zeros((n, m, k)),
+        user_cell=user_cell,
+        user_time_s=np.zeros((n, d.num_users)),
+        pipeline=np.zeros(n, dtype=np.int64),
+        user=np.zeros(n, dtype=np.int64),
+        stage=np.zeros(n, dtype=np.int64),
+        loc=np.zeros(n, dtype=np.int64),
+        arrival_s=np.zeros(n),
+        ready_s=np.zeros(n),
+        virtual_queue=np.zeros(n),
+        rate_hz=np.full(n, d.arrival_rate_hz),
+        mix=np.repeat(params.base_mix[None], n, axis=0),
+        override_prob=np.zeros(n),
+        override_cells=np.full((n, k), 1.0 / k),
+        arrivals=draw_arrivals(rng, params, n),
+        arrivals_used=np.zeros(n, dtype=np.int64),
+    )
+    _arrive(params, state, np.arange(n), rng, np.zeros((n, len(OUTCOME_COLUMNS))), None)
+    return state
+
+
+def advance(params: Params, state: State, actions: np.ndarray, rng: np.random.Generator) -> Outcome:
+    """Route every row's pending stage, writing ``state`` in place; what the step did.
+
+    Args:
+        params: the scenario.
+        state: the rows now; afterwards the rows after the step.
+        actions: (B,) int in ``[0, params.num_actions)``, already checked (K + s: migrate to s).
+        rng: where the step's randomness comes from, drawn when the step needs it (the users'
+            handovers over the times the step reaches, a new block of arrivals when a row's is
+            used up): the handovers' intensity depends on the state, so they cannot be drawn
+            before the step. Order: the handovers of the completing rows' users, the new blocks
+            of arrivals, the handovers of the next arrivals' users; with one row the draws of the
+            env since v0.
+    """
+    s, b = state, state.num_rows
+    table = np.empty((b, len(OUTCOME_COLUMNS)))
+    intensity = np.empty(b)
+    kernels.route(
+        actions, params.stage_ms, params.num_stages, params.transfer_s, params.service_s, params.compute_j,
+        params.send_j, params.link_bps, params.replica_transfer_s, params.migration_j, params.consts,
+        s.pipeline, s.stage, s.loc, s.user, s.arrival_s, s.ready_s, s.free_at_s, s.hosts, s.replica_ready_s,
+        s.virtual_queue, s.user_time_s, s.step, table, intensity,
+    )
+    if b == 1:
+        rows = _ROW0 if table[0, 6] else _NO_ROWS
+    else:
+        rows = np.flatnonzero(table[:, 6])
+    if rows.size:
+        _arrive(params, s, rows, rng, table, handover_steps(rng, intensity, rows))
+    return Outcome(table)
+
+
+def transition(params: Params, state: State, actions: np.ndarray, rng: np.random.Generator
+               ) -> tuple[State, np.ndarray, dict[str, np.ndarray]]:
+    """The pure step: (next state, reward (B,), info arrays (B,)); ``state`` is left as it was.
+
+    :func:`advance` on a copy (arguments as there). ``info`` holds ``server``, ``migrated``,
+    ``infeasible_action``, ``latency_s``, ``energy_j``, ``migration_energy_j``, ``completed``,
+    ``e2e_latency_s``, ``slo_violated`` and ``virtual_queue`` (the env docstring says what each is).
+    """
+    after = state.copy()
+    out = advance(params, after, actions, rng)
+    return after, out.reward, out.info(after)
+
+
+def view(params: Params, state: State) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What the rows show: (observation (B, 5 K + M + 5) float32 (layout in the env docstring),
+    action mask (B, A) bool (route to a host: first K; with migration, migrate to a non-host:
+    next K), backlog of each server ahead of the pending stage (B, K) in s)."""
+    cfg, t, s = params.config, params.tables, state
+    b, k = s.num_rows, t.num_servers
+    obs = np.empty((b, 5 * k + len(t.microservices) + 5), dtype=np.float32)
+    mask = np.empty((b, params.num_actions), dtype=bool)
+    queue = np.empty((b, k))
+    kernels.observe(
+        TIME_SCALE_S, OBS_CLIP, cfg.slo_s, params.queue_scale_j, cfg.episode_length, MAX_STAGES,
+        params.stage_ms, params.num_stages, params.obs_transfer, params.obs_service, params.obs_in_bytes,
+        s.step, s.pipeline, s.stage, s.loc, s.user, s.arrival_s, s.ready_s, s.free_at_s, s.hosts, s.user_cell,
+        s.virtual_queue, obs, mask, queue,
+    )
+    return obs, mask, queue
+
+
+def observation(params: Params, state: State) -> np.ndarray:
+    """(B, 5 K + M + 5) float32 observation of every row (:func:`view`)."""
+    return view(params, state)[0]
+
+
+def action_mask(params: Params, state: State) -> np.ndarray:
+    """(B, A) bool valid actions of every row (:func:`view`)."""
+    return view(params, state)[1]
+
+
+def queue_lengths_s(params: Params, state: State) -> np.ndarray:
+    """(B, K) backlog of each server ahead of the pending stage, s (:func:`view`)."""
+    return view(params, state)[2]
+
+
+def pending_microservice(params: Params, state: State) -> np.ndarray:
+    """(B,) int microservice of each row's pending stage."""
+    return params.stage_ms[state.pipeline, state.stage]
+
+
+def finish_times_s(params: Params, state: State, migrate: bool = False) -> np.ndarray:
+    """(B, K) finish time of each row's pending stage on each server, as a step would reserve it.
+
+    With ``migrate``, after moving a replica there first (from the host with the fastest link
+    to it). Nothing changes; what the greedy and Lyapunov baselines compare.
+    """
+    out = np.empty_like(state.free_at_s)
+    s = state
+    kernels.finish_times(
+        migrate, params.stage_ms, params.transfer_s, params.service_s, params.link_bps, params.replica_transfer_s,
+        s.pipeline, s.stage, s.loc, s.ready_s, s.free_at_s, s.hosts, s.replica_ready_s, out,
+    )
+    return out

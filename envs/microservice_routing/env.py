@@ -10,11 +10,19 @@ from gymnasium import spaces
 
 from edgelam.envs.core.actions import DiscreteAction
 from edgelam.envs.core.config import load_scenario
-from edgelam.envs.core.queues import fcfs_wait_s
 from edgelam.envs.core.render import RENDER_FPS, RENDER_MODES, Panel, Renderer
 from edgelam.envs.microservice_routing.catalog import REGENERATE, load_catalog
 from edgelam.envs.microservice_routing.config import MicroserviceRoutingConfig
-from edgelam.envs.microservice_routing.dynamics import OBS_CLIP, RoutingSim, RoutingTables, build_tables
+from edgelam.envs.microservice_routing.dynamics import (
+    OBS_CLIP,
+    Params,
+    RoutingTables,
+    State,
+    advance,
+    build_tables,
+    initial,
+    view,
+)
 from edgelam.envs.microservice_routing.spec import SPEC
 
 BACKENDS = ("replay", "live")
@@ -28,8 +36,8 @@ RENDER_PANELS = (
 )
 
 
-def make_sim(cfg: MicroserviceRoutingConfig, backend: str) -> RoutingSim:
-    """The simulator of a scenario: catalog from the shipped JSON (replay) or re-profiled now (live)."""
+def make_params(cfg: MicroserviceRoutingConfig, backend: str) -> Params:
+    """The simulator's tables of a scenario: catalog from the shipped JSON (replay) or re-profiled now (live)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend: {backend!r} is not one of {BACKENDS}")
     if backend == "live":
@@ -43,11 +51,11 @@ def make_sim(cfg: MicroserviceRoutingConfig, backend: str) -> RoutingSim:
     except (KeyError, TypeError, IndexError, AttributeError) as exc:  # a field missing or of the wrong kind
         where = cfg.catalog_path or "the shipped catalog.json"
         raise ValueError(f"catalog: {where} is malformed ({type(exc).__name__}: {exc}); {REGENERATE}") from None
-    return RoutingSim(cfg, tables)
+    return Params.build(cfg, tables)
 
 
 def observation_space(tables: RoutingTables) -> spaces.Box:
-    """Box of :meth:`RoutingSim.observation`: 5 K + M + 5 values."""
+    """Box of :func:`~.dynamics.observation`: 5 K + M + 5 values."""
     k, m = tables.num_servers, len(tables.microservices)
     n = 5 * k + m + 5
     low = np.zeros(n, dtype=np.float32)
@@ -106,6 +114,10 @@ class MicroserviceRoutingEnv(gym.Env):
     Roofline service times (``edgelam.envs.core.hardware``); FCFS servers; ring
     random-walk mobility of users between cells; microservice decomposition as in
     NExT-GPT (Wu et al., ICML 2024); Lyapunov virtual queue (Neely 2010).
+    The simulator is :mod:`~edgelam.envs.microservice_routing.dynamics` over a batched
+    ``State``: this env is one row of it (``env.state``, advanced in place, what the
+    baselines read); ``gym.make_vec(id, num_envs=B, vectorization_mode="vector_entry_point")``
+    steps B rows (:class:`~edgelam.envs.microservice_routing.vector.MicroserviceRoutingVectorEnv`).
 
     ## Version History
     * v0: initial release.
@@ -126,59 +138,58 @@ class MicroserviceRoutingEnv(gym.Env):
         )
         self.backend = backend
         self.render_mode = render_mode
-        self.sim = make_sim(self.config, backend)
-        self.tables = self.sim.t
+        self.params = make_params(self.config, backend)
+        self.tables = self.params.tables
         self._renderer.entry_labels = tuple(f"server_{i}" for i in range(self.tables.num_servers))
-        k = self.tables.num_servers
-        self.num_actions = 2 * k if self.config.migration.enabled else k
+        self.num_actions = self.params.num_actions
         self.action_space = spaces.Discrete(self.num_actions)
         self._check_action = DiscreteAction(self.action_space, "the edge server of the pending stage")
         self.observation_space = observation_space(self.tables)
-        self._t = 0
+        self._action = np.zeros(1, dtype=np.int64)
+        self._set_state(initial(self.params, np.random.default_rng(0), 1))  # replaced by reset()
+
+    def _set_state(self, state: State) -> None:
+        self.state = state  # the simulator's State (B = 1), advanced in place: what the baselines read
+        self._refresh()
+
+    def _refresh(self) -> None:
+        obs, mask, queue = view(self.params, self.state)
+        self._obs, self._mask, self._queue = obs[0], mask[0], queue[0]
 
     def action_masks(self) -> np.ndarray:
         """Valid actions of the pending stage (what sb3-contrib's MaskablePPO calls)."""
-        return np.array(self.sim.action_mask(), dtype=bool)
-
-    def _obs(self) -> np.ndarray:
-        return np.array(self.sim.observation(self._t / self.config.episode_length), dtype=np.float32)
+        return self._mask.copy()
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
         if self._renderer.history is not None:
             self._renderer.history.clear()
-        self.sim.reset(self.np_random)
-        self._t = 0
-        return self._obs(), {"action_mask": self.action_masks().astype(np.int8)}
+        self._set_state(initial(self.params, self.np_random, 1))
+        return self._obs, {"action_mask": self._mask.astype(np.int8)}
 
     def step(self, action):
-        a = self._check_action(action)
-        sim, w = self.sim, self.config.reward
-        out = sim.step(a)
-        reward = -out.stage_latency_s - w.migration_weight_per_j * out.migration_energy_j
-        if out.slo_violated:
-            reward -= w.slo_penalty
-        if out.infeasible:
-            reward -= w.infeasible_penalty
-        self._t += 1
-        truncated = self._t >= self.config.episode_length
+        self._action[0] = self._check_action(action)
+        out = advance(self.params, self.state, self._action, self.np_random).row(0)
+        self._refresh()
+        reward = out["reward"]
         info = {
-            "latency_s": out.stage_latency_s,
-            "energy_j": out.energy_j,
-            "e2e_latency_s": out.e2e_latency_s,
-            "slo_violated": out.slo_violated,
-            "completed": out.completed,
-            "server": out.server,
-            "migrated": out.migrated,
-            "infeasible_action": out.infeasible,
-            "migration_energy_j": out.migration_energy_j,
-            "virtual_queue": sim.virtual_queue,
-            "queue_lengths_s": fcfs_wait_s(np.array(sim.free_at), sim.ready),
-            "action_mask": self.action_masks().astype(np.int8),
+            "latency_s": out["latency_s"],
+            "energy_j": out["energy_j"],
+            "e2e_latency_s": out["e2e_latency_s"],
+            "slo_violated": out["slo_violated"] > 0.0,
+            "completed": out["completed"] > 0.0,
+            "server": int(out["server"]),
+            "migrated": out["migrated"] > 0.0,
+            "infeasible_action": out["infeasible_action"] > 0.0,
+            "migration_energy_j": out["migration_energy_j"],
+            "virtual_queue": float(self.state.virtual_queue[0]),
+            "queue_lengths_s": self._queue,
+            "action_mask": self._mask.astype(np.int8),
         }
         if self._renderer.history is not None:
             self._renderer.history.append(action, reward, info)
-        return self._obs(), float(reward), False, truncated, info
+        truncated = int(self.state.step[0]) >= self.config.episode_length
+        return self._obs, reward, False, truncated, info
 
     def render(self):
         """The current frame: a text line (``ansi``) or an image of the recent steps (``rgb_array``)."""

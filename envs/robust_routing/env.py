@@ -10,9 +10,9 @@ from pettingzoo import ParallelEnv
 
 from edgelam.envs.core.actions import check_box, check_discrete
 from edgelam.envs.core.config import load_scenario
-from edgelam.envs.core.queues import fcfs_wait_s
 from edgelam.envs.core.render import RENDER_FPS, RENDER_MODES, Panel, Renderer
-from edgelam.envs.microservice_routing.env import BACKENDS, make_sim, observation_space
+from edgelam.envs.microservice_routing.dynamics import State, advance, initial, view
+from edgelam.envs.microservice_routing.env import BACKENDS, make_params, observation_space
 from edgelam.envs.robust_routing.config import RobustRoutingConfig
 from edgelam.envs.robust_routing.spec import SPEC
 
@@ -86,8 +86,8 @@ class RobustRoutingEnv(ParallelEnv):
         self.config: RobustRoutingConfig = load_scenario(RobustRoutingConfig, SPEC.scenario_dir, scenario, overrides)
         self.backend = backend
         self.render_mode = render_mode
-        self.sim = make_sim(self.config, backend)
-        self.tables = self.sim.t
+        self.params = make_params(self.config, backend)
+        self.tables = self.params.tables
         self._renderer.entry_labels = tuple(f"server_{i}" for i in range(self.tables.num_servers))
         k, p = self.tables.num_servers, len(self.tables.pipelines)
         self.num_pipelines = p
@@ -99,7 +99,8 @@ class RobustRoutingEnv(ParallelEnv):
             ADVERSARY: spaces.Box(-1.0, 1.0, shape=(p + 1 + k,), dtype=np.float32),
         }
         self._rng = np.random.default_rng()
-        self._t = 0
+        self._route = np.zeros(1, dtype=np.int64)
+        self._set_state(initial(self.params, np.random.default_rng(0), 1))  # replaced by reset()
 
     def observation_space(self, agent: str) -> spaces.Box:
         """The same Box object for both agents on every call."""
@@ -109,57 +110,66 @@ class RobustRoutingEnv(ParallelEnv):
         """The agent's action space (the same object on every call)."""
         return self._action_spaces[agent]
 
+    def _set_state(self, state: State) -> None:
+        self.state = state  # the MicroserviceRouting-v0 simulator's State (B = 1), advanced in place
+        self._refresh()
+
+    def _refresh(self) -> None:
+        obs, mask, queue = view(self.params, self.state)
+        self._obs, self._mask, self._queue = obs[0], mask[0], queue[0]
+
     def action_masks(self) -> np.ndarray:
         """The router's valid servers for the pending stage."""
-        return np.array(self.sim.action_mask(), dtype=bool)
+        return self._mask.copy()
 
     def _observations(self) -> dict[str, np.ndarray]:
-        obs = np.array(self.sim.observation(self._t / self.config.episode_length), dtype=np.float32)
-        return {ROUTER: obs, ADVERSARY: obs.copy()}
+        return {ROUTER: self._obs, ADVERSARY: self._obs.copy()}
 
     def reset(self, seed: int | None = None, options: dict | None = None):
         if seed is not None:
             self._rng = np.random.default_rng(seed)
-        self.sim.reset(self._rng)
+        self._set_state(initial(self.params, self._rng, 1))
         self.agents = list(self.possible_agents)
-        self._t = 0
         if self._renderer.history is not None:
             self._renderer.history.clear()
-        mask = self.action_masks().astype(np.int8)
+        mask = self._mask.astype(np.int8)
         return self._observations(), {ROUTER: {"action_mask": mask}, ADVERSARY: {}}
 
     def _apply_adversary(self, action: Any) -> None:
         space = self._action_spaces[ADVERSARY]
         a = np.clip(check_box(action, space, who=f"action of {ADVERSARY}", within_bounds=False), -1.0, 1.0)
-        adv, sim, p = self.config.adversary, self.sim, self.num_pipelines
+        adv, p, k = self.config.adversary, self.num_pipelines, self.tables.num_servers
         q = _softmax(a[:p])
-        sim.mix = tuple((1.0 - adv.mix_budget) * b + adv.mix_budget * x for b, x in zip(sim.base_mix, q, strict=True))
-        sim.rate_hz = sim.base_rate_hz * (1.0 + adv.rate_budget * float(a[p]))
-        sim.cell_override = (adv.cell_budget, _softmax(a[p + 1 :])) if adv.cell_budget > 0 else None
+        base = self.params.base_mix.tolist()
+        mix = [(1.0 - adv.mix_budget) * b + adv.mix_budget * x for b, x in zip(base, q, strict=True)]
+        rate_hz = self.config.demand.arrival_rate_hz * (1.0 + adv.rate_budget * float(a[p]))
+        cells = _softmax(a[p + 1 :]) if adv.cell_budget > 0 else (1.0 / k,) * k
+        s = self.state
+        s.rate_hz[0], s.mix[0], s.override_prob[0], s.override_cells[0] = rate_hz, mix, adv.cell_budget, cells
 
     def step(self, actions: dict[str, Any]):
         if set(actions) != set(self.agents):
             raise ValueError(f"actions for {sorted(actions)} but the live agents are {self.agents}")
         route = check_discrete(actions[ROUTER], self._action_spaces[ROUTER], "the edge server", f"action of {ROUTER}")
         self._apply_adversary(actions[ADVERSARY])
-        w = self.config.reward
-        out = self.sim.step(route)
-        reward = -out.stage_latency_s - w.slo_penalty * out.slo_violated - w.infeasible_penalty * out.infeasible
-        self._t += 1
-        truncated = self._t >= self.config.episode_length
+        self._route[0] = route
+        out = advance(self.params, self.state, self._route, self._rng).row(0)
+        self._refresh()
+        truncated = int(self.state.step[0]) >= self.config.episode_length
         info = {
-            "latency_s": out.stage_latency_s,
-            "energy_j": out.energy_j,
-            "e2e_latency_s": out.e2e_latency_s,
-            "slo_violated": out.slo_violated,
-            "completed": out.completed,
-            "infeasible_action": out.infeasible,
-            "arrival_rate_hz": self.sim.rate_hz,
-            "queue_lengths_s": fcfs_wait_s(np.array(self.sim.free_at), self.sim.ready),
+            "latency_s": out["latency_s"],
+            "energy_j": out["energy_j"],
+            "e2e_latency_s": out["e2e_latency_s"],
+            "slo_violated": out["slo_violated"] > 0.0,
+            "completed": out["completed"] > 0.0,
+            "infeasible_action": out["infeasible_action"] > 0.0,
+            "arrival_rate_hz": float(self.state.rate_hz[0]),
+            "queue_lengths_s": self._queue,
         }
         obs = self._observations()
-        rewards = {ROUTER: float(reward), ADVERSARY: -float(reward) if reward != 0.0 else 0.0}
-        infos = {ROUTER: {**info, "action_mask": self.action_masks().astype(np.int8)}, ADVERSARY: dict(info)}
+        reward = out["reward"]
+        rewards = {ROUTER: reward, ADVERSARY: -reward if reward != 0.0 else 0.0}
+        infos = {ROUTER: {**info, "action_mask": self._mask.astype(np.int8)}, ADVERSARY: dict(info)}
         terms = dict.fromkeys(self.agents, False)
         truncs = dict.fromkeys(self.agents, truncated)
         if self._renderer.history is not None:

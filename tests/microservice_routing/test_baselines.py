@@ -11,40 +11,47 @@ import edgelam.envs  # noqa: F401
 from edgelam import baselines
 from edgelam.baselines.microservice_routing import fractional_routing, stage_rates
 from edgelam.envs import make_parallel
+from edgelam.envs.microservice_routing.dynamics import pending_microservice
 
 ENV_ID = "edgelam/MicroserviceRouting-v0"
+
+
+def _microservice(env) -> int:
+    """The microservice of the pending stage of the env's one row."""
+    base = env.unwrapped
+    return int(pending_microservice(base.params, base.state)[0])
 
 
 def test_round_robin_cycles_each_microservices_hosts_in_server_order():
     env = gym.make(ENV_ID)
     obs, _ = env.reset(seed=0)
-    sim = env.unwrapped.sim
+    tables = env.unwrapped.tables
     policy = baselines.make("round_robin", env)
     seen: dict[int, list[int]] = {}
     for _ in range(300):
-        ms = sim.microservice
+        ms = _microservice(env)
         action, _ = policy.predict(obs)
         seen.setdefault(ms, []).append(int(action))
         obs, _, _, _, info = env.step(action)
         assert not info["infeasible_action"]
     placement = env.unwrapped.config.placement
     for ms, chosen in seen.items():
-        hosts = sorted(placement[sim.t.microservices[ms]])
+        hosts = sorted(placement[tables.microservices[ms]])
         want = [hosts[i % len(hosts)] for i in range(len(chosen))]
-        assert chosen == want, (sim.t.microservices[ms], chosen[:8], want[:8])
+        assert chosen == want, (tables.microservices[ms], chosen[:8], want[:8])
 
 
 def test_shortest_expected_delay_is_work_ahead_plus_own_service_not_the_transfer():
     env = gym.make(ENV_ID, **{"demand.arrival_rate_hz": 30.0})
     obs, _ = env.reset(seed=1)
-    sim = env.unwrapped.sim
+    k = env.unwrapped.tables.num_servers
     policy = baselines.make("shortest_expected_delay", env)
     greedy = baselines.make("greedy", env)
     differs = 0
     for _ in range(400):
-        hosts = [s for s in range(sim.k) if sim.hosts[sim.microservice][s]]
+        hosts = np.flatnonzero(env.unwrapped.action_masks()).tolist()
         # expected delay from the observation alone: backlog and service (both in units of 0.5 s, unclipped here)
-        backlog, service = obs[: sim.k], obs[2 * sim.k : 3 * sim.k]
+        backlog, service = obs[:k], obs[2 * k : 3 * k]
         assert np.all(backlog < 10.0) and np.all(service < 10.0)
         want = hosts[int(np.argmin([backlog[s] + service[s] for s in hosts]))]
         action, _ = policy.predict(obs)
@@ -84,12 +91,13 @@ def _brute_force_routing(lam, service, hosts, max_util):
 def test_cvxpy_routing_is_feasible_and_optimal_on_the_default_scenario():
     env = gym.make(ENV_ID)
     env.reset(seed=0)
-    sim = env.unwrapped.sim
-    lam, service = stage_rates(sim.t, sim.rate_hz, sim.mix)
+    tables, state = env.unwrapped.tables, env.unwrapped.state
+    mix = state.mix[0].tolist()
+    lam, service = stage_rates(tables, float(state.rate_hz[0]), mix)
     # hand check of the rates: text_chat is 40% of 14 req/s and uses the text encoder once
-    te = sim.t.microservices.index("text_encoder")
-    assert lam[te] == pytest.approx(14.0 * sum(share * sim.t.stage_ms[p].count(te) for p, share in enumerate(sim.mix)))
-    hosts = np.asarray(sim.hosts, dtype=bool)
+    te = tables.microservices.index("text_encoder")
+    assert lam[te] == pytest.approx(14.0 * sum(share * tables.stage_ms[p].count(te) for p, share in enumerate(mix)))
+    hosts = state.hosts[0]
     x, status = fractional_routing(lam, service, hosts, max_util=0.99)
     assert status == "optimal"
     used = lam > 0
@@ -110,11 +118,10 @@ def test_cvxpy_routing_samples_its_fractions_and_falls_back_on_overload():
     env = gym.make(ENV_ID)
     obs, _ = env.reset(seed=0)
     policy = baselines.make("cvxpy", env)
-    sim = env.unwrapped.sim
     x = policy.routing()
     counts = np.zeros_like(x)
     for _ in range(2000):
-        ms = sim.microservice
+        ms = _microservice(env)
         action, _ = policy.predict(obs)
         counts[ms, int(action)] += 1
         obs, _, _, truncated, info = env.step(action)

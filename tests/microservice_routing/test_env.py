@@ -8,6 +8,7 @@ import pytest
 
 import edgelam.envs  # noqa: F401
 from edgelam import baselines
+from edgelam.envs.microservice_routing.dynamics import pending_microservice
 
 ENV_ID = "edgelam/MicroserviceRouting-v0"
 
@@ -37,18 +38,20 @@ def test_mask_marks_hosts_and_infeasible_action_is_projected():
     env = gym.make(ENV_ID)
     env.reset(seed=0)
     base = env.unwrapped
-    sim, t, cfg = base.sim, base.sim.t, base.config
+    t, cfg, k = base.tables, base.config, base.tables.num_servers
     rng = np.random.default_rng(0)
     projected, local, not_first = 0, 0, 0
     for _ in range(300):
+        state = base.state
         mask = base.action_masks()
-        hosts = [s for s, h in enumerate(sim.hosts[sim.microservice]) if h]
-        assert mask.tolist() == [s in hosts for s in range(sim.k)]
+        ms = int(pending_microservice(base.params, state)[0])
+        hosts = [s for s in range(k) if s in cfg.placement[t.microservices[ms]]]
+        assert mask.tolist() == [s in hosts for s in range(k)]
         if mask.all():
             _, _, terminated, truncated, info = env.step(int(rng.choice(hosts)))
             assert not info["infeasible_action"]
         else:
-            loc, in_bytes = sim.loc, t.stage_in_bytes[sim.pipeline][sim.stage]
+            loc, in_bytes = int(state.loc[0]), t.stage_in_bytes[state.pipeline[0]][state.stage[0]]
             reach = [0.0 if s == loc else in_bytes * 8.0 / t.link_bps[loc][s] + cfg.hop_latency_s for s in hosts]
             expected = hosts[int(np.argmin(reach))]
             _, reward, terminated, truncated, info = env.step(int(rng.choice(np.flatnonzero(~mask))))
@@ -107,13 +110,13 @@ def test_lyapunov_needs_migration():
 def test_migration_moves_a_replica():
     env = gym.make(ENV_ID, scenario="migration")
     env.reset(seed=0)
-    sim = env.unwrapped.sim
-    k, ms = sim.k, sim.microservice
-    before = list(sim.hosts[ms])
+    base = env.unwrapped
+    k, ms = base.tables.num_servers, int(pending_microservice(base.params, base.state)[0])
+    before = base.state.hosts[0, ms].tolist()
     target = before.index(False)
     _, _, _, _, info = env.step(k + target)
-    assert info["migrated"] and sim.hosts[ms][target]
-    assert sum(sim.hosts[ms]) == sum(before)
-    assert info["migration_energy_j"] == pytest.approx(sim.t.weight_bytes[ms] * 8 * 2e-8)
+    assert info["migrated"] and base.state.hosts[0, ms, target]
+    assert base.state.hosts[0, ms].sum() == sum(before)
+    assert info["migration_energy_j"] == pytest.approx(base.tables.weight_bytes[ms] * 8 * 2e-8)
 
 
