@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import edgelam.envs  # noqa: F401  (registers the ids)
+from edgelam.envs.microservice_routing.vector import MicroserviceRoutingVectorEnv
 from edgelam.envs.offload.vector import OffloadVectorEnv
 from edgelam.envs.registration import make_parallel
 from edgelam.envs.spec_decode.vector import SpecDecodeVectorEnv
@@ -113,6 +114,7 @@ def test_fedft_power_virtual_queue_replays_from_every_agents_info():
 
 
 VECTOR_CASES = {
+    "microservice_migration": (MicroserviceRoutingVectorEnv, CASES["microservice_migration"]),
     "split_inference": (SplitInferenceVectorEnv, CASES["split_inference"]),
     "offload_energy": (OffloadVectorEnv, CASES["offload_energy"]),
     # each of the three rows must both accumulate and drain: a looser budget than the single env's

@@ -8,6 +8,7 @@ SPEC = EnvSpec(
     id="edgelam/MicroserviceRouting-v0",
     kind="gymnasium",
     entry_point="edgelam.envs.microservice_routing.env:MicroserviceRoutingEnv",
+    vector_entry_point="edgelam.envs.microservice_routing.vector:MicroserviceRoutingVectorEnv",
     config="edgelam.envs.microservice_routing.config:MicroserviceRoutingConfig",
     scenario_dir="microservice_routing",
     baselines="edgelam.baselines.microservice_routing",
