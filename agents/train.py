@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+from gymnasium.envs.registration import load_env_creator
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback
 from stable_baselines3.common.env_util import make_vec_env
@@ -210,14 +211,21 @@ def make_train_env(
     Raises:
         ValueError: if the algorithm does not handle the env's action space (or is
             ``maskable_ppo`` on a parallel env), or ``vectorized`` is asked of an env
-            without a ``vector_entry_point`` or with ``maskable_ppo``.
+            without a ``vector_entry_point``, or with ``maskable_ppo`` of one whose vector
+            env has no ``action_masks()``.
     """
     if vectorized and not (is_parallel(env_id) and has_batched_game(env_id, env_kwargs)):
         spec = None if is_parallel(env_id) else gym.spec(env_id)
-        if spec is None or spec.vector_entry_point is None or algo == "maskable_ppo":
+        if spec is None or spec.vector_entry_point is None:
             raise ValueError(
-                f"vectorized: {env_id} with {algo} has no batched vector env (needs a registered "
-                f"vector_entry_point and an algorithm other than maskable_ppo)"
+                f"vectorized: {env_id} has no batched vector env (needs a registered vector_entry_point)"
+            )
+        creator = spec.vector_entry_point
+        if isinstance(creator, str):
+            creator = load_env_creator(creator)
+        if algo == "maskable_ppo" and not callable(getattr(creator, "action_masks", None)):
+            raise ValueError(
+                f"vectorized: maskable_ppo needs action_masks() of the vector env; {env_id}'s vector env has none"
             )
         kwargs = env_kwargs_for(scenario, env_kwargs)
         try:

@@ -174,8 +174,14 @@ class SB3VectorAdapter(VecEnv):
         setattr(self.venv, attr_name, value)
 
     def env_method(self, method_name: str, *method_args, indices: VecEnvIndices = None, **method_kwargs) -> list[Any]:
-        """Call the vector env's method once; its result is repeated per index."""
+        """Call the vector env's method once; its result is repeated per index.
+
+        ``action_masks`` (what sb3-contrib's MaskablePPO calls) is the exception: the vector
+        env's ``action_masks()`` is (B, A), one row per env, and each index gets its row.
+        """
         result = getattr(self.venv, method_name)(*method_args, **method_kwargs)
+        if method_name == "action_masks":
+            return [result[i] for i in self._get_indices(indices)]
         return [result for _ in self._get_indices(indices)]
 
     def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:

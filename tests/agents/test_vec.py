@@ -142,7 +142,7 @@ def test_make_train_env_vectorized_and_its_errors():
     assert venv.get_attr("config")[0].battery_j == 100.0
     with pytest.raises(ValueError, match="vector_entry_point"):
         make_train_env("edgelam/FedFTAllocation-v0", "ppo", "default", None, 2, seed=0, vectorized=True)
-    with pytest.raises(ValueError, match="vector_entry_point"):
+    with pytest.raises(ValueError, match="action_masks"):
         make_train_env(OFFLOAD, "maskable_ppo", "default", None, 2, seed=0, vectorized=True)
     with pytest.raises(ValueError, match="no_such_key"):
         make_train_env(OFFLOAD, "ppo", "default", {"no_such_key": 1}, 2, seed=0, vectorized=True)

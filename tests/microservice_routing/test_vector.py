@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import edgelam.envs  # noqa: F401
+from edgelam.agents.vec import SB3VectorAdapter
 from edgelam.envs.microservice_routing import dynamics
 from edgelam.envs.microservice_routing.env import MicroserviceRoutingEnv
 from edgelam.envs.microservice_routing.spec import SPEC
@@ -190,3 +191,23 @@ def test_one_row_handover_draws_are_the_batch_draws():
     steps = dynamics.handover_steps(np.random.default_rng(0), np.full(20_000, 3.0), np.arange(20_000))
     assert abs(steps.mean()) < 0.05 and abs(steps.var() - 3.0) < 0.15  # +-1 steps at Poisson(3) times
 
+
+def test_sb3_adapter_gives_each_env_its_mask_and_maskable_ppo_trains():
+    from sb3_contrib import MaskablePPO
+    from sb3_contrib.common.maskable.utils import get_action_masks
+
+    from edgelam.agents.train import make_train_env
+
+    venv = make_train_env(ENV_ID, "maskable_ppo", "migration", None, 4, seed=0, vectorized=True)
+    assert isinstance(venv, SB3VectorAdapter)
+    venv.reset()
+    masks = get_action_masks(venv)
+    assert masks.shape == (4, 8) and np.array_equal(masks, venv.venv.action_masks())
+    model = MaskablePPO("MlpPolicy", venv, n_steps=32, batch_size=64, n_epochs=1, seed=0, device="cpu")
+    model.learn(256)
+    obs = venv.reset()
+    for _ in range(50):
+        masks = get_action_masks(venv)
+        actions, _ = model.predict(obs, action_masks=masks)
+        assert np.all(masks[np.arange(4), actions])
+        obs, _, _, _ = venv.step(actions)
