@@ -350,10 +350,6 @@ class Outcome:
         """(B,) the step's reward (env docstring)."""
         return self.table[:, 9]
 
-    def row(self, i: int) -> dict[str, float]:
-        """Row ``i`` as Python floats, keyed by :data:`OUTCOME_COLUMNS` (what a single env reports)."""
-        return dict(zip(OUTCOME_COLUMNS, self.table[i].tolist(), strict=True))
-
     def info(self, state: State) -> dict[str, np.ndarray]:
         """The step's ``info`` arrays (B,): the keys of :data:`OUTCOME_COLUMNS` and ``virtual_queue``."""
         t = self.table

@@ -169,19 +169,22 @@ class MicroserviceRoutingEnv(gym.Env):
 
     def step(self, action):
         self._action[0] = self._check_action(action)
-        out = advance(self.params, self.state, self._action, self.np_random).row(0)
+        out = advance(self.params, self.state, self._action, self.np_random)
+        # the row's columns, in the order of dynamics.OUTCOME_COLUMNS
+        server, migrated, infeasible, latency, energy, migration_j, completed, e2e, violated, reward = (
+            out.table[0].tolist()
+        )
         self._refresh()
-        reward = out["reward"]
         info = {
-            "latency_s": out["latency_s"],
-            "energy_j": out["energy_j"],
-            "e2e_latency_s": out["e2e_latency_s"],
-            "slo_violated": out["slo_violated"] > 0.0,
-            "completed": out["completed"] > 0.0,
-            "server": int(out["server"]),
-            "migrated": out["migrated"] > 0.0,
-            "infeasible_action": out["infeasible_action"] > 0.0,
-            "migration_energy_j": out["migration_energy_j"],
+            "latency_s": latency,
+            "energy_j": energy,
+            "e2e_latency_s": e2e,
+            "slo_violated": violated > 0.0,
+            "completed": completed > 0.0,
+            "server": int(server),
+            "migrated": migrated > 0.0,
+            "infeasible_action": infeasible > 0.0,
+            "migration_energy_j": migration_j,
             "virtual_queue": float(self.state.virtual_queue[0]),
             "queue_lengths_s": self._queue,
             "action_mask": self._mask.astype(np.int8),

@@ -153,21 +153,22 @@ class RobustRoutingEnv(ParallelEnv):
         route = check_discrete(actions[ROUTER], self._action_spaces[ROUTER], "the edge server", f"action of {ROUTER}")
         self._apply_adversary(actions[ADVERSARY])
         self._route[0] = route
-        out = advance(self.params, self.state, self._route, self._rng).row(0)
+        out = advance(self.params, self.state, self._route, self._rng)
+        # the row's columns, in the order of dynamics.OUTCOME_COLUMNS
+        _, _, infeasible, latency, energy, _, completed, e2e, violated, reward = out.table[0].tolist()
         self._refresh()
         truncated = int(self.state.step[0]) >= self.config.episode_length
         info = {
-            "latency_s": out["latency_s"],
-            "energy_j": out["energy_j"],
-            "e2e_latency_s": out["e2e_latency_s"],
-            "slo_violated": out["slo_violated"] > 0.0,
-            "completed": out["completed"] > 0.0,
-            "infeasible_action": out["infeasible_action"] > 0.0,
+            "latency_s": latency,
+            "energy_j": energy,
+            "e2e_latency_s": e2e,
+            "slo_violated": violated > 0.0,
+            "completed": completed > 0.0,
+            "infeasible_action": infeasible > 0.0,
             "arrival_rate_hz": float(self.state.rate_hz[0]),
             "queue_lengths_s": self._queue,
         }
         obs = self._observations()
-        reward = out["reward"]
         rewards = {ROUTER: reward, ADVERSARY: -reward if reward != 0.0 else 0.0}
         infos = {ROUTER: {**info, "action_mask": self._mask.astype(np.int8)}, ADVERSARY: dict(info)}
         terms = dict.fromkeys(self.agents, False)
