@@ -353,6 +353,7 @@ def main(argv: list[str] | None = None) -> None:
     header = {
         "corpus": {
             "source": "CPython standard library Lib/*.py (non-test, < 300 kB, no encodings/pydoc_data)",
+            "licence": "PSF-2.0 (Python Software Foundation License Version 2, CPython's LICENSE)",
             "python_version": ".".join(map(str, __import__("sys").version_info[:3])),
             "files": len(files),
             "heldout_files": len(held_texts),

@@ -56,7 +56,7 @@ def test_bench_models_reports_both_paths(monkeypatch):
     monkeypatch.setattr(lam, "load", lambda name: _TimedLM(real_load(name), clock, 3e-3, 2e-3))
     monkeypatch.setattr(module, "time", clock)
     (row,) = bench_models(names=("device",), tokens=4, context=8, repeats=3)
-    assert row["model"] == "device" and row["layers"] == 2
+    assert row["model"] == "device" and row["layers"] == real_load("device").num_layers
     assert row["wrapper_s_per_token"] == pytest.approx(3e-3, rel=1e-9)
     assert row["raw_s_per_token"] == pytest.approx(2e-3, rel=1e-9)
     assert row["overhead"] == pytest.approx(1.5, rel=1e-9)

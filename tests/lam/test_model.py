@@ -16,26 +16,32 @@ torch.set_num_threads(1)
 
 
 @torch.no_grad()
-def heldout_loss(lm: LM) -> float:
-    """Mean next-token cross-entropy over heldout_tokens.npy through embed/forward_layers/head."""
+def heldout_metrics(lm: LM) -> tuple[float, float]:
+    """Mean next-token cross-entropy and teacher-forced top-1 accuracy over heldout_tokens.npy,
+    through embed/forward_layers/head."""
     tokens = torch.from_numpy(np.load(lam.assets_dir() / "heldout_tokens.npy").astype(np.int64))
-    total = 0.0
+    total, hits = 0.0, 0
     for i in range(0, len(tokens), 20):
         x = tokens[i : i + 20]
         logits = lm.head(lm.forward_layers(lm.embed(x), 0, lm.num_layers))
         total += float(
             torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, lm.vocab_size), x[:, 1:].reshape(-1))
         )
-    return total / len(range(0, len(tokens), 20))
+        hits += int((logits[:, :-1].argmax(-1) == x[:, 1:]).sum())
+    return total / len(range(0, len(tokens), 20)), hits / tokens[:, 1:].numel()
 
 
-_LOSSES: dict[str, float] = {}
+_METRICS: dict[str, tuple[float, float]] = {}
+
+
+def recomputed(name: str) -> tuple[float, float]:
+    if name not in _METRICS:
+        _METRICS[name] = heldout_metrics(load(name))
+    return _METRICS[name]
 
 
 def recomputed_loss(name: str) -> float:
-    if name not in _LOSSES:
-        _LOSSES[name] = heldout_loss(load(name))
-    return _LOSSES[name]
+    return recomputed(name)[0]
 
 
 @pytest.mark.parametrize("name", SHIPPED_MODELS)
@@ -47,14 +53,12 @@ def test_shipped_model_loads_offline_and_matches_its_card(name, monkeypatch):
     assert (lm.num_layers, lm.hidden_size, lm.vocab_size) == (card["layers"], card["d_model"], 4096)
     assert lm.num_params == card["parameters"]
     assert lm.param_bytes == 2 * card["parameters"]
-    assert (
-        lm.tokenizer is not None
-        and lm.tokenizer.decode(lm.tokenizer("def f(x):")["input_ids"]) == "def f(x):"
-    )
+    assert lm.tokenizer is not None and lm.tokenizer.decode(lm.tokenizer("def f(x):")["input_ids"]) == "def f(x):"
     assert next(lm.model.parameters()).dtype == torch.float32
     assert not any(p.requires_grad for p in lm.model.parameters())
-    loss = recomputed_loss(name)
+    loss, top1 = recomputed(name)
     assert loss == pytest.approx(card["heldout_loss_nats"], rel=0.02)
+    assert top1 == pytest.approx(card["heldout_top1"], rel=0.02)
     assert load(name) is lm  # cached per name
 
 
@@ -63,6 +67,16 @@ def test_bigger_models_have_lower_heldout_loss():
         require_shipped(name)
     losses = [recomputed_loss(n) for n in SHIPPED_MODELS]
     assert losses[2] < losses[1] < losses[0], dict(zip(SHIPPED_MODELS, losses, strict=True))
+
+
+def test_the_three_tiers_differ_in_quality():
+    """The family's contract (issue #22): held-out teacher-forced top-1 accuracy of cloud is at
+    least 6 points above device, and edge lies strictly between, at least 1.5 points from each."""
+    for name in SHIPPED_MODELS:
+        require_shipped(name)
+    device, edge, cloud = (recomputed(n)[1] for n in SHIPPED_MODELS)
+    assert cloud - device >= 0.06, (device, edge, cloud)
+    assert device + 0.015 <= edge <= cloud - 0.015, (device, edge, cloud)
 
 
 def test_prompt_set_and_card():
@@ -84,9 +98,7 @@ def test_unknown_name_and_missing_files_raise_clear_errors(tmp_path, monkeypatch
     monkeypatch.setattr(model_mod, "assets_dir", lambda: tmp_path / "assets")
     (tmp_path / "assets" / "models" / "cloud").mkdir(parents=True)
     (tmp_path / "assets" / "models" / "cloud" / "config.json").write_text("{}")
-    with pytest.raises(
-        FileNotFoundError, match=r"cloud.*model.safetensors.*python -m edgelam.envs.lam.build_family"
-    ):
+    with pytest.raises(FileNotFoundError, match=r"cloud.*model.safetensors.*python -m edgelam.envs.lam.build_family"):
         model_mod.resolve_path("cloud")
 
 
@@ -109,9 +121,7 @@ def test_a_folder_with_only_pickle_weights_is_refused(tmp_path):
 def test_non_llama_folder_is_rejected(tmp_path):
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    GPT2LMHeadModel(
-        GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=64, n_positions=32)
-    ).save_pretrained(tmp_path)
+    GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=64, n_positions=32)).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="not a Llama-style causal LM"):
         load(tmp_path)
 
