@@ -88,9 +88,10 @@ class FedFTAllocationEnv(gym.Env):
       lora_fedavg update computed in two places, so the learning dynamics are the same up
       to the float16 rounding at the cut, and replay uses the same surrogate. Measured on 2
       live episodes x 30 rounds of 5 devices (seed 1, random and full participation, the
-      same participants and batches in both modes): the global loss of split and
-      lora_fedavg differs by at most 0.0011 nats/token, their per-round decreases by 0.0002
-      on average (``tests/fedft/test_split.py`` checks the float32 split update equals the
+      same participants and batches in both modes; the runs the two ``--evaluate-only``
+      commands of the ``Surrogate error`` section save with ``--save-runs``): the global loss
+      of split and lora_fedavg differs by at most 0.0011 nats/token, their per-round
+      decreases by 0.0002 on average (``tests/fedft/test_split.py`` checks the float32 split update equals the
       lora_fedavg one and 6 tiny live rounds agree within 0.002). ``info`` carries
       ``uplink_bits`` and ``downlink_bits`` per device and round in both modes.
 
@@ -112,18 +113,17 @@ class FedFTAllocationEnv(gym.Env):
     devices so far) and ``device_epsilon`` (K,). With the ``private`` scenario and the equal
     policy (every device every round: 90 DP-SGD steps at q = 8 / n_k), seed 0 ends the
     episode at epsilon 4.51 (devices 2.8 to 4.5; 11.1 at noise multiplier 0.7, 1.35 at 2).
-    Live, the noise really slows the loss: over that episode (equal policy, seed 0, all 5
-    devices in all 30 rounds) the live loss falls 0.158 nats/token without privacy and 0.021
-    with it (3.1 s per live DP round vs 2.8 s, one shared core). Replay multiplies the
+    Live, the noise really slows the loss: over 2 live episodes (random / full participation)
+    the loss falls 0.146 nats/token without privacy (seed 0, key ``error``) and 0.013 at
+    noise multiplier 0.7 (seed 1, key ``privacy``). Replay multiplies the
     surrogate's expected decrease by rho(sigma) = 1 / (1 + slowdown * sigma^exponent), fitted
     (``python -m edgelam.envs.fedft.profile --scenario private --privacy``, ``surrogate.json``
     key ``privacy``) to 2 live DP episodes (random / full participation) at each sigma in
-    {0.5, 1, 2} for clip norm 0.5: slowdown 18.1, exponent 1.03, so rho(1) = 0.052. On 2 held-
+    {0.5, 1, 2} for clip norm 0.5: slowdown 31.7, exponent 1.21, so rho(1) = 0.031. On 2 held-
     out live episodes (seed 1) at each of sigma 0.7 and 1.4 its open-loop trajectory error is
-    0.0029 / 0.0026 nats/token mean (0.013 / 0.012 max; 15% / 29% of the live decrease of
-    0.019 / 0.009), one-round MAE 0.0009 / 0.0008 against a noise floor of 0.0007; the
-    uncorrected surrogate errs by 0.077 / 0.084. On the episode above replay falls 0.026
-    (live 0.021), 0.0033 mean / 0.0063 max from the live loss. Replay of another clip norm
+    0.0030 / 0.0032 nats/token mean (0.010 / 0.012 max; 23% / 113% of the live decrease of
+    0.013 / 0.0028: at sigma 1.4 the live loss hardly moves), one-round MAE 0.0008 / 0.0008
+    against a noise floor of 0.0008; the uncorrected surrogate errs by 0.100 / 0.106. Replay of another clip norm
     raises ValueError (refit, or use ``backend="live"``). The correction was fitted in
     ``lora_fedavg``; split replay with privacy uses it too, its error against live split
     DP-SGD (per-part clipping) is not measured.
@@ -167,22 +167,18 @@ class FedFTAllocationEnv(gym.Env):
     ## Surrogate error and speed
     Measured by ``python -m edgelam.envs.fedft.profile`` (``surrogate.json``, key ``error``)
     on 2 live episodes x 30 rounds (one with random, one with full participation) not used
-    for the fit (fit on 4 x 30 alike): one-round error of the global-loss decrease 0.0061
-    nats/token (mean absolute; live SGD noise alone makes 0.0057); open-loop surrogate
-    trajectory vs live 0.0067 mean / 0.036 max nats/token, 5% of the live decrease over an
-    episode (0.127). ``tests/fedft`` replays the surrogate on 3 live rounds of the equal
-    policy from another seed (live decrease 0.059, surrogate 0.046). Closed loop on a new
-    seed over a 30-round episode (surrogate run under the live participation): equal
-    policy 0.0070 mean / 0.017 max nats/token (live decrease 0.129, surrogate 0.140; live
-    return -11.9, replay mean over 10 seeds -11.1), lyapunov 0.0066 / 0.018 (live return 0.5,
-    replay 1.4). Replay runs about 1,500-2,800 steps/s on one core (equal policy); live runs
+    for the fit (fit on 4 x 30 alike): one-round error of the global-loss decrease 0.0058
+    nats/token (mean absolute; live SGD noise alone makes about 0.0067); open-loop surrogate
+    trajectory vs live 0.0069 mean / 0.038 max nats/token, 5% of the live decrease over an
+    episode (0.146). ``tests/fedft`` replays the surrogate on 3 live rounds of the equal
+    policy from another seed. Replay runs about 1,500-2,800 steps/s on one core (equal policy); live runs
     0.3 steps/s (equal, 5 devices train) to 0.6 steps/s (lyapunov) on one core shared with
     other jobs. On 2 further live episodes from seed 1 (``python -m edgelam.envs.fedft.profile
     --scenario {default,split} --evaluate-only --test-episodes 2 --seed 1``, keys
     ``error_lora_fedavg`` / ``error_split`` of ``surrogate.json``) the shipped surrogate errs
-    more, alike in both modes: one-round MAE 0.0098 (split) / 0.0098 (lora_fedavg) nats/token
-    against a noise floor of 0.0061, open-loop trajectory 0.020 mean / 0.057 max (22% of the
-    live decrease 0.089); live split rounds took 1.9-2.0 s (lora_fedavg 1.6-2.1 s) on one
+    more, alike in both modes: one-round MAE 0.0097 (split) / 0.0096 (lora_fedavg) nats/token
+    against a noise floor of 0.0072, open-loop trajectory 0.028 mean / 0.072 max (28% of the
+    live decrease 0.100); live split rounds took 1.9-2.0 s (lora_fedavg 1.6-2.1 s) on one
     thread.
 
     ## Version History

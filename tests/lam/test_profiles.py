@@ -161,6 +161,24 @@ def test_shipped_profiles_have_the_documented_shapes(shipped):
     assert sum(p.stat().st_size for p in profiles_dir().iterdir()) < 5e6
 
 
+def test_shipped_family_has_a_real_quality_stake(shipped):
+    """Issue #22's contract on the profiles: the device draft is accepted often but not always
+    against cloud (T = 1: 0.5..0.85), int8 cloud is nearly the target itself, and picking the
+    best tier per task (the per-task oracle of Offload-v0) gains >= 6 points of top-1 accuracy
+    over always running the device model."""
+    summary = load_manifest()["summary"]["mean_acceptance"]
+    assert 0.5 <= summary["device"]["1.0"] <= 0.85, summary["device"]
+    assert summary["int8"]["1.0"] >= 0.98 and summary["int8"]["0.0"] >= 0.98, summary["int8"]
+    acc = shipped["acceptance"]
+    assert acc["beta"][list(acc["variants"]).index("device"), 1].mean() == pytest.approx(
+        summary["device"]["1.0"], rel=1e-4
+    )
+    quality = shipped["offload"]["ref_accuracy"]  # (prompts, [device, edge, cloud])
+    device, edge, cloud = quality.mean(0)
+    assert device < edge < cloud, (device, edge, cloud)
+    assert quality.max(1).mean() - device >= 0.06
+
+
 def test_shipped_profiles_reproduce_live_execution(shipped):
     cloud = load("cloud")
     rec = load_prompts()[0]

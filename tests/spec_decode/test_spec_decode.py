@@ -216,9 +216,14 @@ def test_every_baseline_has_its_defining_property_on_default():
     assert [ep["actions"] for ep in loose] == [ep["actions"] for ep in lev]
     # ... under a budget below every policy's energy per token, with a small V, it spends the least
     tight = _episodes("lyapunov", seeds, energy_budget_j_per_token=0.035, policy_kwargs={"v": 0.01})
+    # It minimises the *expected* energy per token of each round; the acceptances are random, so
+    # another policy can be luckier in one episode, by little: least on average, within 1% of the
+    # least in every episode.
+    mean_tight = np.mean([ep["j_per_token"] for ep in tight])
+    assert all(mean_tight <= np.mean([ep["j_per_token"] for ep in runs[name]]) + 1e-12 for name in runs)
     for i, ep in enumerate(tight):
         assert ep["infos"][-1]["virtual_queue"] > 0.0
-        assert all(ep["j_per_token"] <= runs[name][i]["j_per_token"] + 1e-12 for name in runs)
+        assert ep["j_per_token"] <= 1.01 * min(runs[name][i]["j_per_token"] for name in runs)
     assert any(ep["j_per_token"] < lv["j_per_token"] - 1e-4 for ep, lv in zip(tight, lev, strict=True))
     # oracle: knows this round's acceptances, so never drafts a token the verifier rejects, and has
     # (knowing this round's link too) the best return of all on every episode
