@@ -284,7 +284,11 @@ def draw_panel(
     ax.yaxis.set_major_formatter(formatter)
     if integers:
         ax.yaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
-    if finite.size:
+    if finite.size and integers and np.ptp(finite) == 0:  # one index all episode: its neighbours as ticks
+        centre = float(finite[0])
+        ax.set_ylim(centre - 1, centre + 1)
+        ax.set_yticks([centre - 1, centre, centre + 1])
+    elif finite.size:
         centre = float(np.mean(finite))
         if abs(centre) > 0 and np.ptp(finite) < 1e-3 * abs(centre):
             ax.set_ylim(centre - 0.01 * abs(centre), centre + 0.01 * abs(centre))
