@@ -38,6 +38,7 @@ import sysconfig
 import time
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -145,11 +146,6 @@ def heldout_metrics(model, heldout: np.ndarray) -> tuple[float, float]:
         total += float(out.loss) * len(batch)
         hits += int((out.logits[:, :-1].argmax(-1) == batch[:, 1:]).sum())
     return total / len(x), hits / x[:, 1:].numel()
-
-
-def heldout_loss(model, heldout: np.ndarray) -> float:
-    """Mean next-token cross-entropy (nats) over the held-out sequences."""
-    return heldout_metrics(model, heldout)[0]
 
 
 def distillation_loss(student_logits, teacher_logits, labels, alpha: float, temperature: float):
@@ -378,21 +374,26 @@ def main(argv: list[str] | None = None) -> None:
         card.setdefault("models", {})
         return card
 
-    if args.evaluate_only:
-        from transformers import LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
+    def evaluated(name: str) -> tuple[Any, dict]:
+        """The saved model ``name`` of ``out`` (float32) and its card's held-out metrics."""
+        model = LlamaForCausalLM.from_pretrained(out / "models" / name, dtype=torch.float32)
+        loss, top1 = heldout_metrics(model, heldout)
+        log(f"{name}: held-out loss {loss:.4f} nats/token, top-1 {top1:.4f}")
+        metrics = {
+            "heldout_loss_nats": round(loss, 4),
+            "heldout_top1": round(top1, 4),
+            "heldout_bits_per_byte": round(loss / math.log(2) / bytes_per_token, 4),
+        }
+        return model, metrics
+
+    if args.evaluate_only:
         card = read_card()
         for name in args.only:
             if name not in card["models"]:
                 raise SystemExit(f"--evaluate-only: no trained {name!r} in {card_path}")
-            model = LlamaForCausalLM.from_pretrained(out / "models" / name, dtype=torch.float32)
-            loss, top1 = heldout_metrics(model, heldout)
-            card["models"][name].update(
-                heldout_loss_nats=round(loss, 4),
-                heldout_top1=round(top1, 4),
-                heldout_bits_per_byte=round(loss / math.log(2) / bytes_per_token, 4),
-            )
-            log(f"{name}: held-out loss {loss:.4f} nats/token, top-1 {top1:.4f}")
+            card["models"][name].update(evaluated(name)[1])
         card_path.write_text(json.dumps(card, indent=2) + "\n")
         return
     # a distilled model needs its teacher first: teachers train before their students
@@ -406,8 +407,6 @@ def main(argv: list[str] | None = None) -> None:
         init = model_dir if args.continue_training else None
         teacher = None
         if spec.get("distill_from"):
-            from transformers import LlamaForCausalLM
-
             teacher_dir = out / "models" / spec["distill_from"]
             if not (teacher_dir / "model.safetensors").exists():
                 raise SystemExit(f"{name} is distilled from {spec['distill_from']!r}: build that first ({teacher_dir})")
@@ -421,10 +420,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         model.to(torch.float16).save_pretrained(model_dir)
         tokenizer.save_pretrained(model_dir)
-        from transformers import LlamaForCausalLM
-
-        reloaded = LlamaForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-        loss, top1 = heldout_metrics(reloaded, heldout)
+        reloaded, metrics = evaluated(name)
         stage = {"steps": args.steps, "seed": args.seed, "peak_lr": spec["lr"], "train_seconds": round(secs, 1)}
         if teacher is not None:
             stage.update(
@@ -450,13 +446,10 @@ def main(argv: list[str] | None = None) -> None:
             "steps": sum(st["steps"] for st in stages),
             "train_tokens_seen": sum(st["steps"] for st in stages) * BATCH * SEQ_LEN,
             "stages": stages,
-            "heldout_loss_nats": round(loss, 4),
-            "heldout_top1": round(top1, 4),
-            "heldout_bits_per_byte": round(loss / math.log(2) / bytes_per_token, 4),
+            **metrics,
             "stored_dtype": "float16",
         }
         card_path.write_text(json.dumps(card, indent=2) + "\n")
-        log(f"{name}: held-out loss {loss:.4f} nats/token, top-1 {top1:.4f}")
 
 
 if __name__ == "__main__":
