@@ -11,6 +11,27 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 
+def partial_reset_mask(options: dict[str, Any] | None, seed: Any, num_rows: int) -> np.ndarray | None:
+    """The rows a partial reset marks (Gymnasium's ``reset(options={"reset_mask": mask})``), validated.
+
+    Returns the bool mask (``num_rows``,), or None for a full reset: no mask, or one that marks
+    every row (then ``reset`` goes on as a full reset without a seed).
+
+    Raises:
+        ValueError: if the mask is not a bool array of ``num_rows`` with a True, or a ``seed`` comes
+            with it (a partial reset continues the batch's one generator).
+    """
+    mask = None if options is None else options.get("reset_mask")
+    if mask is None:
+        return None
+    mask = np.asarray(mask)
+    if mask.shape != (num_rows,) or mask.dtype != np.bool_ or not mask.any():
+        raise ValueError(f"options['reset_mask']: expected a bool array ({num_rows},) with a True, got {mask!r}")
+    if seed is not None:
+        raise ValueError("seed: a partial reset (options['reset_mask']) continues the generator; pass no seed")
+    return None if mask.all() else mask
+
+
 class ReplayVectorEnv(VectorEnv):
     """Base of the numpy-batched vector envs: ``num_envs`` copies of one single env's scenario.
 

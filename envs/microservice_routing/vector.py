@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from edgelam.envs.core.actions import check_batch_integers
-from edgelam.envs.core.vector import ReplayVectorEnv
+from edgelam.envs.core.vector import ReplayVectorEnv, partial_reset_mask
 from edgelam.envs.microservice_routing.dynamics import OUTCOME_COLUMNS, State, advance, initial, view
 from edgelam.envs.microservice_routing.env import MicroserviceRoutingEnv
 
@@ -75,20 +75,12 @@ class MicroserviceRoutingVectorEnv(ReplayVectorEnv):
         reset continues the generator (it takes no seed) and its ``action_mask`` carries the
         mask ``_action_mask`` of the rows that reset.
         """
-        mask = None if options is None else options.get("reset_mask")
+        mask = partial_reset_mask(options, seed, self.num_envs)
         if mask is not None:
-            mask = np.asarray(mask)
-            if mask.shape != (self.num_envs,) or mask.dtype != np.bool_ or not mask.any():
-                raise ValueError(
-                    f"options['reset_mask']: expected a bool array ({self.num_envs},) with a True, got {mask!r}"
-                )
-            if seed is not None:
-                raise ValueError("seed: a partial reset (options['reset_mask']) continues the generator; pass no seed")
-            if not mask.all():
-                self._reset_rows(np.flatnonzero(mask))
-                self._needs_reset = self._needs_reset & ~mask
-                self._refresh()
-                return self._obs, {"action_mask": self._mask.astype(np.int8), "_action_mask": mask}
+            self._reset_rows(np.flatnonzero(mask))
+            self._needs_reset = self._needs_reset & ~mask
+            self._refresh()
+            return self._obs, {"action_mask": self._mask.astype(np.int8), "_action_mask": mask}
         if isinstance(seed, list):
             seed = seed[0]
         super().reset(seed=seed)

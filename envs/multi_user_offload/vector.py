@@ -10,6 +10,7 @@ from gymnasium.utils import seeding
 
 from edgelam.envs.core.actions import check_batch_integers
 from edgelam.envs.core.config import load_scenario
+from edgelam.envs.core.vector import partial_reset_mask
 from edgelam.envs.multi_user_offload.config import MultiUserOffloadConfig
 from edgelam.envs.multi_user_offload.dynamics import (
     Params,
@@ -126,19 +127,11 @@ class MultiUserOffloadGames:
         reset continues the generator (it takes no seed). Returns (observations (B, N, 8),
         info with ``distance_m`` (B, N), and ``_distance_m`` (B,) after a partial reset).
         """
-        mask = None if options is None else options.get("reset_mask")
+        mask = partial_reset_mask(options, seed, self.num_games)
         if mask is not None:
-            mask = np.asarray(mask)
-            if mask.shape != (self.num_games,) or mask.dtype != np.bool_ or not mask.any():
-                raise ValueError(
-                    f"options['reset_mask']: expected a bool array ({self.num_games},) with a True, got {mask!r}"
-                )
-            if seed is not None:
-                raise ValueError("seed: a partial reset (options['reset_mask']) continues the generator; pass no seed")
-            if not mask.all():
-                distance = self._reset_some(np.flatnonzero(mask))
-                self._needs_reset = self._needs_reset & ~mask
-                return self._observations(), {"distance_m": distance, "_distance_m": mask}
+            distance = self._reset_some(np.flatnonzero(mask))
+            self._needs_reset = self._needs_reset & ~mask
+            return self._observations(), {"distance_m": distance, "_distance_m": mask}
         if isinstance(seed, list):
             seed = seed[0]
         if seed is not None:

@@ -9,7 +9,7 @@ import numpy as np
 from edgelam.envs.core.actions import check_batch_integers
 from edgelam.envs.core.channel import MIN_RATE_BPS, WirelessLink
 from edgelam.envs.core.queues import lindley_interval, virtual_queue_step
-from edgelam.envs.core.vector import ReplayVectorEnv
+from edgelam.envs.core.vector import ReplayVectorEnv, partial_reset_mask
 from edgelam.envs.offload.config import TIERS
 from edgelam.envs.offload.dynamics import (
     EDGE,
@@ -169,23 +169,15 @@ class OffloadVectorEnv(ReplayVectorEnv):
         reset continues the generator (it takes no seed). The info of a partial reset
         carries ``_<key>`` masks: its entries belong to the devices that reset.
         """
-        mask = None if options is None else options.get("reset_mask")
+        mask = partial_reset_mask(options, seed, self.num_envs)
         if mask is not None:
-            mask = np.asarray(mask)
-            if mask.shape != (self.num_envs,) or mask.dtype != np.bool_ or not mask.any():
-                raise ValueError(
-                    f"options['reset_mask']: expected a bool array ({self.num_envs},) with a True, got {mask!r}"
-                )
-            if seed is not None:
-                raise ValueError("seed: a partial reset (options['reset_mask']) continues the generator; pass no seed")
-            if not mask.all():
-                idx = np.flatnonzero(mask)
-                distance = np.zeros(self.num_envs)
-                distance[idx] = self._reset_some(idx)
-                self._needs_reset = self._needs_reset & ~mask
-                rate = self._rate_blk[:, self._k].copy()
-                info = {"distance_m": distance, "_distance_m": mask, "uplink_rate_bps": rate, "_uplink_rate_bps": mask}
-                return self._obs(), info
+            idx = np.flatnonzero(mask)
+            distance = np.zeros(self.num_envs)
+            distance[idx] = self._reset_some(idx)
+            self._needs_reset = self._needs_reset & ~mask
+            rate = self._rate_blk[:, self._k].copy()
+            info = {"distance_m": distance, "_distance_m": mask, "uplink_rate_bps": rate, "_uplink_rate_bps": mask}
+            return self._obs(), info
         if isinstance(seed, list):
             seed = seed[0]
         super().reset(seed=seed)
