@@ -34,7 +34,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from edgelam.agents.common import is_parallel, make_env, make_parallel, parallel_factory
+from edgelam.agents.common import is_parallel, make_env, make_parallel, markdown_table, parallel_factory
 from edgelam.agents.compare import machine_info
 from edgelam.envs import registration
 
@@ -374,9 +374,7 @@ def to_markdown(result: dict[str, Any]) -> str:
         "",
         "Random pre-sampled actions; only `step()` is timed. Written by `edgelam bench`.",
         "",
-        "| " + " | ".join(table[0]) + " |",
-        "|" + "---|" * len(table[0]),
-        *("| " + " | ".join(r) + " |" for r in table[1:]),
+        *markdown_table(table),
         "",
     ]
     mobile = result["mobile_env"]
@@ -391,9 +389,7 @@ def to_markdown(result: dict[str, Any]) -> str:
             "",
             "Agent-steps per second of the PettingZoo env itself (one `step()` of N agents is N agent-steps).",
             "",
-            "| " + " | ".join(scaling[0]) + " |",
-            "|" + "---|" * len(scaling[0]),
-            *("| " + " | ".join(r) + " |" for r in scaling[1:]),
+            *markdown_table(scaling),
             "",
         ]
     notes = [_live_line(r) for r in result["envs"] if "live_note" in r]

@@ -50,6 +50,16 @@ _WRAPPER_INFO_KEYS = frozenset(
 ParallelFactory = Callable[..., ParallelEnv]
 
 
+def markdown_table(table: Sequence[Sequence[str]]) -> list[str]:
+    """The lines of a Markdown table: ``table[0]`` is the header, the other rows follow it."""
+    header, *rows = table
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(r) + " |" for r in rows),
+    ]
+
+
 def env_name(env_id: str) -> str:
     """Name of an env id without namespace and version (``edgelam/Offload-v0`` -> ``Offload``)."""
     name = env_id.rsplit("/", 1)[-1]

@@ -58,6 +58,7 @@ from edgelam.agents.common import (
     is_parallel,
     make_env,
     make_parallel,
+    markdown_table,
     metric_directions,
 )
 from edgelam.agents.evaluate import evaluate
@@ -843,11 +844,9 @@ def _write_paired_csv(path: Path, paired: Sequence[Mapping[str, Any]]) -> Path:
 
 
 def _markdown_table(table: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(table[0]) + " |", "|" + "---|" * len(table[0])]
-    for row in table[1:]:
-        cells = [f"**{c.removesuffix(' *')}** *" if c.endswith(" *") else c for c in row]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    """The report's table, a column's best cell (``... *``) in bold."""
+    bold = [[f"**{c.removesuffix(' *')}** *" if c.endswith(" *") else c for c in row] for row in table[1:]]
+    return "\n".join(markdown_table([table[0], *bold]))
 
 
 def _write_report(

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from edgelam.agents.common import env_name
+from edgelam.agents.common import env_name, markdown_table
 from edgelam.agents.compare import PAIRED_NOTE, compare, paired_lines
 from edgelam.envs.core.config import bounds, build, configs_dir
 
@@ -102,7 +102,6 @@ def run_results(
             out_dir=Path(out_dir) / env_name(e.env),
             progress=progress,
         )
-        header, *rows = res.table
         train_s = [float(r["wall_time_s"]) for r in res.runs]
         lines = [
             f"## {e.env} (scenario `{e.scenario}`)",
@@ -112,9 +111,7 @@ def run_results(
             f"{e.episodes} evaluation episodes per policy and seed. "
             "Mean ± 95% CI; `*` marks the best policy of a column.",
             "",
-            "| " + " | ".join(header) + " |",
-            "|" + "---|" * len(header),
-            *("| " + " | ".join(r) + " |" for r in rows),
+            *markdown_table(res.table),
             "",
             f"Paired verdicts. {PAIRED_NOTE}",
             "",
