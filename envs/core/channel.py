@@ -126,11 +126,7 @@ def ergodic_rate_bps(bandwidth_hz: float, mean_snr: np.ndarray | float) -> np.nd
     if isinstance(mean_snr, (float, int)):  # scalar fast path (one call per env step)
         if not (math.isfinite(mean_snr) and mean_snr >= 0.0):
             raise ValueError(f"mean_snr: must be finite and >= 0, got {mean_snr!r}")
-        if mean_snr == 0.0:
-            return 0.0
-        x = 1.0 / mean_snr
-        scaled = 1.0 - 1.0 / x + 2.0 / (x * x) if x > 500.0 else x * math.exp(x) * float(exp1(x))
-        return bandwidth_hz * scaled * mean_snr / math.log(2.0)
+        return ergodic_rate_one_bps(bandwidth_hz, mean_snr)
     snr = np.asarray(mean_snr, dtype=np.float64)
     if not np.all(np.isfinite(snr) & (snr >= 0.0)):
         raise ValueError(f"mean_snr: must be finite and >= 0, got {mean_snr!r}")
@@ -141,6 +137,19 @@ def ergodic_rate_bps(bandwidth_hz: float, mean_snr: np.ndarray | float) -> np.nd
         scaled = np.where(x > 500.0, 1.0 - 1.0 / x + 2.0 / (x * x), small * np.exp(small) * exp1(small))
     rate = np.where(positive, bandwidth_hz * scaled * snr / math.log(2.0), 0.0)
     return float(rate) if rate.ndim == 0 else rate
+
+
+def ergodic_rate_one_bps(bandwidth_hz: float, mean_snr: float) -> float:
+    """:func:`ergodic_rate_bps` of one link, Python floats, unchecked (its plain-number path).
+
+    The closed form and its asymptotic branch for x = 1/s > 500 as there; the compiled
+    simulators call this one (:mod:`edgelam.envs.core.jit`), so the formula is written once.
+    """
+    if mean_snr == 0.0:
+        return 0.0
+    x = 1.0 / mean_snr
+    scaled = 1.0 - 1.0 / x + 2.0 / (x * x) if x > 500.0 else x * math.exp(x) * float(exp1(x))
+    return bandwidth_hz * scaled * mean_snr / math.log(2.0)
 
 
 def transfer_time_s(bits, rate_bps, ergodic_bps, coherence_s: float):
@@ -154,13 +163,9 @@ def transfer_time_s(bits, rate_bps, ergodic_bps, coherence_s: float):
     link with no power is slow, not infinitely so). Python numbers or numpy arrays (broadcast).
     """
     if type(rate_bps) is float and type(bits) is float and type(ergodic_bps) is not np.ndarray:  # one transfer
-        rate = rate_bps if rate_bps > MIN_RATE_BPS else MIN_RATE_BPS
         if ergodic_bps is None:
-            return bits / rate
-        in_interval = rate * coherence_s
-        if bits <= in_interval:
-            return bits / rate
-        return coherence_s + (bits - in_interval) / (ergodic_bps if ergodic_bps > MIN_RATE_BPS else MIN_RATE_BPS)
+            return bits / (rate_bps if rate_bps > MIN_RATE_BPS else MIN_RATE_BPS)
+        return transfer_time_one_s(bits, rate_bps, ergodic_bps, coherence_s)
     if isinstance(rate_bps, np.ndarray) or isinstance(bits, np.ndarray) or isinstance(ergodic_bps, np.ndarray):
         rate_bps = np.maximum(rate_bps, MIN_RATE_BPS)
         if ergodic_bps is None:
@@ -178,6 +183,18 @@ def transfer_time_s(bits, rate_bps, ergodic_bps, coherence_s: float):
     if bits <= in_interval:
         return bits / rate_bps
     return coherence_s + (bits - in_interval) / max(ergodic_bps, MIN_RATE_BPS)
+
+
+def transfer_time_one_s(bits: float, rate_bps: float, ergodic_bps: float, coherence_s: float) -> float:
+    """:func:`transfer_time_s` of one transfer with an ergodic rate, Python floats (its plain-float path).
+
+    The compiled simulators call this one (:mod:`edgelam.envs.core.jit`), so the formula is written once.
+    """
+    rate = rate_bps if rate_bps > MIN_RATE_BPS else MIN_RATE_BPS
+    in_interval = rate * coherence_s
+    if bits <= in_interval:
+        return bits / rate
+    return coherence_s + (bits - in_interval) / (ergodic_bps if ergodic_bps > MIN_RATE_BPS else MIN_RATE_BPS)
 
 
 def rate_from_snr_bps(bandwidth_hz, snr):
