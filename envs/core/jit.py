@@ -78,12 +78,13 @@ fcfs_finish_s = number_path(queues.fcfs_finish_s)
 fcfs_wait_s = number_path(queues.fcfs_wait_s)
 virtual_queue_step = number_path(queues.virtual_queue_step)
 processor_sharing_time_s = compiled(queues.processor_sharing_time_s)
+lindley_interval = compiled(queues.lindley_interval)
 ar1_load_step = number_path(load.ar1_load_step)
 rate_from_snr_bps = number_path(channel.rate_from_snr_bps)
 transfer_time_one_s = compiled(channel.transfer_time_one_s)
 ergodic_rate_one_bps = compiled(channel.ergodic_rate_one_bps, exp1=exp1)
 
 __all__ = [
-    "ar1_load_step", "compiled", "ergodic_rate_one_bps", "exp1", "fcfs_finish_s", "fcfs_wait_s", "njit",
-    "number_path", "processor_sharing_time_s", "rate_from_snr_bps", "transfer_time_one_s", "virtual_queue_step",
+    "ar1_load_step", "compiled", "ergodic_rate_one_bps", "exp1", "fcfs_finish_s", "fcfs_wait_s", "lindley_interval",
+    "njit", "number_path", "processor_sharing_time_s", "rate_from_snr_bps", "transfer_time_one_s", "virtual_queue_step",
 ]
