@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import gymnasium as gym
@@ -10,29 +9,37 @@ import numpy as np
 from gymnasium import spaces
 
 from edgelam.envs.core.actions import MultiDiscreteAction
-from edgelam.envs.core.channel import rate_from_snr_bps
 from edgelam.envs.core.config import load_scenario
 from edgelam.envs.core.hardware import load_hardware_catalog
 from edgelam.envs.core.model_cards import get_model_card
-from edgelam.envs.core.queues import virtual_queue_step
 from edgelam.envs.core.render import RENDER_FPS, RENDER_MODES, Panel, Renderer
 from edgelam.envs.split_inference.config import SplitInferenceConfig
 from edgelam.envs.split_inference.dynamics import (
     BITS,
-    BLOCK,
-    MIN_RATE_BPS,
+    ERGODIC,
+    HIST,
+    PROMPT,
+    QUEUE,
+    QUEUE_SCALE,
+    RATE,
+    REWARD,
+    SLOT,
+    STEP,
+    UTIL,
     CostTables,
-    Exogenous,
+    Params,
+    State,
+    advance,
     build_tables,
+    estimated_rate_bps,
     executed_layer_map,
-    request_cost,
+    initial,
+    observation,
+    step_info,
 )
 from edgelam.envs.split_inference.spec import SPEC
 
 BACKENDS = ("replay", "live")
-# observation scaling: SNR in dB / 40, log10(rate in bit/s) / 10, prompt tokens / 128, decode tokens / 128
-SNR_SCALE_DB = 40.0
-QUEUE_SCALE = 10.0
 
 # what render_mode='rgb_array' draws, against the step index (edgelam.envs.core.render)
 RENDER_PANELS = (
@@ -107,6 +114,10 @@ class SplitInferenceEnv(gym.Env):
     dBm/Hz (``edgelam.envs.core.channel``); roofline layer costs
     (``edgelam.envs.core.hardware``); split latency/energy as in Neurosurgeon
     (Kang et al., ASPLOS 2017), see ``dynamics.py``.
+    The simulator is :mod:`~edgelam.envs.split_inference.dynamics` over a batched ``State``:
+    this env is one user of it (``env.state``, advanced in place, what the baselines read);
+    ``gym.make_vec(id, num_envs=B, vectorization_mode="vector_entry_point")`` steps B users
+    (:class:`~edgelam.envs.split_inference.vector.SplitInferenceVectorEnv`).
 
     ## Version History
     * v0: initial release.
@@ -151,12 +162,14 @@ class SplitInferenceEnv(gym.Env):
         )
         self.num_layers = card.num_layers
         self.num_prompts = len(prompt_tokens)
-        self.exo = Exogenous(cfg, self.num_prompts, n_users=1)
+        self.params = Params.build(cfg, self.tables)
+        self._has_budget = self.params.has_budget
         self._live = None
         if backend == "live":
             from edgelam.envs.split_inference.live import LiveSplitQuality
 
             self._live = LiveSplitQuality(cfg.executed_model, card.num_layers)
+        self._live_loss = np.zeros(1)
 
         h = cfg.snr_history
         self.action_space = spaces.MultiDiscrete([self.num_layers + 1, len(BITS)])
@@ -164,87 +177,43 @@ class SplitInferenceEnv(gym.Env):
         low = np.concatenate([np.full(h, -1.0), [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]]).astype(np.float32)
         high = np.concatenate([np.full(h, 2.0), [1.5, 1.0, 1.0, 32.0, QUEUE_SCALE, 1.0]]).astype(np.float32)
         self.observation_space = spaces.Box(low, high, dtype=np.float32)
-        self._obs_buf = np.zeros(len(low), dtype=np.float32)
-        self._w = cfg.reward
-        self._t = 0
-        self._prompt = 0
-        self._util = 0.0
-        self._snr_db = 0.0
-        self._rate = 0.0
-        self._ergodic = MIN_RATE_BPS
-        self._queue = 0.0
-        self._snr_hist: list[float] = [0.0] * h
+        self._action = np.zeros((1, 2), dtype=np.int64)
+        self.state: State = initial(self.params, np.random.default_rng(0), 1)  # replaced by reset()
 
-    # -- state evolution -------------------------------------------------------------------------
+    # -- what the baselines read: the pending request of the one user of ``state`` --------------------
 
-    def _new_block(self) -> None:
-        """Draw the next ``BLOCK`` request slots (see :class:`Exogenous`) as python lists."""
-        block = self.exo.next_block(self.np_random)
-        self._block_snr_db = block.snr_db[0].tolist()
-        self._block_rate = block.rate_bps[0].tolist()
-        self._block_util = block.edge_util[0].tolist()
-        self._block_prompt = block.prompt[0].tolist()
-        self._block_est_db = block.est_snr_db[0].tolist()
-        self._k = 0
-
-    def _next_slot(self) -> None:
-        """Move to the next request slot (a new block every ``BLOCK`` slots)."""
-        self._k += 1
-        if self._k >= BLOCK:
-            self._new_block()
-        k = self._k
-        self._snr_db = self._block_snr_db[k]
-        self._rate = self._block_rate[k]
-        self._util = self._block_util[k]
-        self._prompt = self._block_prompt[k]
-        self._snr_hist.insert(0, self._block_est_db[k])
-        self._snr_hist.pop()
+    def _pending(self, row: int) -> float:
+        s = self.state
+        return float(s.block[row, 0, s.ints[0, SLOT]])
 
     @property
     def prompt_index(self) -> int:
         """Held-out prompt of the pending request."""
-        return self._prompt
+        return int(self._pending(PROMPT))
 
     @property
     def true_rate_bps(self) -> float:
         """True uplink rate of the pending request's slot (oracle knowledge)."""
-        return self._rate
+        return self._pending(RATE)
 
     @property
     def ergodic_rate_bps(self) -> float:
         """Fading-averaged uplink rate of this episode's large-scale SNR (known: measurable over requests)."""
-        return self._ergodic
+        return float(self.state.reals[0, ERGODIC])
 
     @property
     def edge_util(self) -> float:
         """Background utilisation of the edge, announced to the device."""
-        return self._util
+        return self._pending(UTIL)
 
     @property
     def virtual_queue(self) -> float:
         """Device-energy virtual queue Z (0 without a budget)."""
-        return self._queue
+        return float(self.state.reals[0, QUEUE])
 
     def estimated_rate_bps(self) -> float:
         """Uplink rate the device can estimate from its newest (stale, noisy) SNR estimate."""
-        return rate_from_snr_bps(self.config.channel.bandwidth_hz, 10.0 ** (self._snr_hist[0] / 10.0))
-
-    def _obs(self) -> np.ndarray:
-        cfg = self.config
-        budget = cfg.energy_budget_j
-        queue = 0.0 if budget is None else min(self._queue / (QUEUE_SCALE * max(budget, 1e-12)), QUEUE_SCALE)
-        rate = math.log10(max(self.estimated_rate_bps(), 1.0)) / 10.0
-        obs = self._obs_buf
-        obs[: len(self._snr_hist)] = [min(max(x / SNR_SCALE_DB, -1.0), 2.0) for x in self._snr_hist]
-        obs[-6:] = [
-            min(rate, 1.5),
-            self._util,
-            min(self.tables.prompt_tokens[self._prompt] / 128.0, 1.0),
-            cfg.decode_tokens / 128.0,
-            queue,
-            self._t / cfg.episode_length,
-        ]
-        return obs.copy()
+        return estimated_rate_bps(self.config.channel.bandwidth_hz, float(self.state.reals[0, HIST]))
 
     # -- Gymnasium API ---------------------------------------------------------------------------
 
@@ -252,49 +221,26 @@ class SplitInferenceEnv(gym.Env):
         super().reset(seed=seed)
         if self._renderer.history is not None:
             self._renderer.history.clear()
-        distance = float(self.exo.reset(self.np_random)[0])
-        self._ergodic = float(self.exo.ergodic_bps[0])
-        self._queue = 0.0
-        self._t = 0
-        self._snr_hist = [float(self.exo.initial_snr_db[0])] * self.config.snr_history
-        self._new_block()
-        self._k = -1
-        self._next_slot()
-        return self._obs(), {"uplink_rate_bps": self._rate, "distance_m": distance}
+        self.state = initial(self.params, self.np_random, 1)
+        info = {"uplink_rate_bps": self.true_rate_bps, "distance_m": float(self.state.distance_m[0])}
+        return observation(self.params, self.state)[0], info
 
     def step(self, action):
         layer, bits = self._check_action(action)
-        cfg, w = self.config, self._w
-        latency, energy, up_bytes, qloss = request_cost(
-            self.tables, self._prompt, layer, bits, self._rate, self._util, self._ergodic
-        )
+        act = self._action
+        act[0, 0], act[0, 1] = layer, bits
+        live = None
         if self._live is not None:
-            qloss = self._live.quality_loss(self._prompt, layer, BITS[bits])
-        latency, energy, qloss = float(latency), float(energy), float(qloss)
-        reward = -(w.latency_weight * latency + w.energy_weight_per_j * energy + w.quality_weight * qloss)
-        info = {
-            "latency_s": latency,
-            "energy_j": energy,
-            "quality": 1.0 - qloss,
-            "quality_loss": qloss,
-            "uplink_bytes": float(up_bytes),
-            "uplink_rate_bps": self._rate,
-            "snr_db": self._snr_db,
-            "edge_util": self._util,
-            "split_layer": layer,
-            "bits": BITS[bits],
-            "prompt_index": self._prompt,
-        }
-        if cfg.energy_budget_j is not None:
-            self._queue = virtual_queue_step(self._queue, energy, cfg.energy_budget_j)
-            info["virtual_queue"] = self._queue
-            info["budget_excess_j"] = energy - cfg.energy_budget_j
-        self._t += 1
-        truncated = self._t >= cfg.episode_length
-        self._next_slot()
+            live = self._live_loss
+            live[0] = self._live.quality_loss(self.prompt_index, layer, BITS[bits])
+        out, obs = advance(self.params, self.state, act, self.np_random, live)
+        values = out.table[:, 0].tolist()
+        info = step_info(values, int, self._has_budget)
+        reward = values[REWARD]
+        truncated = int(self.state.ints[0, STEP]) >= self.config.episode_length
         if self._renderer.history is not None:
             self._renderer.history.append(action, reward, info)
-        return self._obs(), float(reward), False, truncated, info
+        return obs[0], reward, False, truncated, info
 
     def render(self):
         """The current frame: a text line (``ansi``) or an image of the recent steps (``rgb_array``)."""
