@@ -1,7 +1,14 @@
-"""Pure dynamics of the FedFT envs: projection of actions, round costs, the loss surrogate.
+"""The FedFT envs defined once: projection of actions, round costs, the loss surrogate, over a batched state.
 
-All functions are numpy over devices (shape (K,)); the envs and the baselines call the same
-ones, so a controller optimises exactly what the env charges.
+A :class:`State` holds B federations (rows) of K devices in arrays with a leading axis B;
+:func:`initial` draws new episodes, :func:`advance` plays one round of every row in place
+(:func:`transition` is the pure step on a copy), :func:`observation` /
+:func:`agent_observations` are what FedFTAllocation-v0 / FedFTPower-v0 observe. The
+single envs are B = 1 (:class:`edgelam.envs.fedft.core.Federation`), the vector env and the
+batched game (:mod:`.vector`) are B; the round is written once, in scalar form over one
+row, in :mod:`.kernels` (compiled by numba), and :func:`round_costs`,
+:func:`project_simplex` and :meth:`Surrogate.mean_decrease`, which the baselines call on
+(K,) arrays, run the same kernels, so a controller optimises exactly what the env charges.
 
 Round model (Yang et al., "Energy efficient federated learning over wireless communication
 networks", TWC 2021): device k computes its local update in t_cmp = cycles / f_k seconds
@@ -28,28 +35,37 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgelam.envs.core.channel import rate_from_snr_bps
+from edgelam.envs.core.channel import PathLoss, WirelessLink, make_path_loss, rate_from_snr_bps
+from edgelam.envs.fedft import kernels
+from edgelam.envs.fedft.data import load_partition
+from edgelam.envs.fedft.privacy import RDPAccountant, sample_rates, sgm_rdp
+
+if TYPE_CHECKING:  # config imports this module (load_model_costs)
+    from edgelam.envs.fedft.config import FedFTConfig
 
 SURROGATE_FILE = Path(__file__).resolve().parent / "surrogate.json"
 MODEL_COSTS_FILE = Path(__file__).resolve().parent / "model_costs.json"
 DEADLINE_RTOL = 1e-9
 LABEL_BITS = 16  # a next-token id sent in split mode: uint16 (vocabularies up to 65,536)
 ADAPTER_BITS = 16  # an uploaded adapter value (float16), as in lora_fedavg
+SNR_REF_DB = 40.0  # observation scale of the full-band, full-power SNR in dB
+DEVICE_FEATURES = 4  # observed numbers per device
 
 
 def project_simplex(x: np.ndarray) -> np.ndarray:
     """Euclidean projection of ``x`` (K,) onto the probability simplex (Duchi et al., ICML 2008)."""
     x = np.asarray(x, dtype=np.float64)
-    u = np.sort(x)[::-1]
-    css = np.cumsum(u) - 1.0
-    k = np.arange(1, x.size + 1)
-    rho = np.nonzero(u - css / k > 0)[0][-1]
-    return np.maximum(x - css[rho] / (rho + 1.0), 0.0)
+    out = np.empty_like(x)
+    kernels.project_simplex_row(np.ascontiguousarray(x), out)
+    return out
 
 
 def upload_rate_bps(bandwidth_hz: np.ndarray, power_w: np.ndarray, gains: np.ndarray, noise_w_per_hz: float):
@@ -94,26 +110,17 @@ def round_costs(
     ``downlink_s`` (scalar or (K,)) is the time a device spends receiving in the round (split
     mode's gradients); it counts toward the deadline like computation, at no device energy.
     """
-    b = np.asarray(bandwidth_hz, dtype=np.float64)
-    p = np.asarray(power_w, dtype=np.float64)
-    scheduled = (b > 0) & (p > 0)
-    rate = upload_rate_bps(b, p, gains, noise_w_per_hz)
-    upload = np.divide(bits, rate, out=np.full_like(rate, np.inf), where=rate > 0)
-    compute = cycles / np.asarray(cpu_freq_hz, dtype=np.float64)
-    busy = compute + np.asarray(downlink_s, dtype=np.float64)
-    done = busy + upload
-    participants = scheduled & (done <= deadline_s * (1.0 + DEADLINE_RTOL))
-    window = np.clip(deadline_s - busy, 0.0, None)
-    up_energy = np.where(scheduled, p * np.minimum(upload, window), 0.0)
-    cmp_energy = np.where(scheduled, kappa * cycles * np.asarray(cpu_freq_hz) ** 2, 0.0)
-    latency = float(np.max(np.minimum(done[scheduled], deadline_s))) if scheduled.any() else 0.0
-    return RoundCosts(scheduled, participants, compute, upload, cmp_energy, up_energy, latency)
+    k = np.shape(bandwidth_hz)[-1]
+    rows = [np.ascontiguousarray(np.broadcast_to(np.asarray(x, dtype=np.float64), (k,))).reshape(1, k)
+            for x in (bandwidth_hz, power_w, gains, cpu_freq_hz, downlink_s)]
+    c = costs_rows(bits, *rows[:3], noise_w_per_hz, cycles, rows[3], kappa, deadline_s, rows[4])
+    return c.row(0)
 
 
 def downlink_time_s(
     bits: float, gains: np.ndarray, bandwidth_hz: float, bs_psd_w_per_hz: float, noise_w_per_hz: float
 ) -> np.ndarray:
-    """(K,) seconds for each of K devices to receive ``bits`` on an equal share B/K of the downlink band.
+    """(K,) (or (B, K)) seconds for each of K devices to receive ``bits`` on an equal share B/K of the downlink band.
 
     The base station transmits at the power spectral density ``bs_psd_w_per_hz`` on every
     share, so the SNR psd g / N0 does not depend on K; the link gain is the uplink's
@@ -122,7 +129,7 @@ def downlink_time_s(
     g = np.asarray(gains, dtype=np.float64)
     if bits == 0:
         return np.zeros_like(g)
-    share = np.full_like(g, bandwidth_hz / g.size)
+    share = np.full_like(g, bandwidth_hz / g.shape[-1])
     rate = upload_rate_bps(share, bs_psd_w_per_hz * share, g, noise_w_per_hz)
     return np.divide(bits, rate, out=np.full_like(rate, np.inf), where=rate > 0)
 
@@ -260,10 +267,15 @@ class Surrogate:
     def mean_decrease(self, losses: np.ndarray, weights: np.ndarray, num_participants: int | np.ndarray):
         """Expected decrease (G,) (or (..., G) for batched weights / counts)."""
         m = np.asarray(num_participants, dtype=np.float64)
-        head = self.headroom - (self.initial_loss[: losses.shape[-1]] - losses)
-        d = head * (self.gain_own * weights + self.gain_shared) - self.noise_cost / np.maximum(m, 1.0)[..., None]
-        d = d * self.decrease_scale
-        return np.where(m[..., None] > 0, d, 0.0)
+        losses = np.asarray(losses, dtype=np.float64)
+        loss0 = self.initial_loss[: losses.shape[-1]]
+        shape = np.broadcast_shapes(losses.shape, np.shape(weights), (*m.shape, 1), loss0.shape)
+        flat = [np.ascontiguousarray(np.broadcast_to(x, shape), dtype=np.float64).ravel()
+                for x in (losses, loss0, weights, m[..., None])]
+        out = np.empty(flat[0].size)
+        kernels.decrease_flat(*flat, self.gain_own, self.gain_shared, self.noise_cost, self.headroom,
+                              self.decrease_scale, out)
+        return out.reshape(shape)
 
     def step(self, losses: np.ndarray, weights: np.ndarray, num_participants: int, rng: np.random.Generator):
         """New per-topic losses (G,) after one round (draws G normals from ``rng`` when m > 0)."""
@@ -308,3 +320,412 @@ def load_surrogate(profile_dir: str | Path | None = None) -> Surrogate:
         )
     except (OSError, ValueError, KeyError, TypeError) as exc:  # ValueError: bad UTF-8 or JSON, a non-number
         raise ValueError(f"profile_dir: {path} is corrupt ({type(exc).__name__}: {exc}); {refit}") from None
+
+
+# -- the env defined once, over a batched state ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Costs:
+    """Outcome of one round's allocation in every row: arrays (B, K) per device, (B,) per row (SI units)."""
+
+    bandwidth_hz: np.ndarray  # (B, K) the allocation priced
+    power_w: np.ndarray  # (B, K)
+    scheduled: np.ndarray  # (B, K) bool: given band and power
+    participants: np.ndarray  # (B, K) bool: scheduled and done before the deadline
+    compute_s: np.ndarray  # (B, K)
+    upload_s: np.ndarray  # (B, K) inf where the rate is 0
+    compute_energy_j: np.ndarray  # (B, K)
+    upload_energy_j: np.ndarray  # (B, K)
+    energy_j: np.ndarray  # (B, K) their sum
+    device_latency_s: np.ndarray  # (B, K) min(compute + upload, deadline) if scheduled, else 0 (no download)
+    sums: np.ndarray  # (B, 4) total energy, computation energy, upload energy (J), latency (s)
+    counts: np.ndarray  # (B, 2) int: participants, scheduled devices dropped at the deadline
+
+    @property
+    def num_participants(self) -> np.ndarray:
+        """(B,) devices whose update arrived."""
+        return self.counts[:, 0]
+
+    def row(self, b: int) -> RoundCosts:
+        """Row ``b`` as a :class:`RoundCosts` (views)."""
+        return RoundCosts(self.scheduled[b], self.participants[b], self.compute_s[b], self.upload_s[b],
+                          self.compute_energy_j[b], self.upload_energy_j[b], float(self.sums[b, 3]))
+
+
+def costs_rows(
+    bits: float,
+    bandwidth_hz: np.ndarray,
+    power_w: np.ndarray,
+    gains: np.ndarray,
+    noise_w_per_hz: float,
+    cycles: float,
+    cpu_freq_hz: np.ndarray,
+    kappa: float,
+    deadline_s: float,
+    downlink_s: np.ndarray,
+) -> Costs:
+    """:func:`round_costs` of B rows at once: every argument array (B, K) float64, C-contiguous.
+
+    The uplink rate is :func:`edgelam.envs.core.channel.rate_from_snr_bps` of the SNR p g / (N0 b)
+    (0 where b = 0); the rest is :func:`.kernels.round_cost_rows`.
+    """
+    shape = bandwidth_hz.shape
+    snr = np.empty(shape)
+    kernels.snr_rows(bandwidth_hz, power_w, gains, noise_w_per_hz, snr)
+    rate = rate_from_snr_bps(bandwidth_hz, snr)
+    scheduled, participants = np.empty(shape, dtype=bool), np.empty(shape, dtype=bool)
+    per_device = [np.empty(shape) for _ in range(6)]
+    sums, counts = np.empty((shape[0], 4)), np.empty((shape[0], 2), dtype=np.int64)
+    kernels.round_cost_rows(bits, bandwidth_hz, power_w, rate, cycles, cpu_freq_hz, kappa, deadline_s,
+                            deadline_s * (1.0 + DEADLINE_RTOL), downlink_s, scheduled, participants, *per_device,
+                            sums, counts)
+    return Costs(bandwidth_hz, power_w, scheduled, participants, *per_device, sums, counts)
+
+
+@dataclass(frozen=True)
+class Params:
+    """What one scenario fixes (the ``config`` and the numbers derived from it), shared by every row."""
+
+    config: FedFTConfig
+    surrogate: Surrogate  # with the DP-SGD correction applied in a private replay scenario
+    num_devices: int  # K
+    num_topics: int  # G
+    bits: float  # uplink bits of a device in a round (adapters, or split mode's traffic)
+    downlink_bits: float  # downlink bits of a device in a round (split mode's gradients; 0 otherwise)
+    cycles: float  # CPU cycles of a device's local computation in a round
+    initial_topic_loss: np.ndarray  # (G,) validation loss of each topic before fine-tuning
+    initial_loss: float  # their mean
+    path_loss: PathLoss
+    rho: float  # lag-one fading correlation J0(2 pi f_d T) over a round
+    innovation: float  # sqrt(1 - rho^2)
+    full_band_noise_w: float  # N0 F B: noise over the whole uplink band, W
+    downlink_noise_w_per_hz: float  # N0 times the UE noise figure, W/Hz
+    model_costs: ModelCosts | None  # split mode's recorded shapes and FLOPs
+    pool_size: int  # training sequences of each topic in the shipped partition (:mod:`.data`)
+
+    @classmethod
+    def build(cls, cfg: FedFTConfig, backend: str = "replay") -> Params:
+        """Params of a validated scenario; the surrogate is checked against its LoRA settings.
+
+        Raises:
+            ValueError: the surrogate is missing or corrupt, fitted with other LoRA settings, or
+                lacks the DP-SGD correction a private replay scenario needs.
+        """
+        surrogate = load_surrogate(cfg.profile_dir)
+        s = surrogate.settings
+        mine = {"model": cfg.model, "rank": cfg.lora.rank, "alpha": cfg.lora.alpha, "lr": cfg.lora.lr,
+                "local_steps": cfg.lora.local_steps, "batch_size": cfg.lora.batch_size}
+        diff = {k: (v, s.get(k)) for k, v in mine.items() if s.get(k) != v}
+        if diff:
+            raise ValueError(f"lora/model: the surrogate was fitted with other settings {diff} (scenario, surrogate); "
+                             "fit one with `python -m edgelam.envs.fedft.profile --out DIR` and set profile_dir")
+        dp = cfg.privacy
+        if dp.enabled and backend == "replay":
+            surrogate = surrogate.private(dp.noise_multiplier, dp.clip_norm)
+        lo = cfg.lora
+        cycles = cfg.cycles_per_sample * lo.local_steps * lo.batch_size
+        bits, downlink_bits, model_costs = float(surrogate.adapter_bits), 0.0, None
+        if cfg.mode == "split":
+            sp = cfg.split
+            model_costs = load_model_costs(cfg.model)
+            cycles *= model_costs.device_flop_share(sp.device_layers)
+            bits, downlink_bits = model_costs.split_bits(sp.device_layers, lo.batch_size, lo.local_steps,
+                                                         sp.wire_bits, lo.rank)
+        ch = cfg.channel
+        rho = np.asarray(ch.rho, dtype=np.float64)
+        initial = surrogate.initial_loss[: cfg.num_topics].copy()
+        return cls(
+            config=cfg,
+            surrogate=surrogate,
+            num_devices=cfg.num_devices,
+            num_topics=cfg.num_topics,
+            bits=bits,
+            downlink_bits=downlink_bits,
+            cycles=cycles,
+            initial_topic_loss=initial,
+            initial_loss=float(initial.mean()),
+            path_loss=make_path_loss(ch.model, ch.carrier_hz, ch.h_bs_m, ch.h_ut_m),
+            rho=float(rho),
+            innovation=float(np.sqrt(1.0 - rho**2)),
+            full_band_noise_w=cfg.noise_w_per_hz * cfg.bandwidth_hz,
+            downlink_noise_w_per_hz=ch.noise_psd_w_per_hz * 10.0 ** (cfg.split.ue_noise_figure_db / 10.0),
+            model_costs=model_costs,
+            pool_size=int(load_partition().train.shape[1]),
+        )
+
+    @property
+    def private(self) -> bool:
+        """Whether the devices run DP-SGD (the state then carries their privacy accountants)."""
+        return self.config.privacy.enabled
+
+
+@dataclass(slots=True)
+class State:
+    """B rows (federations) at the start of a round: devices, channel, global model, energy queue.
+
+    The arrays are the simulator's memory: :func:`advance` writes them in place (the env
+    shells own their state); :func:`transition` is the pure step, on a copy.
+    """
+
+    step: np.ndarray  # (B,) int, rounds played in the episode
+    queue: np.ndarray  # (B,) energy virtual queue Z, J
+    loss: np.ndarray  # (B,) global validation loss, the mean over topics, nats/token
+    topic_loss: np.ndarray  # (B, G) validation loss of each topic, nats/token
+    distances_m: np.ndarray  # (B, K) 2-D distance of each device to the base station, m (drawn)
+    large_scale_gain: np.ndarray  # (B, K) path loss and shadowing, linear (fixed per episode)
+    fading_re: np.ndarray  # (B, K) real part of the Gauss-Markov fading coefficient h
+    fading_im: np.ndarray  # (B, K) imaginary part of h
+    gains: np.ndarray  # (B, K) link power gain of this round, linear
+    full_band_snr: np.ndarray  # (B, K) SNR of each device alone on the band at p_max, linear, at least 1e-30
+    downlink_s: np.ndarray  # (B, K) time to receive this round's downlink (split mode; zeros otherwise), s
+    cpu_freq_hz: np.ndarray  # (B, K) CPU frequency of each device, Hz
+    data_sizes: np.ndarray  # (B, K) int, local sequences of each device
+    topic_counts: np.ndarray  # (B, K, G) int, local sequences of each topic
+    last_participants: np.ndarray  # (B, K) bool, whose update arrived in the previous round
+    step_rdp: np.ndarray  # (B, K, A) RDP of one DP-SGD step of each device at the accountant's orders (A = 0 off)
+    rdp: np.ndarray  # (B, K, A) RDP accumulated so far
+    dp_steps: np.ndarray  # (B, K) int, DP-SGD steps each device ran so far
+
+    @property
+    def num_rows(self) -> int:
+        """B."""
+        return len(self.step)
+
+    def copy(self) -> State:
+        """A deep copy."""
+        return State(*(getattr(self, f).copy() for f in State.__slots__))
+
+    def set_rows(self, rows: np.ndarray, other: State) -> None:
+        """Overwrite rows ``rows`` (int indices) with the rows of ``other`` (one per row), in place."""
+        for f in State.__slots__:
+            getattr(self, f)[rows] = getattr(other, f)
+
+    def accountant(self, params: Params) -> RDPAccountant:
+        """The rows' privacy accountants as one :class:`~.privacy.RDPAccountant` over (B, K) devices (views)."""
+        return RDPAccountant.over(self.step_rdp, self.rdp, self.dp_steps, params.config.privacy.delta)
+
+    def epsilon(self, params: Params) -> np.ndarray:
+        """(B, K) privacy spent so far by each device, epsilon at ``privacy.delta`` (zeros without privacy)."""
+        if not params.private:
+            return np.zeros(self.gains.shape)
+        return self.accountant(params).epsilon()
+
+
+@dataclass(frozen=True)
+class Episode:
+    """What :func:`initial` draws besides the state: what only the live backend reads, and the learning seeds."""
+
+    pool_draws: np.ndarray  # (sum of topic_counts,) int: index into its topic's pool of every local sequence,
+    # device-major then topic-major (row after row)
+    learning_seeds: np.ndarray  # (B,) int, the seed of each row's learning generator
+
+
+def _downlink(params: Params, gains: np.ndarray) -> np.ndarray:
+    sp = params.config.split
+    return downlink_time_s(params.downlink_bits, gains, sp.downlink_bandwidth_hz, sp.bs_tx_psd_w_per_hz,
+                           params.downlink_noise_w_per_hz)
+
+
+def initial(params: Params, rng: np.random.Generator, num_rows: int) -> tuple[State, Episode]:
+    """``num_rows`` new episodes: devices (distances, channel, CPU, local data) and the first round's fading.
+
+    Random draws, each a block over the rows (B, K): distances (uniform), LOS states (uniform,
+    only for ``los: prob``), shadowing (normal, when enabled), fading (normals (2, B K)), CPU
+    frequencies (uniform), data sizes (integers), topic mixtures (Dirichlet), topic counts
+    (multinomial), the pool index of every local sequence (integers, in the order of
+    :attr:`Episode.pool_draws`), one learning seed per row; with one row these are the draws of
+    the env since v0.
+    """
+    cfg, k, g, n = params.config, params.num_devices, params.num_topics, num_rows
+    ch, pl = cfg.channel, params.path_loss
+    distances = rng.uniform(*cfg.distance_m, size=(n, k))
+    d = np.maximum(distances, WirelessLink.MIN_DISTANCE_M)
+    if ch.los == "prob":
+        los = rng.random((n, k)) < pl.los_probability(d)
+    else:
+        los = np.full((n, k), ch.los == "los")
+    shadowing = pl.shadowing_std_db(los) * rng.standard_normal((n, k)) if ch.shadowing else np.zeros((n, k))
+    large = np.power(10.0, -(np.asarray(pl.path_loss_db(d, los)) + shadowing) / 10.0)
+    z = rng.standard_normal((2, n * k)).reshape(2, n, k)
+    fading_re, fading_im = z[0] * math.sqrt(0.5), z[1] * math.sqrt(0.5)
+    gains = large * (fading_re**2 + fading_im**2 if ch.fading else 1.0)
+    cpu = rng.uniform(*cfg.cpu_freq_hz, size=(n, k))
+    lo, hi = cfg.samples_per_device
+    data_sizes = rng.integers(lo, hi + 1, size=(n, k))
+    mixtures = rng.dirichlet(np.full(g, cfg.dirichlet_alpha), size=(n, k))
+    topic_counts = rng.multinomial(data_sizes, mixtures)
+    pool_draws = rng.integers(params.pool_size, size=int(topic_counts.sum()))
+    seeds = rng.integers(2**63, size=n)
+    if params.private:
+        dp = cfg.privacy
+        q = sample_rates(cfg.lora.batch_size, data_sizes).ravel()
+        unique, index = np.unique(q, return_inverse=True)
+        step_rdp = sgm_rdp(unique, dp.noise_multiplier)[index.ravel()].reshape(n, k, -1)
+    else:
+        step_rdp = np.zeros((n, k, 0))
+    snr = params.config.p_max_w * gains / params.full_band_noise_w
+    topic_loss = np.tile(params.initial_topic_loss, (n, 1))
+    state = State(
+        step=np.zeros(n, dtype=np.int64),
+        queue=np.zeros(n),
+        loss=np.full(n, params.initial_loss),
+        topic_loss=topic_loss,
+        distances_m=distances,
+        large_scale_gain=large,
+        fading_re=np.ascontiguousarray(fading_re),
+        fading_im=np.ascontiguousarray(fading_im),
+        gains=gains,
+        full_band_snr=np.maximum(snr, 1e-30),
+        downlink_s=_downlink(params, gains),
+        cpu_freq_hz=cpu,
+        data_sizes=data_sizes,
+        topic_counts=topic_counts,
+        last_participants=np.zeros((n, k), dtype=bool),
+        step_rdp=step_rdp,
+        rdp=np.zeros_like(step_rdp),
+        dp_steps=np.zeros((n, k), dtype=np.int64),
+    )
+    return state, Episode(pool_draws, seeds)
+
+
+def draw_fading(rng: np.random.Generator, params: Params, num_rows: int) -> np.ndarray:
+    """(2, B, K) standard normals of the next round's fading innovation (real, imaginary); the env's draw since v0."""
+    return rng.standard_normal((2, num_rows * params.num_devices)).reshape(2, num_rows, params.num_devices)
+
+
+def draw_learning_noise(rng: np.random.Generator, params: Params, num_participants: np.ndarray) -> np.ndarray:
+    """(B, G) standard normals of the surrogate's round noise: drawn for the rows with participants (in row
+    order, one block), zeros for the others (their losses do not change)."""
+    b, g = num_participants.shape[0], params.num_topics
+    if b == 1:
+        return rng.standard_normal((1, g)) if num_participants[0] > 0 else np.zeros((1, g))
+    out = np.zeros((b, g))
+    rows = num_participants > 0
+    n = int(rows.sum())
+    if n:
+        out[rows] = rng.standard_normal((n, g))
+    return out
+
+
+def allocation(params: Params, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """FedFTAllocation-v0's (B, 2K) float64 actions in [-1, 1] -> (bandwidth_hz, power_w), (B, K) each."""
+    b, k = actions.shape[0], params.num_devices
+    bandwidth, power = np.empty((b, k)), np.empty((b, k))
+    kernels.allocate_rows(actions, params.config.bandwidth_hz, params.config.p_max_w, np.empty(k), bandwidth, power)
+    return bandwidth, power
+
+
+def requested_allocation(params: Params, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """FedFTPower-v0's (B, K, 2) float64 actions [power, bandwidth request] -> (bandwidth_hz, power_w), (B, K)."""
+    b, k = actions.shape[0], params.num_devices
+    bandwidth, power = np.empty((b, k)), np.empty((b, k))
+    kernels.request_rows(actions, params.config.bandwidth_hz, params.config.p_max_w, np.empty(k), bandwidth, power)
+    return bandwidth, power
+
+
+def state_costs(params: Params, state: State, bandwidth_hz: np.ndarray, power_w: np.ndarray) -> Costs:
+    """:func:`costs_rows` of an allocation (B, K) in the rows' current round (no state change)."""
+    cfg = params.config
+    return costs_rows(params.bits, bandwidth_hz, power_w, state.gains, cfg.noise_w_per_hz, params.cycles,
+                      state.cpu_freq_hz, cfg.kappa, cfg.deadline_s, state.downlink_s)
+
+
+def surrogate_topic_loss(params: Params, state: State, costs: Costs, noise: np.ndarray) -> np.ndarray:
+    """(B, G) topic losses after the round by the replay surrogate, with its round ``noise`` (B, G) normals."""
+    s = params.surrogate
+    out, weights = np.empty(state.topic_loss.shape), np.empty(state.topic_loss.shape)
+    kernels.surrogate_rows(costs.participants, state.data_sizes, state.topic_counts, state.topic_loss, noise,
+                           params.initial_topic_loss, s.gain_own, s.gain_shared, s.noise_cost, s.headroom, s.sigma,
+                           s.decrease_scale, weights, out)
+    return out
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one round did in every row: its costs, and per row (B, 3) the previous loss, the new loss and
+    the reward loss_scale (previous - new) - energy_weight energy_j."""
+
+    costs: Costs
+    table: np.ndarray  # (B, 3)
+
+    @property
+    def reward(self) -> np.ndarray:
+        """(B,) FedFTAllocation-v0's reward of the round."""
+        return self.table[:, 2]
+
+
+def advance(
+    params: Params,
+    state: State,
+    bandwidth_hz: np.ndarray,
+    power_w: np.ndarray,
+    fading_normals: np.ndarray,
+    new_topic_loss: Callable[[State, Costs], np.ndarray],
+) -> Outcome:
+    """Play one round of every row with this allocation (B, K), writing ``state`` in place.
+
+    ``new_topic_loss(state, costs)`` gives the topic losses (B, G) after the round (the replay
+    surrogate with its noise, :func:`surrogate_topic_loss`, or the live model); devices that
+    were scheduled are charged their DP-SGD steps (privacy); the energy queue, the round count
+    and the participation advance; then the fading takes the next round's ``fading_normals``
+    (2, B, K) (:func:`draw_fading`).
+    """
+    cfg = params.config
+    costs = state_costs(params, state, bandwidth_hz, power_w)
+    topic_loss = new_topic_loss(state, costs)
+    if params.private:  # a scheduled device trained and transmitted, even if it missed the deadline
+        state.accountant(params).spend(costs.scheduled, cfg.lora.local_steps)
+    table = np.empty((state.num_rows, 3))
+    w = cfg.reward
+    kernels.settle_rows(state.topic_loss, topic_loss, costs.sums[:, 0], w.loss_scale, w.energy_weight_per_j,
+                        cfg.energy_budget_j, costs.participants, fading_normals, params.rho, params.innovation,
+                        cfg.channel.fading, state.large_scale_gain, cfg.p_max_w, params.full_band_noise_w, state.loss,
+                        state.queue, state.step, state.last_participants, state.fading_re, state.fading_im,
+                        state.gains, state.full_band_snr, table)
+    if params.downlink_bits:
+        state.downlink_s[:] = _downlink(params, state.gains)
+    return Outcome(costs, table)
+
+
+def transition(
+    params: Params,
+    state: State,
+    bandwidth_hz: np.ndarray,
+    power_w: np.ndarray,
+    fading_normals: np.ndarray,
+    learning_noise: np.ndarray,
+) -> tuple[State, Outcome]:
+    """The pure replay round: :func:`advance` on a copy of ``state`` with the surrogate's ``learning_noise``
+    (B, G) normals (the rows without participants ignore theirs). Returns (next state, outcome)."""
+    after = state.copy()
+    out = advance(params, after, bandwidth_hz, power_w, fading_normals,
+                  lambda s, c: surrogate_topic_loss(params, s, c, learning_noise))
+    return after, out
+
+
+def features(params: Params, state: State) -> tuple[np.ndarray, np.ndarray]:
+    """What the devices observe: (B, K, 4) float32 per device and (B, 3) float32 per row (the env's
+    ``## Observation Space``)."""
+    cfg = params.config
+    b, k = state.gains.shape
+    devices, globals_ = np.empty((b, k, DEVICE_FEATURES), dtype=np.float32), np.empty((b, 3), dtype=np.float32)
+    kernels.feature_rows(np.log10(state.full_band_snr), SNR_REF_DB, params.cycles, state.cpu_freq_hz,
+                         state.downlink_s, cfg.deadline_s, state.data_sizes, state.last_participants, state.loss,
+                         params.initial_loss, state.queue, cfg.energy_budget_j, state.step, cfg.episode_length,
+                         devices, globals_)
+    return devices, globals_
+
+
+def observation(params: Params, state: State) -> np.ndarray:
+    """(B, 4K + 3) float32: FedFTAllocation-v0's observation of every row (devices' features, device-major,
+    then the row's)."""
+    devices, globals_ = features(params, state)
+    return np.concatenate([devices.reshape(len(devices), -1), globals_], axis=1)
+
+
+def agent_observations(params: Params, state: State) -> np.ndarray:
+    """(B, K, 7) float32: FedFTPower-v0's observation of every device (its features, then its row's)."""
+    devices, globals_ = features(params, state)
+    b, k = devices.shape[:2]
+    return np.concatenate([devices, np.broadcast_to(globals_[:, None, :], (b, k, 3))], axis=2)

@@ -1,9 +1,11 @@
 """edgelam/FedFTAllocation-v0 (Gymnasium) and edgelam/FedFTPower-v0 (PettingZoo parallel).
 
-Both are thin shells over :class:`edgelam.envs.fedft.core.Federation`: federated LoRA
-fine-tuning of the shipped ``edge`` model by K devices with non-IID data sharing one uplink
-band, either uploading adapters (``mode: lora_fedavg``) or split between device and edge
-server (``mode: split``); each step is one FedAvg round.
+Both are thin shells over :class:`edgelam.envs.fedft.core.Federation`, one row of the batched
+simulator :mod:`edgelam.envs.fedft.dynamics`: federated LoRA fine-tuning of the shipped
+``edge`` model by K devices with non-IID data sharing one uplink band, either uploading
+adapters (``mode: lora_fedavg``) or split between device and edge server (``mode: split``);
+each step is one FedAvg round. The vector env and the batched game (:mod:`.vector`) run
+the same functions on B rows.
 """
 
 from __future__ import annotations
@@ -21,10 +23,17 @@ from edgelam.envs.core.config import load_scenario
 from edgelam.envs.core.render import RENDER_FPS, RENDER_MODES, Panel, Renderer, merge_agents
 from edgelam.envs.fedft.config import FedFTConfig
 from edgelam.envs.fedft.core import BACKENDS, Federation
-from edgelam.envs.fedft.dynamics import project_simplex
+from edgelam.envs.fedft.dynamics import (
+    Outcome,
+    Params,
+    State,
+    agent_observations,
+    allocation,
+    observation,
+    requested_allocation,
+)
 from edgelam.envs.fedft.spec import ALLOCATION, POWER
 
-DEVICE_FEATURES = 4
 GLOBAL_FEATURES = 3
 _FEATURE_LOW = (-2.0, 0.0, 0.0, 0.0)
 _FEATURE_HIGH = (3.0, 2.0, 1.0, 1.0)
@@ -49,6 +58,95 @@ POWER_PANELS = (
 # units of info keys whose name does not state one (metadata["info_units"], read by plot-episode)
 FEDFT_INFO_UNITS = {"virtual_queue": "J", "loss": "nats/token", "topic_loss": "nats/token",
                     "loss_decrease": "nats/token"}
+
+
+def allocation_space(num_devices: int) -> spaces.Box:
+    """FedFTAllocation-v0's action space: 2K entries in [-1, 1] (bandwidth shares, then powers)."""
+    return spaces.Box(-1.0, 1.0, shape=(2 * num_devices,), dtype=np.float32)
+
+
+def allocation_observation_space(num_devices: int) -> spaces.Box:
+    """FedFTAllocation-v0's observation space: 4K device features (device-major), then 3 global ones."""
+    low = np.concatenate([np.tile(_FEATURE_LOW, num_devices), np.zeros(GLOBAL_FEATURES)]).astype(np.float32)
+    high = np.concatenate([np.tile(_FEATURE_HIGH, num_devices), _GLOBAL_HIGH]).astype(np.float32)
+    return spaces.Box(low, high, dtype=np.float32)
+
+
+def power_action_space() -> spaces.Box:
+    """One FedFTPower-v0 agent's action space: [power, bandwidth request] in [-1, 1]."""
+    return spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
+
+
+def power_observation_space() -> spaces.Box:
+    """One FedFTPower-v0 agent's observation space: its 4 device features, then the 3 global ones."""
+    low = np.concatenate([_FEATURE_LOW, np.zeros(GLOBAL_FEATURES)]).astype(np.float32)
+    high = np.concatenate([_FEATURE_HIGH, _GLOBAL_HIGH]).astype(np.float32)
+    return spaces.Box(low, high, dtype=np.float32)
+
+
+def allocation_info(params: Params, state: State, out: Outcome, row: int) -> dict[str, Any]:
+    """FedFTAllocation-v0's ``info`` of row ``row`` after a round (see the env's ``## Rewards``)."""
+    c = out.costs
+    energy, compute, upload, latency = c.sums[row].tolist()
+    num_participants, num_dropped = c.counts[row].tolist()
+    previous, loss, _ = out.table[row].tolist()
+    info = {
+        "loss": loss,
+        "loss_decrease": previous - loss,
+        "topic_loss": state.topic_loss[row].copy(),
+        "participants": c.participants[row],
+        "num_participants": num_participants,
+        "num_dropped": num_dropped,
+        "energy_j": energy,
+        "compute_energy_j": compute,
+        "upload_energy_j": upload,
+        "latency_s": latency,
+        "uplink_bits": params.bits,
+        "downlink_bits": params.downlink_bits,
+        "virtual_queue": state.queue[row].item(),
+        "bandwidth_hz": c.bandwidth_hz[row],
+        "power_w": c.power_w[row],
+    }
+    if params.private:
+        eps = state.epsilon(params)[row]
+        info["epsilon"] = float(eps.max())
+        info["device_epsilon"] = eps
+    return info
+
+
+def power_rewards_infos(
+    params: Params, state: State, out: Outcome, row: int, agents: list[str]
+) -> tuple[dict[str, float], dict[str, dict[str, Any]], dict[str, Any]]:
+    """FedFTPower-v0's rewards and infos of every agent of row ``row`` after a round, and the shared info keys."""
+    c = out.costs
+    w = params.config.reward
+    previous, loss, global_reward = out.table[row].tolist()
+    shared = w.loss_scale * (previous - loss)
+    energy = c.energy_j[row]
+    glob = {
+        "loss": loss,
+        "num_participants": int(c.counts[row, 0]),
+        "total_energy_j": c.sums[row, 0].item(),
+        "round_latency_s": c.sums[row, 3].item(),
+        "virtual_queue": state.queue[row].item(),
+        "uplink_bits": params.bits,
+        "downlink_bits": params.downlink_bits,
+        "global_reward": global_reward,
+    }
+    eps = state.epsilon(params)[row].tolist() if params.private else None
+    if eps is not None:
+        glob["max_epsilon"] = max(eps)
+    columns = zip(agents, (shared - w.energy_weight_per_j * energy).tolist(), energy.tolist(),
+                  c.device_latency_s[row].tolist(), c.participants[row].tolist(), c.bandwidth_hz[row].tolist(),
+                  c.power_w[row].tolist(), strict=True)
+    rewards, infos = {}, {}
+    for i, (a, reward, e, latency, participated, bandwidth, power) in enumerate(columns):
+        rewards[a] = reward
+        infos[a] = {"energy_j": e, "latency_s": latency, "participated": participated, "bandwidth_hz": bandwidth,
+                    "power_w": power, **glob}
+        if eps is not None:
+            infos[a]["epsilon"] = eps[i]
+    return rewards, infos, glob
 
 
 class FedFTAllocationEnv(gym.Env):
@@ -204,38 +302,35 @@ class FedFTAllocationEnv(gym.Env):
         self.fed = Federation(self.config, backend)
         k = self.fed.k
         self._renderer.entry_labels = tuple(f"device_{i}" for i in range(k))
-        self.action_space = spaces.Box(-1.0, 1.0, shape=(2 * k,), dtype=np.float32)
-        low = np.concatenate([np.tile(_FEATURE_LOW, k), np.zeros(GLOBAL_FEATURES)]).astype(np.float32)
-        high = np.concatenate([np.tile(_FEATURE_HIGH, k), _GLOBAL_HIGH]).astype(np.float32)
-        self.observation_space = spaces.Box(low, high, dtype=np.float32)
+        self.action_space = allocation_space(k)
+        self.observation_space = allocation_observation_space(k)
 
     def allocation(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(bandwidth_hz, power_w), (K,) each, of an in-space action (see ``## Action Space``)."""
-        k, cfg = self.fed.k, self.config
         a = check_box(action, self.action_space, "bandwidth shares then powers of the devices")
-        return project_simplex((a[:k] + 1.0) / 2.0) * cfg.bandwidth_hz, (a[k:] + 1.0) / 2.0 * cfg.p_max_w
-
-    def _obs(self) -> np.ndarray:
-        return np.concatenate([self.fed.device_features().ravel(), self.fed.global_features()])
+        bandwidth, power = allocation(self.fed.params, a.reshape(1, -1))
+        return bandwidth[0], power[0]
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
         if self._renderer.history is not None:
             self._renderer.history.clear()
         self.fed.reset(self.np_random)
-        return self._obs(), {"loss": self.fed.loss, "distance_m": self.fed.distances_m.copy()}
+        return observation(self.fed.params, self.fed.state)[0], {"loss": self.fed.loss,
+                                                                 "distance_m": self.fed.distances_m}
 
     def step(self, action):
-        bandwidth, power = self.allocation(action)
-        fed, cfg = self.fed, self.config
-        result = fed.play(bandwidth, power, self.np_random)
-        info = fed.info(result, bandwidth, power)
-        w = cfg.reward
-        reward = w.loss_scale * (result.previous_loss - result.loss) - w.energy_weight_per_j * info["energy_j"]
-        truncated = fed.t >= cfg.episode_length
+        a = check_box(action, self.action_space, "bandwidth shares then powers of the devices")
+        fed = self.fed
+        params, state = fed.params, fed.state
+        bandwidth, power = allocation(params, a.reshape(1, -1))
+        out = fed.advance(bandwidth, power, self.np_random)
+        info = allocation_info(params, fed.state, out, 0)
+        reward = out.table[0, 2].item()
+        truncated = bool(fed.state.step[0] >= self.config.episode_length)
         if self._renderer.history is not None:
             self._renderer.history.append(action, reward, info)
-        return self._obs(), float(reward), False, truncated, info
+        return observation(params, state)[0], reward, False, truncated, info
 
     def render(self):
         """The current frame: a text line (``ansi``) or an image of the recent rounds (``rgb_array``)."""
@@ -305,10 +400,7 @@ class FedFTPowerEnv(ParallelEnv):
         self.possible_agents = [f"device_{i}" for i in range(self.fed.k)]
         self._renderer.entry_labels = tuple(self.possible_agents)
         self.agents: list[str] = []
-        low = np.concatenate([_FEATURE_LOW, np.zeros(GLOBAL_FEATURES)]).astype(np.float32)
-        high = np.concatenate([_FEATURE_HIGH, _GLOBAL_HIGH]).astype(np.float32)
-        obs_space = spaces.Box(low, high, dtype=np.float32)
-        act_space = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
+        obs_space, act_space = power_observation_space(), power_action_space()
         self.observation_spaces = dict.fromkeys(self.possible_agents, obs_space)
         self.action_spaces = dict.fromkeys(self.possible_agents, act_space)
         self._np_random, _ = seeding.np_random(None)
@@ -320,23 +412,26 @@ class FedFTPowerEnv(ParallelEnv):
         return self.action_spaces[agent]
 
     def _observations(self) -> dict[str, np.ndarray]:
-        dev = self.fed.device_features()
-        glob = self.fed.global_features()
-        return {a: np.concatenate([dev[i], glob]) for i, a in enumerate(self.possible_agents)}
+        return dict(zip(self.possible_agents, agent_observations(self.fed.params, self.fed.state)[0], strict=True))
 
-    def allocation(self, actions: dict) -> tuple[np.ndarray, np.ndarray]:
-        """(bandwidth_hz, power_w), (K,) each, of one action per agent (see ``## Action Space``)."""
+    def _actions(self, actions: dict) -> np.ndarray:
+        """(K, 2) float64 of one action per agent, checked against its space."""
         if not isinstance(actions, dict) or set(actions) != set(self.agents):
             raise ValueError(f"actions: expected one action per live agent {self.agents}, got {actions!r}")
-        a = np.stack(
+        values = [actions[ag] for ag in self.possible_agents]
+        if all(type(v) is np.ndarray and v.shape == (2,) and v.dtype.kind in "fiu" for v in values):
+            a = np.array(values, dtype=np.float64)
+            if np.isfinite(a).all() and (a >= -1.0).all() and (a <= 1.0).all():
+                return a
+        return np.stack(
             [check_box(actions[ag], self.action_space(ag), "[power, bandwidth request]", f"action of {ag}")
              for ag in self.possible_agents]
         )
-        cfg = self.config
-        request = (a[:, 1] + 1.0) / 2.0
-        total = request.sum()
-        bandwidth = request / total * cfg.bandwidth_hz if total > 0 else np.zeros_like(request)
-        return bandwidth, (a[:, 0] + 1.0) / 2.0 * cfg.p_max_w
+
+    def allocation(self, actions: dict) -> tuple[np.ndarray, np.ndarray]:
+        """(bandwidth_hz, power_w), (K,) each, of one action per agent (see ``## Action Space``)."""
+        bandwidth, power = requested_allocation(self.fed.params, self._actions(actions)[None])
+        return bandwidth[0], power[0]
 
     def reset(self, seed: int | None = None, options: dict | None = None):
         if seed is not None:
@@ -345,46 +440,18 @@ class FedFTPowerEnv(ParallelEnv):
         if self._renderer.history is not None:
             self._renderer.history.clear()
         self.fed.reset(self._np_random)
-        infos = {a: {"distance_m": float(self.fed.distances_m[i])} for i, a in enumerate(self.possible_agents)}
+        infos = {a: {"distance_m": d} for a, d in zip(self.possible_agents, self.fed.state.distances_m[0].tolist(),
+                                                      strict=True)}
         return self._observations(), infos
 
     def step(self, actions: dict):
         if not self.agents:
             raise ValueError("step() after the episode ended; call reset()")
-        bandwidth, power = self.allocation(actions)
-        fed, cfg, w = self.fed, self.config, self.config.reward
-        result = fed.play(bandwidth, power, self._np_random)
-        c = result.costs
-        shared = w.loss_scale * (result.previous_loss - result.loss)
-        energy = c.energy_j
-        glob = {
-            "loss": result.loss,
-            "num_participants": int(c.participants.sum()),
-            "total_energy_j": float(energy.sum()),
-            "round_latency_s": float(c.latency_s),
-            "virtual_queue": fed.queue,
-            "uplink_bits": fed.bits,
-            "downlink_bits": fed.downlink_bits,
-            "global_reward": float(shared - w.energy_weight_per_j * energy.sum()),
-        }
-        eps = fed.device_epsilon() if fed.accountant is not None else None
-        if eps is not None:
-            glob["max_epsilon"] = float(eps.max())
-        done = np.where(c.scheduled, np.minimum(c.compute_s + c.upload_s, cfg.deadline_s), 0.0)
-        infos, rewards = {}, {}
-        for i, a in enumerate(self.possible_agents):
-            rewards[a] = float(shared - w.energy_weight_per_j * energy[i])
-            infos[a] = {
-                "energy_j": float(energy[i]),
-                "latency_s": float(done[i]),
-                "participated": bool(c.participants[i]),
-                "bandwidth_hz": float(bandwidth[i]),
-                "power_w": float(power[i]),
-                **glob,
-            }
-            if eps is not None:
-                infos[a]["epsilon"] = float(eps[i])
-        truncated = fed.t >= cfg.episode_length
+        fed = self.fed
+        bandwidth, power = requested_allocation(fed.params, self._actions(actions)[None])
+        out = fed.advance(bandwidth, power, self._np_random)
+        rewards, infos, glob = power_rewards_infos(fed.params, fed.state, out, 0, self.possible_agents)
+        truncated = bool(fed.state.step[0] >= self.config.episode_length)
         terminations = dict.fromkeys(self.possible_agents, False)
         truncations = dict.fromkeys(self.possible_agents, truncated)
         if self._renderer.history is not None:

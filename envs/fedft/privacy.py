@@ -136,8 +136,16 @@ class RDPAccountant:
         self.rdp = np.zeros_like(self.step_rdp)  # (K, A) accumulated
         self.steps = np.zeros(self.step_rdp.shape[0], dtype=np.int64)  # (K,) DP-SGD steps run so far
 
+    @classmethod
+    def over(cls, step_rdp: np.ndarray, rdp: np.ndarray, steps: np.ndarray, delta: float) -> RDPAccountant:
+        """An accountant over existing arrays (a batched state's rows): ``step_rdp`` and ``rdp`` (..., A), ``steps``
+        (...,); :meth:`spend` writes ``rdp`` and ``steps`` in place."""
+        acc = cls.__new__(cls)
+        acc.delta, acc.step_rdp, acc.rdp, acc.steps = delta, step_rdp, rdp, steps
+        return acc
+
     def spend(self, devices: np.ndarray, steps: int) -> None:
-        """Charge ``steps`` DP-SGD steps to each device in the (K,) bool mask ``devices``."""
+        """Charge ``steps`` DP-SGD steps to each device in the bool mask ``devices`` (the shape of ``self.steps``)."""
         devices = np.asarray(devices, dtype=bool)
         if devices.shape != self.steps.shape:
             raise ValueError(f"devices must be a bool mask of shape {self.steps.shape}, got {devices.shape}")
@@ -145,7 +153,8 @@ class RDPAccountant:
         self.steps[devices] += steps
 
     def epsilon(self) -> np.ndarray:
-        """(K,) epsilon spent so far by each device at this accountant's delta (0 before its first step)."""
+        """(K,) (or the shape of ``self.steps``) epsilon spent so far by each device at this accountant's delta
+        (0 before its first step)."""
         return rdp_to_epsilon(self.rdp, self.delta)[0]
 
 
