@@ -179,3 +179,30 @@ def test_delayed_csi_is_last_slots_snr_also_across_blocks_and_the_load_is_the_ar
     assert load.std() == pytest.approx(0.1, rel=0.1)
     lag1 = np.mean([np.corrcoef(row[:-1], row[1:])[0, 1] for row in load])
     assert lag1 == pytest.approx(0.9, abs=0.03)
+
+
+def test_compiled_step_prices_as_request_cost_bit_for_bit():
+    """The compiled step (scalar, one user at a time) charges what :func:`request_cost` (numpy, broadcast over
+    the users) computes from the same state: latency, energy, bytes, quality loss and reward, exactly."""
+    from edgelam.envs.split_inference.dynamics import advance, initial
+    from edgelam.envs.split_inference.env import SplitInferenceEnv
+
+    env = SplitInferenceEnv(scenario="congested_edge")
+    rng = np.random.default_rng(4)
+    state = initial(env.params, rng, 300)
+    layers = rng.integers(0, env.num_layers + 1, 300)
+    layers[:3] = [0, env.num_layers, 1]  # both ends and a split
+    actions = np.stack([layers, rng.integers(0, 3, 300)], axis=1)
+    prompt, rate, util, ergodic = state.prompt, state.rate_bps, state.edge_util, state.ergodic_bps.copy()
+    queue = state.virtual_queue.copy()
+    out, _ = advance(env.params, state, actions, rng)
+    lat, en, up, q = request_cost(env.tables, prompt, actions[:, 0], actions[:, 1], rate, util, ergodic)
+    info = out.info(True)
+    assert np.array_equal(info["latency_s"], lat) and np.array_equal(info["energy_j"], en)
+    assert np.array_equal(info["uplink_bytes"], up) and np.array_equal(info["quality_loss"], q)
+    w = env.config.reward
+    assert np.array_equal(out.reward, -(w.latency_weight * lat + w.energy_weight_per_j * en + w.quality_weight * q))
+    budget = env.config.energy_budget_j
+    assert np.array_equal(info["virtual_queue"], np.maximum(queue + en - budget, 0.0))
+    assert np.array_equal(state.virtual_queue, info["virtual_queue"])
+    assert info["prompt_index"].tolist() == prompt.tolist() and np.array_equal(info["uplink_rate_bps"], rate)

@@ -105,3 +105,29 @@ def test_replay_and_live_agree():
     (q_r, l_r), (q_l, l_l) = stats["replay"], stats["live"]
     assert abs(q_r - q_l) <= 0.05 * q_l
     assert abs(l_r - l_l) <= 0.05 * l_l
+
+
+def test_live_quality_loss_replaces_the_profiles_in_info_and_reward():
+    """With ``backend="live"`` the step asks the executed model for the pending request's quality loss
+    (here a fixed stand-in for the torch model, so the test needs no weights) and charges it."""
+    from edgelam.envs.split_inference.env import SplitInferenceEnv
+
+    class FixedLoss:
+        def __init__(self) -> None:
+            self.asked: list[tuple[int, int, int]] = []
+
+        def quality_loss(self, prompt: int, card_layer: int, bits: int) -> float:
+            self.asked.append((prompt, card_layer, bits))
+            return 0.375
+
+    env = SplitInferenceEnv(episode_length=10)
+    env._live = live = FixedLoss()
+    env.reset(seed=0)
+    w = env.config.reward
+    for layer, bits in [(3, 0), (0, 2), (env.num_layers, 1)]:
+        prompt = env.prompt_index
+        _, reward, _, _, info = env.step(np.array([layer, bits]))
+        assert live.asked[-1] == (prompt, layer, (4, 8, 16)[bits]) == (info["prompt_index"], layer, info["bits"])
+        assert info["quality_loss"] == 0.375 and info["quality"] == 0.625
+        charged = w.latency_weight * info["latency_s"] + w.energy_weight_per_j * info["energy_j"]
+        assert reward == -(charged + w.quality_weight * 0.375)
