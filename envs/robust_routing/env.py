@@ -14,15 +14,16 @@ from edgelam.envs.core.render import RENDER_FPS, RENDER_MODES, Panel, Renderer
 from edgelam.envs.microservice_routing.dynamics import State, advance, initial, view
 from edgelam.envs.microservice_routing.env import BACKENDS, make_params, observation_space
 from edgelam.envs.robust_routing.config import RobustRoutingConfig
+from edgelam.envs.robust_routing.dynamics import (
+    OUTCOME_INFO,
+    REWARD_COLUMN,
+    AdversaryParams,
+    adversary_reward,
+    apply_adversary,
+)
 from edgelam.envs.robust_routing.spec import SPEC
 
 ROUTER, ADVERSARY = "router", "adversary"
-LOGIT_SCALE = 3.0
-
-
-def _softmax(x: np.ndarray) -> tuple[float, ...]:
-    e = np.exp(LOGIT_SCALE * (x - x.max()))
-    return tuple((e / e.sum()).tolist())
 
 # what render_mode='rgb_array' draws, against the step index (edgelam.envs.core.render)
 RENDER_PANELS = (
@@ -63,6 +64,9 @@ class RobustRoutingEnv(ParallelEnv):
     The MicroserviceRouting-v0 simulator (roofline service times, FCFS servers, ring
     random-walk mobility of users, microservices as in NExT-GPT); the adversary perturbs the
     demand of the next arrival, as the destabilising agent of RARL (Pinto et al., ICML 2017).
+    The adversary's effect, the observation and the reward are the functions of
+    :mod:`edgelam.envs.robust_routing.dynamics` at B = 1; the batched game
+    (:class:`~edgelam.envs.robust_routing.vector.RobustRoutingGames`) plays B games with them.
 
     ## Version History
     * v0: initial release.
@@ -98,6 +102,7 @@ class RobustRoutingEnv(ParallelEnv):
             ROUTER: spaces.Discrete(k),
             ADVERSARY: spaces.Box(-1.0, 1.0, shape=(p + 1 + k,), dtype=np.float32),
         }
+        self.adversary = AdversaryParams.build(self.config, self.params)
         self._rng = np.random.default_rng()
         self._route = np.zeros(1, dtype=np.int64)
         self._set_state(initial(self.params, np.random.default_rng(0), 1))  # replaced by reset()
@@ -135,41 +140,24 @@ class RobustRoutingEnv(ParallelEnv):
         mask = self._mask.astype(np.int8)
         return self._observations(), {ROUTER: {"action_mask": mask}, ADVERSARY: {}}
 
-    def _apply_adversary(self, action: Any) -> None:
-        space = self._action_spaces[ADVERSARY]
-        a = np.clip(check_box(action, space, who=f"action of {ADVERSARY}", within_bounds=False), -1.0, 1.0)
-        adv, p, k = self.config.adversary, self.num_pipelines, self.tables.num_servers
-        q = _softmax(a[:p])
-        base = self.params.base_mix.tolist()
-        mix = [(1.0 - adv.mix_budget) * b + adv.mix_budget * x for b, x in zip(base, q, strict=True)]
-        rate_hz = self.config.demand.arrival_rate_hz * (1.0 + adv.rate_budget * float(a[p]))
-        cells = _softmax(a[p + 1 :]) if adv.cell_budget > 0 else (1.0 / k,) * k
-        s = self.state
-        s.rate_hz[0], s.mix[0], s.override_prob[0], s.override_cells[0] = rate_hz, mix, adv.cell_budget, cells
-
     def step(self, actions: dict[str, Any]):
         if set(actions) != set(self.agents):
             raise ValueError(f"actions for {sorted(actions)} but the live agents are {self.agents}")
         route = check_discrete(actions[ROUTER], self._action_spaces[ROUTER], "the edge server", f"action of {ROUTER}")
-        self._apply_adversary(actions[ADVERSARY])
+        push = check_box(actions[ADVERSARY], self._action_spaces[ADVERSARY], who=f"action of {ADVERSARY}",
+                         within_bounds=False)
+        apply_adversary(self.adversary, self.state, push[None])
         self._route[0] = route
         out = advance(self.params, self.state, self._route, self._rng)
-        # the row's columns, in the order of dynamics.OUTCOME_COLUMNS
-        _, _, infeasible, latency, energy, _, completed, e2e, violated, reward = out.table[0].tolist()
+        row = out.table[0].tolist()
         self._refresh()
         truncated = int(self.state.step[0]) >= self.config.episode_length
-        info = {
-            "latency_s": latency,
-            "energy_j": energy,
-            "e2e_latency_s": e2e,
-            "slo_violated": violated > 0.0,
-            "completed": completed > 0.0,
-            "infeasible_action": infeasible > 0.0,
-            "arrival_rate_hz": float(self.state.rate_hz[0]),
-            "queue_lengths_s": self._queue,
-        }
+        info = {key: row[col] > 0.0 if flag else row[col] for key, col, flag in OUTCOME_INFO}
+        info["arrival_rate_hz"] = float(self.state.rate_hz[0])
+        info["queue_lengths_s"] = self._queue
         obs = self._observations()
-        rewards = {ROUTER: reward, ADVERSARY: -reward if reward != 0.0 else 0.0}
+        reward = row[REWARD_COLUMN]
+        rewards = {ROUTER: reward, ADVERSARY: adversary_reward(reward)}
         infos = {ROUTER: {**info, "action_mask": self._mask.astype(np.int8)}, ADVERSARY: dict(info)}
         terms = dict.fromkeys(self.agents, False)
         truncs = dict.fromkeys(self.agents, truncated)
