@@ -33,6 +33,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.vector.utils import batch_space
 
 from edgelam.agents.common import is_parallel, make_env, make_parallel, markdown_table, parallel_factory
 from edgelam.agents.compare import machine_info
@@ -99,9 +100,15 @@ def _batched_agent_steps_per_s(env_id: str, num_games: int, steps: int, seed: in
     """Agent-steps per second of the env's batched parallel game of ``num_games`` games."""
     game = registration.make_batched(env_id, num_games=num_games)
     calls = max(steps // num_games, 10)
-    space = game.single_action_space
-    rng = np.random.default_rng(seed)
-    actions = rng.integers(space.start, space.start + space.n, size=(calls, num_games, game.num_agents))
+    space = getattr(game, "single_action_space", None)  # a game whose agents share one Discrete space
+    if space is not None:
+        rng = np.random.default_rng(seed)
+        actions = rng.integers(space.start, space.start + space.n, size=(calls, num_games, game.num_agents))
+    else:  # agents with spaces of their own (RobustRouting's router and adversary): a dict of arrays per step
+        batched = {a: batch_space(game.action_space(a), num_games) for a in game.possible_agents}
+        for i, agent_space in enumerate(batched.values()):
+            agent_space.seed(seed + i)
+        actions = [{a: agent_space.sample() for a, agent_space in batched.items()} for _ in range(calls)]
     game.reset(seed=seed)
     total = 0.0
     for action in actions:

@@ -244,9 +244,15 @@ def test_batched_game_comes_from_its_spec_and_plays_the_parallel_envs_game(spec)
     game = registration.make_batched(spec.id, num_games=3)
     assert type(game).__name__ == spec.batched_entry_point.rpartition(":")[2] and game.num_games == 3
     assert game.possible_agents == env.possible_agents and game.config == env.config
+    for agent in env.possible_agents:
+        assert game.observation_space(agent) == env.observation_space(agent)
+        assert game.action_space(agent) == env.action_space(agent)
     agent = env.possible_agents[0]
-    assert game.single_observation_space == env.observation_space(agent)
-    assert game.single_action_space == env.action_space(agent)
+    if hasattr(game, "single_action_space"):  # agents of one space: their rows are one vector env
+        assert game.single_observation_space == env.observation_space(agent)
+        assert game.single_action_space == env.action_space(agent)
+    else:  # agents with spaces of their own (a router and an adversary)
+        assert any(env.action_space(a) != env.action_space(agent) for a in env.possible_agents)
     env.close()
     if spec.agents_key is not None:  # the key sets the number of agents
         assert len(registration.make_parallel(spec.id, **{spec.agents_key: 7}).possible_agents) == 7

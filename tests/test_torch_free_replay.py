@@ -17,6 +17,7 @@ _PROBE = """
 import sys
 
 import gymnasium as gym
+from gymnasium.vector.utils import batch_space
 
 import edgelam.envs
 from edgelam.envs import make_parallel
@@ -36,11 +37,18 @@ else:
     for _ in range(5):
         env.step({agent: env.action_space(agent).sample() for agent in env.agents})
     if find_spec(env_id).batched_entry_point is not None:  # and its batched game, through the agent rows
-        rows = AgentRowsVectorEnv(make_batched(env_id, num_games=3))
-        rows.reset(seed=0)
-        rows.action_space.seed(0)
-        for _ in range(5):
-            rows.step(rows.action_space.sample())
+        game = make_batched(env_id, num_games=3)
+        if hasattr(game, "single_action_space"):
+            rows = AgentRowsVectorEnv(game)
+            rows.reset(seed=0)
+            rows.action_space.seed(0)
+            for _ in range(5):
+                rows.step(rows.action_space.sample())
+        else:  # agents with spaces of their own: a dict of each agent's (B, ...) actions
+            game.reset(seed=0)
+            batched = {agent: batch_space(game.action_space(agent), 3) for agent in game.possible_agents}
+            for _ in range(5):
+                game.step({agent: space.sample() for agent, space in batched.items()})
 env.close()
 print(sorted(name for name in sys.modules if name == "torch" or name.startswith("torch.")))
 """

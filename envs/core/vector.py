@@ -80,12 +80,18 @@ class AgentRowsVectorEnv(VectorEnv):
     (B N,), a per-game one (B,) and every ``_key`` mask is repeated for the game's N rows.
     A partial reset mask (B N,) must cover whole games (the agents of a game share its
     episode). Next-step autoreset, as the game's; SB3 trains on it through
-    :class:`edgelam.agents.vec.SB3VectorAdapter`.
+    :class:`edgelam.agents.vec.SB3VectorAdapter`. A game without ``single_action_space`` (agents
+    with spaces of their own, as RobustRouting's router and adversary) raises ``ValueError``.
     """
 
     metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.NEXT_STEP}
 
     def __init__(self, game: Any) -> None:
+        if not hasattr(game, "single_action_space"):  # a game whose agents have spaces of their own
+            raise ValueError(
+                f"parameter sharing needs one observation and action space for all agents; the agents "
+                f"{game.possible_agents} of {type(game).__name__} differ (train them apart, e.g. with RARL)"
+            )
         self.game = game
         self.num_games, self.num_agents = game.num_games, game.num_agents
         self.num_envs = self.num_games * self.num_agents
