@@ -12,12 +12,12 @@ from edgelam.envs.fedft.dynamics import (
     Params,
     RoundCosts,
     State,
+    Workspace,
     advance,
     draw_fading,
     draw_learning_noise,
     initial,
     state_costs,
-    surrogate_topic_loss,
 )
 from edgelam.envs.fedft.privacy import RDPAccountant
 
@@ -70,6 +70,7 @@ class Federation:
         self.initial_loss = self.params.initial_loss
         self.learn_rng = np.random.default_rng(0)
         self.state: State = initial(self.params, np.random.default_rng(0), 1)[0]  # replaced by reset()
+        self.work = Workspace.of(self.params, 1)  # what a round writes (the shells copy what they hand out)
         self.local_data: list[np.ndarray] = []
 
     def _check_model_costs(self) -> None:
@@ -195,18 +196,22 @@ class Federation:
         p = np.ascontiguousarray(power_w, dtype=np.float64).reshape(1, self.k)
         return state_costs(self.params, self.state, b, p)
 
-    def _new_topic_loss(self, state: State, costs: Costs) -> np.ndarray:
-        if self.live is not None:
-            loss = self.live.round(self.local_data, costs.participants[0], state.data_sizes[0].astype(np.float64),
-                                   self.learn_rng)
-            return np.asarray(loss, dtype=np.float64).reshape(1, self.g)
-        noise = draw_learning_noise(self.learn_rng, self.params, costs.num_participants)
-        return surrogate_topic_loss(self.params, state, costs, noise)
+    def _learning_noise(self, num_participants: np.ndarray) -> np.ndarray:
+        return draw_learning_noise(self.learn_rng, self.params, num_participants)
+
+    def _live_topic_loss(self, state: State, costs: Costs) -> np.ndarray:
+        loss = self.live.round(self.local_data, costs.participants[0], state.data_sizes[0].astype(np.float64),
+                               self.learn_rng)
+        return np.asarray(loss, dtype=np.float64).reshape(1, self.g)
 
     def advance(self, bandwidth_hz: np.ndarray, power_w: np.ndarray, rng: np.random.Generator) -> Outcome:
-        """Run one round with this allocation ((1, K) each), then draw the next round's fading from ``rng``."""
+        """Run one round with this allocation ((1, K) each), then draw the next round's fading from ``rng``.
+
+        The outcome's arrays are :attr:`work`'s, overwritten by the next round.
+        """
+        live = None if self.live is None else self._live_topic_loss
         return advance(self.params, self.state, bandwidth_hz, power_w, draw_fading(rng, self.params, 1),
-                       self._new_topic_loss)
+                       self._learning_noise, self.work, live)
 
     def device_epsilon(self) -> np.ndarray:
         """(K,) privacy spent so far by each device, epsilon at ``privacy.delta`` (zeros without privacy)."""

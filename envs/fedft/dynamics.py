@@ -34,6 +34,7 @@ seconds of transfer.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 from collections.abc import Callable
@@ -347,6 +348,20 @@ class Costs:
         """(B,) devices whose update arrived."""
         return self.counts[:, 0]
 
+    @classmethod
+    def empty(cls, num_rows: int, num_devices: int, bandwidth_hz: np.ndarray | None = None,
+              power_w: np.ndarray | None = None) -> Costs:
+        """Unwritten arrays for B = ``num_rows`` rows of K = ``num_devices`` (with these allocation arrays if
+        given)."""
+        shape = (num_rows, num_devices)
+        return cls(
+            np.empty(shape) if bandwidth_hz is None else bandwidth_hz,
+            np.empty(shape) if power_w is None else power_w,
+            np.empty(shape, dtype=bool), np.empty(shape, dtype=bool),
+            *(np.empty(shape) for _ in range(6)),
+            np.empty((num_rows, 4)), np.empty((num_rows, 2), dtype=np.int64),
+        )
+
     def row(self, b: int) -> RoundCosts:
         """Row ``b`` as a :class:`RoundCosts` (views)."""
         return RoundCosts(self.scheduled[b], self.participants[b], self.compute_s[b], self.upload_s[b],
@@ -364,23 +379,28 @@ def costs_rows(
     kappa: float,
     deadline_s: float,
     downlink_s: np.ndarray,
+    out: Costs | None = None,
+    snr: np.ndarray | None = None,
 ) -> Costs:
     """:func:`round_costs` of B rows at once: every argument array (B, K) float64, C-contiguous.
 
     The uplink rate is :func:`edgelam.envs.core.channel.rate_from_snr_bps` of the SNR p g / (N0 b)
-    (0 where b = 0); the rest is :func:`.kernels.round_cost_rows`.
+    (0 where b = 0); the rest is :func:`.kernels.round_cost_rows`. With ``out`` (a
+    :class:`Workspace`'s, whose ``bandwidth_hz`` and ``power_w`` are the arrays passed) the
+    results are written into its arrays and ``out`` is returned. ``snr`` is the SNR of this
+    allocation on ``gains`` when the caller has it (:func:`allocation` with a workspace).
     """
-    shape = bandwidth_hz.shape
-    snr = np.empty(shape)
-    kernels.snr_rows(bandwidth_hz, power_w, gains, noise_w_per_hz, snr)
+    if out is None:
+        out = Costs.empty(*bandwidth_hz.shape, bandwidth_hz, power_w)
+    if snr is None:
+        snr = out.upload_s  # scratch until the kernel writes the upload times
+        kernels.snr_rows(bandwidth_hz, power_w, gains, noise_w_per_hz, snr)
     rate = rate_from_snr_bps(bandwidth_hz, snr)
-    scheduled, participants = np.empty(shape, dtype=bool), np.empty(shape, dtype=bool)
-    per_device = [np.empty(shape) for _ in range(6)]
-    sums, counts = np.empty((shape[0], 4)), np.empty((shape[0], 2), dtype=np.int64)
     kernels.round_cost_rows(bits, bandwidth_hz, power_w, rate, cycles, cpu_freq_hz, kappa, deadline_s,
-                            deadline_s * (1.0 + DEADLINE_RTOL), downlink_s, scheduled, participants, *per_device,
-                            sums, counts)
-    return Costs(bandwidth_hz, power_w, scheduled, participants, *per_device, sums, counts)
+                            deadline_s * (1.0 + DEADLINE_RTOL), downlink_s, out.scheduled, out.participants,
+                            out.compute_s, out.upload_s, out.compute_energy_j, out.upload_energy_j, out.energy_j,
+                            out.device_latency_s, out.sums, out.counts)
+    return out
 
 
 @dataclass(frozen=True)
@@ -459,6 +479,12 @@ class Params:
         """Whether the devices run DP-SGD (the state then carries their privacy accountants)."""
         return self.config.privacy.enabled
 
+    @functools.cached_property
+    def surrogate_coeffs(self) -> np.ndarray:
+        """(6,) the surrogate's gain_own, gain_shared, noise_cost, headroom, sigma, decrease_scale (the kernels')."""
+        s = self.surrogate
+        return np.array([s.gain_own, s.gain_shared, s.noise_cost, s.headroom, s.sigma, s.decrease_scale])
+
 
 @dataclass(slots=True)
 class State:
@@ -519,6 +545,9 @@ class Episode:
     pool_draws: np.ndarray  # (sum of topic_counts,) int: index into its topic's pool of every local sequence,
     # device-major then topic-major (row after row)
     learning_seeds: np.ndarray  # (B,) int, the seed of each row's learning generator
+
+
+_NO_SURROGATE = np.empty(0)  # settle_rows' surrogate coefficients of the live backend (its losses are given)
 
 
 def _downlink(params: Params, gains: np.ndarray) -> np.ndarray:
@@ -608,39 +637,6 @@ def draw_learning_noise(rng: np.random.Generator, params: Params, num_participan
     return out
 
 
-def allocation(params: Params, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """FedFTAllocation-v0's (B, 2K) float64 actions in [-1, 1] -> (bandwidth_hz, power_w), (B, K) each."""
-    b, k = actions.shape[0], params.num_devices
-    bandwidth, power = np.empty((b, k)), np.empty((b, k))
-    kernels.allocate_rows(actions, params.config.bandwidth_hz, params.config.p_max_w, np.empty(k), bandwidth, power)
-    return bandwidth, power
-
-
-def requested_allocation(params: Params, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """FedFTPower-v0's (B, K, 2) float64 actions [power, bandwidth request] -> (bandwidth_hz, power_w), (B, K)."""
-    b, k = actions.shape[0], params.num_devices
-    bandwidth, power = np.empty((b, k)), np.empty((b, k))
-    kernels.request_rows(actions, params.config.bandwidth_hz, params.config.p_max_w, np.empty(k), bandwidth, power)
-    return bandwidth, power
-
-
-def state_costs(params: Params, state: State, bandwidth_hz: np.ndarray, power_w: np.ndarray) -> Costs:
-    """:func:`costs_rows` of an allocation (B, K) in the rows' current round (no state change)."""
-    cfg = params.config
-    return costs_rows(params.bits, bandwidth_hz, power_w, state.gains, cfg.noise_w_per_hz, params.cycles,
-                      state.cpu_freq_hz, cfg.kappa, cfg.deadline_s, state.downlink_s)
-
-
-def surrogate_topic_loss(params: Params, state: State, costs: Costs, noise: np.ndarray) -> np.ndarray:
-    """(B, G) topic losses after the round by the replay surrogate, with its round ``noise`` (B, G) normals."""
-    s = params.surrogate
-    out, weights = np.empty(state.topic_loss.shape), np.empty(state.topic_loss.shape)
-    kernels.surrogate_rows(costs.participants, state.data_sizes, state.topic_counts, state.topic_loss, noise,
-                           params.initial_topic_loss, s.gain_own, s.gain_shared, s.noise_cost, s.headroom, s.sigma,
-                           s.decrease_scale, weights, out)
-    return out
-
-
 @dataclass(frozen=True)
 class Outcome:
     """What one round did in every row: its costs, and per row (B, 3) the previous loss, the new loss and
@@ -655,37 +651,120 @@ class Outcome:
         return self.table[:, 2]
 
 
+@dataclass(frozen=True)
+class Workspace:
+    """The arrays one round of B rows writes (allocated once by a shell; :func:`advance` reuses them).
+
+    What a step hands out of them (``info`` arrays) must be copied: the next round overwrites them.
+    """
+
+    costs: Costs  # the allocation (bandwidth_hz, power_w, filled by the caller) and its costs
+    snr: np.ndarray  # (B, K) uplink SNR of the allocation (written with it by :func:`allocation`)
+    table: np.ndarray  # (B, 3) previous loss, new loss, reward
+    new_topic_loss: np.ndarray  # (B, G)
+    weights: np.ndarray  # (B, G) topic shares of the participants' data
+    scratch: np.ndarray  # (K,)
+    outcome: Outcome
+
+    @classmethod
+    def of(cls, params: Params, num_rows: int) -> Workspace:
+        """A workspace for ``num_rows`` rows of the scenario's K devices and G topics."""
+        costs = Costs.empty(num_rows, params.num_devices)
+        table = np.empty((num_rows, 3))
+        shape = (num_rows, params.num_topics)
+        return cls(costs, np.empty((num_rows, params.num_devices)), table, np.empty(shape), np.empty(shape),
+                   np.empty(params.num_devices), Outcome(costs, table))
+
+
+def _allocation_arrays(params: Params, num_rows: int, work: Workspace | None) -> tuple[np.ndarray, ...]:
+    if work is None:
+        k = params.num_devices
+        return np.empty((num_rows, k)), np.empty((num_rows, k)), np.empty(k), np.empty((num_rows, k))
+    return work.costs.bandwidth_hz, work.costs.power_w, work.scratch, work.snr
+
+
+def allocation(params: Params, state: State, actions: np.ndarray, work: Workspace | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """FedFTAllocation-v0's (B, 2K) float64 actions in [-1, 1] -> (bandwidth_hz, power_w), (B, K) each.
+
+    With ``work`` they are its arrays, and its ``snr`` the allocation's on the rows' gains (what
+    :func:`advance` with ``work`` then prices).
+    """
+    bandwidth, power, scratch, snr = _allocation_arrays(params, actions.shape[0], work)
+    cfg = params.config
+    kernels.allocate_rows(actions, cfg.bandwidth_hz, cfg.p_max_w, scratch, bandwidth, power, state.gains,
+                          cfg.noise_w_per_hz, snr)
+    return bandwidth, power
+
+
+def requested_allocation(params: Params, state: State, actions: np.ndarray, work: Workspace | None = None
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """FedFTPower-v0's (B, K, 2) float64 actions [power, bandwidth request] -> (bandwidth_hz, power_w), (B, K)
+    (with ``work`` as :func:`allocation`)."""
+    bandwidth, power, scratch, snr = _allocation_arrays(params, actions.shape[0], work)
+    cfg = params.config
+    kernels.request_rows(actions, cfg.bandwidth_hz, cfg.p_max_w, scratch, bandwidth, power, state.gains,
+                         cfg.noise_w_per_hz, snr)
+    return bandwidth, power
+
+
+def state_costs(params: Params, state: State, bandwidth_hz: np.ndarray, power_w: np.ndarray,
+                out: Costs | None = None, snr: np.ndarray | None = None) -> Costs:
+    """:func:`costs_rows` of an allocation (B, K) in the rows' current round (no state change)."""
+    cfg = params.config
+    return costs_rows(params.bits, bandwidth_hz, power_w, state.gains, cfg.noise_w_per_hz, params.cycles,
+                      state.cpu_freq_hz, cfg.kappa, cfg.deadline_s, state.downlink_s, out, snr)
+
+
 def advance(
     params: Params,
     state: State,
     bandwidth_hz: np.ndarray,
     power_w: np.ndarray,
     fading_normals: np.ndarray,
-    new_topic_loss: Callable[[State, Costs], np.ndarray],
+    learning_noise: Callable[[np.ndarray], np.ndarray] | None,
+    work: Workspace | None = None,
+    live_topic_loss: Callable[[State, Costs], np.ndarray] | None = None,
 ) -> Outcome:
     """Play one round of every row with this allocation (B, K), writing ``state`` in place.
 
-    ``new_topic_loss(state, costs)`` gives the topic losses (B, G) after the round (the replay
-    surrogate with its noise, :func:`surrogate_topic_loss`, or the live model); devices that
-    were scheduled are charged their DP-SGD steps (privacy); the energy queue, the round count
-    and the participation advance; then the fading takes the next round's ``fading_normals``
-    (2, B, K) (:func:`draw_fading`).
+    The replay surrogate moves the topic losses with ``learning_noise(num_participants)``, the
+    round's (B, G) standard normals given the (B,) participant counts (:func:`draw_learning_noise`
+    from the learning generator); the live backend passes ``live_topic_loss(state, costs)``, the
+    trained model's (B, G) losses, instead. Devices that were scheduled are charged their DP-SGD
+    steps (privacy); the energy queue, the round count and the participation advance; then the
+    fading takes the next round's ``fading_normals`` (2, B, K) (:func:`draw_fading`). With
+    ``work`` the outcome is written into its arrays (``bandwidth_hz`` and ``power_w`` may be its
+    own, as :func:`allocation` fills them with their SNR).
     """
     cfg = params.config
-    costs = state_costs(params, state, bandwidth_hz, power_w)
-    topic_loss = new_topic_loss(state, costs)
+    if work is None:
+        work = Workspace.of(params, state.num_rows)
+    c = work.costs
+    snr = work.snr
+    if bandwidth_hz is not c.bandwidth_hz or power_w is not c.power_w:
+        c.bandwidth_hz[:] = bandwidth_hz
+        c.power_w[:] = power_w
+        kernels.snr_rows(c.bandwidth_hz, c.power_w, state.gains, cfg.noise_w_per_hz, snr)
+    costs = state_costs(params, state, c.bandwidth_hz, c.power_w, c, snr)
+    if live_topic_loss is None:
+        noise, surrogate = learning_noise(costs.num_participants), params.surrogate_coeffs
+        work.new_topic_loss[:] = state.topic_loss
+    else:
+        noise, surrogate = work.weights, _NO_SURROGATE
+        work.new_topic_loss[:] = live_topic_loss(state, costs)
     if params.private:  # a scheduled device trained and transmitted, even if it missed the deadline
         state.accountant(params).spend(costs.scheduled, cfg.lora.local_steps)
-    table = np.empty((state.num_rows, 3))
     w = cfg.reward
-    kernels.settle_rows(state.topic_loss, topic_loss, costs.sums[:, 0], w.loss_scale, w.energy_weight_per_j,
+    kernels.settle_rows(state.topic_loss, work.new_topic_loss, costs.sums[:, 0], w.loss_scale, w.energy_weight_per_j,
                         cfg.energy_budget_j, costs.participants, fading_normals, params.rho, params.innovation,
                         cfg.channel.fading, state.large_scale_gain, cfg.p_max_w, params.full_band_noise_w, state.loss,
                         state.queue, state.step, state.last_participants, state.fading_re, state.fading_im,
-                        state.gains, state.full_band_snr, table)
+                        state.gains, state.full_band_snr, work.table, surrogate, state.data_sizes,
+                        state.topic_counts, noise, params.initial_topic_loss, work.weights)
     if params.downlink_bits:
         state.downlink_s[:] = _downlink(params, state.gains)
-    return Outcome(costs, table)
+    return work.outcome
 
 
 def transition(
@@ -699,33 +778,33 @@ def transition(
     """The pure replay round: :func:`advance` on a copy of ``state`` with the surrogate's ``learning_noise``
     (B, G) normals (the rows without participants ignore theirs). Returns (next state, outcome)."""
     after = state.copy()
-    out = advance(params, after, bandwidth_hz, power_w, fading_normals,
-                  lambda s, c: surrogate_topic_loss(params, s, c, learning_noise))
+    out = advance(params, after, bandwidth_hz, power_w, fading_normals, lambda m: learning_noise)
     return after, out
 
 
-def features(params: Params, state: State) -> tuple[np.ndarray, np.ndarray]:
-    """What the devices observe: (B, K, 4) float32 per device and (B, 3) float32 per row (the env's
-    ``## Observation Space``)."""
+def features(params: Params, state: State, devices: np.ndarray, globals_: np.ndarray) -> None:
+    """What the devices observe, written into ``devices`` (B, K, 4) float32 per device and ``globals_``
+    (B, M, 3) float32 per row, M copies (the env's ``## Observation Space``)."""
     cfg = params.config
-    b, k = state.gains.shape
-    devices, globals_ = np.empty((b, k, DEVICE_FEATURES), dtype=np.float32), np.empty((b, 3), dtype=np.float32)
     kernels.feature_rows(np.log10(state.full_band_snr), SNR_REF_DB, params.cycles, state.cpu_freq_hz,
                          state.downlink_s, cfg.deadline_s, state.data_sizes, state.last_participants, state.loss,
                          params.initial_loss, state.queue, cfg.energy_budget_j, state.step, cfg.episode_length,
                          devices, globals_)
-    return devices, globals_
 
 
 def observation(params: Params, state: State) -> np.ndarray:
     """(B, 4K + 3) float32: FedFTAllocation-v0's observation of every row (devices' features, device-major,
     then the row's)."""
-    devices, globals_ = features(params, state)
-    return np.concatenate([devices.reshape(len(devices), -1), globals_], axis=1)
+    b, k = state.gains.shape
+    out = np.empty((b, DEVICE_FEATURES * k + 3), dtype=np.float32)
+    features(params, state, out[:, : DEVICE_FEATURES * k].reshape(b, k, DEVICE_FEATURES),
+             out[:, DEVICE_FEATURES * k:].reshape(b, 1, 3))
+    return out
 
 
 def agent_observations(params: Params, state: State) -> np.ndarray:
     """(B, K, 7) float32: FedFTPower-v0's observation of every device (its features, then its row's)."""
-    devices, globals_ = features(params, state)
-    b, k = devices.shape[:2]
-    return np.concatenate([devices, np.broadcast_to(globals_[:, None, :], (b, k, 3))], axis=2)
+    b, k = state.gains.shape
+    out = np.empty((b, k, DEVICE_FEATURES + 3), dtype=np.float32)
+    features(params, state, out[:, :, :DEVICE_FEATURES], out[:, :, DEVICE_FEATURES:])
+    return out

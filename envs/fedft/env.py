@@ -32,6 +32,7 @@ from edgelam.envs.fedft.dynamics import (
     observation,
     requested_allocation,
 )
+from edgelam.envs.fedft.kernels import in_unit_box
 from edgelam.envs.fedft.spec import ALLOCATION, POWER
 
 GLOBAL_FEATURES = 3
@@ -94,7 +95,7 @@ def allocation_info(params: Params, state: State, out: Outcome, row: int) -> dic
         "loss": loss,
         "loss_decrease": previous - loss,
         "topic_loss": state.topic_loss[row].copy(),
-        "participants": c.participants[row],
+        "participants": c.participants[row].copy(),
         "num_participants": num_participants,
         "num_dropped": num_dropped,
         "energy_j": energy,
@@ -104,8 +105,8 @@ def allocation_info(params: Params, state: State, out: Outcome, row: int) -> dic
         "uplink_bits": params.bits,
         "downlink_bits": params.downlink_bits,
         "virtual_queue": state.queue[row].item(),
-        "bandwidth_hz": c.bandwidth_hz[row],
-        "power_w": c.power_w[row],
+        "bandwidth_hz": c.bandwidth_hz[row].copy(),
+        "power_w": c.power_w[row].copy(),
     }
     if params.private:
         eps = state.epsilon(params)[row]
@@ -307,8 +308,7 @@ class FedFTAllocationEnv(gym.Env):
 
     def allocation(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(bandwidth_hz, power_w), (K,) each, of an in-space action (see ``## Action Space``)."""
-        a = check_box(action, self.action_space, "bandwidth shares then powers of the devices")
-        bandwidth, power = allocation(self.fed.params, a.reshape(1, -1))
+        bandwidth, power = allocation(self.fed.params, self.fed.state, self._action(action).reshape(1, -1))
         return bandwidth[0], power[0]
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -319,11 +319,19 @@ class FedFTAllocationEnv(gym.Env):
         return observation(self.fed.params, self.fed.state)[0], {"loss": self.fed.loss,
                                                                  "distance_m": self.fed.distances_m}
 
+    def _action(self, action: Any) -> np.ndarray:
+        """(2K,) float64 of an in-space action (ValueError naming the problem otherwise)."""
+        if type(action) is np.ndarray and action.shape == self.action_space.shape and action.dtype.kind == "f":
+            a = action.astype(np.float64)
+            if in_unit_box(a):
+                return a
+        return check_box(action, self.action_space, "bandwidth shares then powers of the devices")
+
     def step(self, action):
-        a = check_box(action, self.action_space, "bandwidth shares then powers of the devices")
+        a = self._action(action)
         fed = self.fed
         params, state = fed.params, fed.state
-        bandwidth, power = allocation(params, a.reshape(1, -1))
+        bandwidth, power = allocation(params, state, a.reshape(1, -1), fed.work)
         out = fed.advance(bandwidth, power, self.np_random)
         info = allocation_info(params, fed.state, out, 0)
         reward = out.table[0, 2].item()
@@ -421,7 +429,7 @@ class FedFTPowerEnv(ParallelEnv):
         values = [actions[ag] for ag in self.possible_agents]
         if all(type(v) is np.ndarray and v.shape == (2,) and v.dtype.kind in "fiu" for v in values):
             a = np.array(values, dtype=np.float64)
-            if np.isfinite(a).all() and (a >= -1.0).all() and (a <= 1.0).all():
+            if in_unit_box(a.reshape(-1)):
                 return a
         return np.stack(
             [check_box(actions[ag], self.action_space(ag), "[power, bandwidth request]", f"action of {ag}")
@@ -430,7 +438,7 @@ class FedFTPowerEnv(ParallelEnv):
 
     def allocation(self, actions: dict) -> tuple[np.ndarray, np.ndarray]:
         """(bandwidth_hz, power_w), (K,) each, of one action per agent (see ``## Action Space``)."""
-        bandwidth, power = requested_allocation(self.fed.params, self._actions(actions)[None])
+        bandwidth, power = requested_allocation(self.fed.params, self.fed.state, self._actions(actions)[None])
         return bandwidth[0], power[0]
 
     def reset(self, seed: int | None = None, options: dict | None = None):
@@ -448,7 +456,7 @@ class FedFTPowerEnv(ParallelEnv):
         if not self.agents:
             raise ValueError("step() after the episode ended; call reset()")
         fed = self.fed
-        bandwidth, power = requested_allocation(fed.params, self._actions(actions)[None])
+        bandwidth, power = requested_allocation(fed.params, fed.state, self._actions(actions)[None], fed.work)
         out = fed.advance(bandwidth, power, self._np_random)
         rewards, infos, glob = power_rewards_infos(fed.params, fed.state, out, 0, self.possible_agents)
         truncated = bool(fed.state.step[0] >= self.config.episode_length)

@@ -95,6 +95,15 @@ def pairwise_sum(a: np.ndarray, lo: int, n: int) -> float:
 
 
 @njit
+def in_unit_box(a: np.ndarray) -> bool:
+    """Whether every entry of the 1-D ``a`` is a finite number in [-1, 1] (an action in the envs' Box)."""
+    for i in range(a.shape[0]):
+        if not (a[i] >= -1.0 and a[i] <= 1.0):
+            return False
+    return True
+
+
+@njit
 def _max0(x: float) -> float:
     """np.maximum(x, 0.0) (also np.clip(x, 0.0, None))."""
     return x if x >= 0.0 else 0.0
@@ -131,11 +140,20 @@ def project_simplex_row(x: np.ndarray, out: np.ndarray) -> None:
 
 
 @njit
-def allocate_rows(actions, bandwidth_hz, p_max_w, shares, bandwidth, power):
+def snr_rows(bandwidth, power, gains, noise_w_per_hz, out):
+    """``out`` = uplink SNR p g / (N0 b) of every device (0 where b = 0), (B, K)."""
+    for b in range(bandwidth.shape[0]):
+        for i in range(bandwidth.shape[1]):
+            w = bandwidth[b, i]
+            out[b, i] = power[b, i] * gains[b, i] / (noise_w_per_hz * w) if w > 0 else 0.0
+
+
+@njit
+def allocate_rows(actions, bandwidth_hz, p_max_w, shares, bandwidth, power, gains, noise_w_per_hz, snr):
     """FedFTAllocation-v0's action (B, 2K) in [-1, 1] -> ``bandwidth`` (B, K) Hz and ``power`` (B, K) W.
 
     Bandwidth: the simplex projection of (a_k + 1) / 2 times the band; power (a_{K+k} + 1) / 2 p_max.
-    ``shares`` (K,) is scratch.
+    ``shares`` (K,) is scratch; ``snr`` receives :func:`snr_rows` of the allocation on ``gains``.
     """
     k = bandwidth.shape[1]
     for b in range(actions.shape[0]):
@@ -145,14 +163,16 @@ def allocate_rows(actions, bandwidth_hz, p_max_w, shares, bandwidth, power):
         for i in range(k):
             bandwidth[b, i] = bandwidth[b, i] * bandwidth_hz
             power[b, i] = (actions[b, k + i] + 1.0) / 2.0 * p_max_w
+    snr_rows(bandwidth, power, gains, noise_w_per_hz, snr)
 
 
 @njit
-def request_rows(actions, bandwidth_hz, p_max_w, requests, bandwidth, power):
+def request_rows(actions, bandwidth_hz, p_max_w, requests, bandwidth, power, gains, noise_w_per_hz, snr):
     """FedFTPower-v0's actions (B, K, 2) [power, request] -> ``bandwidth`` (B, K) Hz and ``power`` (B, K) W.
 
     Requests r = (a_1 + 1) / 2 are normalised onto the band, b_k = r_k / sum_j r_j B (no band
-    for anyone when the sum is 0); power (a_0 + 1) / 2 p_max. ``requests`` (K,) is scratch.
+    for anyone when the sum is 0); power (a_0 + 1) / 2 p_max. ``requests`` (K,) is scratch;
+    ``snr`` receives :func:`snr_rows` of the allocation on ``gains``.
     """
     k = bandwidth.shape[1]
     for b in range(actions.shape[0]):
@@ -162,15 +182,7 @@ def request_rows(actions, bandwidth_hz, p_max_w, requests, bandwidth, power):
         for i in range(k):
             bandwidth[b, i] = requests[i] / total * bandwidth_hz if total > 0 else 0.0
             power[b, i] = (actions[b, i, 0] + 1.0) / 2.0 * p_max_w
-
-
-@njit
-def snr_rows(bandwidth, power, gains, noise_w_per_hz, out):
-    """``out`` = uplink SNR p g / (N0 b) of every device (0 where b = 0), (B, K)."""
-    for b in range(bandwidth.shape[0]):
-        for i in range(bandwidth.shape[1]):
-            w = bandwidth[b, i]
-            out[b, i] = power[b, i] * gains[b, i] / (noise_w_per_hz * w) if w > 0 else 0.0
+    snr_rows(bandwidth, power, gains, noise_w_per_hz, snr)
 
 
 @njit
@@ -296,17 +308,24 @@ def surrogate_rows(
 def settle_rows(
     topic_loss, new_topic_loss, energy_j, loss_scale, energy_weight_per_j, energy_budget_j, participants,
     normals, rho, innovation, fading, large_scale_gain, p_max_w, noise_w, loss, queue, step, last_participants,
-    fading_re, fading_im, gains, full_band_snr, outcome,
+    fading_re, fading_im, gains, full_band_snr, outcome, surrogate, data_sizes, topic_counts, noise,
+    initial_loss, weights,
 ):
     """End every row's round: losses, reward, energy queue, participation; then the next round's fading.
 
-    ``topic_loss`` (B, G) takes ``new_topic_loss``; ``outcome`` (B, 3) receives the previous
+    With ``surrogate`` (the replay backend: (gain_own, gain_shared, noise_cost, headroom, sigma,
+    decrease_scale)) ``new_topic_loss`` first receives :func:`surrogate_rows` of the round's
+    ``noise`` (``weights`` the topic shares); with an empty one it holds the new losses already
+    (the live model's). ``topic_loss`` (B, G) takes ``new_topic_loss``; ``outcome`` (B, 3) receives the previous
     mean loss, the new one and the reward loss_scale (previous - new) - energy_weight energy_j.
     ``queue`` Z = max(Z + energy - budget, 0), ``step`` += 1, ``last_participants`` = this
     round's. Fading h = rho h + sqrt(1 - rho^2) (z_0 + j z_1) / sqrt(2) from ``normals`` (2, B, K)
     (:func:`edgelam.envs.core.channel.gauss_markov_step`), ``gains`` = large-scale gain |h|^2
     (|h|^2 = 1 without ``fading``) and ``full_band_snr`` = max(p_max gain / ``noise_w``, 1e-30).
     """
+    if surrogate.shape[0]:
+        surrogate_rows(participants, data_sizes, topic_counts, topic_loss, noise, initial_loss, surrogate[0],
+                       surrogate[1], surrogate[2], surrogate[3], surrogate[4], surrogate[5], weights, new_topic_loss)
     k = gains.shape[1]
     g = topic_loss.shape[1]
     half = math.sqrt(0.5)
@@ -338,11 +357,12 @@ def feature_rows(
     log10_snr, snr_ref_db, cycles, cpu_freq_hz, downlink_s, deadline_s, data_sizes, last_participants, loss,
     initial_loss, queue, energy_budget_j, step, episode_length, devices, globals_,
 ):
-    """The observation's numbers: ``devices`` (B, K, 4) float32 and ``globals_`` (B, 3) float32.
+    """The observation's numbers: ``devices`` (B, K, 4) float32 and ``globals_`` (B, M, 3) float32.
 
     Per device: clip(10 log10 SNR / ``snr_ref_db``, -2, 3), clip((cycles / f + download) /
-    deadline, 0, 2), data share, last participation; per row: min(loss / initial loss, 2),
-    min(queue / (10 max(budget, 1e-12)), 10), min(step / episode length, 1).
+    deadline, 0, 2), data share, last participation; per row (written to each of its M
+    slots): min(loss / initial loss, 2), min(queue / (10 max(budget, 1e-12)), 10), min(step /
+    episode length, 1).
     """
     k = devices.shape[1]
     budget = energy_budget_j if energy_budget_j >= 1e-12 else 1e-12
@@ -355,6 +375,10 @@ def feature_rows(
             devices[b, i, 1] = np.float32(_clip((cycles / cpu_freq_hz[b, i] + downlink_s[b, i]) / deadline_s, 0.0, 2.0))
             devices[b, i, 2] = np.float32(float(data_sizes[b, i]) / float(total))
             devices[b, i, 3] = np.float32(1.0 if last_participants[b, i] else 0.0)
-        globals_[b, 0] = np.float32(min(loss[b] / initial_loss, 2.0))
-        globals_[b, 1] = np.float32(min(queue[b] / (10.0 * budget), 10.0))
-        globals_[b, 2] = np.float32(min(step[b] / episode_length, 1.0))
+        g0 = np.float32(min(loss[b] / initial_loss, 2.0))
+        g1 = np.float32(min(queue[b] / (10.0 * budget), 10.0))
+        g2 = np.float32(min(step[b] / episode_length, 1.0))
+        for m in range(globals_.shape[1]):
+            globals_[b, m, 0] = g0
+            globals_[b, m, 1] = g1
+            globals_[b, m, 2] = g2
