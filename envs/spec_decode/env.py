@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import gymnasium as gym
@@ -10,27 +9,17 @@ import numpy as np
 from gymnasium import spaces
 
 from edgelam.envs.core.actions import MultiDiscreteAction
-from edgelam.envs.core.channel import MIN_RATE_BPS, WirelessLink, ergodic_rate_bps, rate_from_snr_bps
 from edgelam.envs.core.config import load_scenario
 from edgelam.envs.core.hardware import load_hardware_catalog
-from edgelam.envs.core.load import ar1_load_step
 from edgelam.envs.core.model_cards import get_model_card
-from edgelam.envs.core.queues import virtual_queue_step
 from edgelam.envs.core.render import RENDER_FPS, RENDER_MODES, Panel, Renderer
+from edgelam.envs.spec_decode import dynamics as dyn
 from edgelam.envs.spec_decode.config import TARGET_CARD, SpecDecodeConfig
-from edgelam.envs.spec_decode.dynamics import (
-    RoundTables,
-    accepted_run,
-    block_rounds,
-    blockage_loss_db,
-    build_tables,
-    round_cost,
-)
+from edgelam.envs.spec_decode.dynamics import QUEUE_SCALE, RTT_SCALE_S, Params, RoundTables, State, build_tables
 from edgelam.envs.spec_decode.spec import SPEC
 
 BACKENDS = ("replay", "live")
-RTT_SCALE_S = 0.1
-QUEUE_SCALE = 10.0
+__all__ = ["BACKENDS", "QUEUE_SCALE", "RTT_SCALE_S", "SpecDecodeEnv", "make_params", "observation_space"]
 
 # what render_mode='rgb_array' draws, against the step index (edgelam.envs.core.render)
 RENDER_PANELS = (
@@ -61,6 +50,53 @@ def _acceptance_tables(cfg: SpecDecodeConfig) -> tuple[np.ndarray, np.ndarray, n
     rows = [variants.index(v) for v in cfg.draft_variants]
     beta = np.asarray(prof["beta"], dtype=np.float64)[rows, temps.index(cfg.temperature)]
     return beta, np.asarray(prof["prompt_index"]), np.asarray(prof["prompt_len"]), str(prof["target"])
+
+
+def make_params(cfg: SpecDecodeConfig, episode_length: int | None = None) -> tuple[Params, str]:
+    """The simulator's :class:`~.dynamics.Params` of a scenario and the executed target (``"iid"`` without one).
+
+    Acceptance from the replay profile (or ``iid_alpha``), round prices by the roofline on the
+    scenario's cards and hardware; ``episode_length`` caps the scenario's (a vector env's ``max_episode_steps``).
+    """
+    n = cfg.tokens_per_request
+    v = len(cfg.draft_variants)
+    if cfg.iid_alpha is None:
+        beta, prompt_ids, prompt_len, executed_target = _acceptance_tables(cfg)
+    else:  # i.i.d. acceptance: no draft runs, no profile is read
+        beta = np.full((v, 1, n), cfg.iid_alpha)
+        prompt_ids, prompt_len, executed_target = np.zeros(1, np.int64), np.full(1, 64), "iid"
+    target = get_model_card(cfg.target_card)
+    drafts = [
+        (target if c == TARGET_CARD else get_model_card(c), f, b)
+        for c, f, b in zip(cfg.draft_cards, cfg.draft_layer_fraction, cfg.draft_weight_bits, strict=True)
+    ]
+    catalog = load_hardware_catalog()
+    tables = build_tables(
+        cfg.topology == "edge_draft",
+        target,
+        cfg.target_weight_bits,
+        drafts,
+        catalog[cfg.device_hw],
+        catalog[cfg.edge_hw],
+        cfg.gamma_max,
+        float(np.mean(prompt_len)) + n / 2.0,
+        cfg.token_id_bytes,
+        cfg.prob_bytes_per_token,
+        cfg.verdict_bytes,
+        cfg.rtt_s,
+        cfg.channel.tx_power_w,
+        cfg.channel.slot_s,
+    )
+    space = observation_space(v)
+    return Params.build(cfg, tables, beta, prompt_ids, space.high, episode_length), executed_target
+
+
+def observation_space(num_variants: int) -> spaces.Box:
+    """Box of the observation: ``num_variants + 10`` values (layout in the env docstring)."""
+    low = np.zeros(num_variants + 10, dtype=np.float32)
+    high = np.ones(num_variants + 10, dtype=np.float32)
+    high[0], high[1], high[-1] = 1.5, 20.0, QUEUE_SCALE
+    return spaces.Box(low, high, dtype=np.float32)
 
 
 class SpecDecodeEnv(gym.Env):
@@ -121,11 +157,14 @@ class SpecDecodeEnv(gym.Env):
     ``dynamics.py``.
 
     ## Vector env
+    The simulator is :mod:`~edgelam.envs.spec_decode.dynamics` over a batched ``State``: this
+    env is one row of it (``env.state``, advanced in place; the properties below read it).
     ``gym.make_vec("edgelam/SpecDecode-v0", num_envs=B, vectorization_mode="vector_entry_point")``
-    runs B users' rounds with numpy (:class:`edgelam.envs.spec_decode.vector.SpecDecodeVectorEnv`,
-    replay backend, next-step autoreset); with B = 1 it equals this env for the same seed.
-    Both draw the random numbers of the rounds (fading, loads, shadowing under drift,
-    acceptance uniforms) in blocks of rounds (:func:`~edgelam.envs.spec_decode.dynamics.block_rounds`).
+    steps B rows with the same compiled round
+    (:class:`edgelam.envs.spec_decode.vector.SpecDecodeVectorEnv`, replay backend, next-step
+    autoreset); with B = 1 it equals this env bit for bit for the same seed. Both draw the
+    random numbers of the rounds (fading, loads, shadowing under drift, acceptance uniforms)
+    in blocks of rounds (:func:`~edgelam.envs.spec_decode.dynamics.block_rounds`).
 
     ## Version History
     * v0: initial release.
@@ -147,305 +186,134 @@ class SpecDecodeEnv(gym.Env):
         self.config: SpecDecodeConfig = load_scenario(SpecDecodeConfig, SPEC.scenario_dir, scenario, overrides)
         self.scenario, self.overrides, self.backend, self.render_mode = scenario, dict(overrides), backend, render_mode
         cfg = self.config
-        n = cfg.tokens_per_request
-        self.num_variants = len(cfg.draft_variants)
-        if cfg.iid_alpha is None:
-            beta, self.prompt_ids, prompt_len, self.executed_target = _acceptance_tables(cfg)
-        else:  # i.i.d. acceptance: no draft runs, no profile is read
-            beta = np.full((self.num_variants, 1, n), cfg.iid_alpha)
-            self.prompt_ids, prompt_len, self.executed_target = np.zeros(1, np.int64), np.full(1, 64), "iid"
-        self.num_prompts = beta.shape[1]
-        self.beta = beta  # (V, P, N) per-position acceptance probability
-        self.mean_acceptance = beta[:, :, :n].mean(axis=(1, 2))  # (V,) profile mean, the prior of the EMA
-        self._beta_rows = [[list(map(float, beta[v, p])) for p in range(self.num_prompts)] for v in range(len(beta))]
-        target = get_model_card(cfg.target_card)
-        drafts = [
-            (target if c == TARGET_CARD else get_model_card(c), f, b)
-            for c, f, b in zip(cfg.draft_cards, cfg.draft_layer_fraction, cfg.draft_weight_bits, strict=True)
-        ]
-        catalog = load_hardware_catalog()
-        self.tables: RoundTables = build_tables(
-            cfg.topology == "edge_draft",
-            target,
-            cfg.target_weight_bits,
-            drafts,
-            catalog[cfg.device_hw],
-            catalog[cfg.edge_hw],
-            cfg.gamma_max,
-            float(np.mean(prompt_len)) + n / 2.0,
-            cfg.token_id_bytes,
-            cfg.prob_bytes_per_token,
-            cfg.verdict_bytes,
-            cfg.rtt_s,
-            cfg.channel.tx_power_w,
-            cfg.channel.slot_s,
-        )
-        self.link = WirelessLink(cfg.channel, n_links=1)
-        # per-round constants of the Python-float fast path of the link and the loads (see _advance_channel_and_load)
-        fading = self.link.fading
-        self._rho, self._cn_scale = float(fading.rho), float(fading.cn_scale)
-        self._tx_w, self._noise_w, self._fading = cfg.channel.tx_power_w, self.link.noise_w, cfg.channel.fading
-        self._loads = [(x.mean, x.corr, x.innovation_std, x.max_util) for x in (cfg.edge_load, cfg.device_load)]
-        self._block_len = block_rounds(cfg.episode_length, 1)
-        self._prompt_id_list = [int(x) for x in self.prompt_ids]
+        self.params, self.executed_target = make_params(cfg)
+        p = self.params
+        self.tables: RoundTables = p.tables
+        self.num_variants = p.num_variants
+        self.num_prompts = p.num_prompts
+        self.beta = p.beta  # (V, P, N) per-position acceptance probability
+        self.mean_acceptance = p.mean_acceptance  # (V,) profile mean, the prior of the EMA
+        self.prompt_ids = p.prompt_ids
+        self._beta_rows = [[list(map(float, row)) for row in variant] for variant in p.beta]  # accepted_if's lists
+        self._prompt_id_list = [int(x) for x in p.prompt_ids]
+        self._block_len = dyn.block_rounds(cfg.episode_length, 1)
         self._live = None
         if backend == "live" and cfg.iid_alpha is None:
             from edgelam.envs.spec_decode.live import LiveSpeculation
 
             self._live = LiveSpeculation(self.executed_target, cfg.draft_variants, cfg.temperature)
-
-        v = self.num_variants
-        self.action_space = spaces.MultiDiscrete([cfg.gamma_max + 1, v])
+        self.action_space = spaces.MultiDiscrete([cfg.gamma_max + 1, p.num_variants])
         self._check_action = MultiDiscreteAction(self.action_space, "[gamma, draft_variant]")
-        low = np.zeros(v + 10, dtype=np.float32)
-        high = np.ones(v + 10, dtype=np.float32)
-        high[0], high[1], high[-1] = 1.5, 20.0, QUEUE_SCALE
-        self.observation_space = spaces.Box(low, high, dtype=np.float32)
-        self._obs_high = [float(x) for x in high]
-        self._rtt_obs = min(max(cfg.rtt_s / RTT_SCALE_S, 0.0), self._obs_high[1])
-        self._reset_state()
+        self.observation_space = observation_space(p.num_variants)
+        self._control = np.zeros((4, 1), dtype=np.int64)
+        self._control[dyn.LIVE_ACCEPTED] = -1
+        self._result = dyn.tables_for(1, p.num_variants)
+        self._on_requests = self._start_live if self._live is not None else None
+        self.state: State = dyn.State.empty(1, p.num_variants, cfg.gamma_max, self._block_len)  # replaced by reset()
 
-    def _reset_state(self) -> None:
-        cfg = self.config
-        self._round = 0
-        self._requests_done = 0
-        self._prompt = 0
-        self._pos = 0
-        self._edge_util = cfg.edge_load.mean
-        self._device_util = cfg.device_load.mean
-        self._rate = 1.0
-        self._est_rate = 1.0
-        self._ergodic = 1.0
-        self._est_ergodic = 1.0
-        self._mean_snr = -1.0
-        self._est_mean_snr = -1.0
-        self._clock_s = 0.0
-        self._snr = 0.0
-        self._distance = 0.0
-        self._battery = cfg.battery_j
-        self._queue = 0.0
-        self._ema = [float(a) for a in self.mean_acceptance]
-        self._last_accepted = 0
-        self._last_proposed = 0
-        self._uniforms: list[float] = []
-        self._hr = self._hi = 0.0  # fading coefficient h of the link (real, imaginary)
-        self._ls_gain = 1.0  # large-scale gain (path loss, shadowing) of the link
-        self._block_pos = self._block_len  # no block drawn yet
-        self._normals: list[list[float]] = []
-        self._uniform_block: list[list[float]] = []
-
-    # -- state read by baselines (oracle / estimates) ---------------------------------------------
+    # -- state read by baselines (oracle / estimates): views of env.state, the simulator's one row ------------
 
     @property
     def true_rate_bps(self) -> float:
         """True link rate of the coming round (oracle knowledge)."""
-        return self._rate
+        return self.state.real[dyn.RATE, 0].item()
 
     def estimated_rate_bps(self) -> float:
         """Link rate the controller knows: the one measured in the previous round."""
-        return self._est_rate
+        return self.state.real[dyn.EST_RATE, 0].item()
 
     @property
     def true_ergodic_rate_bps(self) -> float:
         """Fading-averaged rate of the coming round's large-scale SNR (oracle knowledge)."""
-        return self._ergodic
+        return self.state.real[dyn.ERGODIC, 0].item()
 
     def estimated_ergodic_rate_bps(self) -> float:
         """Fading-averaged rate the controller knows: that of the previous round's large-scale SNR."""
-        return self._est_ergodic
+        return self.state.real[dyn.EST_ERGODIC, 0].item()
 
     def estimated_mean_snr(self) -> float:
         """Large-scale (fading-averaged) linear SNR of the previous round, blockage included."""
-        return self._est_mean_snr
+        return self.state.real[dyn.EST_MEAN_SNR, 0].item()
 
     @property
     def edge_util(self) -> float:
         """Background utilisation of the edge (announced)."""
-        return self._edge_util
+        return self.state.real[dyn.EDGE_UTIL, 0].item()
 
     @property
     def device_util(self) -> float:
         """Background utilisation of the device."""
-        return self._device_util
+        return self.state.real[dyn.DEVICE_UTIL, 0].item()
 
     @property
     def acceptance_ema(self) -> list[float]:
         """Running estimate of each draft's per-token acceptance rate alpha."""
-        return list(self._ema)
+        return self.state.ema[0].tolist()
 
     @property
     def tokens_left(self) -> int:
         """Tokens still to generate in the current request."""
-        return self.config.tokens_per_request - self._pos
+        return self.config.tokens_per_request - int(self.state.count[dyn.POS, 0])
 
     @property
     def virtual_queue(self) -> float:
         """Energy-per-token virtual queue Z (0 without a budget)."""
-        return self._queue
+        return self.state.real[dyn.QUEUE, 0].item()
 
     def accepted_if(self, gamma: int, variant: int) -> int:
         """Draft tokens this round WOULD accept with (gamma, variant) in replay (oracle knowledge)."""
         n_draft = min(gamma, self.tokens_left - 1)
-        return accepted_run(self._beta_rows[variant][self._prompt], self._pos, n_draft, self._uniforms)
-
-    # -- dynamics --------------------------------------------------------------------------------
-
-    def _new_request(self) -> None:
-        rng = self.np_random
-        self._prompt = int(rng.integers(self.num_prompts))
-        self._pos = 0
-        seed = int(rng.integers(2**31))  # drawn by both backends: one env seed, one prompt sequence
-        if self._live is not None:
-            self._live.start(int(self.prompt_ids[self._prompt]), seed)
-
-    def _draw_block(self) -> None:
-        """Random numbers of the next ``block_rounds`` rounds: per round the fading innovation (2 normals), the
-        edge and device load shocks (2), the shadowing innovation of ``drift_mps`` (1) and the acceptance uniforms."""
-        rng, k = self.np_random, self._block_len
-        self._normals = rng.standard_normal((k, 5)).tolist()
-        self._uniform_block = rng.random((k, self.config.gamma_max)).tolist()
-        self._block_pos = 0
-
-    def _advance_channel_and_load(self, elapsed_s: float) -> None:
-        """Next round's link (fading, drift, blockage), background loads and acceptance uniforms.
-
-        The link is :meth:`WirelessLink.step_from` on Python floats, bit for bit, and
-        :meth:`WirelessLink.move_one` under drift: one user does not pay for numpy calls on
-        arrays of one element.
-        """
-        cfg = self.config
-        k = self._block_pos
-        if k == self._block_len:
-            self._draw_block()
-            k = 0
-        self._block_pos = k + 1
-        z = self._normals[k]
-        if cfg.drift_mps != 0.0:
-            d = min(max(self._distance + cfg.drift_mps * elapsed_s, 10.0), 5000.0)
-            self._ls_gain = self.link.move_one(d, abs(d - self._distance), z[4])
-            self._distance = d
-        self._clock_s += elapsed_s
-        self._est_rate, self._est_ergodic, self._est_mean_snr = self._rate, self._ergodic, self._mean_snr
-        rho, c = self._rho, self._cn_scale
-        hr = self._hr = rho * self._hr + c * z[0]
-        hi = self._hi = rho * self._hi + c * z[1]
-        ls_gain = self._ls_gain
-        gain = ls_gain * (hr * hr + hi * hi) if self._fading else ls_gain
-        snr = self._tx_w * gain / self._noise_w
-        mean_snr = self._tx_w * ls_gain / self._noise_w
-        if cfg.blockage.loss_db > 0.0:
-            loss_db = blockage_loss_db(cfg.blockage, self._clock_s)
-            if loss_db > 0.0:
-                snr *= 10.0 ** (-loss_db / 10.0)
-                mean_snr *= 10.0 ** (-loss_db / 10.0)
-        self._snr = snr
-        self._rate = rate_from_snr_bps(cfg.channel.bandwidth_hz, snr)
-        if mean_snr != self._mean_snr:  # large-scale change (blockage, drift): re-evaluate the closed form
-            self._mean_snr = mean_snr
-            self._ergodic = max(ergodic_rate_bps(cfg.channel.bandwidth_hz, mean_snr), 1.0)
-        edge, device = self._loads
-        self._edge_util = ar1_load_step(self._edge_util, *edge, z[2])
-        self._device_util = ar1_load_step(self._device_util, *device, z[3])
-        self._uniforms = self._uniform_block[k]
-
-    def _obs(self) -> np.ndarray:
-        cfg = self.config
-        budget = cfg.energy_budget_j_per_token
-        queue = 0.0 if budget is None else min(self._queue / (QUEUE_SCALE * max(budget, 1e-12)), QUEUE_SCALE)
-        g = cfg.gamma_max
-        # clipped to the Box where a value can leave it (the rate's log is >= 0 as the rate is >= 1 bit/s; loads
-        # are clipped when drawn; accepted <= proposed <= gamma_max; 0 <= tokens and requests left <= their totals)
-        return np.array(
-            [
-                min(math.log10(max(self._est_rate, MIN_RATE_BPS)) / 10.0, 1.5),
-                self._rtt_obs,
-                self._edge_util,
-                self._device_util,
-                *[min(max(a, 0.0), 1.0) for a in self._ema],
-                self._last_accepted / g,
-                self._last_proposed / g,
-                (cfg.tokens_per_request - self._pos) / cfg.tokens_per_request,
-                (cfg.requests_per_episode - self._requests_done) / cfg.requests_per_episode,
-                min(max(self._battery / cfg.battery_j, 0.0), 1.0),
-                queue,
-            ],
-            dtype=np.float32,
-        )
+        s = self.state
+        return dyn.accepted_run(self._beta_rows[variant][int(s.count[dyn.PROMPT, 0])], int(s.count[dyn.POS, 0]),
+                                n_draft, s.uniforms[0].tolist())
 
     # -- Gymnasium API ---------------------------------------------------------------------------
+
+    def _start_live(self, rows: np.ndarray, seeds: np.ndarray) -> None:
+        """The live backend begins the request whose prompt and seed were just drawn."""
+        self._live.start(self._prompt_id_list[int(self.state.count[dyn.PROMPT, 0])], int(seeds[0]))
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
         if self._renderer.history is not None:
             self._renderer.history.clear()
-        cfg, rng = self.config, self.np_random
-        self._reset_state()
-        self._distance = float(rng.uniform(*cfg.distance_m))
-        self.link.reset(rng, self._distance)
-        h = complex(self.link.fading.h[0])
-        self._hr, self._hi, self._ls_gain = h.real, h.imag, float(self.link.large_scale_gain[0])
-        self._new_request()
-        self._advance_channel_and_load(0.0)
-        self._est_rate, self._est_ergodic, self._est_mean_snr = self._rate, self._ergodic, self._mean_snr
-        return self._obs(), {"link_rate_bps": self._rate, "distance_m": self._distance}
+        self.state, result = dyn.initial(self.params, self.np_random, 1, self._block_len, self._on_requests)
+        return result.obs[0], {"link_rate_bps": self.state.real[dyn.RATE, 0].item(),
+                               "distance_m": self.state.real[dyn.DISTANCE, 0].item()}
 
     def step(self, action):
         gamma, variant = self._check_action(action)
-        cfg = self.config
-        n_draft = min(gamma, self.tokens_left - 1)
-        if n_draft > 0 and self._live is not None:
-            accepted = self._live.round(variant, n_draft)
-        elif n_draft > 0:
-            accepted = accepted_run(self._beta_rows[variant][self._prompt], self._pos, n_draft, self._uniforms)
-        else:
-            accepted = 0
-            if self._live is not None:
+        cfg, control, result = self.config, self._control, self._result
+        control[dyn.GAMMA, 0], control[dyn.VARIANT, 0] = gamma, variant
+        if self._live is not None:
+            n_draft = min(gamma, self.tokens_left - 1)
+            control[dyn.LIVE_ACCEPTED, 0] = self._live.round(variant, n_draft) if n_draft > 0 else 0
+            if n_draft <= 0:
                 self._live.round(variant, 0)
-        emitted = accepted + 1
-        latency, energy = round_cost(
-            self.tables, n_draft, variant, self._rate, self._edge_util, self._device_util, self._ergodic
-        )
-        if n_draft > 0:
-            tested = accepted + (accepted < n_draft)
-            eta = 1.0 - (1.0 - cfg.acceptance_ema) ** tested
-            self._ema[variant] += eta * (accepted / tested - self._ema[variant])
-        self._last_accepted, self._last_proposed = accepted, n_draft
-        self._pos += emitted
-        self._battery -= energy
-        reward = -(latency + cfg.reward.energy_weight_per_j * energy) / cfg.tokens_per_request
+        dyn.advance(self.params, self.state, control, self.np_random, result, self._on_requests)
+        latency, energy, reward, rate, edge_util, device_util = result.out[:, 0].tolist()
+        emitted, accepted, proposed, prompt = result.counts[:, 0].tolist()
+        request_done, _, terminated, truncated = result.flags[:, 0].tolist()
         info = {
             "latency_s": latency,
             "energy_j": energy,
             "tokens": emitted,
             "accepted_tokens": accepted,
-            "proposed_tokens": n_draft,
+            "proposed_tokens": proposed,
             "gamma": gamma,
             "draft_variant": cfg.draft_variants[variant],
-            "link_rate_bps": self._rate,
-            "edge_util": self._edge_util,
-            "device_util": self._device_util,
-            "prompt_index": self._prompt_id_list[self._prompt],
+            "link_rate_bps": rate,
+            "edge_util": edge_util,
+            "device_util": device_util,
+            "prompt_index": self._prompt_id_list[prompt],
         }
-        budget = cfg.energy_budget_j_per_token
-        if budget is not None:
-            self._queue = virtual_queue_step(self._queue, energy, budget * emitted)
-            info["virtual_queue"] = self._queue
-        self._round += 1
-        terminated = False
-        if self._pos >= cfg.tokens_per_request:
-            self._requests_done += 1
+        if cfg.energy_budget_j_per_token is not None:
+            info["virtual_queue"] = self.state.real[dyn.QUEUE, 0].item()
+        if request_done:
             info["request_done"] = True
-            if self._requests_done >= cfg.requests_per_episode:
-                terminated = True
-            else:
-                self._new_request()
-        if self._battery <= 0.0:
-            terminated = True
-        truncated = self._round >= cfg.episode_length
-        self._advance_channel_and_load(latency)
         if self._renderer.history is not None:
             self._renderer.history.append(action, reward, info)
-        return self._obs(), float(reward), terminated, truncated, info
+        return result.obs[0].copy(), reward, terminated, truncated, info
 
     def render(self):
         """The current frame: a text line (``ansi``) or an image of the recent steps (``rgb_array``)."""

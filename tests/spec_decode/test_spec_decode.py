@@ -282,7 +282,7 @@ def test_blockage_loss_ramps_and_follows_the_episode_clock():
     blocked = []
     done = False
     while not done:
-        clock = base._clock_s
+        clock = float(base.state.clock_s[0])
         _, _, terminated, truncated, _ = env.step(np.array([0, 0]))
         blocked.append((clock, base.estimated_mean_snr()))
         done = terminated or truncated

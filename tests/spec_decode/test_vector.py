@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -9,29 +11,21 @@ import pytest
 import edgelam.envs  # noqa: F401
 from edgelam.envs.spec_decode import dynamics
 from edgelam.envs.spec_decode.config import BlockageConfig
-from edgelam.envs.spec_decode.dynamics import (
-    accepted_run,
-    accepted_runs,
-    batch_tables,
-    blockage_loss_db,
-    round_cost,
-)
+from edgelam.envs.spec_decode.dynamics import accepted_run, blockage_loss_db, round_cost
 from edgelam.envs.spec_decode.env import SpecDecodeEnv
 from edgelam.envs.spec_decode.vector import SpecDecodeVectorEnv
 
 ENV_ID = "edgelam/SpecDecode-v0"
+SCENARIOS = sorted(p.stem for p in (Path(__file__).parents[2] / "configs" / "scenarios" / "spec_decode").glob("*.yaml"))
 
 
 def _assert_info_equal(single: dict, vec: dict, t: int) -> None:
-    """The single env's info equals the vector env's entry 0; keys it lacks are masked out there."""
+    """The single env's info equals the vector env's entry 0 bit for bit; keys it lacks are masked out there."""
     for key, value in single.items():
         mask = vec.get(f"_{key}")
         assert mask is None or mask[0], (t, key)
         got = vec[key][0]
-        if isinstance(value, float):  # math.log2 (single) vs np.log2 (batch) may differ in the last bit
-            assert got == pytest.approx(value, rel=1e-12, abs=0.0), (t, key)
-        else:
-            assert value == got, (t, key, value, got)
+        assert value == got and type(got.item() if isinstance(got, np.generic) else got) is type(value), (t, key)
     for key in vec:
         if not key.startswith("_") and key not in single:
             assert not vec[f"_{key}"][0], (t, key)
@@ -39,11 +33,12 @@ def _assert_info_equal(single: dict, vec: dict, t: int) -> None:
 
 @pytest.mark.parametrize(
     "overrides",
-    [{}, {"scenario": "blockage"}, {"scenario": "device_draft"}, {"scenario": "iid"}, {"battery_j": 5.0}],
-    ids=["default", "blockage_drift", "device_draft", "iid", "battery_empties"],
+    [{"scenario": s} for s in SCENARIOS] + [{"battery_j": 5.0}, {"scenario": "iid", "drift_mps": -3.0}],
+    ids=[*SCENARIOS, "battery_empties", "iid_drift"],
 )
 def test_one_user_vector_env_equals_the_single_env(overrides):
-    """Same seed, same actions: same observations, rewards, ends and info over full episodes and resets."""
+    """Same seed, same actions: the same observations, rewards, ends and info, bit for bit, over full episodes and
+    resets, for every shipped scenario (both run the one compiled round)."""
     single = SpecDecodeEnv(**overrides)
     vec = SpecDecodeVectorEnv(num_envs=1, **overrides)
     rng = np.random.default_rng(0)
@@ -57,7 +52,7 @@ def test_one_user_vector_env_equals_the_single_env(overrides):
         obs_s, r_s, term_s, trunc_s, info_s = single.step(action)
         obs_v, r_v, term_v, trunc_v, info_v = vec.step(action[None])
         assert np.array_equal(obs_s, obs_v[0]), t
-        assert r_v[0] == pytest.approx(r_s, rel=1e-12, abs=0.0), t
+        assert r_v[0] == r_s and type(r_s) is float, t
         assert (term_s, trunc_s) == (bool(term_v[0]), bool(trunc_v[0])), t
         _assert_info_equal(info_s, info_v, t)
         if term_s or trunc_s:
@@ -135,7 +130,15 @@ def test_partial_reset_with_a_mask():
     for _ in range(5):
         vec.step(np.tile([4, 0], (4, 1)))
     mask = np.array([False, True, False, True])
+    before = vec.state.copy()
     new, info = vec.reset(options={"reset_mask": mask})
+    # the other users keep their episode (requests, position, battery, queue, clock, acceptance estimates)
+    after = vec.state
+    assert np.array_equal(after.count[:, ~mask], before.count[:, ~mask])
+    for name in ("battery_j", "virtual_queue", "clock_s", "ema", "distance_m"):
+        assert np.array_equal(getattr(after, name)[~mask], getattr(before, name)[~mask]), name
+        assert not np.array_equal(getattr(after, name)[mask], getattr(before, name)[mask]), name
+    assert np.all(after.round[mask] == 0) and np.all(after.clock_s[mask] == 0.0)
     v = vec.num_variants
     assert np.all(new[mask, v + 6 : v + 9] == 1.0) and np.all(new[~mask, v + 6] < 1.0)
     assert np.array_equal(info["_distance_m"], mask)
@@ -186,33 +189,49 @@ def test_lone_resets_keep_the_statistics_of_the_single_env():
     assert abs(np.corrcoef(pairs.T)[0, 1]) < 0.2  # a stale link would correlate consecutive episodes
 
 
-def test_batched_dynamics_equal_the_per_round_functions():
-    """accepted_runs and round_cost on arrays give, element by element, the scalar results."""
-    env = SpecDecodeEnv()
-    rng = np.random.default_rng(0)
-    beta = env.beta
-    v, p, n = beta.shape
-    g = env.config.gamma_max
-    b = 500
-    variant, prompt, pos = rng.integers(0, v, b), rng.integers(0, p, b), rng.integers(0, n, b)
-    n_draft = np.minimum(rng.integers(0, g + 1, b), n - 1 - pos)
-    variant[0], prompt[0], pos[0], n_draft[0] = v - 1, p - 1, n - 1, 0  # the very end of the table
-    uniforms = rng.random((g, b)) * 0.9
-    got = accepted_runs(beta, variant, prompt, pos, n_draft, uniforms)
-    want = [accepted_run(list(beta[variant[i], prompt[i]]), pos[i], n_draft[i], list(uniforms[:, i])) for i in range(b)]
-    assert np.array_equal(got, want) and len(set(want)) > 3
-    for edge_draft in (True, False):
-        t = SpecDecodeEnv(topology="edge_draft" if edge_draft else "device_draft").tables
-        batch = batch_tables(t)
-        gamma = rng.integers(0, g + 1, b)
-        rate = 10.0 ** rng.uniform(3, 9, b)
-        utils = rng.uniform(0, 0.9, (2, b))
-        ergodic = rate * rng.uniform(0.5, 2.0, b)
-        lat, en = round_cost(batch, gamma, variant, rate, utils[0], utils[1], ergodic)
-        for i in range(b):
-            one = round_cost(t, int(gamma[i]), int(variant[i]), rate[i].item(), utils[0, i].item(), utils[1, i].item(),
-                             ergodic[i].item())
-            assert (lat[i], en[i]) == one, i
+def test_the_compiled_round_prices_and_accepts_as_the_per_round_functions():
+    """The state after a vector step holds what round_cost and accepted_run (the baselines' functions) give."""
+    for topology in ("edge_draft", "device_draft"):
+        vec = SpecDecodeVectorEnv(num_envs=64, topology=topology)
+        vec.reset(seed=4)
+        rng = np.random.default_rng(0)
+        seen = set()
+        for _ in range(30):
+            s = vec.state
+            before = {name: getattr(s, name).copy() for name in ("rate_bps", "ergodic_rate_bps", "edge_util",
+                                                                  "device_util", "pos", "prompt", "uniforms")}
+            actions = rng.integers(0, [vec.config.gamma_max + 1, vec.num_variants], (64, 2))
+            info = vec.step(actions)[4]
+            stepped = info.get("_latency_s", np.ones(64, dtype=bool))
+            for i in np.flatnonzero(stepped):
+                n = min(int(actions[i, 0]), vec.config.tokens_per_request - int(before["pos"][i]) - 1)
+                want = accepted_run(list(vec.beta[actions[i, 1], before["prompt"][i]]), int(before["pos"][i]), n,
+                                    list(before["uniforms"][i]))
+                assert info["accepted_tokens"][i] == want and info["proposed_tokens"][i] == n
+                seen.add(want)
+                lat, en = round_cost(vec.tables, n, int(actions[i, 1]), before["rate_bps"][i].item(),
+                                     before["edge_util"][i].item(), before["device_util"][i].item(),
+                                     before["ergodic_rate_bps"][i].item())
+                assert (info["latency_s"][i], info["energy_j"][i]) == (lat, en), i
+        assert len(seen) > 3
+
+
+def test_transition_is_pure_and_equals_the_in_place_step():
+    """dynamics.transition leaves its state untouched and gives the vector env's step for the same draws."""
+    vec = SpecDecodeVectorEnv(num_envs=16)
+    vec.reset(seed=2)
+    actions = np.random.default_rng(3).integers(0, [9, 4], (16, 2))
+    snapshot = vec.state.copy()
+    rng = np.random.default_rng(7)
+    after, reward, cost, info = dynamics.transition(vec.params, vec.state, actions, rng)
+    assert np.array_equal(vec.state.real, snapshot.real) and np.array_equal(vec.state.count, snapshot.count)
+    vec.np_random = np.random.default_rng(7)
+    _, r, _, _, vinfo = vec.step(actions)
+    assert np.array_equal(r, reward) and np.array_equal(vinfo["energy_j"], cost)
+    assert np.array_equal(vec.state.real, after.real) and np.array_equal(vec.state.count, after.count)
+    assert np.array_equal(info["tokens"], vinfo["tokens"])
+    obs = dynamics.observation(vec.params, after)
+    assert obs.shape == (16, vec.num_variants + 10) and vec.single_observation_space.contains(obs[0])
 
 
 @pytest.mark.parametrize(
