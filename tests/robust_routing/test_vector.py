@@ -249,20 +249,27 @@ def test_one_side_view_plays_the_game_with_the_other_side_fixed():
         OneSideVectorEnv(make_batched(ENV_ID), "attacker", {})
 
 
-def test_sb3_trains_the_router_on_the_one_side_view():
+def test_sb3_trains_each_side_on_its_view_against_the_other_frozen():
+    """RARL's alternation on B games: each PPO learns on its side's rows while the other's model acts."""
     from stable_baselines3 import PPO
 
     from edgelam.agents.vec import SB3VectorAdapter
 
-    dim = make_batched(ENV_ID).adversary.action_dim
-    view = OneSideVectorEnv(make_batched(ENV_ID, num_games=4, episode_length=16), "router",
-                            {"adversary": _Fixed(np.zeros(dim, dtype=np.float32))})
-    venv = SB3VectorAdapter(view)
-    venv.seed(0)
-    model = PPO("MlpPolicy", venv, n_steps=16, batch_size=32, n_epochs=1, seed=0, device="cpu")
-    model.learn(64)
-    assert model.num_timesteps == 64 and len(model.ep_info_buffer) == 4  # 4 games x one 16-step episode
-    venv.close()
+    frozen: dict = {}
+    models = {}
+    for offset, agent in enumerate(("router", "adversary")):
+        view = OneSideVectorEnv(make_batched(ENV_ID, num_games=4, episode_length=16), agent, frozen,
+                                zero_sum_with="router" if agent == "adversary" else None)
+        venv = SB3VectorAdapter(view)
+        venv.seed(offset)
+        models[agent] = frozen[agent] = PPO("MlpPolicy", venv, n_steps=16, batch_size=32, n_epochs=1, seed=offset,
+                                            device="cpu", policy_kwargs={"net_arch": [16]})
+    for agent, model in models.items():
+        model.learn(64)
+        assert model.num_timesteps == 64 and len(model.ep_info_buffer) == 4  # 4 games x one 16-step episode
+        returns = [e["r"] for e in model.ep_info_buffer]
+        assert all(r < 0 for r in returns) if agent == "router" else all(r > 0 for r in returns)
+        model.get_env().close()
 
 
 def test_bench_times_the_batched_game_and_parameter_sharing_is_refused():
