@@ -60,6 +60,7 @@ from edgelam.envs.core.hardware import HardwareSpec, lm_head_cost, transformer_l
 from edgelam.envs.core.load import ar1_block
 from edgelam.envs.core.model_cards import ModelCard
 from edgelam.envs.core.queues import processor_sharing_time_s
+from edgelam.envs.split_inference.config import SplitInferenceConfig
 
 BITS = (4, 8, 16)
 BLOCK = 256  # request slots of exogenous state drawn per vectorised batch of random numbers
@@ -240,7 +241,7 @@ class Exogenous:
     the same trajectory for the same seed.
     """
 
-    def __init__(self, config, num_prompts: int, n_users: int = 1) -> None:
+    def __init__(self, config: SplitInferenceConfig, num_prompts: int, n_users: int = 1) -> None:
         self.config = config
         self.num_prompts = num_prompts
         self.n_users = n_users
@@ -323,7 +324,7 @@ _BITS = np.array(BITS, dtype=np.float64)
 class Params:
     """What one scenario fixes, as the arrays the compiled step reads (P prompts, L layers of the card)."""
 
-    config: Any  # the SplitInferenceConfig
+    config: SplitInferenceConfig
     tables: CostTables
     prompt_costs: np.ndarray  # (P, 5) T, device layer s, edge layer s, device head s, edge head s (P_* columns)
     quality_loss: np.ndarray  # (P, L + 1, 3) the tables' quality loss
@@ -331,7 +332,7 @@ class Params:
     obs_size: int  # snr_history + 6
 
     @classmethod
-    def build(cls, config: Any, tables: CostTables) -> Params:
+    def build(cls, config: SplitInferenceConfig, tables: CostTables) -> Params:
         """The arrays of ``config`` priced by ``tables``."""
         t, w, budget = tables, config.reward, config.energy_budget_j
         consts = [t.num_layers, t.decode_tokens, t.token_id_bytes, t.dev_active_w, t.dev_idle_w, t.tx_power_w,
@@ -357,7 +358,8 @@ class State:
     works on a copy), the named views below, and the processes that draw the next block.
     """
 
-    ints: np.ndarray  # (B, 2) int64: requests served in the episode (STEP), column of the pending request (SLOT)
+    ints: np.ndarray  # (B, 2) int64: requests served in the episode (STEP), block column of the pending request
+    # (SLOT, the same for every user: the block is drawn for all of them at once)
     reals: np.ndarray  # (B, 3 + H) float64: ergodic rate bit/s, virtual queue J, distance m, SNR estimates dB
     block: np.ndarray  # (5, B, BLOCK) float64: the drawn slots, rows SNR_DB, RATE, UTIL, PROMPT, EST_SNR_DB
     exo: Exogenous  # draws the next block (fading, load and CSI state of the B users)
@@ -594,12 +596,15 @@ def _all_rows(n: int) -> np.ndarray:
     return np.arange(n, dtype=np.int64)
 
 
-def initial(params: Params, rng: np.random.Generator, num_rows: int) -> State:
+def initial(params: Params, rng: np.random.Generator, num_rows: int, exo: Exogenous | None = None) -> State:
     """New episodes of ``num_rows`` users, their first requests pending (:func:`_draw` says what is drawn).
 
-    With one user these are the draws of the env since v0.
+    ``exo``: the processes of a previous state of ``num_rows`` users, to draw with again (its
+    reset redraws all of their state; it saves building the links). With one user these are
+    the draws of the env since v0.
     """
-    exo = Exogenous(params.config, len(params.tables.prompt_tokens), n_users=num_rows)
+    if exo is None or exo.n_users != num_rows:
+        exo = Exogenous(params.config, len(params.tables.prompt_tokens), n_users=num_rows)
     reals, block = _draw(params, exo, rng, BLOCK)
     state = State(np.zeros((num_rows, 2), dtype=np.int64), reals, block, exo)
     _arrive_and_observe(params.consts, params.prompt_costs, state.ints, state.reals, state.block,

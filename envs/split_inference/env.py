@@ -179,6 +179,8 @@ class SplitInferenceEnv(gym.Env):
         self.observation_space = spaces.Box(low, high, dtype=np.float32)
         self._action = np.zeros((1, 2), dtype=np.int64)
         self.state: State = initial(self.params, np.random.default_rng(0), 1)  # replaced by reset()
+        # load the compiled step now (numba's cache), not inside the first step()
+        advance(self.params, self.state.copy(), self._action, np.random.default_rng(0))
 
     # -- what the baselines read: the pending request of the one user of ``state`` --------------------
 
@@ -221,7 +223,7 @@ class SplitInferenceEnv(gym.Env):
         super().reset(seed=seed)
         if self._renderer.history is not None:
             self._renderer.history.clear()
-        self.state = initial(self.params, self.np_random, 1)
+        self.state = initial(self.params, self.np_random, 1, self.state.exo)
         info = {"uplink_rate_bps": self.true_rate_bps, "distance_m": float(self.state.distance_m[0])}
         return observation(self.params, self.state)[0], info
 

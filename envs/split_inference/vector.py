@@ -78,7 +78,7 @@ class SplitInferenceVectorEnv(ReplayVectorEnv):
         return self._reset_all()
 
     def _reset_all(self) -> tuple[np.ndarray, dict[str, Any]]:
-        self.state = initial(self.params, self.np_random, self.num_envs)
+        self.state = initial(self.params, self.np_random, self.num_envs, self.state.exo)
         self._needs_reset = np.zeros(self.num_envs, dtype=bool)
         return observation(self.params, self.state), {"uplink_rate_bps": self.state.rate_bps}
 
