@@ -1,8 +1,10 @@
-"""Pure cost model of one split-inference request (Neurosurgeon / Edgent style).
+"""SplitInference-v0 defined once: the cost model of a split-inference request (Neurosurgeon / Edgent style)
+and the batched simulator that charges it.
 
-Everything here is a function of arrays and numbers; the same code prices the
-action an env takes and, broadcast over every (split layer, bits) pair, the
-search of the ``neurosurgeon``, ``oracle`` and ``lyapunov`` baselines.
+The cost model (:func:`price`, :func:`request_cost`) is a function of arrays and numbers;
+the same code prices the action an env takes (compiled, in the step) and, broadcast over
+every (split layer, bits) pair, the search of the ``neurosurgeon``, ``oracle`` and
+``lyapunov`` baselines.
 
 Request of ``T`` prompt tokens and ``N`` decoded tokens, card with ``L`` layers,
 split layer ``l`` (layers [0, l) on the device, [l, L) and the LM head at the edge):
