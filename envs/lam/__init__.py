@@ -7,7 +7,8 @@ LoRA, profiling) imports torch on first use. transformers is imported by :func:`
 Public API:
 
 * Assets: :func:`assets_dir`, :func:`load_prompts`, :func:`family_card`, ``SHIPPED_MODELS``.
-* Models (:mod:`.model`): :func:`load`, :class:`LM`, :func:`crop_cache`, :func:`weights_sha256`
+* Models (:mod:`.model`): :func:`load`, :func:`load_profiled` (a profile's model by its name there),
+  :class:`LM`, :func:`crop_cache`, :func:`weights_sha256`
   (KV caches are ``transformers.DynamicCache`` objects from :meth:`LM.new_cache`).
 * Activation quantisation (:mod:`.quantize`): :func:`quantize`, :func:`encode`, :func:`decode`,
   :func:`bit_errors`, :func:`transmit`, :func:`payload_bytes`.
@@ -17,7 +18,12 @@ Public API:
 * LoRA (:mod:`.lora`): :func:`attach_lora`, :func:`lora_state`, :func:`load_lora_state`,
   :func:`average_lora_states`, :func:`lora_bytes`, :func:`train_lora_steps`.
 * Replay files (:mod:`.replay`, :mod:`.profile`): :func:`load_profile`, :func:`load_manifest`,
-  :class:`ProfileError`, :func:`profiles_dir`, :func:`run_profile`.
+  :class:`ProfileError`, :func:`profiles_dir`, :func:`run_profile`; the models a profile was
+  recorded with: :func:`.replay.profile_models`, :func:`.replay.executed_model`.
+* Prompt sets (:mod:`.prompts`, torch-free): a user's JSONL of texts (:func:`.prompts.read_prompts`),
+  each model's own tokenization of a profile's prompts (:func:`.prompts.profile_tokens`).
+* :mod:`.tiny_family`: a tiny random-initialised Llama/Qwen2 family with a freshly trained tokenizer,
+  for trying ``edgelam profile --models ... --prompts ...`` and for the tests.
 """
 
 from __future__ import annotations
@@ -68,7 +74,7 @@ _LAZY: dict[str, str] = {
         ("attach_lora", "average_lora_states", "load_lora_state", "lora_bytes", "lora_state", "train_lora_steps"),
         "lora",
     ),
-    **dict.fromkeys(("LM", "crop_cache", "load", "weights_sha256"), "model"),
+    **dict.fromkeys(("LM", "crop_cache", "load", "load_profiled", "weights_sha256"), "model"),
     **dict.fromkeys(
         (
             "RoundStats",
@@ -82,7 +88,9 @@ _LAZY: dict[str, str] = {
     ),
     **dict.fromkeys(("split_quality", "split_quality_grid"), "split"),
 }
-_SUBMODULES = frozenset(("build_family", "card", "lora", "model", "profile", "speculative", "split"))
+_SUBMODULES = frozenset(
+    ("build_family", "card", "lora", "model", "profile", "prompts", "speculative", "split", "tiny_family")
+)
 
 if TYPE_CHECKING:
     from .lora import (
@@ -93,7 +101,7 @@ if TYPE_CHECKING:
         lora_state,
         train_lora_steps,
     )
-    from .model import LM, crop_cache, load, weights_sha256
+    from .model import LM, crop_cache, load, load_profiled, weights_sha256
     from .speculative import (
         RoundStats,
         acceptance_probability,
@@ -147,6 +155,7 @@ __all__ = [
     "load_lora_state",
     "load_manifest",
     "load_profile",
+    "load_profiled",
     "load_prompts",
     "lora_bytes",
     "lora_state",

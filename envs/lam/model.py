@@ -371,20 +371,45 @@ def resolve_path(name_or_path: str | Path) -> Path:
     return path.resolve()
 
 
-def load(name_or_path: str | Path, fresh: bool = False) -> LM:
+def torch_device(device: str | torch.device = "cpu") -> torch.device:
+    """``device`` as a ``torch.device`` after checking it can run here (``cpu``, ``cuda``, ``cuda:1`` ...).
+
+    Raises:
+        ValueError: an unknown device string, or CUDA asked for where torch sees no GPU.
+    """
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device: {device!r} is not a torch device (use cpu or cuda): {exc}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device: {device!r} asked for, but torch {torch.__version__} sees no CUDA GPU; use --device cpu"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device: {device!r}, but only {torch.cuda.device_count()} CUDA device(s) exist")
+    elif dev.type != "cpu":
+        raise ValueError(f"device: {device!r} is not supported (use cpu or cuda)")
+    return dev
+
+
+def load(name_or_path: str | Path, fresh: bool = False, device: str | torch.device = "cpu") -> LM:
     """Load a shipped model (``device``, ``edge``, ``cloud``) or a local HF causal-LM folder.
 
-    Models are cached per resolved folder; every caller shares the same weights. Pass
+    Models are cached per resolved folder and device; every caller shares the same weights. Pass
     ``fresh=True`` for a private copy (e.g. before attaching and training LoRA adapters).
+    ``device`` (``cpu`` or ``cuda[:i]``) is where the float32 weights live and run.
 
     Raises:
         FileNotFoundError: unknown name, missing folder or missing weight file (the message
             says which file and, for shipped models, how to rebuild them).
         ValueError: the folder is not a Llama-style causal LM, or holds only pickle weights
-            (``pytorch_model.bin``; the message says how to convert them to safetensors).
+            (``pytorch_model.bin``; the message says how to convert them to safetensors),
+            or ``device`` cannot run here.
     """
     path = resolve_path(name_or_path)
-    key = str(path)
+    dev = torch_device(device)
+    key = str(path) if dev.type == "cpu" else f"{path}@{dev}"
     if not fresh and key in _CACHE:
         return _CACHE[key]
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -395,10 +420,10 @@ def load(name_or_path: str | Path, fresh: bool = False) -> LM:
     hf_logging.disable_progress_bar()
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            path, local_files_only=True, dtype=torch.float32, use_safetensors=True
+            path, local_files_only=True, dtype=torch.float32, use_safetensors=True, trust_remote_code=False
         )
         try:
-            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
         except (OSError, ValueError):
             tokenizer = None
     finally:
@@ -406,6 +431,8 @@ def load(name_or_path: str | Path, fresh: bool = False) -> LM:
             hf_logging.enable_progress_bar()
     model.eval()
     model.requires_grad_(False)
+    if dev.type != "cpu":
+        model.to(dev)
     lm = LM(model, tokenizer, name, path=path)
     if not fresh:
         _CACHE[key] = lm
@@ -415,3 +442,20 @@ def load(name_or_path: str | Path, fresh: bool = False) -> LM:
 def weights_sha256(name_or_path: str | Path) -> str:
     """SHA-256 over the weight files of a shipped name or local folder (:func:`.replay.weights_sha256`)."""
     return replay.weights_sha256(resolve_path(name_or_path))
+
+
+def load_profiled(name: str, profile_dir: str | Path | None = None, device: str | torch.device = "cpu") -> LM:
+    """Model ``name`` of a profile folder (its shipped or folder name there), loaded from the folder
+    its manifest records: what a live backend runs for a ``profile_dir`` (``None``: the shipped
+    profiles, whose models are the shipped family).
+
+    Raises:
+        ValueError: ``name`` is not one of the profile's models (the message lists them; derived
+            drafts such as ``early_exit:2`` and ``int8`` come from :func:`.speculative.make_draft`).
+        ProfileError: a missing or unreadable manifest.
+    """
+    models = replay.profile_models(profile_dir)
+    if name not in models:
+        where = profile_dir if profile_dir is not None else "the shipped profiles"
+        raise ValueError(f"{name!r} is not a model of the profile in {where} (models: {', '.join(models)})")
+    return load(models[name], device=device)

@@ -179,3 +179,36 @@ def load_profile(
             _check_models(folder, manifest)
         _LOADED[key] = _read(path, folder, fname)
     return dict(_LOADED[key])
+
+
+def profile_models(profile_dir: str | Path | None = None) -> dict[str, Path]:
+    """The models a profile was recorded with, smallest to largest, as ``{name: folder}``.
+
+    Shipped names map to their folder under ``assets/models/``; other models to the ``path``
+    the manifest records. The last entry is the executed (split) and target (speculative) model.
+
+    Raises:
+        ProfileError: a manifest without its model list or a model's folder.
+    """
+    folder = Path(profile_dir) if profile_dir is not None else profiles_dir()
+    manifest = load_manifest(folder)
+    names = manifest.get("settings", {}).get("models")
+    info = manifest.get("models")
+    if not isinstance(names, list) or not names or not isinstance(info, dict):
+        raise _error(folder, MANIFEST, "lists no models (settings.models)")
+    out: dict[str, Path] = {}
+    for name in names:
+        entry = info.get(name, {})
+        if "path" in entry:
+            out[name] = Path(entry["path"])
+        elif name in SHIPPED_MODELS:
+            out[name] = assets_dir() / "models" / name
+        else:
+            raise _error(folder, MANIFEST, f"records no folder (models.{name}.path) for model {name!r}")
+    return out
+
+
+def executed_model(profile_dir: str | Path | None = None) -> tuple[str, Path]:
+    """``(name, folder)`` of the model a profile executed: the split model and the speculative target."""
+    name, path = list(profile_models(profile_dir).items())[-1]
+    return name, path

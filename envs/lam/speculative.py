@@ -13,6 +13,10 @@ is greedy: the draft proposes its argmax and a token is accepted iff it equals t
 argmax, so the output equals greedy target decoding token for token. ``gamma = 0`` is plain
 target decoding.
 
+Draft and target must mean the same tokens by the same ids (:func:`shares_vocabulary`); where one
+tokenizer's embeddings are padded to different sizes, rounds draft and verify over the ids both
+models hold.
+
 Draft variants (:func:`make_draft`): an independent small model by name (``device``,
 ``edge`` or any model folder), ``early_exit:<k>`` (the target's first ``k`` layers + its final
 norm and head) and ``int8`` (the target with per-channel int8 fake-quantised weights).
@@ -71,11 +75,26 @@ def make_draft(target: LM, variant: str) -> LM:
         draft = load(variant)
     except FileNotFoundError as exc:
         raise ValueError(f"unknown draft variant {variant!r}; use one of {DRAFT_VARIANTS} ({exc})") from exc
-    if draft.vocab_size != target.vocab_size:
+    if not shares_vocabulary(target, draft):
         raise ValueError(
             f"draft {variant!r} has vocab {draft.vocab_size}, target {target.vocab_size}: must share one"
         )
     return draft
+
+
+def shares_vocabulary(target: LM, draft: LM) -> bool:
+    """Whether the two models' token ids mean the same tokens: equal embedding sizes, or one
+    tokenizer whose embeddings are padded to different sizes (e.g. Qwen2.5-0.5B's 151,936 rows and
+    Qwen2.5-7B's 152,064), compared over the ids both hold. Speculative rounds then draft and
+    verify over those shared ids (:func:`speculative_round`)."""
+    if draft.vocab_size == target.vocab_size:
+        return True
+    if draft.tokenizer is None or target.tokenizer is None:
+        return False
+    from .prompts import tokenizer_sha256
+
+    shared = min(draft.vocab_size, target.vocab_size)
+    return tokenizer_sha256(draft.tokenizer, shared) == tokenizer_sha256(target.tokenizer, shared)
 
 
 def _check(max_new_tokens: int, temperature: float, gamma: int = 0) -> None:
@@ -99,7 +118,8 @@ def _probs(logits: torch.Tensor, temperature: float) -> torch.Tensor:
 
 
 def _sample(probs: torch.Tensor, gen: torch.Generator) -> int:
-    return int(torch.multinomial(probs, 1, generator=gen))
+    """One draw from ``probs`` by the CPU generator ``gen`` (CUDA probabilities are copied to the CPU first)."""
+    return int(torch.multinomial(probs.cpu(), 1, generator=gen))
 
 
 def _accepts(p_x: float, q_x: float, gen: torch.Generator) -> bool:
@@ -176,12 +196,13 @@ def speculative_round(
         tokens the round emits, and the wall-clock seconds of drafting and verification.
     """
     greedy = temperature == 0
+    shared = min(draft.vocab_size, target.vocab_size)  # the ids both hold (see shares_vocabulary)
     t0 = time.perf_counter()
     drafted: list[int] = []
     q_dists: list[torch.Tensor] = []
     for _ in range(n_draft):
         known = [*seq, *drafted]
-        logits = draft.logits(known[draft.cached_tokens(d_cache) :], d_cache, last=1)[0, -1]
+        logits = draft.logits(known[draft.cached_tokens(d_cache) :], d_cache, last=1)[0, -1, :shared]
         if greedy:
             drafted.append(int(logits.argmax()))
         else:
@@ -190,7 +211,7 @@ def speculative_round(
             drafted.append(_sample(q, gen))
     t1 = time.perf_counter()
     known = [*seq, *drafted]
-    p_logits = target.logits(known[target.cached_tokens(t_cache) :], t_cache, last=n_draft + 1)[0]
+    p_logits = target.logits(known[target.cached_tokens(t_cache) :], t_cache, last=n_draft + 1)[0, :, :shared]
     t2 = time.perf_counter()
     accepted = 0
     new: list[int] = []
@@ -242,7 +263,7 @@ def speculative_generate(
         ``(token_ids, rounds)``: the generated ids (without the prompt) and per-round stats.
     """
     _check(max_new_tokens, temperature, gamma)
-    if draft.vocab_size != target.vocab_size:
+    if not shares_vocabulary(target, draft):
         raise ValueError(f"draft vocab {draft.vocab_size} != target vocab {target.vocab_size}")
     seq = [int(t) for t in prompt_ids]
     if not seq:
