@@ -274,3 +274,105 @@ def get_model_card(name: str, path: Path | str | None = None) -> ModelCard:
     if (Path(name) / "config.json").is_file():
         return ModelCard.from_hf_folder(name)
     raise ValueError(f"unknown model card {name!r} (cards: {', '.join(cards)}; or a shipped model / HF folder)")
+
+
+# -- `model_card: auto`: the card of the model that really executes ------------------------------------------
+
+AUTO_CARD = "auto"
+LLAMA_STYLE_TYPES = ("llama", "mistral", "qwen2", "qwen3")  # the shapes ModelCard counts (SwiGLU, GQA, RMSNorm)
+
+
+def safetensors_param_count(folder: Path | str) -> int:
+    """Parameters stored in a Hugging Face folder's safetensors weights, from the file headers only
+    (no tensor is read; no torch). A tied LM head stored beside the embedding is counted once.
+
+    Raises:
+        ValueError: no ``model.safetensors`` (or sharded index), or a header that cannot be parsed.
+    """
+    folder = Path(folder)
+    index = folder / "model.safetensors.index.json"
+    try:
+        if index.is_file():
+            files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        elif (folder / "model.safetensors").is_file():
+            files = ["model.safetensors"]
+        else:
+            raise ValueError(f"{folder} has no safetensors weights (model.safetensors or its index)")
+        shapes: dict[str, list[int]] = {}
+        for fname in files:
+            with (folder / fname).open("rb") as fh:
+                size = int.from_bytes(fh.read(8), "little")
+                header = json.loads(fh.read(size))
+            shapes.update({k: v["shape"] for k, v in header.items() if k != "__metadata__"})
+    except (OSError, KeyError, TypeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read the safetensors headers of {folder}: {exc}") from None
+    counts = {k: int(np.prod(v, dtype=np.int64)) for k, v in shapes.items()}
+    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
+    tied = bool(config.get("tie_word_embeddings", False))
+    if tied and "lm_head.weight" in counts and "model.embed_tokens.weight" in counts:
+        counts.pop("lm_head.weight")
+    return sum(counts.values())
+
+
+def auto_model_card(folder: Path | str, name: str | None = None, rtol: float = 0.01) -> ModelCard:
+    """Card of an executed Hugging Face model from its own ``config.json`` (``model_card: auto``).
+
+    Layers, hidden size, heads, KV heads, intermediate size and vocabulary come from the config
+    (:meth:`ModelCard.from_hf_config`); ``params_reported`` is the parameter count of the stored
+    weights (:func:`safetensors_param_count`), which must match the card's own count within
+    ``rtol``, so a model the card's shape model does not describe is refused rather than mispriced.
+
+    Args:
+        folder: the model folder (a shipped name resolves to its folder).
+        name: card name (default: the folder's name).
+        rtol: allowed relative difference of the two parameter counts (Qwen3's per-head q/k
+            norms, which the card does not count, are well below 1%).
+
+    Raises:
+        ValueError: a missing or unreadable config, an architecture other than
+            :data:`LLAMA_STYLE_TYPES`, a non-SwiGLU MLP, or parameter counts that disagree.
+    """
+    path = Path(folder)
+    if not (path / "config.json").is_file() and (_shipped_models_dir() / str(folder) / "config.json").is_file():
+        path = _shipped_models_dir() / str(folder)
+    label = name or path.name
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"model_card: auto: cannot read {path / 'config.json'}: {exc}") from None
+    model_type = config.get("model_type")
+    if model_type not in LLAMA_STYLE_TYPES:
+        raise ValueError(
+            f"model_card: auto: {label} is a {model_type!r} model; auto cards price Llama-style decoders "
+            f"({', '.join(LLAMA_STYLE_TYPES)}); name a card from configs/model_cards.yaml instead"
+        )
+    act = config.get("hidden_act", "silu")
+    if act not in ("silu", "swish"):
+        raise ValueError(f"model_card: auto: {label} has hidden_act {act!r}; the card counts a SwiGLU (silu) MLP")
+    card = ModelCard.from_hf_config(config, label, source=str(path / "config.json"))
+    stored = safetensors_param_count(path)
+    if abs(stored - card.total_params) > rtol * card.total_params:
+        raise ValueError(
+            f"model_card: auto: {label}'s weights hold {stored:,} parameters, its config's shape "
+            f"{card.total_params:,}; the card would misprice it, name a card from configs/model_cards.yaml instead"
+        )
+    return build(ModelCard, {**card.__dict__, "params_reported": float(stored)}, prefix=f"{label}.")
+
+
+def resolve_model_card(name: str, profile_dir: Path | str | None = None, path: Path | str | None = None) -> ModelCard:
+    """The card a scenario names: ``auto`` is the executed model's own (:func:`auto_model_card`) --
+    the model a profile folder executed (``profile_dir``; ``None``: the shipped profiles), or the
+    folder ``path`` -- and any other name is :func:`get_model_card`'s.
+
+    Raises:
+        ValueError: as :func:`get_model_card` and :func:`auto_model_card`; a profile's problems as
+            ``ProfileError`` (a ``ValueError``).
+    """
+    if name != AUTO_CARD:
+        return get_model_card(name)
+    if path is not None:
+        return auto_model_card(path)
+    from edgelam.envs.lam.replay import executed_model
+
+    model, folder = executed_model(profile_dir)
+    return auto_model_card(folder, model)
