@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import gymnasium as gym
@@ -10,29 +9,25 @@ import numpy as np
 from gymnasium import spaces
 
 from edgelam.envs.core.actions import DiscreteAction
-from edgelam.envs.core.channel import MIN_RATE_BPS, WirelessLink
+from edgelam.envs.core.channel import WirelessLink
 from edgelam.envs.core.config import load_scenario
 from edgelam.envs.core.hardware import load_hardware_catalog
 from edgelam.envs.core.model_cards import get_model_card
-from edgelam.envs.core.queues import lindley_interval, virtual_queue_step
 from edgelam.envs.core.render import RENDER_FPS, RENDER_MODES, Panel, Renderer
 from edgelam.envs.offload.config import TIERS, OffloadConfig
 from edgelam.envs.offload.dynamics import (
-    EDGE,
+    OBS_HIGH,
+    Params,
+    State,
     TierTables,
+    advance,
     build_tables,
-    draw_task_block,
-    initial_edge_work_s,
-    task_cost,
+    initial,
+    observation,
 )
 from edgelam.envs.offload.spec import SPEC
 
 BACKENDS = ("replay", "live")
-CHUNK = 256  # random draws are made in blocks of this many tasks
-# observation: device confidence, T / 128, log10(rate bit/s) / 10, edge queue s, last cloud RTT s,
-# battery fraction, virtual queue / (10 budget), elapsed fraction
-OBS_HIGH = (1.0, 32.0, 2.0, 100.0, 10.0, 1.0, 100.0, 1.0)
-QUEUE_SCALE = 10.0
 
 # what render_mode='rgb_array' draws, against the step index (edgelam.envs.core.render)
 RENDER_PANELS = (
@@ -123,10 +118,12 @@ class OffloadEnv(gym.Env):
     within each task interval and a stationary start (``core.queues``; Lindley 1952), so
     tasks see it busy with probability ``edge_queue.utilisation`` (PASTA); log-normal
     AR(1) WAN RTT; costs in ``dynamics.py``.
+    The simulator is :mod:`~edgelam.envs.offload.dynamics` over a batched ``State``: this env
+    is one row of it (``env.state``, advanced in place, what the baselines and oracles read).
 
     ## Vector env
     ``gym.make_vec("edgelam/Offload-v0", num_envs=B, vectorization_mode="vector_entry_point")``
-    steps B devices with numpy (:class:`edgelam.envs.offload.vector.OffloadVectorEnv`,
+    steps B rows of the same simulator (:class:`edgelam.envs.offload.vector.OffloadVectorEnv`,
     replay backend, next-step autoreset); with B = 1 it equals this env for the same seed.
 
     ## Version History
@@ -150,7 +147,8 @@ class OffloadEnv(gym.Env):
         self.render_mode = render_mode
         cfg = self.config
         self.tables: TierTables = offload_tables(cfg)
-        self.num_prompts = len(self.tables.prompt_tokens)
+        self.params = Params.build(cfg, self.tables)
+        self.num_prompts = self.params.num_prompts
         self.link = WirelessLink(cfg.channel, n_links=1)
         self._live = None
         if backend == "live":
@@ -162,118 +160,60 @@ class OffloadEnv(gym.Env):
         self.observation_space = spaces.Box(
             np.zeros(len(OBS_HIGH), np.float32), np.asarray(OBS_HIGH, np.float32), dtype=np.float32
         )
-        self._quality_rows = self.tables.quality.tolist()
-        self._conf = self.tables.confidence.tolist()
-        self._tokens = (self.tables.prompt_tokens / 128.0).tolist()
         self._budget = cfg.budget.per_task
-        self._budget_energy = cfg.budget.metric == "energy_j"
         # the virtual queue is in the unit of the budgeted metric (read by plot-episode)
-        self.metadata = {**self.metadata, "info_units": {"virtual_queue": "J" if self._budget_energy else "USD"}}
-        self._w = cfg.reward
-        self._reset_state()
+        unit = "J" if cfg.budget.metric == "energy_j" else "USD"
+        self.metadata = {**self.metadata, "info_units": {"virtual_queue": unit}}
+        self._action = np.zeros(1, dtype=np.int64)
+        # live backend: the device model's accuracy and confidence on the pending task, the chosen tier's quality
+        self._device_acc = 0.0
+        self._confidence = np.zeros(1) if self._live is not None else None
+        self._quality = np.zeros(1) if self._live is not None else None
+        self.state: State = initial(self.params, np.random.default_rng(0), WirelessLink(cfg.channel))[0]
 
-    def _reset_state(self) -> None:
-        self._t = 0
-        self._k = CHUNK
-        self._queue = 0.0
-        self._vq = 0.0
-        self._battery = self.config.battery_j
-        self._h = 1.0 + 0j
-        self._z = 0.0
-        self._last_rtt = self.config.wan.rtt_mean_s
-        self._prompts: list = []
-        self._rates: list = []
-        self._bg_shift: list = []
-        self._bg_floor: list = []
-        self._rtts: list = []
-        self._prompt = 0
-        self._rate = 1.0
-        self._rtt = 0.0
-        self._device_conf = 0.0
-        self._device_acc: float | None = None
+    def _live_observation(self) -> np.ndarray:
+        """The observation of the pending task with the live device model's confidence (after running it)."""
+        self._device_acc, self._confidence[0] = self._live.device_run(self.prompt_index)
+        return observation(self.params, self.state, self._confidence)[0]
 
-    # -- randomness, drawn in blocks -------------------------------------------------------------
-
-    def _draw_chunk(self) -> None:
-        """Draw the next CHUNK tasks: prompts, fading, background edge work, WAN RTT."""
-        blk, h, z = draw_task_block(
-            self.np_random, self.config, self.num_prompts, self.link.large_scale_gain,
-            np.array([self._h]), np.array([self._z]), CHUNK,
-        )
-        self._h, self._z = complex(h[0]), float(z[0])
-        self._prompts = blk.prompt[0].tolist()
-        self._rates = blk.rate_bps[0].tolist()
-        self._bg_shift = blk.bg_shift_s[0].tolist()
-        self._bg_floor = blk.bg_floor_s[0].tolist()
-        self._rtts = blk.rtt_s[0].tolist()
-        self._k = 0
-
-    def _next_task(self) -> None:
-        if self._k >= CHUNK:
-            self._draw_chunk()
-        k = self._k
-        self._prompt = self._prompts[k]
-        self._rate = self._rates[k]
-        self._rtt = self._rtts[k]
-        self._k = k + 1
-        if self._live is None:
-            self._device_conf = self._conf[self._prompt]
-        else:
-            self._device_acc, self._device_conf = self._live.device_run(self._prompt)
-
-    # -- oracle / baseline views ------------------------------------------------------------------
+    # -- oracle / baseline views (of the State's one row) -----------------------------------------
 
     @property
     def prompt_index(self) -> int:
         """Held-out prompt of the pending task."""
-        return self._prompt
+        return int(self.state.tasks.prompt[0, self.state.slot])
 
     @property
     def uplink_rate_bps(self) -> float:
         """Uplink rate of the pending task's slot (the device measures it before sending)."""
-        return self._rate
+        return float(self.state.tasks.rate_bps[0, self.state.slot])
 
     @property
     def edge_wait_s(self) -> float:
         """Unfinished work at the edge (announced by the edge server), in s."""
-        return self._queue
+        return float(self.state.edge_work_s[0])
 
     @property
     def last_cloud_rtt_s(self) -> float:
         """Cloud RTT the device measured on the previous task, in s."""
-        return self._last_rtt
+        return float(self.state.last_rtt_s[0])
 
     @property
     def true_cloud_rtt_s(self) -> float:
         """Cloud RTT the pending task will see (oracle knowledge), in s."""
-        return self._rtt
+        return float(self.state.tasks.rtt_s[0, self.state.slot])
 
     @property
     def device_confidence(self) -> float:
         """The device model's real confidence on the pending task."""
-        return self._device_conf
+        if self._live is not None:
+            return float(self._confidence[0])
+        return float(self.tables.confidence[self.prompt_index])
 
     @property
     def virtual_queue(self) -> float:
         """Budget virtual queue Z (0 without a budget)."""
-        return self._vq
-
-    def _obs(self) -> np.ndarray:
-        cfg = self.config
-        vq = 0.0 if not self._budget else min(self._vq / (QUEUE_SCALE * self._budget), 100.0)
-        return np.array(
-            [
-                self._device_conf,
-                min(self._tokens[self._prompt], 32.0),
-                min(max(math.log10(max(self._rate, MIN_RATE_BPS)) / 10.0, 0.0), 2.0),
-                min(self._queue, 100.0),
-                min(self._last_rtt, 10.0),
-                max(self._battery, 0.0) / cfg.battery_j,
-                vq,
-                self._t / cfg.episode_length,
-            ],
-            dtype=np.float32,
-        )
+        return float(self.state.virtual_queue[0])
 
     # -- Gymnasium API ----------------------------------------------------------------------------
 
@@ -281,30 +221,18 @@ class OffloadEnv(gym.Env):
         super().reset(seed=seed)
         if self._renderer.history is not None:
             self._renderer.history.clear()
-        cfg, rng = self.config, self.np_random
-        self._reset_state()
-        distance = float(rng.uniform(*cfg.distance_m))
-        self.link.reset(rng, distance)
-        self._h = complex(self.link.fading.h[0])
-        self._z = float(rng.standard_normal())
-        self._queue = float(initial_edge_work_s(rng, cfg, 1)[0])
-        self._next_task()
-        return self._obs(), {"distance_m": distance, "uplink_rate_bps": self._rate}
+        self.state, distance = initial(self.params, self.np_random, self.link)
+        obs = observation(self.params, self.state)[0] if self._live is None else self._live_observation()
+        return obs, {"distance_m": float(distance[0]), "uplink_rate_bps": self.uplink_rate_bps}
 
     def step(self, action):
         a = self._check_action(action)
-        cfg, w = self.config, self._w
-        p = self._prompt
-        latency, energy, usd = task_cost(self.tables, p, a, self._rate, self._queue, self._rtt)
-        if self._live is None:
-            quality = self._quality_rows[p][a]
-        else:
-            quality = self._device_acc if a == 0 else self._live.accuracy(p, a)
-        reward = (
-            w.quality_weight * quality
-            - w.latency_weight * latency
-            - w.energy_weight_per_j * energy
-            - w.cloud_cost_weight_per_usd * usd
+        self._action[0] = a
+        if self._live is not None:
+            self._quality[0] = self._device_acc if a == 0 else self._live.accuracy(self.prompt_index, a)
+        out = advance(self.params, self.state, self._action, self.np_random, self._quality)
+        latency, energy, quality, usd, _, wait, rate, prompt, vq, battery, reward, _, terminated, truncated = (
+            out.table[:, 0].tolist()
         )
         info = {
             "latency_s": latency,
@@ -312,27 +240,17 @@ class OffloadEnv(gym.Env):
             "quality": quality,
             "cloud_cost_usd": usd,
             "tier": TIERS[a],
-            "edge_wait_s": self._queue if a == EDGE else 0.0,
-            "uplink_rate_bps": self._rate,
-            "prompt_index": p,
+            "edge_wait_s": wait,
+            "uplink_rate_bps": rate,
+            "prompt_index": int(prompt),
         }
         if self._budget is not None:
-            y = energy if self._budget_energy else usd
-            self._vq = virtual_queue_step(self._vq, y, self._budget)
-            info["virtual_queue"] = self._vq
-        service = self.tables.compute_rows[p][EDGE] if a == EDGE else 0.0
-        k = self._k - 1
-        self._queue = lindley_interval(self._queue + service, self._bg_shift[k], self._bg_floor[k])
-        self._battery -= energy
-        self._last_rtt = self._rtt
-        self._t += 1
-        terminated = self._battery <= 0.0
-        info["battery_j"] = max(self._battery, 0.0)
-        truncated = self._t >= cfg.episode_length
-        self._next_task()
+            info["virtual_queue"] = vq
+        info["battery_j"] = battery
+        obs = out.observation[0] if self._live is None else self._live_observation()
         if self._renderer.history is not None:
             self._renderer.history.append(action, reward, info)
-        return self._obs(), float(reward), terminated, truncated, info
+        return obs, reward, terminated > 0.0, truncated > 0.0, info
 
     def render(self):
         """The current frame: a text line (``ansi``) or an image of the recent steps (``rgb_array``)."""

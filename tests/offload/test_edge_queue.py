@@ -58,7 +58,7 @@ def test_vector_env_sees_the_same_edge_load():
     vec.reset(seed=3)
     seen = np.empty((TASKS, b))
     for t in range(TASKS):
-        seen[t] = vec._queue
+        seen[t] = vec.state.edge_work_s
         vec.step(np.zeros(b, dtype=np.int64))
     busy = (seen > 0.0).mean(axis=0)
     assert abs(busy.mean() - u) <= _ci99(busy), (busy.mean(), _ci99(busy))

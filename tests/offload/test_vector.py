@@ -8,46 +8,64 @@ import pytest
 
 import edgelam.envs  # noqa: F401
 from edgelam.envs.offload.env import OffloadEnv
+from edgelam.envs.offload.spec import SPEC
 from edgelam.envs.offload.vector import OffloadVectorEnv
 
 ENV_ID = "edgelam/Offload-v0"
 
 
+def _same(single, vec_row, where) -> None:
+    """A single env's value equals the vector env's row bit for bit (a float, an int, a bool or a str)."""
+    if isinstance(single, float):
+        assert np.float64(single).tobytes() == np.float64(vec_row).tobytes(), (where, single, vec_row)
+    else:
+        assert single == vec_row, (where, single, vec_row)
+
+
 def _assert_info_equal(single: dict, vec: dict, t: int) -> None:
+    assert [k for k in vec if not k.startswith("_")] == list(single), t
     for key, value in single.items():
-        assert value == vec[key][0], (t, key, value, vec[key])
+        _same(value, vec[key][0], (t, key))
 
 
-@pytest.mark.parametrize("overrides", [{}, {"battery_j": 40.0}])
-def test_one_device_vector_env_equals_the_single_env(overrides):
-    """Same seed, same actions: same obs, reward, ends and info, bit for bit, across resets.
+@pytest.mark.parametrize("scenario", SPEC.scenarios())
+@pytest.mark.parametrize("overrides", [{}, {"battery_j": 40.0}, {"episode_length": 7, "budget.per_task": None}])
+@pytest.mark.parametrize("seed", [7, 11])
+def test_one_device_vector_env_equals_the_single_env(scenario, overrides, seed):
+    """Same seed, same actions: same obs, reward, ends and info, bit for bit, across resets (and a reseed).
 
     A 40 J battery empties within ~60 tasks, so the episodes end by termination too.
     """
     steps = 600  # crosses block boundaries (256 tasks) and episode ends
-    single = OffloadEnv(**overrides)
-    vec = OffloadVectorEnv(num_envs=1, **overrides)
-    rng = np.random.default_rng(0)
+    single = OffloadEnv(scenario=scenario, **overrides)
+    vec = OffloadVectorEnv(num_envs=1, scenario=scenario, **overrides)
+    rng = np.random.default_rng(seed)
     actions = rng.integers(0, 3, steps)
-    obs_s, info_s = single.reset(seed=7)
-    obs_v, info_v = vec.reset(seed=7)
+    obs_s, info_s = single.reset(seed=seed)
+    obs_v, info_v = vec.reset(seed=seed)
     assert np.array_equal(obs_s, obs_v[0])
     _assert_info_equal(info_s, info_v, -1)
     ends = {"terminated": 0, "truncated": 0}
     for t in range(steps):
         obs_s, r_s, term_s, trunc_s, info_s = single.step(int(actions[t]))
         obs_v, r_v, term_v, trunc_v, info_v = vec.step(actions[t : t + 1])
-        assert np.array_equal(obs_s, obs_v[0]), t
-        assert r_s == r_v[0], t
+        assert obs_s.dtype == obs_v.dtype and np.array_equal(obs_s, obs_v[0]), t
+        assert type(r_s) is float and type(term_s) is bool and type(trunc_s) is bool
+        _same(r_s, r_v[0], t)
         assert (term_s, trunc_s) == (bool(term_v[0]), bool(trunc_v[0])), t
         _assert_info_equal(info_s, info_v, t)
-        if term_s or trunc_s:
+        if t == steps // 2:  # a reseed mid-episode starts both over from the same generator
+            obs_s, info_s = single.reset(seed=seed + 1)
+            obs_v, info_v = vec.reset(seed=seed + 1)
+            assert np.array_equal(obs_s, obs_v[0])
+            _assert_info_equal(info_s, info_v, t)
+        elif term_s or trunc_s:
             ends["terminated" if term_s else "truncated"] += 1
             obs_s, info_s = single.reset()
             obs_v, r_v, term_v, trunc_v, info_v = vec.step(actions[t : t + 1])  # next-step autoreset
             assert np.array_equal(obs_s, obs_v[0]) and r_v[0] == 0.0 and not term_v[0] and not trunc_v[0]
             _assert_info_equal(info_s, info_v, t)
-    assert ends["terminated" if overrides else "truncated"] >= 2
+    assert ends["terminated" if "battery_j" in overrides else "truncated"] >= 2
 
 
 def test_reset_with_a_seed_repeats_the_batch():
@@ -143,14 +161,32 @@ def test_lone_resets_keep_the_statistics_of_the_single_env():
 
 
 def test_partial_reset_with_a_mask():
+    """reset(options={"reset_mask": m}) starts new episodes in the rows of m only; the others are untouched."""
     vec = OffloadVectorEnv(num_envs=4)
     vec.reset(seed=0)
     for _ in range(5):
-        vec.step(np.ones(4, dtype=np.int64))
+        obs_before, *_ = vec.step(np.ones(4, dtype=np.int64))
+    before = vec.state.copy()
     mask = np.array([True, False, False, True])
     obs, info = vec.reset(options={"reset_mask": mask})
     assert np.all(obs[mask, 7] == 0.0) and np.all(obs[~mask, 7] == 5 / 200)
+    assert np.array_equal(obs[~mask], obs_before[~mask])
     assert np.array_equal(info["_distance_m"], mask) and np.all(info["distance_m"][mask] >= 30.0)
+    assert np.all(info["distance_m"][~mask] == 0.0)
+    s, k = vec.state, vec.state.slot
+    assert np.array_equal(info["uplink_rate_bps"], s.tasks.rate_bps[:, k])
+    for f in ("step", "edge_work_s", "virtual_queue", "battery_j", "last_rtt_s", "large_scale_gain", "fading",
+              "rtt_latent"):
+        assert np.array_equal(getattr(s, f)[~mask], getattr(before, f)[~mask]), f
+    for f in ("rate_bps", "rtt_s"):
+        assert np.array_equal(getattr(s.tasks, f)[~mask], getattr(before.tasks, f)[~mask]), f
+        assert np.array_equal(getattr(s.tasks, f)[mask, :k], getattr(before.tasks, f)[mask, :k]), f  # the past
+        assert not np.any(getattr(s.tasks, f)[mask, k:] == getattr(before.tasks, f)[mask, k:]), f  # a new link
+    assert np.array_equal(s.tasks.prompt, before.tasks.prompt)  # the tasks themselves are kept
+    assert np.all(s.step[mask] == 0) and np.all(s.battery_j[mask] == vec.config.battery_j)
+    assert np.all(s.virtual_queue[mask] == 0.0) and np.all(s.last_rtt_s[mask] == vec.config.wan.rtt_mean_s)
+    _, _, _, _, info = vec.step(np.ones(4, dtype=np.int64))
+    assert "_latency_s" not in info  # a partial reset is not an autoreset: every row steps next
     with pytest.raises(ValueError, match="reset_mask"):
         vec.reset(options={"reset_mask": np.zeros(4, dtype=bool)})
     with pytest.raises(ValueError, match="seed"):
