@@ -399,14 +399,47 @@ def cmd_profile(args: argparse.Namespace) -> int:
         from edgelam.envs.lam import run_profile
     except ImportError as exc:
         raise ValueError(f"profiling is not available: {exc}") from None
-    extra = {"log": lambda message: print(message, file=sys.stderr)} if args.json else {}
-    paths = run_profile(out_dir=args.out, n_prompts=args.prompts, quick=args.quick, **extra)
+    extra: dict[str, Any] = {"log": lambda message: print(message, file=sys.stderr)} if args.json else {}
+    n_prompts, prompt_file = _profile_prompts(args.prompts, args.n_prompts)
+    if args.models is not None:
+        extra["models"] = args.models
+    if prompt_file is not None:
+        extra["prompts"] = prompt_file
+    if args.drafts is not None:
+        extra["drafts"] = [] if args.drafts == ["none"] else args.drafts
+    if args.device != "cpu":
+        extra["device"] = args.device
+    if args.no_resume:
+        extra["resume"] = False
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    paths = run_profile(out_dir=args.out, n_prompts=n_prompts, quick=args.quick, **extra)
     if args.json:
         _print_json({"files": [str(p) for p in paths]})
     else:
         for path in paths:
             print(path)
     return 0
+
+
+def _profile_prompts(prompts: str | None, n_prompts: int | None) -> tuple[int | None, Path | None]:
+    """``edgelam profile``'s ``--prompts`` (a JSONL file, or a count of the shipped prompts) and
+    ``--n-prompts`` as ``(n_prompts, prompt file)``.
+
+    Raises:
+        ValueError: a count given twice, or a count below 1.
+    """
+    if prompts is not None and prompts.isdigit() and not Path(prompts).exists():
+        if n_prompts is not None:
+            raise ValueError(f"--prompts {prompts} is a count of the shipped prompts; give it or --n-prompts, not both")
+        return int(prompts), None
+    if n_prompts is not None and n_prompts < 1:
+        raise ValueError(f"--n-prompts must be >= 1, got {n_prompts}")
+    if prompts is None:
+        return (300 if n_prompts is None else n_prompts), None
+    return n_prompts, Path(prompts)
 
 
 def _add_env_options(parser: argparse.ArgumentParser) -> None:
@@ -568,7 +601,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("profile", "run the real model and record the replay files")
     p.add_argument("--out", type=Path, help="output folder (default: the package's profiles)")
-    p.add_argument("--prompts", type=int, default=300, help="prompts to profile (default: 300)")
+    p.add_argument(
+        "--models",
+        nargs="+",
+        metavar="MODEL",
+        help="shipped names (device edge cloud) or local Hugging Face folders, smallest to largest; the last is "
+        "the executed and target model (default: device edge cloud)",
+    )
+    p.add_argument(
+        "--prompts",
+        metavar="FILE.jsonl",
+        help="prompt file, one JSON object per line with 'prompt' and 'reference' texts, tokenized by each "
+        "model's own tokenizer (default: the 300 shipped held-out prompts; a number N: the first N of them)",
+    )
+    p.add_argument("--n-prompts", type=int, help="profile only the first N prompts")
+    p.add_argument(
+        "--drafts",
+        nargs="+",
+        metavar="MODEL",
+        help="the models profiled as speculative drafts of the last one (default: all the others; 'none': only "
+        "its early exit and int8); each must share its tokenizer",
+    )
+    p.add_argument("--device", default="cpu", help="where the models run: cpu (default) or cuda[:i]")
+    p.add_argument(
+        "--no-resume", action="store_true", help="start afresh instead of resuming an unfinished run in --out"
+    )
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 on a shared machine)")
     p.add_argument("--quick", action="store_true", help="a short profile")
     p.set_defaults(func=cmd_profile)
     return parser
