@@ -22,6 +22,7 @@ from rich.console import Console
 
 from edgelam import baselines
 from edgelam.agents import bench
+from edgelam.agents import hyperparams as hp
 from edgelam.agents.common import check_env_id, env_dir, is_adversarial, is_parallel, make_parallel
 from edgelam.agents.compare import RARL_ITERATIONS, compare, format_cell, jsonable, rich_table
 from edgelam.agents.evaluate import evaluate, summarize
@@ -108,6 +109,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     """Train one agent and save the run."""
     check_env_id(args.env)
+    if args.timesteps is None:  # the entry of the env in configs/agents/hyperparams/<algo>.yml
+        args.timesteps = hp.default_timesteps(args.env, "ppo" if args.algo == "rarl" else args.algo)
     folder = f"rllib_{args.algo}" if args.engine == "rllib" else args.algo
     out = args.out or Path("runs") / "train" / env_dir(args.env) / folder / f"seed_{args.seed}"
     if args.engine == "rllib":
@@ -393,6 +396,41 @@ def cmd_results(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    """Optuna study of one algorithm's hyperparameters on one env; --write puts the best into the file."""
+    from edgelam.agents.tune import TuneSettings, tune, write_best
+
+    settings = TuneSettings(
+        env_id=args.env, algo=args.algo, trials=args.trials, minutes=args.minutes, timesteps=args.timesteps,
+        evaluations=args.evaluations, episodes=args.episodes, seed=args.seed, scenario=args.scenario,
+        env_kwargs=parse_sets(args.set), out=args.out,
+    )
+    if args.engine == "ray":
+        from edgelam.agents.tune_ray import tune_ray
+
+        result = tune_ray(settings, workers=args.workers, address=args.address)
+    else:
+        result = tune(settings, log=(lambda m: print(m, file=sys.stderr)) if args.json else print)
+    written = None
+    if args.write and result.gain <= 0:
+        print(f"not written: no trial beat the entry as it stands (gain {result.gain:.4g})", file=sys.stderr)
+    elif args.write:
+        command = " ".join(["edgelam tune", *(sys.argv[2:] if sys.argv[1:2] == ["tune"] else [args.env])])
+        written = write_best(result, command)
+    summary = {
+        "env_id": result.env_id, "algo": result.algo, "budget": result.budget, "complete": result.complete,
+        "pruned": result.pruned, "best": result.best, "untuned": result.untuned, "gain": result.gain,
+        "best_params": result.best_params, "wall_s": result.wall_s, "study": str(result.folder),
+        "written": str(written) if written else None,
+    }
+    if args.json:
+        _print_json(summary)
+    else:
+        for key in ("best", "untuned", "gain", "best_params", "complete", "pruned", "study", "written"):
+            print(f"{key}: {summary[key]}")
+    return 0
+
+
 def cmd_profile(args: argparse.Namespace) -> int:
     """Run the real model and record the replay files of the envs."""
     try:
@@ -476,7 +514,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="ppo",
         help="ppo | a2c | dqn | sac | td3 | maskable_ppo | rarl (adversarial parallel envs) (default: ppo)",
     )
-    p.add_argument("--timesteps", type=int, default=100_000, help="total env steps (default: 100000)")
+    p.add_argument(
+        "--timesteps",
+        type=int,
+        help="total env steps (default: n_timesteps of the env's entry in configs/agents/hyperparams/<algo>.yml)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, help="run folder (default: runs/train/<env>/<algo>/seed_<seed>)")
     p.add_argument("--n-envs", type=int, help="vectorised env copies (default: from configs/agents)")
@@ -598,6 +640,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("runs/results"), help="raw compare folders (resumable)")
     p.add_argument("--doc", type=Path, default=Path("docs/results.md"), help="the Markdown page to write")
     p.set_defaults(func=cmd_results)
+
+    p = command("tune", "Optuna study (TPE, median pruner) of an algorithm's hyperparameters on one env")
+    _add_env_options(p)
+    p.add_argument("--algo", default="ppo", help="ppo | a2c | dqn | sac | td3 | maskable_ppo (default: ppo)")
+    p.add_argument("--trials", type=int, default=20, help="trials of the study (default: 20)")
+    p.add_argument("--minutes", type=float, default=20.0, help="wall-time limit of the study (default: 20)")
+    p.add_argument("--timesteps", type=int, help="env steps per trial (default: the entry's n_timesteps)")
+    p.add_argument("--evaluations", type=int, default=4, help="validation points per trial, for pruning (default: 4)")
+    p.add_argument("--episodes", type=int, default=5, help="validation episodes per evaluation (default: 5)")
+    p.add_argument("--seed", type=int, default=0, help="sampler and training seed (default: 0)")
+    p.add_argument("--out", type=Path, help="study folder, resumable (default: runs/tune/<env>/<algo>)")
+    p.add_argument("--write", action="store_true",
+                   help="write the best trial into configs/agents/hyperparams/<algo>.yml, the study beside it")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local (default) or ray: the trials through Ray Tune's Optuna search (needs the ray extra)")
+    p.add_argument("--workers", type=int, default=1, help="ray: trials at once (default: 1)")
+    p.add_argument("--address", help="ray: Ray cluster to join (default: a local Ray instance)")
+    p.set_defaults(func=cmd_tune)
 
     p = command("profile", "run the real model and record the replay files")
     p.add_argument("--out", type=Path, help="output folder (default: the package's profiles)")

@@ -74,7 +74,7 @@ def snake_case(name: str) -> str:
 
 
 def env_dir(env_id: str) -> str:
-    """Folder name of an env under ``configs/scenarios`` and ``configs/agents`` (and of its runs).
+    """Folder name of an env under ``configs/scenarios`` (and of its runs).
 
     The ``scenario_dir`` of the env's spec (``edgelam/FedFTPower-v0`` -> ``fed_ft_power``);
     for an id without a spec (a plain Gymnasium id, a test env) derived from the id

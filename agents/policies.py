@@ -6,6 +6,11 @@ A saved run is a folder written by :func:`edgelam.agents.train.train`::
     vecnormalize.pkl   VecNormalize statistics (only when the run normalised)
     meta.json          {"algo": "ppo", "env_id": ..., "num_timesteps": ..., ...}
     checkpoints/model_<steps>_steps.zip (+ model_vecnormalize_<steps>_steps.pkl)
+
+An rl-zoo3 experiment folder (``python -m rl_zoo3.train ... -f LOGS`` writes
+``LOGS/<algo>/<env>_<n>/``) loads too: its ``<env>.zip`` (or ``best_model.zip`` when that
+is the path given), the algorithm from ``<env>/args.yml``, the statistics from
+``<env>/vecnormalize.pkl``.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import yaml
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecNormalize
 
@@ -85,8 +91,51 @@ def vecnormalize_path(model_path: Path) -> Path | None:
     return path if path.is_file() else None
 
 
+class _ZooLoader(yaml.SafeLoader):
+    """YAML's safe loader plus the OrderedDict tag rl-zoo3 writes its ``args.yml`` with."""
+
+
+_ZooLoader.add_constructor(
+    "tag:yaml.org,2002:python/object/apply:collections.OrderedDict",
+    lambda loader, node: dict(loader.construct_sequence(node.value[0], deep=True)),
+)
+
+
+def zoo_run(path: Path) -> tuple[Path, str, Path | None] | None:
+    """``(model, algo, vecnormalize or None)`` of an rl-zoo3 experiment folder or model, else ``None``.
+
+    Raises:
+        ValueError: if the folder's ``args.yml`` cannot be read or names no algorithm.
+    """
+    path = Path(path)
+    if path.is_dir():
+        found = [d for d in sorted(path.iterdir()) if (d / "args.yml").is_file() and (path / f"{d.name}.zip").is_file()]
+        if len(found) != 1:
+            return None
+        config_dir, model = found[0], path / f"{found[0].name}.zip"
+    elif path.suffix == ".zip":
+        model = path
+        config_dir = path.with_suffix("") if path.name != "best_model.zip" else None
+        if config_dir is None or not (config_dir / "args.yml").is_file():
+            dirs = [d for d in path.parent.iterdir() if (d / "args.yml").is_file()] if path.parent.is_dir() else []
+            if len(dirs) != 1:
+                return None
+            config_dir = dirs[0]
+    else:
+        return None
+    try:
+        args = yaml.load((config_dir / "args.yml").read_text(), Loader=_ZooLoader)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{config_dir / 'args.yml'}: not rl-zoo3's args file ({exc})") from None
+    if not isinstance(args, dict) or "algo" not in args:
+        raise ValueError(f"{config_dir / 'args.yml'}: names no algorithm")
+    algo = {"ppo_mask": "maskable_ppo"}.get(args["algo"], args["algo"])
+    stats = config_dir / VECNORMALIZE
+    return model, algo, stats if stats.is_file() else None
+
+
 def load_policy(path: str | Path) -> Policy:
-    """Load a saved model (``model.zip``, a checkpoint, or a run folder; RLlib run folders too).
+    """Load a saved model (``model.zip``, a checkpoint, or a run folder; RLlib and rl-zoo3 run folders too).
 
     The algorithm is read from the ``meta.json`` beside the file (or in its parent
     folder, for checkpoints); VecNormalize statistics, when present, are applied
@@ -96,6 +145,11 @@ def load_policy(path: str | Path) -> Policy:
         ValueError: if the file or its ``meta.json`` is missing.
     """
     path = Path(path)
+    zoo = zoo_run(path) if read_meta(path if path.is_dir() else path.parent) is None else None
+    if zoo is not None:
+        model_path, algo, stats_path = zoo
+        model = algo_class(algo).load(model_path, device="cpu")
+        return model if stats_path is None else NormalizedPolicy(model, load_vecnormalize(stats_path))
     if path.is_dir() and (read_meta(path) or {}).get("engine") == "rllib":
         from edgelam.agents.rllib_engine import load_rllib_policy
 

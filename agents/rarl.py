@@ -170,7 +170,7 @@ def train_rarl(
         out_dir: where the two models and the history are saved.
         scenario: scenario name or YAML path.
         env_kwargs: dotted scenario overrides.
-        hyperparams: PPO overrides of ``configs/agents/<env>.yaml`` (or ``default.yaml``),
+        hyperparams: overrides of the env's entry in ``configs/agents/hyperparams/ppo.yml`` (or its ``default``),
             shared by both agents; ``n_envs`` copies of the view per agent,
             ``normalize`` gives each agent its own VecNormalize, applied also when it
             acts as the frozen opponent.
@@ -184,6 +184,7 @@ def train_rarl(
     """
     env_id = env if isinstance(env, str) else None
     params = hp.resolve(env_id, "ppo", hyperparams)
+    params.pop("n_timesteps", None)  # the file's default budget; RARL's is its phases' steps
     out_dir = Path(out_dir)
     if (out_dir / "history.json").exists():
         raise ValueError(f"{out_dir} already holds a RARL run; choose another out_dir")

@@ -25,7 +25,7 @@ import io
 import json
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -268,6 +268,7 @@ def train(
     checkpoint_freq: int | None = None,
     threads: int = 1,
     vectorized: bool = False,
+    callbacks: Sequence[BaseCallback] = (),
 ) -> TrainResult:
     """Train ``algo`` on ``env_id`` for ``timesteps`` env steps and save the run in ``out_dir``.
 
@@ -283,7 +284,8 @@ def train(
         scenario: scenario name or YAML path.
         env_kwargs: dotted scenario overrides passed to the env constructor.
         n_envs: vectorised env copies; overrides the hyperparameter file.
-        hyperparams: overrides of ``configs/agents/<env>.yaml`` (or ``default.yaml``).
+        hyperparams: overrides of the env's entry in ``configs/agents/hyperparams/<algo>.yml``
+            (or its ``default``).
         progress: show SB3's progress bar.
         resume: continue the run in ``out_dir`` from its latest checkpoint up to
             ``timesteps``; a finished run with enough timesteps is loaded, not retrained.
@@ -294,6 +296,8 @@ def train(
         vectorized: train on the env's batched vector env (``vector_entry_point``,
             :class:`~edgelam.agents.vec.SB3VectorAdapter`) instead of ``n_envs``
             single envs in a ``DummyVecEnv``; recorded in ``meta.json`` when set.
+        callbacks: SB3 callbacks called while learning, after the run's own (checkpoints,
+            learning curve); one returning ``False`` ends the run early (``edgelam tune``'s pruning).
 
     Raises:
         ValueError: on an unknown algorithm or hyperparameter, an action space the
@@ -303,6 +307,7 @@ def train(
     check_env_id(env_id)
     algo_cls = hp.algo_class(algo)
     params = hp.resolve(env_id, algo, hyperparams)
+    params.pop("n_timesteps", None)  # the file's default budget; this run's is ``timesteps``
     if n_envs is not None:
         params = hp.validate(algo, {**params, "n_envs": n_envs})
     out_dir = Path(out_dir)
@@ -394,7 +399,7 @@ def train(
         with torch_threads(threads):
             model.learn(
                 total_timesteps=max(timesteps - start_steps, 1),
-                callback=[checkpoints, curve],
+                callback=[checkpoints, curve, *callbacks],
                 tb_log_name=algo,
                 reset_num_timesteps=start is None,
                 progress_bar=progress,

@@ -43,7 +43,7 @@ class EnvSpec:
             returning a ``ParallelEnv`` (PettingZoo).
         config: ``"module:Class"`` of the scenario dataclass.
         scenario_dir: the folder of the env's scenarios under ``configs/scenarios/``; also
-            names the env's ``configs/agents/<scenario_dir>.yaml`` and its run folders.
+            names its run folders.
         baselines: module that registers the env's baselines on import, or ``None``.
         vector_entry_point: ``"module:attribute"`` of the batched vector env, or ``None``
             (Gymnasium ids).

@@ -81,20 +81,38 @@ def test_resume_continues_to_the_requested_total(tmp_path, tiny_ppo):
 
 
 def test_hyperparameter_files_and_overrides_are_validated(tmp_path):
-    params = hp.resolve(TOY, "ppo")  # no toy file: default.yaml
-    assert params["n_envs"] >= 1 and "n_steps" in params
+    params = hp.resolve(TOY, "ppo")  # no entry for the toy id: the file's default
+    assert params == hp.resolve(None, "ppo") and params["n_envs"] >= 1 and "n_steps" in params
+    assert hp.resolve("edgelam/SplitInference-v0", "ppo")["gamma"] == 0.9  # its own entry
+    assert hp.default_timesteps("edgelam/MultiUserOffload-v0", "ppo") == 1_000_000
     with pytest.raises(ValueError, match="unknown algorithm"):
         hp.resolve(TOY, "trpo")
     with pytest.raises(ValueError, match=r"unknown key 'ppo\.n_stepz'"):
         hp.resolve(TOY, "ppo", {"n_stepz": 8})
     with pytest.raises(ValueError, match="activation"):
         hp.resolve(TOY, "ppo", {"policy_kwargs": {"activation_fn": "swish"}})
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("ppo:\n  n_steps: 8\nfoo:\n  x: 1\n")
-    with pytest.raises(ValueError, match="unknown algorithm section 'foo'"):
-        hp.read_file(bad)
-    for algo, section in hp.read_file(hp.agents_dir() / "default.yaml").items():
-        assert hp.sb3_kwargs(section), algo
+    with pytest.raises(ValueError, match="n_timesteps"):
+        hp.resolve(TOY, "ppo", {"n_timesteps": 0})
+    bad = tmp_path / "ppo.yml"
+    bad.write_text("default:\n  n_steps: 8\nedgelam/SplitInferance-v0:\n  n_steps: 8\n")
+    with pytest.raises(ValueError, match="'edgelam/SplitInferance-v0' is neither 'default' nor a registered env id"):
+        hp.read_file(bad, "ppo")
+    for algo in hp.ALGOS:
+        for entry, section in hp.read_file(hp.hyperparams_file(algo), algo).items():
+            assert hp.sb3_kwargs(section) and section["policy"] == "MlpPolicy", (algo, entry)
+            assert "n_timesteps" not in hp.sb3_kwargs(section)
+
+
+def test_policy_kwargs_in_rl_zoo3s_string_form_are_read_without_eval():
+    text = "dict(net_arch=dict(pi=[32, 32], vf=[16]), activation_fn=nn.ReLU, ortho_init=False)"
+    assert hp.parse_policy_kwargs(text) == {"net_arch": {"pi": [32, 32], "vf": [16]}, "activation_fn": "relu",
+                                            "ortho_init": False}
+    kwargs = hp.sb3_kwargs(hp.resolve(TOY, "ppo", {"policy_kwargs": "dict(activation_fn=nn.Tanh)"}))
+    assert kwargs["policy_kwargs"]["activation_fn"] is torch.nn.Tanh
+    for bad, match in [("__import__('os').system('true')", "expected dict"), ("dict(act=nn.Swish)", "nn.Swish"),
+                       ("dict(x=open('f'))", "expected dict"), ("dict(net_arch=[64,", "cannot parse")]:
+        with pytest.raises(ValueError, match=match):
+            hp.parse_policy_kwargs(bad)
 
 
 def test_algorithm_must_fit_the_action_space(tmp_path):

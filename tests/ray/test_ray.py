@@ -176,3 +176,19 @@ def test_bad_input_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="workers"):
         compare_ray(SPLIT, workers=0, out_dir=tmp_path / "c", progress=False)
     assert main(["train", SPLIT, "--num-env-runners", "1"]) == 2  # an rllib option without --engine rllib
+
+
+def test_tune_on_ray_runs_the_local_trials_and_finds_their_best(tmp_path):
+    from edgelam.agents.tune import TuneSettings, run_trial
+    from edgelam.agents.tune_ray import tune_ray
+
+    settings = TuneSettings(env_id=SPLIT, trials=2, minutes=5, timesteps=256, evaluations=1, episodes=2,
+                            env_kwargs={"episode_length": 20}, out=tmp_path / "study")
+    result = tune_ray(settings, workers=2)
+    assert result.complete + result.pruned == 2 and result.complete >= 1
+    assert {"n_steps", "batch_size", "gamma", "learning_rate", "policy_kwargs"} <= set(result.best_params)
+    assert (tmp_path / "study" / "untuned.json").is_file()
+    assert len(list((tmp_path / "study" / "ray_trials").iterdir())) == 2
+    # the best Ray trial, rerun here by the local engine's run_trial: the same validation return
+    again = run_trial(settings, result.best_params, tmp_path / "again")
+    assert again["mean"] == result.best["mean"]

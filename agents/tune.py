@@ -1,0 +1,359 @@
+"""``edgelam tune``: an Optuna study of one algorithm's hyperparameters on one env.
+
+Optuna's TPE sampler (seeded) proposes settings from a search space per algorithm
+(:data:`SAMPLERS`; rl-zoo3's ``hyperparams_opt.py`` is the reference, with discounts down to
+0.8 because several edgelam envs are nearly myopic, and networks no larger than 256 x 256
+for two CPU cores). The sampled keys replace those of the env's entry in
+``configs/agents/hyperparams/<algo>.yml``; ``n_envs`` and ``normalize`` stay the file's.
+Each trial trains with :func:`edgelam.agents.train.train` (on the env's batched vector env
+where it has one) and is evaluated ``evaluations`` times during training on validation
+episodes: episode ``i`` resets with seed ``VALIDATION_SEED + i`` (20000 + i), while
+``compare`` and ``results`` evaluate on 10000 + i, the test split, which tuning never sees.
+Optuna's median pruner stops a trial whose intermediate mean return is below the median of
+the earlier trials at the same step. The entry as it stands is trained and evaluated the
+same way first, so the study reports what tuning gained. The study stops after ``trials``
+trials or ``minutes`` of wall time; it lives in ``<out>/study.db`` (SQLite), so the same
+command continues it. :func:`write_best` writes the best trial back into the file, with the
+study's numbers in a comment above the entry.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import json
+import math
+import re
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import yaml
+from stable_baselines3.common.callbacks import BaseCallback
+
+from edgelam.agents import hyperparams as hp
+from edgelam.agents.common import check_env_id, env_dir, is_parallel
+from edgelam.agents.evaluate import evaluate
+from edgelam.agents.policies import NormalizedPolicy
+from edgelam.agents.train import train
+from edgelam.envs import registration
+
+VALIDATION_SEED = 20_000
+NET_ARCHS = {"small": [64, 64], "medium": [128, 128], "large": [256, 256]}
+
+
+def _common(trial: optuna.Trial) -> dict[str, Any]:
+    return {
+        "gamma": 1.0 - trial.suggest_float("one_minus_gamma", 1e-3, 0.2, log=True),
+        "learning_rate": trial.suggest_float("learning_rate", 1e-5, 3e-3, log=True),
+        "policy_kwargs": {
+            "net_arch": NET_ARCHS[trial.suggest_categorical("net_arch", list(NET_ARCHS))],
+            "activation_fn": trial.suggest_categorical("activation_fn", ["tanh", "relu"]),
+        },
+    }
+
+
+def sample_ppo(trial: optuna.Trial, n_envs: int) -> dict[str, Any]:
+    """PPO (and MaskablePPO): rollout, minibatch, epochs, discounts, step size, entropy, clip, network."""
+    n_steps = trial.suggest_categorical("n_steps", [16, 32, 64, 128, 256, 512])
+    batch = trial.suggest_categorical("batch_size", [64, 128, 256, 512, 1024])
+    return {
+        "n_steps": n_steps,
+        "batch_size": min(batch, n_steps * n_envs),  # a minibatch no larger than the rollout
+        "n_epochs": trial.suggest_categorical("n_epochs", [1, 4, 10, 20]),
+        "gae_lambda": trial.suggest_categorical("gae_lambda", [0.8, 0.9, 0.95, 0.98, 1.0]),
+        "ent_coef": trial.suggest_float("ent_coef", 1e-8, 0.1, log=True),
+        "clip_range": trial.suggest_categorical("clip_range", [0.1, 0.2, 0.3]),
+        **_common(trial),
+    }
+
+
+def sample_a2c(trial: optuna.Trial, n_envs: int) -> dict[str, Any]:
+    """A2C: rollout, discounts, step size, entropy, network."""
+    return {
+        "n_steps": trial.suggest_categorical("n_steps", [5, 8, 16, 32, 64]),
+        "gae_lambda": trial.suggest_categorical("gae_lambda", [0.8, 0.9, 0.95, 1.0]),
+        "ent_coef": trial.suggest_float("ent_coef", 1e-8, 0.1, log=True),
+        **_common(trial),
+    }
+
+
+def _off_policy(trial: optuna.Trial) -> dict[str, Any]:
+    train_freq = trial.suggest_categorical("train_freq", [1, 4, 8])
+    params = _common(trial)
+    del params["policy_kwargs"]["activation_fn"]  # rl-zoo3 keeps the default activation off-policy
+    return {
+        "batch_size": trial.suggest_categorical("batch_size", [64, 128, 256, 512]),
+        "buffer_size": trial.suggest_categorical("buffer_size", [10_000, 100_000, 1_000_000]),
+        "learning_starts": trial.suggest_categorical("learning_starts", [100, 1000, 5000]),
+        "train_freq": train_freq,
+        "gradient_steps": train_freq,  # one gradient step per env step, as rl-zoo3
+        **params,
+    }
+
+
+def sample_sac(trial: optuna.Trial, n_envs: int) -> dict[str, Any]:
+    """SAC: replay, update rate, soft target rate, discount, step size, network."""
+    return {**_off_policy(trial), "tau": trial.suggest_categorical("tau", [0.005, 0.01, 0.02])}
+
+
+def sample_td3(trial: optuna.Trial, n_envs: int) -> dict[str, Any]:
+    """TD3: replay, update rate, soft target rate, discount, step size, network."""
+    return {**_off_policy(trial), "tau": trial.suggest_categorical("tau", [0.005, 0.01, 0.02])}
+
+
+def sample_dqn(trial: optuna.Trial, n_envs: int) -> dict[str, Any]:
+    """DQN: replay, exploration, target updates, discount, step size, network."""
+    return {
+        **_off_policy(trial),
+        "exploration_fraction": trial.suggest_float("exploration_fraction", 0.05, 0.5),
+        "exploration_final_eps": trial.suggest_float("exploration_final_eps", 0.0, 0.2),
+        "target_update_interval": trial.suggest_categorical("target_update_interval", [100, 1000, 5000]),
+    }
+
+
+SAMPLERS: dict[str, Callable[[optuna.Trial, int], dict[str, Any]]] = {
+    "ppo": sample_ppo,
+    "maskable_ppo": sample_ppo,
+    "a2c": sample_a2c,
+    "sac": sample_sac,
+    "td3": sample_td3,
+    "dqn": sample_dqn,
+}
+
+
+@dataclass(frozen=True)
+class TuneSettings:
+    """One study: what is tuned, on what, with what budget.
+
+    Attributes:
+        timesteps: env steps per trial (default: the entry's ``n_timesteps``).
+        evaluations: validation points per trial, where the pruner may stop it.
+        episodes: validation episodes per evaluation.
+    """
+
+    env_id: str
+    algo: str = "ppo"
+    trials: int = 20
+    minutes: float = 20.0
+    timesteps: int | None = None
+    evaluations: int = 4
+    episodes: int = 5
+    seed: int = 0
+    scenario: str = "default"
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    out: Path | None = None
+
+    def __post_init__(self) -> None:
+        check_env_id(self.env_id)
+        if self.algo not in SAMPLERS:
+            raise ValueError(f"tune: no search space for {self.algo!r} (allowed: {', '.join(SAMPLERS)})")
+        for name in ("trials", "evaluations", "episodes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"tune: {name} must be >= 1, got {getattr(self, name)}")
+        if not self.minutes > 0:
+            raise ValueError(f"tune: minutes must be > 0, got {self.minutes}")
+        if self.timesteps is not None and self.timesteps < self.evaluations:
+            raise ValueError(f"tune: timesteps ({self.timesteps}) must be >= evaluations ({self.evaluations})")
+
+    @property
+    def budget(self) -> int:
+        """Env steps per trial."""
+        return self.timesteps or hp.default_timesteps(self.env_id, self.algo)
+
+    @property
+    def folder(self) -> Path:
+        """The study's folder (default ``runs/tune/<env>/<algo>``)."""
+        return self.out or Path("runs") / "tune" / env_dir(self.env_id) / self.algo
+
+    @property
+    def vectorized(self) -> bool:
+        """Train on the batched vector env (Gymnasium ids with one; PettingZoo ids batch by themselves)."""
+        spec = registration.find_spec(self.env_id)
+        return bool(spec and not is_parallel(self.env_id) and spec.vector_entry_point
+                    and self.env_kwargs.get("backend", "replay") == "replay")
+
+
+class _Validation(BaseCallback):
+    """Evaluates the learning policy on the validation episodes every ``every`` steps; reports to the trial."""
+
+    def __init__(self, settings: TuneSettings, every: int, trial: optuna.Trial | None) -> None:
+        super().__init__()
+        self.settings, self.every, self.trial = settings, every, trial
+        self.next_at, self.scores, self.pruned = every, [], False
+
+    def score(self) -> tuple[float, float]:
+        """Mean validation return of the current policy and its 95% half-width."""
+        policy: Any = self.model
+        stats = self.model.get_vec_normalize_env()
+        if stats is not None:
+            policy = NormalizedPolicy(self.model, copy.copy(stats))  # a frozen view; training keeps updating
+        s = self.settings
+        rows = evaluate(policy, s.env_id, episodes=s.episodes, seed=VALIDATION_SEED, scenario=s.scenario,
+                        env_kwargs=s.env_kwargs)
+        returns = np.array([r["return"] for r in rows])
+        half = 1.96 * returns.std(ddof=1) / math.sqrt(len(returns)) if len(returns) > 1 else float("nan")
+        return float(returns.mean()), float(half)
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps < self.next_at:
+            return True
+        self.next_at += self.every
+        mean, _ = self.score()
+        self.scores.append([int(self.num_timesteps), mean])
+        if self.trial is not None:
+            self.trial.report(mean, int(self.num_timesteps))
+            if self.trial.should_prune():
+                self.pruned = True
+                return False
+        return True
+
+
+def run_trial(settings: TuneSettings, params: dict[str, Any], out_dir: Path,
+              trial: optuna.Trial | None = None) -> dict[str, Any]:
+    """Train ``params`` (overrides of the entry) for the study's budget; its final validation score.
+
+    Raises:
+        optuna.TrialPruned: when the pruner stops the trial.
+    """
+    s = settings
+    validation = _Validation(s, max(s.budget // s.evaluations, 1), trial)
+    began = time.perf_counter()
+    result = train(s.env_id, s.algo, timesteps=s.budget, seed=s.seed, out_dir=out_dir, scenario=s.scenario,
+                   env_kwargs=s.env_kwargs, hyperparams=params, vectorized=s.vectorized, callbacks=[validation])
+    if validation.pruned:
+        raise optuna.TrialPruned(f"validation return {validation.scores[-1][1]:.4g} at step {validation.scores[-1][0]}")
+    mean, half = validation.score()
+    return {"mean": mean, "ci95": half, "curve": validation.scores, "wall_s": time.perf_counter() - began,
+            "num_timesteps": result.num_timesteps}
+
+
+@dataclass
+class TuneResult:
+    """What a study found: the best trial's settings and score beside the untuned entry's."""
+
+    env_id: str
+    algo: str
+    budget: int
+    best_params: dict[str, Any]
+    best: dict[str, Any]
+    untuned: dict[str, Any]
+    complete: int
+    pruned: int
+    wall_s: float
+    folder: Path
+
+    @property
+    def gain(self) -> float:
+        """Best trial's validation return minus the untuned entry's."""
+        return self.best["mean"] - self.untuned["mean"]
+
+
+def untuned_score(settings: TuneSettings, folder: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """The entry as it stands, trained and validated like a trial (kept in ``<folder>/untuned.json``)."""
+    path = folder / "untuned.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    log(f"tune: the entry as it stands, {settings.budget:,} steps")
+    untuned = run_trial(settings, {}, folder / "untuned")
+    path.write_text(json.dumps(untuned, indent=2))
+    return untuned
+
+
+def tune(settings: TuneSettings, log: Callable[[str], None] = print) -> TuneResult:
+    """Run (or continue) the study of ``settings``; see the module docstring."""
+    s = settings
+    folder = s.folder
+    folder.mkdir(parents=True, exist_ok=True)
+    began = time.perf_counter()
+    untuned = untuned_score(s, folder, log)
+    n_envs = hp.resolve(s.env_id, s.algo)["n_envs"]
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name=f"{s.env_id}:{s.algo}", storage=f"sqlite:///{folder / 'study.db'}", load_if_exists=True,
+        direction="maximize", sampler=optuna.samplers.TPESampler(seed=s.seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0),
+    )
+
+    def objective(trial: optuna.Trial) -> float:
+        params = SAMPLERS[s.algo](trial, n_envs)
+        trial.set_user_attr("params", params)
+        out = run_trial(s, params, folder / f"trial_{trial.number}", trial)
+        trial.set_user_attr("ci95", out["ci95"])
+        log(f"tune: trial {trial.number}: validation return {out['mean']:.4g} ± {out['ci95']:.2g}")
+        return out["mean"]
+
+    remaining = s.trials - len([t for t in study.trials if t.state.is_finished()])
+    if remaining > 0:
+        study.optimize(objective, n_trials=remaining, timeout=s.minutes * 60.0, catch=())
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not done:
+        raise ValueError(f"tune: no trial of {s.env_id} / {s.algo} completed within {s.minutes} minutes")
+    best_trial = study.best_trial
+    result = TuneResult(
+        env_id=s.env_id, algo=s.algo, budget=s.budget, best_params=best_trial.user_attrs["params"],
+        best={"mean": best_trial.value, "ci95": best_trial.user_attrs["ci95"], "trial": best_trial.number},
+        untuned=untuned, complete=len(done),
+        pruned=len([t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]),
+        wall_s=time.perf_counter() - began, folder=folder,
+    )
+    summary = {**asdict(result), "folder": str(folder), "gain": result.gain, "settings": {
+        **{k: v for k, v in asdict(s).items() if k != "out"}, "budget": s.budget, "vectorized": s.vectorized}}
+    (folder / "study.json").write_text(json.dumps(summary, indent=2, default=str))
+    return result
+
+
+def _policy_kwargs_text(policy_kwargs: dict[str, Any]) -> str | dict[str, Any]:
+    """``policy_kwargs`` as the file writes it: rl-zoo3's string form when it names an activation."""
+    if "activation_fn" not in policy_kwargs:
+        return policy_kwargs
+    names = {v: k for k, v in hp._NN_NAMES.items()}
+    parts = [f"{k}={v!r}" for k, v in policy_kwargs.items() if k != "activation_fn"]
+    parts.append(f"activation_fn=nn.{names[policy_kwargs['activation_fn']]}")
+    return f"dict({', '.join(parts)})"
+
+
+def write_best(result: TuneResult, command: str, path: Path | None = None) -> Path:
+    """Replace (or add) the env's entry in the algorithm's file with the best trial, the study in a comment."""
+    path = path or hp.hyperparams_file(result.algo)
+    entries = hp.read_file(path, result.algo)
+    base = entries.get(result.env_id, entries.get(hp.DEFAULT_ENTRY, {}))
+    entry = {**base, **result.best_params, "n_timesteps": result.budget}
+    entry["policy_kwargs"] = _policy_kwargs_text(entry["policy_kwargs"])
+    entry = {k: float(v) if isinstance(v, float) else v for k, v in entry.items()}
+    hp.validate(result.algo, entry, source=f"{path}: {result.env_id}")  # what is written reads back
+    date = datetime.date.today().strftime("%-d %B %Y")
+    b, u = result.best, result.untuned
+    comment = [
+        f"Tuned by `{command}` ({date}): {result.complete} trials completed, {result.pruned} pruned,",
+        f"{result.wall_s / 60:.1f} min; {result.budget:,} steps per trial. "
+        f"Validation return (seeds {VALIDATION_SEED}+i):",
+        f"best trial {b['trial']} {b['mean']:.4g} ± {b['ci95']:.2g}; the entry before tuning {u['mean']:.4g} ± "
+        f"{u['ci95']:.2g}.",
+    ]
+    def flow(value: Any) -> str:
+        return yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix("...").strip()
+
+    lines = [f"{result.env_id}:"]
+    for key, value in entry.items():
+        if isinstance(value, dict):
+            lines += [f"  {key}:", *(f"    {k}: {flow(v)}" for k, v in value.items())]
+        else:
+            lines.append(f"  {key}: {flow(value)}")
+    body = "\n".join(lines) + "\n"
+    block = "".join(f"# {line}\n" for line in comment) + body
+    text = path.read_text()
+    # an entry is its comment lines, its top-level key line and its indented lines
+    pattern = re.compile(rf"(?m)(^#[^\n]*\n)*^{re.escape(result.env_id)}:[^\n]*\n(^[ \t]+[^\n]*\n)*")
+    match = pattern.search(text)
+    if match:
+        text = text[: match.start()] + block + text[match.end():]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    path.write_text(text)
+    hp.read_file(path, result.algo)
+    return path
