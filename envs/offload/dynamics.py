@@ -504,7 +504,7 @@ def _observe(k, consts, confidence, token_obs, confidence_in, prompt, rate, edge
                      step, obs)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Outcome:
     """What one step did in each row: the (14, B) table :func:`_step_rows` fills (rows :data:`OUTCOME_ROWS`),
     and the observation of each row's next task (the replay profile's device confidence)."""
