@@ -35,6 +35,8 @@ from edgelam.envs.lam.tiny_family import (
     write_demo_prompts,
 )
 
+from . import require_shipped
+
 torch.set_num_threads(1)
 
 
@@ -304,3 +306,24 @@ def test_one_tokenizer_with_padded_embeddings_drafts_over_the_shared_ids(family,
     assert drafted == greedy and max(drafted) < draft.vocab_size and any(r.proposed for r in rounds)
     with pytest.raises(ValueError, match="draft vocab 400 != target vocab 576"):
         speculative_generate(target, load(family["foreign"]), prompt[:1], 4, gamma=2)
+
+
+def test_the_shipped_path_still_feeds_the_shipped_ids_and_reproduces_the_shipped_rows():
+    from edgelam.envs.lam import SHIPPED_MODELS, load_prompts
+    from edgelam.envs.lam.profile import profile_split
+
+    for name in SHIPPED_MODELS:
+        require_shipped(name)
+    lms = [load(name) for name in SHIPPED_MODELS]
+    shipped = load_prompts()[:3]
+    for lm in lms:  # each shipped model is fed the shipped token ids, not a re-tokenization of the texts
+        assert [(r["prompt_ids"], r["reference_ids"]) for r in profile_tokens(lm)[:3]] == [
+            (r["prompt_ids"], r["reference_ids"]) for r in shipped
+        ]
+    off = load_profile("offload")
+    rows = profile_offload(lms, shipped)
+    assert "prompt_len_per_model" not in off and "prompt_len_per_model" not in rows
+    for key in ("ref_accuracy", "nll_nats", "confidence"):
+        assert np.allclose(rows[key], off[key][:3], atol=1e-5), key
+    split = profile_split(lms[-1], shipped[:1])
+    assert np.allclose(split["top1_agreement"], load_profile("split_quality")["top1_agreement"][:1], atol=1e-6)
