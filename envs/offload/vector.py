@@ -47,7 +47,8 @@ class OffloadVectorEnv(ReplayVectorEnv):
     autoreset: its action is ignored, its reward is 0, ``terminated`` and ``truncated``
     are False, its observation is the new episode's first). In a step where only some
     devices reset, the step's ``info`` keys carry a boolean mask ``_<key>`` (False for
-    the resetting devices) and the reset's ``distance_m`` a mask ``_distance_m``.
+    the resetting devices) and the reset's ``distance_m`` a mask ``_distance_m``; the
+    resetting devices' ``uplink_rate_bps`` is their new episode's first rate, as a reset's.
     ``reset(options={"reset_mask": mask})`` resets only the masked devices now.
 
     Exogenous randomness is drawn for all devices in blocks of ``CHUNK`` tasks. When
@@ -155,9 +156,10 @@ class OffloadVectorEnv(ReplayVectorEnv):
             for key in _STEP_KEYS:
                 if key in info:
                     info[f"_{key}"] = stepped
-            info["uplink_rate_bps"] = np.where(resetting, self.state.pending("rate_bps"), info["uplink_rate_bps"])
             distance = np.zeros(b)
             distance[idx] = self._reset_some(idx)
+            # a reset row's entry is its new episode's first rate (the reset info's), on its new link
+            info["uplink_rate_bps"] = np.where(resetting, self.state.pending("rate_bps"), info["uplink_rate_bps"])
             info["distance_m"], info["_distance_m"] = distance, resetting
             obs = observation(self.params, self.state)
         else:

@@ -93,9 +93,14 @@ def test_batch_spaces_and_per_device_autoreset():
     rng = np.random.default_rng(0)
     ended = np.zeros(b, dtype=bool)
     lone_resets = 0
+    first_rate = np.full(b, np.nan)
     for _ in range(400):
         actions = rng.integers(0, 3, b)
         obs, reward, terminated, truncated, info = vec.step(actions)
+        restarted_last_step = ~np.isnan(first_rate)
+        # the rate a reset announced is the one its first task is sent at (on the new episode's link)
+        assert np.array_equal(info["uplink_rate_bps"][restarted_last_step], first_rate[restarted_last_step])
+        first_rate = np.where(ended, info["uplink_rate_bps"], np.nan)
         assert vec.observation_space.contains(obs)
         assert reward.shape == (b,) and np.all(np.isfinite(reward))
         if ended.any():
