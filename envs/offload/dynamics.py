@@ -196,7 +196,6 @@ class Params:
 
     config: OffloadConfig
     tables: TierTables
-    horizon: int  # tasks after which an episode is truncated (the scenario's episode_length, or fewer)
     token_obs: np.ndarray  # (P,) T / 128, at most 32 (observation entry 1)
     consts: np.ndarray  # (len(_CONSTS),) float64 scalars of the scenario, in the order of _CONSTS
 
@@ -224,7 +223,6 @@ class Params:
         return cls(
             config=cfg,
             tables=tables,
-            horizon=int(values["horizon"]),
             token_obs=np.minimum(tables.prompt_tokens / 128.0, 32.0),
             consts=np.array([values[name] for name in _CONSTS], dtype=np.float64),
         )
@@ -240,10 +238,13 @@ class Params:
         return self.config.budget.per_task is not None
 
 
-# the scalars the kernels read from Params.consts, by position
+# the scalars of Params.consts (``horizon``: tasks after which an episode is truncated), and their
+# positions, which the kernels read them by
 _CONSTS = ("quality_weight", "latency_weight", "energy_weight_per_j", "cloud_cost_weight_per_usd", "edge_rtt_s",
            "down_s", "dev_active_w", "tx_power_w", "dev_idle_w", "has_budget", "budget", "budget_energy",
            "battery_j", "episode_length", "horizon")
+(_QUALITY_W, _LATENCY_W, _ENERGY_W, _CLOUD_W, _EDGE_RTT, _DOWN, _ACTIVE_W, _TX_W, _IDLE_W, _HAS_BUDGET, _BUDGET,
+ _BUDGET_ENERGY, _BATTERY, _EPISODE, _HORIZON) = range(len(_CONSTS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -448,9 +449,11 @@ def _step_rows(actions, k, consts, compute_s, quality_table, cloud_usd, up_bits,
     (the live backend). ``out`` (14, B): the columns of :data:`OUTCOME_ROWS`. When the block
     has a next slot, ``obs`` (B, 8) gets each row's observation of its next task (:func:`_observe_row`).
     """
-    w_q, w_t, w_e, w_c = consts[0], consts[1], consts[2], consts[3]
-    edge_rtt, down, active_w, tx_w, idle_w = consts[4], consts[5], consts[6], consts[7], consts[8]
-    has_budget, budget, budget_energy, horizon = consts[9] > 0.0, consts[10], consts[11] > 0.0, consts[14]
+    w_q, w_t, w_e, w_c = consts[_QUALITY_W], consts[_LATENCY_W], consts[_ENERGY_W], consts[_CLOUD_W]
+    edge_rtt, down, active_w, tx_w, idle_w = (consts[_EDGE_RTT], consts[_DOWN], consts[_ACTIVE_W], consts[_TX_W],
+                                              consts[_IDLE_W])
+    has_budget, budget, budget_energy = consts[_HAS_BUDGET] > 0.0, consts[_BUDGET], consts[_BUDGET_ENERGY] > 0.0
+    horizon = consts[_HORIZON]
     for b in range(actions.shape[0]):
         a, p, work = actions[b], prompt[b, k], edge_work[b]
         compute = compute_s[p, a]
@@ -482,7 +485,7 @@ def _observe_row(b, k, consts, confidence, token_obs, prompt, rate, edge_work, l
                  step, obs):
     """Fill ``obs[b]`` (float32) with row b's view of its pending task (slot ``k``; layout in the env
     docstring), the device model's ``confidence`` on it given."""
-    budget, battery_j, episode_length = consts[10], consts[12], consts[13]
+    budget, battery_j, episode_length = consts[_BUDGET], consts[_BATTERY], consts[_EPISODE]
     obs[b, 0] = confidence
     obs[b, 1] = token_obs[prompt[b, k]]
     obs[b, 2] = min(max(math.log10(max(rate[b, k], MIN_RATE_BPS)) / 10.0, 0.0), 2.0)
