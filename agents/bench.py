@@ -100,8 +100,12 @@ def _batched_agent_steps_per_s(env_id: str, num_games: int, steps: int, seed: in
     """Agent-steps per second of the env's batched parallel game of ``num_games`` games."""
     game = registration.make_batched(env_id, num_games=num_games)
     calls = max(steps // num_games, 10)
-    space = getattr(game, "single_action_space", None)  # a game whose agents share one Discrete space
-    if space is not None:
+    space = getattr(game, "single_action_space", None)  # a game whose agents share one space (Discrete or Box)
+    if isinstance(space, gym.spaces.Box):  # uniform in the box, one (B, N, *shape) array per step
+        rng = np.random.default_rng(seed)
+        size = (calls, num_games, game.num_agents, *space.shape)
+        actions = rng.uniform(space.low, space.high, size=size).astype(space.dtype)
+    elif space is not None:
         rng = np.random.default_rng(seed)
         actions = rng.integers(space.start, space.start + space.n, size=(calls, num_games, game.num_agents))
     else:  # agents with spaces of their own (RobustRouting's router and adversary): a dict of arrays per step

@@ -75,7 +75,7 @@ class AgentRowsVectorEnv(VectorEnv):
     ``game`` plays B games of N agents with arrays (B, N, ...) (``num_games``,
     ``num_agents``, ``single_observation_space``, ``single_action_space``, ``reset`` and
     ``step`` as :class:`edgelam.envs.multi_user_offload.vector.MultiUserOffloadGames`). Row
-    ``g N + i`` is agent ``i`` of game ``g``: observations (B N, ...), actions (B N,),
+    ``g N + i`` is agent ``i`` of game ``g``: observations (B N, ...), actions (B N, ...),
     rewards, terminations and truncations (B N,); a per-agent ``info`` array (B, N) becomes
     (B N,), a per-game one (B,) and every ``_key`` mask is repeated for the game's N rows.
     A partial reset mask (B N,) must cover whole games (the agents of a game share its
@@ -125,11 +125,13 @@ class AgentRowsVectorEnv(VectorEnv):
         return self._rows(obs), self._info(info)
 
     def step(self, actions: Any):
-        """Step every game with the rows' actions (B N,)."""
+        """Step every game with the rows' actions (B N, *action shape): (B N,) integers, (B N, 2) boxes..."""
         arr = np.asarray(actions)
-        if arr.shape != (self.num_envs,):
-            raise ValueError(f"actions: expected shape ({self.num_envs},), got {arr.shape}")
-        obs, reward, terminated, truncated, info = self.game.step(arr.reshape(self.num_games, self.num_agents))
+        shape = (self.num_envs, *self.single_action_space.shape)
+        if arr.shape != shape:
+            raise ValueError(f"actions: expected shape {shape}, got {arr.shape}")
+        obs, reward, terminated, truncated, info = self.game.step(
+            arr.reshape(self.num_games, self.num_agents, *self.single_action_space.shape))
         return self._rows(obs), self._rows(reward), self._rows(terminated), self._rows(truncated), self._info(info)
 
     def close(self, **kwargs: Any) -> None:

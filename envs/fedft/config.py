@@ -106,7 +106,7 @@ class FedFTConfig:
     mode: str = field(default="lora_fedavg", metadata=choices(*MODES))
     model: str = field(default="edge", metadata=choices("edge", "device", "cloud"))
     profile_dir: str | None = None  # folder of a surrogate.json from `python -m edgelam.envs.fedft.profile`
-    num_devices: int = field(default=5, metadata=bounds(1, 64))
+    num_devices: int = field(default=5, metadata=bounds(1, 1024))
     num_topics: int = field(default=5, metadata=bounds(1, 8))
     dirichlet_alpha: float = field(default=0.3, metadata=bounds(1e-3, 1e3))
     samples_per_device: tuple[int, ...] = field(default=(64, 256), metadata=bounds(8, 4096, length=2))

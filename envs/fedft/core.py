@@ -17,6 +17,7 @@ from edgelam.envs.fedft.dynamics import (
     draw_fading,
     draw_learning_noise,
     initial,
+    learning_generator,
     state_costs,
 )
 from edgelam.envs.fedft.privacy import RDPAccountant
@@ -169,7 +170,7 @@ class Federation:
     def reset(self, rng: np.random.Generator) -> None:
         """Draw devices (distances, CPU, local data) and the first round's channel (:func:`.dynamics.initial`)."""
         self.state, episode = initial(self.params, rng, 1)
-        self.learn_rng = np.random.default_rng(episode.learning_seeds[0])
+        self.learn_rng = learning_generator(episode.learning_seeds)
         if self.live is not None:
             self.local_data = self._local_data(episode.pool_draws)
             self.state.topic_loss[0] = self.live.reset()

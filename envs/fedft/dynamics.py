@@ -65,7 +65,7 @@ def project_simplex(x: np.ndarray) -> np.ndarray:
     """Euclidean projection of ``x`` (K,) onto the probability simplex (Duchi et al., ICML 2008)."""
     x = np.asarray(x, dtype=np.float64)
     out = np.empty_like(x)
-    kernels.project_simplex_row(np.ascontiguousarray(x), out)
+    kernels.project_simplex_row(np.ascontiguousarray(x), out, np.empty_like(x))
     return out
 
 
@@ -423,6 +423,19 @@ class Params:
     downlink_noise_w_per_hz: float  # N0 times the UE noise figure, W/Hz
     model_costs: ModelCosts | None  # split mode's recorded shapes and FLOPs
     pool_size: int  # training sequences of each topic in the shipped partition (:mod:`.data`)
+    # the config's numbers the round reads, as plain fields (the hot path reads them every round)
+    bandwidth_hz: float  # uplink band B, Hz
+    p_max_w: float  # device power limit, W
+    noise_w_per_hz: float  # N0 F, W/Hz
+    deadline_s: float
+    deadline_tol_s: float  # the deadline with the relative tolerance DEADLINE_RTOL of float rounding
+    kappa: float
+    energy_budget_j: float
+    loss_scale: float
+    energy_weight_per_j: float
+    fading: bool
+    local_steps: int
+    episode_length: int
 
     @classmethod
     def build(cls, cfg: FedFTConfig, backend: str = "replay") -> Params:
@@ -472,6 +485,18 @@ class Params:
             downlink_noise_w_per_hz=ch.noise_psd_w_per_hz * 10.0 ** (cfg.split.ue_noise_figure_db / 10.0),
             model_costs=model_costs,
             pool_size=int(load_partition().train.shape[1]),
+            bandwidth_hz=cfg.bandwidth_hz,
+            p_max_w=cfg.p_max_w,
+            noise_w_per_hz=cfg.noise_w_per_hz,
+            deadline_s=cfg.deadline_s,
+            deadline_tol_s=cfg.deadline_s * (1.0 + DEADLINE_RTOL),
+            kappa=cfg.kappa,
+            energy_budget_j=cfg.energy_budget_j,
+            loss_scale=cfg.reward.loss_scale,
+            energy_weight_per_j=cfg.reward.energy_weight_per_j,
+            fading=cfg.channel.fading,
+            local_steps=cfg.lora.local_steps,
+            episode_length=cfg.episode_length,
         )
 
     @property
@@ -593,7 +618,7 @@ def initial(params: Params, rng: np.random.Generator, num_rows: int) -> tuple[St
         step_rdp = sgm_rdp(unique, dp.noise_multiplier)[index.ravel()].reshape(n, k, -1)
     else:
         step_rdp = np.zeros((n, k, 0))
-    snr = params.config.p_max_w * gains / params.full_band_noise_w
+    snr = params.p_max_w * gains / params.full_band_noise_w
     topic_loss = np.tile(params.initial_topic_loss, (n, 1))
     state = State(
         step=np.zeros(n, dtype=np.int64),
@@ -616,6 +641,12 @@ def initial(params: Params, rng: np.random.Generator, num_rows: int) -> tuple[St
         dp_steps=np.zeros((n, k), dtype=np.int64),
     )
     return state, Episode(pool_draws, seeds)
+
+
+def learning_generator(seeds: np.ndarray) -> np.random.Generator:
+    """The learning generator (replay surrogate noise, live local batches) after rows began episodes with these
+    :attr:`Episode.learning_seeds`: seeded by the first row's (with one row, the single env's since v0)."""
+    return np.random.default_rng(seeds[0])
 
 
 def draw_fading(rng: np.random.Generator, params: Params, num_rows: int) -> np.ndarray:
@@ -663,23 +694,31 @@ class Workspace:
     table: np.ndarray  # (B, 3) previous loss, new loss, reward
     new_topic_loss: np.ndarray  # (B, G)
     weights: np.ndarray  # (B, G) topic shares of the participants' data
-    scratch: np.ndarray  # (K,)
+    scratch: np.ndarray  # (2, K)
     outcome: Outcome
+    observation: np.ndarray  # (B, 4K + 3) float32, FedFTAllocation-v0's observation is built here
+    observation_views: tuple[np.ndarray, np.ndarray]  # its (B, K, 4) device and (B, 1, 3) global parts
+    agent_observation: np.ndarray  # (B, K, 7) float32, FedFTPower-v0's
+    agent_observation_views: tuple[np.ndarray, np.ndarray]  # its (B, K, 4) and (B, K, 3) parts
 
     @classmethod
     def of(cls, params: Params, num_rows: int) -> Workspace:
         """A workspace for ``num_rows`` rows of the scenario's K devices and G topics."""
-        costs = Costs.empty(num_rows, params.num_devices)
-        table = np.empty((num_rows, 3))
-        shape = (num_rows, params.num_topics)
-        return cls(costs, np.empty((num_rows, params.num_devices)), table, np.empty(shape), np.empty(shape),
-                   np.empty(params.num_devices), Outcome(costs, table))
+        b, k, f = num_rows, params.num_devices, DEVICE_FEATURES
+        costs = Costs.empty(b, k)
+        table = np.empty((b, 3))
+        shape = (b, params.num_topics)
+        obs = np.zeros((b, f * k + 3), dtype=np.float32)
+        agent = np.zeros((b, k, f + 3), dtype=np.float32)
+        return cls(costs, np.empty((b, k)), table, np.empty(shape), np.empty(shape), np.empty((2, k)),
+                   Outcome(costs, table), obs, (obs[:, : f * k].reshape(b, k, f), obs[:, f * k:].reshape(b, 1, 3)),
+                   agent, (agent[:, :, :f], agent[:, :, f:]))
 
 
 def _allocation_arrays(params: Params, num_rows: int, work: Workspace | None) -> tuple[np.ndarray, ...]:
     if work is None:
         k = params.num_devices
-        return np.empty((num_rows, k)), np.empty((num_rows, k)), np.empty(k), np.empty((num_rows, k))
+        return np.empty((num_rows, k)), np.empty((num_rows, k)), np.empty((2, k)), np.empty((num_rows, k))
     return work.costs.bandwidth_hz, work.costs.power_w, work.scratch, work.snr
 
 
@@ -691,9 +730,8 @@ def allocation(params: Params, state: State, actions: np.ndarray, work: Workspac
     :func:`advance` with ``work`` then prices).
     """
     bandwidth, power, scratch, snr = _allocation_arrays(params, actions.shape[0], work)
-    cfg = params.config
-    kernels.allocate_rows(actions, cfg.bandwidth_hz, cfg.p_max_w, scratch, bandwidth, power, state.gains,
-                          cfg.noise_w_per_hz, snr)
+    kernels.allocate_rows(actions, params.bandwidth_hz, params.p_max_w, scratch, bandwidth, power, state.gains,
+                          params.noise_w_per_hz, snr)
     return bandwidth, power
 
 
@@ -702,18 +740,16 @@ def requested_allocation(params: Params, state: State, actions: np.ndarray, work
     """FedFTPower-v0's (B, K, 2) float64 actions [power, bandwidth request] -> (bandwidth_hz, power_w), (B, K)
     (with ``work`` as :func:`allocation`)."""
     bandwidth, power, scratch, snr = _allocation_arrays(params, actions.shape[0], work)
-    cfg = params.config
-    kernels.request_rows(actions, cfg.bandwidth_hz, cfg.p_max_w, scratch, bandwidth, power, state.gains,
-                         cfg.noise_w_per_hz, snr)
+    kernels.request_rows(actions, params.bandwidth_hz, params.p_max_w, scratch[0], bandwidth, power, state.gains,
+                         params.noise_w_per_hz, snr)
     return bandwidth, power
 
 
 def state_costs(params: Params, state: State, bandwidth_hz: np.ndarray, power_w: np.ndarray,
                 out: Costs | None = None, snr: np.ndarray | None = None) -> Costs:
     """:func:`costs_rows` of an allocation (B, K) in the rows' current round (no state change)."""
-    cfg = params.config
-    return costs_rows(params.bits, bandwidth_hz, power_w, state.gains, cfg.noise_w_per_hz, params.cycles,
-                      state.cpu_freq_hz, cfg.kappa, cfg.deadline_s, state.downlink_s, out, snr)
+    return costs_rows(params.bits, bandwidth_hz, power_w, state.gains, params.noise_w_per_hz, params.cycles,
+                      state.cpu_freq_hz, params.kappa, params.deadline_s, state.downlink_s, out, snr)
 
 
 def advance(
@@ -737,33 +773,35 @@ def advance(
     ``work`` the outcome is written into its arrays (``bandwidth_hz`` and ``power_w`` may be its
     own, as :func:`allocation` fills them with their SNR).
     """
-    cfg = params.config
+    p = params
     if work is None:
-        work = Workspace.of(params, state.num_rows)
+        work = Workspace.of(p, state.num_rows)
     c = work.costs
     snr = work.snr
     if bandwidth_hz is not c.bandwidth_hz or power_w is not c.power_w:
         c.bandwidth_hz[:] = bandwidth_hz
         c.power_w[:] = power_w
-        kernels.snr_rows(c.bandwidth_hz, c.power_w, state.gains, cfg.noise_w_per_hz, snr)
-    costs = state_costs(params, state, c.bandwidth_hz, c.power_w, c, snr)
+        kernels.snr_rows(c.bandwidth_hz, c.power_w, state.gains, p.noise_w_per_hz, snr)
+    kernels.round_cost_rows(p.bits, c.bandwidth_hz, c.power_w, rate_from_snr_bps(c.bandwidth_hz, snr), p.cycles,
+                            state.cpu_freq_hz, p.kappa, p.deadline_s, p.deadline_tol_s, state.downlink_s, c.scheduled,
+                            c.participants, c.compute_s, c.upload_s, c.compute_energy_j, c.upload_energy_j,
+                            c.energy_j, c.device_latency_s, c.sums, c.counts)
     if live_topic_loss is None:
-        noise, surrogate = learning_noise(costs.num_participants), params.surrogate_coeffs
+        noise, surrogate = learning_noise(c.counts[:, 0]), p.surrogate_coeffs
         work.new_topic_loss[:] = state.topic_loss
     else:
         noise, surrogate = work.weights, _NO_SURROGATE
-        work.new_topic_loss[:] = live_topic_loss(state, costs)
-    if params.private:  # a scheduled device trained and transmitted, even if it missed the deadline
-        state.accountant(params).spend(costs.scheduled, cfg.lora.local_steps)
-    w = cfg.reward
-    kernels.settle_rows(state.topic_loss, work.new_topic_loss, costs.sums[:, 0], w.loss_scale, w.energy_weight_per_j,
-                        cfg.energy_budget_j, costs.participants, fading_normals, params.rho, params.innovation,
-                        cfg.channel.fading, state.large_scale_gain, cfg.p_max_w, params.full_band_noise_w, state.loss,
-                        state.queue, state.step, state.last_participants, state.fading_re, state.fading_im,
-                        state.gains, state.full_band_snr, work.table, surrogate, state.data_sizes,
-                        state.topic_counts, noise, params.initial_topic_loss, work.weights)
-    if params.downlink_bits:
-        state.downlink_s[:] = _downlink(params, state.gains)
+        work.new_topic_loss[:] = live_topic_loss(state, c)
+    if p.private:  # a scheduled device trained and transmitted, even if it missed the deadline
+        state.accountant(p).spend(c.scheduled, p.local_steps)
+    kernels.settle_rows(state.topic_loss, work.new_topic_loss, c.sums[:, 0], p.loss_scale, p.energy_weight_per_j,
+                        p.energy_budget_j, c.participants, fading_normals, p.rho, p.innovation, p.fading,
+                        state.large_scale_gain, p.p_max_w, p.full_band_noise_w, state.loss, state.queue, state.step,
+                        state.last_participants, state.fading_re, state.fading_im, state.gains, state.full_band_snr,
+                        work.table, surrogate, state.data_sizes, state.topic_counts, noise, p.initial_topic_loss,
+                        work.weights)
+    if p.downlink_bits:
+        state.downlink_s[:] = _downlink(p, state.gains)
     return work.outcome
 
 
@@ -785,26 +823,25 @@ def transition(
 def features(params: Params, state: State, devices: np.ndarray, globals_: np.ndarray) -> None:
     """What the devices observe, written into ``devices`` (B, K, 4) float32 per device and ``globals_``
     (B, M, 3) float32 per row, M copies (the env's ``## Observation Space``)."""
-    cfg = params.config
     kernels.feature_rows(np.log10(state.full_band_snr), SNR_REF_DB, params.cycles, state.cpu_freq_hz,
-                         state.downlink_s, cfg.deadline_s, state.data_sizes, state.last_participants, state.loss,
-                         params.initial_loss, state.queue, cfg.energy_budget_j, state.step, cfg.episode_length,
+                         state.downlink_s, params.deadline_s, state.data_sizes, state.last_participants, state.loss,
+                         params.initial_loss, state.queue, params.energy_budget_j, state.step, params.episode_length,
                          devices, globals_)
 
 
-def observation(params: Params, state: State) -> np.ndarray:
+def observation(params: Params, state: State, work: Workspace | None = None) -> np.ndarray:
     """(B, 4K + 3) float32: FedFTAllocation-v0's observation of every row (devices' features, device-major,
-    then the row's)."""
-    b, k = state.gains.shape
-    out = np.empty((b, DEVICE_FEATURES * k + 3), dtype=np.float32)
-    features(params, state, out[:, : DEVICE_FEATURES * k].reshape(b, k, DEVICE_FEATURES),
-             out[:, DEVICE_FEATURES * k:].reshape(b, 1, 3))
-    return out
+    then the row's); a new array (built in ``work``'s buffer when given)."""
+    if work is None:
+        work = Workspace.of(params, state.num_rows)
+    features(params, state, *work.observation_views)
+    return work.observation.copy()
 
 
-def agent_observations(params: Params, state: State) -> np.ndarray:
-    """(B, K, 7) float32: FedFTPower-v0's observation of every device (its features, then its row's)."""
-    b, k = state.gains.shape
-    out = np.empty((b, k, DEVICE_FEATURES + 3), dtype=np.float32)
-    features(params, state, out[:, :, :DEVICE_FEATURES], out[:, :, DEVICE_FEATURES:])
-    return out
+def agent_observations(params: Params, state: State, work: Workspace | None = None) -> np.ndarray:
+    """(B, K, 7) float32: FedFTPower-v0's observation of every device (its features, then its row's); a new
+    array (built in ``work``'s buffer when given)."""
+    if work is None:
+        work = Workspace.of(params, state.num_rows)
+    features(params, state, *work.agent_observation_views)
+    return work.agent_observation.copy()

@@ -316,7 +316,7 @@ class FedFTAllocationEnv(gym.Env):
         if self._renderer.history is not None:
             self._renderer.history.clear()
         self.fed.reset(self.np_random)
-        return observation(self.fed.params, self.fed.state)[0], {"loss": self.fed.loss,
+        return observation(self.fed.params, self.fed.state, self.fed.work)[0], {"loss": self.fed.loss,
                                                                  "distance_m": self.fed.distances_m}
 
     def _action(self, action: Any) -> np.ndarray:
@@ -338,7 +338,7 @@ class FedFTAllocationEnv(gym.Env):
         truncated = bool(fed.state.step[0] >= self.config.episode_length)
         if self._renderer.history is not None:
             self._renderer.history.append(action, reward, info)
-        return observation(params, state)[0], reward, False, truncated, info
+        return observation(params, state, fed.work)[0], reward, False, truncated, info
 
     def render(self):
         """The current frame: a text line (``ansi``) or an image of the recent rounds (``rgb_array``)."""
@@ -420,7 +420,8 @@ class FedFTPowerEnv(ParallelEnv):
         return self.action_spaces[agent]
 
     def _observations(self) -> dict[str, np.ndarray]:
-        return dict(zip(self.possible_agents, agent_observations(self.fed.params, self.fed.state)[0], strict=True))
+        return dict(zip(self.possible_agents, agent_observations(self.fed.params, self.fed.state, self.fed.work)[0],
+                        strict=True))
 
     def _actions(self, actions: dict) -> np.ndarray:
         """(K, 2) float64 of one action per agent, checked against its space."""

@@ -117,21 +117,33 @@ def _clip(x: float, lo: float, hi: float) -> float:
 
 
 @njit
-def project_simplex_row(x: np.ndarray, out: np.ndarray) -> None:
+def project_simplex_row(x: np.ndarray, out: np.ndarray, u: np.ndarray) -> None:
     """``out`` (K,) = Euclidean projection of ``x`` (K,) onto the probability simplex (Duchi et al., ICML 2008).
 
-    Sort descending, cumulative sums minus 1, the last index rho with u_rho > css_rho / (rho + 1),
-    then max(x - css_rho / (rho + 1), 0).
+    Sort descending (into the scratch ``u`` (K,)), cumulative sums minus 1, the last index rho
+    with u_rho > css_rho / (rho + 1), then max(x - css_rho / (rho + 1), 0).
     """
     k = x.shape[0]
-    u = np.sort(x)[::-1]
+    if k <= 32:  # insertion sort: numba's sort costs more than that on a few devices
+        for i in range(k):
+            v = x[i]
+            j = i
+            while j > 0 and u[j - 1] > v:
+                u[j] = u[j - 1]
+                j -= 1
+            u[j] = v
+    else:
+        for i in range(k):
+            u[i] = x[i]
+        u.sort()
     acc = 0.0
     rho = 0
     css_rho = 0.0
     for i in range(k):
-        acc = u[i] if i == 0 else acc + u[i]
+        ui = u[k - 1 - i]
+        acc = ui if i == 0 else acc + ui
         css = acc - 1.0
-        if u[i] - css / (i + 1) > 0:
+        if ui - css / (i + 1) > 0:
             rho = i
             css_rho = css
     theta = css_rho / (rho + 1.0)
@@ -153,13 +165,13 @@ def allocate_rows(actions, bandwidth_hz, p_max_w, shares, bandwidth, power, gain
     """FedFTAllocation-v0's action (B, 2K) in [-1, 1] -> ``bandwidth`` (B, K) Hz and ``power`` (B, K) W.
 
     Bandwidth: the simplex projection of (a_k + 1) / 2 times the band; power (a_{K+k} + 1) / 2 p_max.
-    ``shares`` (K,) is scratch; ``snr`` receives :func:`snr_rows` of the allocation on ``gains``.
+    ``shares`` (2, K) is scratch; ``snr`` receives :func:`snr_rows` of the allocation on ``gains``.
     """
     k = bandwidth.shape[1]
     for b in range(actions.shape[0]):
         for i in range(k):
-            shares[i] = (actions[b, i] + 1.0) / 2.0
-        project_simplex_row(shares, bandwidth[b])
+            shares[0, i] = (actions[b, i] + 1.0) / 2.0
+        project_simplex_row(shares[0], bandwidth[b], shares[1])
         for i in range(k):
             bandwidth[b, i] = bandwidth[b, i] * bandwidth_hz
             power[b, i] = (actions[b, k + i] + 1.0) / 2.0 * p_max_w
