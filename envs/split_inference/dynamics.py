@@ -526,14 +526,19 @@ def _serve_rows(actions, live_quality_loss, prompt_costs, quality_loss, consts, 
     Prices it (:func:`price`), fills the user's column of ``out`` (INFO_KEYS rows, then the
     reward), updates the virtual queue Z = max(Z + E - budget, 0) (with a budget) and moves to
     the next slot. ``live_quality_loss`` (B,) replaces the profile's quality loss when it is
-    not empty (the live backend). Returns False when the block is used up (the caller draws
-    the next one, then calls :func:`_arrive_and_observe`), else the users' next requests
-    have arrived and ``obs`` is filled.
+    not empty (the live backend). Returns 1 when the users' next requests have arrived and
+    ``obs`` is filled, 0 when the block is used up (the caller draws the next one, then calls
+    :func:`_arrive_and_observe`), and -1, changing nothing, when an action is out of range.
     """
     num_layers, decode, token_bytes = int(consts[C_LAYERS]), int(consts[C_DECODE]), int(consts[C_TOKEN_BYTES])
     has_budget, budget = consts[C_HAS_BUDGET] > 0.0, consts[C_BUDGET]
     live = live_quality_loss.shape[0] > 0
     n = ints.shape[0]
+    if actions.shape[0] != n or actions.shape[1] != 2 or (live and live_quality_loss.shape[0] != n):
+        return -1
+    for b in range(n):
+        if not (0 <= actions[b, 0] <= num_layers and 0 <= actions[b, 1] < 3):
+            return -1
     for b in range(n):
         k = ints[b, SLOT]
         p = int(block[PROMPT, b, k])
@@ -570,11 +575,11 @@ def _serve_rows(actions, live_quality_loss, prompt_costs, quality_loss, consts, 
         ints[b, STEP] += 1
         ints[b, SLOT] = k + 1
     if n == 0 or ints[0, SLOT] >= BLOCK:
-        return False
+        return 0
     for b in range(n):
         _arrive(ints, reals, block, b)
         _observe(consts, prompt_costs, ints, reals, block, b, obs)
-    return True
+    return 1
 
 
 def _draw(params: Params, exo: Exogenous, rng: np.random.Generator, n_slots: int) -> tuple[np.ndarray, np.ndarray]:
@@ -653,17 +658,24 @@ def advance(
     Args:
         params: the scenario.
         state: the users now; afterwards the users after the step.
-        actions: (B, 2) int64 split layer in 0..L and bits index in 0..2, already checked.
+        actions: (B, 2) int64 split layer in 0..L and bits index in 0..2.
         rng: draws the next block of slots when the step uses up the current one.
         live_quality_loss: (B,) quality loss measured by the live model for these actions, in
             place of the profile's (None: the profile's).
+
+    Raises:
+        ValueError: for actions of another shape or out of range (``state`` is left as it was).
     """
     b = state.num_rows
     out = np.empty((REWARD + 1, b))
     obs = np.empty((b, params.obs_size), dtype=np.float32)
-    if not _serve_rows(actions, _NO_LIVE if live_quality_loss is None else live_quality_loss, params.prompt_costs,
-                       params.quality_loss, params.consts, state.ints, state.reals, state.block, out, obs):
+    done = _serve_rows(actions, _NO_LIVE if live_quality_loss is None else live_quality_loss, params.prompt_costs,
+                       params.quality_loss, params.consts, state.ints, state.reals, state.block, out, obs)
+    if done == 0:
         _next_block(params, state, rng, obs)
+    elif done < 0:
+        raise ValueError(f"actions: expected ({b}, 2) int64 [split_layer in 0..{params.tables.num_layers}, "
+                         f"bits_index in 0..2] (and {b} live quality losses), got {actions!r}")
     return Outcome(out), obs
 
 

@@ -137,6 +137,15 @@ def test_transition_is_pure_and_equals_advance():
     assert np.array_equal(after.reals, state.reals) and np.array_equal(after.ints, state.ints)
     assert np.array_equal(reward, out.reward) and info.keys() == out.info(True).keys()
     assert info["split_layer"].tolist() == actions[:, 0].tolist() and info["bits"].tolist() == [4, 8, 16, 4, 8]
+    for bad in ([env.num_layers + 1, 0], [0, 3], [-1, 0]):
+        wrong = actions.copy()
+        wrong[2] = bad
+        kept = state.copy()
+        with pytest.raises(ValueError, match="actions"):
+            advance(env.params, state, wrong, np.random.default_rng(1))
+        assert np.array_equal(state.ints, kept.ints) and np.array_equal(state.reals, kept.reals)
+    with pytest.raises(ValueError, match="actions"):
+        advance(env.params, state, actions[:4], np.random.default_rng(1))
 
 
 def test_make_vec_batch_and_spaces():
