@@ -85,6 +85,7 @@ from .prompts import (
     read_prompts,
     shipped_records,
     tokenizer_sha256,
+    uses_shipped_ids,
     write_prompts,
 )
 from .quantize import BITS, payload_bytes
@@ -607,7 +608,7 @@ def run_profile(
     }
     if source is not None or drafts is not None or dev.type != "cpu":
         settings.update(drafts=draft_names, device=str(dev))
-    if source is not None:
+    if source is not None or not all(uses_shipped_ids(lm.tokenizer) for lm in lms):  # some model tokenized texts
         settings.update(max_prompt_tokens=max_prompt_tokens, max_reference_tokens=max_reference_tokens)
     prompts_sha = sha256_file(source) if source is not None else sha256_file(assets_dir() / "prompts.jsonl")
     entries = {lm.name: _model_entry(lm) for lm in lms}

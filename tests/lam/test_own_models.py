@@ -327,3 +327,18 @@ def test_the_shipped_path_still_feeds_the_shipped_ids_and_reproduces_the_shipped
         assert np.allclose(rows[key], off[key][:3], atol=1e-5), key
     split = profile_split(lms[-1], shipped[:1])
     assert np.allclose(split["top1_agreement"], load_profile("split_quality")["top1_agreement"][:1], atol=1e-6)
+
+
+def test_the_shipped_prompt_set_is_retokenized_for_a_model_with_its_own_tokenizer(family, tmp_path):
+    from edgelam.envs.lam import load_prompts
+
+    run_profile(tmp_path, [str(family["small"]), str(family["large"])], n_prompts=2, quick=True, log=None,
+                prompts=None, max_prompt_tokens=40)
+    off = load_profile("offload", tmp_path)
+    lm = load(family["large"])
+    recs = profile_tokens(lm, tmp_path)
+    texts = load_prompts()[:2]
+    assert recs[0]["prompt_ids"] == lm.tokenizer(texts[0]["prompt"])["input_ids"][-40:]  # not the shipped ids
+    assert recs[0]["prompt_ids"] != texts[0]["prompt_ids"][-40:]
+    assert list(off["prompt_len"]) == [len(r["prompt_ids"]) for r in recs] == [40, 40]
+    assert load_manifest(tmp_path)["settings"]["max_prompt_tokens"] == 40
