@@ -262,6 +262,7 @@ class Params:
     episode_length: int  # rounds before truncation
     consts: np.ndarray  # (_TABLES + V + 2 (gamma_max + 1),) float64: scalars, draft steps, verify passes, fwd bytes
     obs_high: np.ndarray  # (V + 10,) float32 upper bounds of the observation
+    initial_row: np.ndarray  # State.real of a user at an episode start, before its own draws (START_FIELDS)
     links: dict[int, WirelessLink] = field(default_factory=dict, compare=False)  # draw episode starts, by row count
 
     @classmethod
@@ -296,11 +297,16 @@ class Params:
         consts[_TABLES : _TABLES + v] = tables.draft_step_s
         consts[_TABLES + v : _TABLES + v + g1] = tables.verify_s
         consts[_TABLES + v + g1 :] = tables.fwd_bytes
-        n = cfg.tokens_per_request
+        mean_acceptance = beta[:, :, : cfg.tokens_per_request].mean(axis=(1, 2))
+        row = np.zeros(EMA + v + cfg.gamma_max)
+        row[[RATE, EST_RATE, ERGODIC, EST_ERGODIC]] = 1.0
+        row[[MEAN_SNR, EST_MEAN_SNR]] = -1.0
+        row[BATTERY], row[EDGE_UTIL], row[DEVICE_UTIL] = cfg.battery_j, cfg.edge_load.mean, cfg.device_load.mean
+        row[EMA : EMA + v] = mean_acceptance
         return cls(
             config=cfg, tables=tables, beta=np.ascontiguousarray(beta, dtype=np.float64),
-            mean_acceptance=beta[:, :, :n].mean(axis=(1, 2)), prompt_ids=np.asarray(prompt_ids, dtype=np.int64),
-            episode_length=episode, consts=consts, obs_high=obs_high, links={1: link},
+            mean_acceptance=mean_acceptance, prompt_ids=np.asarray(prompt_ids, dtype=np.int64),
+            episode_length=episode, consts=consts, obs_high=obs_high, initial_row=row, links={1: link},
         )
 
     @property
@@ -322,11 +328,11 @@ class Params:
 
 # -- the batched state ----------------------------------------------------------------------------
 
-# rows of State.real (float64), one per user
+# columns of State.real (float64), one row per user
 (RATE, EST_RATE, ERGODIC, EST_ERGODIC, MEAN_SNR, EST_MEAN_SNR, CLOCK, DISTANCE, BATTERY, QUEUE, EDGE_UTIL,
  DEVICE_UTIL, FADING_RE, FADING_IM, LARGE_SCALE_GAIN, SHADOWING, SHADOWING_STD, DECORRELATION, NEXT_DISTANCE,
  PATH_LOSS, ELAPSED, EMA) = range(22)  # EMA: V rows, then UNIFORMS: gamma_max rows
-# rows of State.count (int64), one per user
+# columns of State.count (int64), one row per user
 ROUND, REQUESTS_DONE, PROMPT, POS, LAST_ACCEPTED, LAST_PROPOSED = range(6)
 
 
@@ -334,23 +340,23 @@ ROUND, REQUESTS_DONE, PROMPT, POS, LAST_ACCEPTED, LAST_PROPOSED = range(6)
 class Exogenous:
     """The random numbers of a block of rounds for every user, drawn ahead (what no controller affects)."""
 
-    values: np.ndarray  # (K, 5 + gamma_max, B): per round the 5 normals (:data:`NORMALS`), then the uniforms
+    values: np.ndarray  # (K, B, 5 + gamma_max): per round and user the 5 normals (:data:`NORMALS`), the uniforms
     used: np.ndarray  # () int, rounds of the block already advanced to (K: used up)
 
 
 @dataclass(frozen=True, slots=True)
 class State:
     """B users' speculative decoding, each its own episode; the fields are (B,) arrays (``ema`` (B, V),
-    ``uniforms`` (B, gamma_max)), views of two feature-major buffers that :func:`simulate` steps in place.
+    ``uniforms`` (B, gamma_max)), views of two buffers (a row per user) that :func:`simulate` steps in place.
 
-    ``real`` (22 + V + gamma_max, B) float64 holds, by row: the link rate of the coming round and the one
+    ``real`` (B, 22 + V + gamma_max) float64 holds, by column: the link rate of the coming round and the one
     measured last round (bit/s), their ergodic rates (bit/s), large-scale SNRs (linear), the episode
     clock (s), distance (m), battery (J), energy virtual queue (J), edge and device utilisation, the
     fading coefficient (real, imaginary), the large-scale gain, the shadowing (dB), its standard
-    deviation (dB) and decorrelation distance (m), three rows of scratch (the next distance and its
+    deviation (dB) and decorrelation distance (m), three columns of scratch (the next distance and its
     path loss under drift, the time the advance moves on by), the acceptance EMA of each draft, the
     coming round's acceptance uniforms.
-    ``count`` (6, B) int64: rounds in the episode, requests done, prompt (index into the profile),
+    ``count`` (B, 6) int64: rounds in the episode, requests done, prompt (index into the profile),
     position in the request, the last round's accepted and proposed tokens.
     """
 
@@ -363,59 +369,66 @@ class State:
     def empty(cls, num_rows: int, num_variants: int, gamma_max: int, block_len: int) -> State:
         """B rows to be started (:func:`start_rows`) and an unused block of ``block_len`` rounds."""
         return cls(
-            real=np.zeros((EMA + num_variants + gamma_max, num_rows)),
-            count=np.zeros((6, num_rows), dtype=np.int64),
+            real=np.zeros((num_rows, EMA + num_variants + gamma_max)),
+            count=np.zeros((num_rows, 6), dtype=np.int64),
             los=np.zeros(num_rows, dtype=bool),
-            block=Exogenous(np.zeros((block_len, NORMALS + gamma_max, num_rows)), np.array(block_len)),
+            block=Exogenous(np.zeros((block_len, num_rows, NORMALS + gamma_max)), np.array(block_len)),
         )
 
     @property
     def num_rows(self) -> int:
         """B."""
-        return self.real.shape[1]
+        return self.real.shape[0]
 
     def copy(self) -> State:
         """A deep copy."""
         return State(self.real.copy(), self.count.copy(), self.los.copy(),
                      Exogenous(self.block.values.copy(), self.block.used.copy()))
 
-    rate_bps = property(lambda s: s.real[RATE], doc="(B,) link rate of the coming round, bit/s.")
-    estimated_rate_bps = property(lambda s: s.real[EST_RATE], doc="(B,) link rate measured last round, bit/s.")
-    ergodic_rate_bps = property(lambda s: s.real[ERGODIC], doc="(B,) ergodic rate of the coming round, bit/s.")
-    estimated_ergodic_rate_bps = property(lambda s: s.real[EST_ERGODIC], doc="(B,) last round's ergodic rate.")
-    mean_snr = property(lambda s: s.real[MEAN_SNR], doc="(B,) large-scale SNR of the coming round (linear).")
-    estimated_mean_snr = property(lambda s: s.real[EST_MEAN_SNR], doc="(B,) last round's large-scale SNR.")
-    clock_s = property(lambda s: s.real[CLOCK], doc="(B,) episode clock: the sum of the round latencies, s.")
-    distance_m = property(lambda s: s.real[DISTANCE], doc="(B,) distance to the base station, m.")
-    battery_j = property(lambda s: s.real[BATTERY], doc="(B,) battery energy left, J.")
-    virtual_queue = property(lambda s: s.real[QUEUE], doc="(B,) energy-per-token virtual queue, J.")
-    edge_util = property(lambda s: s.real[EDGE_UTIL], doc="(B,) background utilisation of the edge.")
-    device_util = property(lambda s: s.real[DEVICE_UTIL], doc="(B,) background utilisation of the device.")
-    ema = property(lambda s: s.real[EMA : EMA + (s.real.shape[0] - EMA - s.block.values.shape[1] + NORMALS)].T,
+    rate_bps = property(lambda s: s.real[:, RATE], doc="(B,) link rate of the coming round, bit/s.")
+    estimated_rate_bps = property(lambda s: s.real[:, EST_RATE], doc="(B,) link rate measured last round, bit/s.")
+    ergodic_rate_bps = property(lambda s: s.real[:, ERGODIC], doc="(B,) ergodic rate of the coming round, bit/s.")
+    estimated_ergodic_rate_bps = property(lambda s: s.real[:, EST_ERGODIC], doc="(B,) last round's ergodic rate.")
+    mean_snr = property(lambda s: s.real[:, MEAN_SNR], doc="(B,) large-scale SNR of the coming round (linear).")
+    estimated_mean_snr = property(lambda s: s.real[:, EST_MEAN_SNR], doc="(B,) last round's large-scale SNR.")
+    clock_s = property(lambda s: s.real[:, CLOCK], doc="(B,) episode clock: the sum of the round latencies, s.")
+    distance_m = property(lambda s: s.real[:, DISTANCE], doc="(B,) distance to the base station, m.")
+    battery_j = property(lambda s: s.real[:, BATTERY], doc="(B,) battery energy left, J.")
+    virtual_queue = property(lambda s: s.real[:, QUEUE], doc="(B,) energy-per-token virtual queue, J.")
+    edge_util = property(lambda s: s.real[:, EDGE_UTIL], doc="(B,) background utilisation of the edge.")
+    device_util = property(lambda s: s.real[:, DEVICE_UTIL], doc="(B,) background utilisation of the device.")
+    ema = property(lambda s: s.real[:, EMA : s.real.shape[1] - s.block.values.shape[2] + NORMALS],
                    doc="(B, V) running estimate of each draft's per-token acceptance rate.")
-    uniforms = property(lambda s: s.real[s.real.shape[0] - s.block.values.shape[1] + NORMALS :].T,
+    uniforms = property(lambda s: s.real[:, s.real.shape[1] - s.block.values.shape[2] + NORMALS :],
                         doc="(B, gamma_max) the coming round's acceptance uniforms.")
-    round = property(lambda s: s.count[ROUND], doc="(B,) int rounds in the episode.")
-    requests_done = property(lambda s: s.count[REQUESTS_DONE], doc="(B,) int requests completed.")
-    prompt = property(lambda s: s.count[PROMPT], doc="(B,) int current request's prompt (profile index).")
-    pos = property(lambda s: s.count[POS], doc="(B,) int tokens generated in the current request.")
-    last_accepted = property(lambda s: s.count[LAST_ACCEPTED], doc="(B,) int tokens accepted last round.")
-    last_proposed = property(lambda s: s.count[LAST_PROPOSED], doc="(B,) int tokens drafted last round.")
+    round = property(lambda s: s.count[:, ROUND], doc="(B,) int rounds in the episode.")
+    requests_done = property(lambda s: s.count[:, REQUESTS_DONE], doc="(B,) int requests completed.")
+    prompt = property(lambda s: s.count[:, PROMPT], doc="(B,) int current request's prompt (profile index).")
+    pos = property(lambda s: s.count[:, POS], doc="(B,) int tokens generated in the current request.")
+    last_accepted = property(lambda s: s.count[:, LAST_ACCEPTED], doc="(B,) int tokens accepted last round.")
+    last_proposed = property(lambda s: s.count[:, LAST_PROPOSED], doc="(B,) int tokens drafted last round.")
+
+
+# the per-user values an episode start sets in State.real (the rest come from Params.initial_row)
+START_FIELDS = np.array([DISTANCE, FADING_RE, FADING_IM, LARGE_SCALE_GAIN, SHADOWING, SHADOWING_STD, DECORRELATION])
 
 
 @dataclass(frozen=True, slots=True)
 class EpisodeStarts:
     """What a new episode of each of n users draws: distance, LOS, shadowing and initial fading."""
 
-    distance_m: np.ndarray  # (n,) uniform in ``distance_m``
+    values: np.ndarray  # (n, 7) the :data:`START_FIELDS`: distance m, fading (re, im), large-scale gain, shadowing
+    # dB and the LOS state's shadowing standard deviation dB and decorrelation distance m
     los: np.ndarray  # (n,) bool
-    shadowing_db: np.ndarray  # (n,)
-    large_scale_gain: np.ndarray  # (n,) path loss and shadowing, linear
-    fading: np.ndarray  # (n,) complex Rayleigh coefficient
 
-    def take(self, rows: slice | np.ndarray) -> EpisodeStarts:
+    @property
+    def distance_m(self) -> np.ndarray:
+        """(n,) distances, uniform in the scenario's ``distance_m``."""
+        return self.values[:, 0]
+
+    def take(self, rows: slice) -> EpisodeStarts:
         """The starts of ``rows``."""
-        return EpisodeStarts(*(getattr(self, f)[rows] for f in EpisodeStarts.__slots__))
+        return EpisodeStarts(self.values[rows], self.los[rows])
 
 
 def draw_episode_starts(params: Params, rng: np.random.Generator, n: int) -> EpisodeStarts:
@@ -424,47 +437,40 @@ def draw_episode_starts(params: Params, rng: np.random.Generator, n: int) -> Epi
     distance = rng.uniform(*params.config.distance_m, size=n)
     link = params.link(n)
     link.reset(rng, distance)
-    return EpisodeStarts(distance, link.los.copy(), link.shadowing_db.copy(), link.large_scale_gain.copy(),
-                         link.fading.h.copy())
+    h, los = link.fading.h, link.los.copy()
+    values = np.stack([distance, h.real, h.imag, link.large_scale_gain, link.shadowing_db,
+                       link.path_loss.shadowing_std_db(los), link.path_loss.decorrelation_distance_m(los)], axis=1)
+    return EpisodeStarts(values, los)
 
 
-def start_rows(params: Params, state: State, rows: np.ndarray | slice, starts: EpisodeStarts) -> None:
-    """Rows ``rows`` of ``state`` begin an episode from ``starts`` (in place; their first request and the first
-    advance follow: :func:`new_requests`, :func:`advance`)."""
-    r, c, cfg = state.real, state.count, params.config
-    c[:, rows] = 0
-    r[:EMA, rows] = 0.0
-    r[RATE, rows] = r[EST_RATE, rows] = r[ERGODIC, rows] = r[EST_ERGODIC, rows] = 1.0
-    r[MEAN_SNR, rows] = r[EST_MEAN_SNR, rows] = -1.0
-    r[BATTERY, rows] = cfg.battery_j
-    r[EDGE_UTIL, rows], r[DEVICE_UTIL, rows] = cfg.edge_load.mean, cfg.device_load.mean
-    v = params.num_variants
-    r[EMA : EMA + v, rows] = params.mean_acceptance[:, None]
-    r[EMA + v :, rows] = 0.0
-    r[DISTANCE, rows] = starts.distance_m
-    r[FADING_RE, rows], r[FADING_IM, rows] = starts.fading.real, starts.fading.imag
-    r[LARGE_SCALE_GAIN, rows], r[SHADOWING, rows] = starts.large_scale_gain, starts.shadowing_db
-    path_loss = params.link(1).path_loss
-    r[SHADOWING_STD, rows] = path_loss.shadowing_std_db(starts.los)
-    r[DECORRELATION, rows] = path_loss.decorrelation_distance_m(starts.los)
+def start_rows(params: Params, state: State, rows: np.ndarray, starts: EpisodeStarts) -> None:
+    """Rows ``rows`` (int indices) of ``state`` begin an episode from ``starts`` (in place; their first request
+    and the first advance follow: :func:`new_requests`, :func:`advance`)."""
+    state.real[rows] = params.initial_row
+    state.real[np.ix_(rows, START_FIELDS)] = starts.values
+    state.count[rows] = 0
     state.los[rows] = starts.los
 
 
 def new_requests(params: Params, state: State, rows: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
     """Users ``rows`` start a new request with a uniform prompt (draws: the prompts; with one row in the batch,
     also the live backend's request seed, which is returned). The position is reset by :func:`simulate`."""
-    m = len(rows)
-    state.count[PROMPT, rows] = rng.integers(params.num_prompts, size=m)
-    state.count[POS, rows] = 0
-    return rng.integers(2**31, size=m) if state.num_rows == 1 else None
+    if state.num_rows == 1:  # the same draws as size=1, without their overhead
+        state.count[0, PROMPT] = rng.integers(params.num_prompts)
+        state.count[0, POS] = 0
+        return np.array([rng.integers(2**31)])
+    state.count[rows, PROMPT] = rng.integers(params.num_prompts, size=len(rows))
+    state.count[rows, POS] = 0
+    return None
 
 
 def draw_block(params: Params, state: State, rng: np.random.Generator) -> None:
-    """The random numbers of the next block of rounds, in place: normals (K, 5, B), then uniforms (K, gamma_max, B)."""
+    """The random numbers of the next block of rounds, in place: normals (K, 5, B), then uniforms (K, gamma_max, B)
+    (stored round by round and user by user, each user's numbers of a round side by side)."""
     values = state.block.values
-    k, _, b = values.shape
-    values[:, :NORMALS] = rng.standard_normal((k, NORMALS, b))
-    values[:, NORMALS:] = rng.random((k, params.config.gamma_max, b))
+    k, b, _ = values.shape
+    values[:, :, :NORMALS] = rng.standard_normal((k, NORMALS, b)).transpose(0, 2, 1)
+    values[:, :, NORMALS:] = rng.random((k, params.config.gamma_max, b)).transpose(0, 2, 1)
     state.block.used[()] = 0
 
 
@@ -472,15 +478,15 @@ def draw_block(params: Params, state: State, rng: np.random.Generator) -> None:
 
 ROUND_STEP, ADVANCE_STEP, OBSERVE = 1, 2, 4  # what simulate does: the round, the advance, the observation
 # rows of the outcome tables simulate writes
-LATENCY, ENERGY, REWARD, ROUND_RATE, ROUND_EDGE_UTIL, ROUND_DEVICE_UTIL = range(6)  # out (6, B) float64
-TOKENS, ACCEPTED, PROPOSED, ROUND_PROMPT = range(4)  # counts (4, B) int64
-REQUEST_DONE, REQUEST_STARTS, TERMINATED, TRUNCATED = range(4)  # flags (4, B) bool
+LATENCY, ENERGY, REWARD, ROUND_RATE, ROUND_EDGE_UTIL, ROUND_DEVICE_UTIL, ROUND_QUEUE = range(7)  # out (B, 7)
+# counts (B, 8) int64: then the flags (0 / 1)
+TOKENS, ACCEPTED, PROPOSED, ROUND_PROMPT, REQUEST_DONE, REQUEST_STARTS, TERMINATED, TRUNCATED = range(8)
 # rows of the control table (4, B) int64 the caller fills: the action, replay or live acceptance, autoreset
 GAMMA, VARIANT, LIVE_ACCEPTED, SKIP = range(4)
 
 
 @njit
-def simulate(mode, k, consts, beta, real, count, control, block, out, counts, flags, obs):
+def simulate(mode, k, consts, beta, real, count, control, block, out, counts, obs):
     """One round (``mode & ROUND_STEP``), the advance to the next (``ADVANCE_STEP``), the observation (``OBSERVE``).
 
     The round of row b (skipped where ``control[SKIP, b]``, a row that starts an episode this
@@ -498,92 +504,91 @@ def simulate(mode, k, consts, beta, real, count, control, block, out, counts, fl
     """
     c = consts
     v = beta.shape[0]
-    g = real.shape[0] - EMA - v
+    g = real.shape[1] - EMA - v
     u0 = EMA + v
     t = _TABLES
     n_tokens = int(c[_TOKENS])
-    for b in range(real.shape[1]):
+    for b in range(real.shape[0]):
         skip = control[SKIP, b] != 0
         if mode & ROUND_STEP and not skip:
-            gamma, variant, pos = control[GAMMA, b], control[VARIANT, b], count[POS, b]
+            gamma, variant, pos = control[GAMMA, b], control[VARIANT, b], count[b, POS]
             n_draft = min(gamma, n_tokens - pos - 1)
             if control[LIVE_ACCEPTED, b] >= 0:
                 accepted = control[LIVE_ACCEPTED, b]
             else:
-                accepted = _accepted_run(beta[variant, count[PROMPT, b]], pos, n_draft, real[u0:, b])
+                accepted = _accepted_run(beta[variant, count[b, PROMPT]], pos, n_draft, real[b, u0:])
             emitted = accepted + 1
-            rate, eu, du = real[RATE, b], real[EDGE_UTIL, b], real[DEVICE_UTIL, b]
+            rate, eu, du = real[b, RATE], real[b, EDGE_UTIL], real[b, DEVICE_UTIL]
             latency, energy = _round_cost_one(
                 c[_EDGE_DRAFT] != 0.0, n_draft, c[t + variant], c[t + v + n_draft], c[t + v],
                 c[t + v + g + 1 + n_draft], c[_VERDICT_BYTES], c[_RTT], c[_ACTIVE_W], c[_IDLE_W], c[_TX_W], c[_SLOT],
-                rate, real[ERGODIC, b], eu, du,
+                rate, real[b, ERGODIC], eu, du,
             )
             if n_draft > 0:
                 tested = accepted + (1 if accepted < n_draft else 0)
                 eta = 1.0 - (1.0 - c[_EMA_RATE]) ** float(tested)
-                real[EMA + variant, b] += eta * (accepted / tested - real[EMA + variant, b])
-            count[LAST_ACCEPTED, b], count[LAST_PROPOSED, b] = accepted, n_draft
-            count[POS, b] = pos + emitted
-            real[BATTERY, b] -= energy
-            out[LATENCY, b], out[ENERGY, b] = latency, energy
-            out[REWARD, b] = -(latency + c[_ENERGY_WEIGHT] * energy) / n_tokens
-            out[ROUND_RATE, b], out[ROUND_EDGE_UTIL, b], out[ROUND_DEVICE_UTIL, b] = rate, eu, du
-            counts[TOKENS, b], counts[ACCEPTED, b], counts[PROPOSED, b] = emitted, accepted, n_draft
-            counts[ROUND_PROMPT, b] = count[PROMPT, b]
+                real[b, EMA + variant] += eta * (accepted / tested - real[b, EMA + variant])
+            count[b, LAST_ACCEPTED], count[b, LAST_PROPOSED] = accepted, n_draft
+            count[b, POS] = pos + emitted
+            real[b, BATTERY] -= energy
+            out[b, LATENCY], out[b, ENERGY] = latency, energy
+            out[b, REWARD] = -(latency + c[_ENERGY_WEIGHT] * energy) / n_tokens
+            out[b, ROUND_RATE], out[b, ROUND_EDGE_UTIL], out[b, ROUND_DEVICE_UTIL] = rate, eu, du
+            counts[b, TOKENS], counts[b, ACCEPTED], counts[b, PROPOSED] = emitted, accepted, n_draft
+            counts[b, ROUND_PROMPT] = count[b, PROMPT]
             if c[_HAS_BUDGET] != 0.0:
-                real[QUEUE, b] = jit.virtual_queue_step(real[QUEUE, b], energy, c[_BUDGET] * emitted)
-            count[ROUND, b] += 1
-            done = count[POS, b] >= n_tokens
+                real[b, QUEUE] = jit.virtual_queue_step(real[b, QUEUE], energy, c[_BUDGET] * emitted)
+            out[b, ROUND_QUEUE] = real[b, QUEUE]
+            count[b, ROUND] += 1
+            done = count[b, POS] >= n_tokens
             terminated = False
             starts = False
             if done:
-                count[REQUESTS_DONE, b] += 1
-                if count[REQUESTS_DONE, b] >= c[_REQUESTS]:
+                count[b, REQUESTS_DONE] += 1
+                if count[b, REQUESTS_DONE] >= c[_REQUESTS]:
                     terminated = True
                 else:
                     starts = True
-                    count[POS, b] = 0
-            flags[REQUEST_DONE, b], flags[REQUEST_STARTS, b] = done, starts
-            flags[TERMINATED, b] = terminated or real[BATTERY, b] <= 0.0
-            flags[TRUNCATED, b] = count[ROUND, b] >= c[_EPISODE]
-            real[ELAPSED, b] = latency
+                    count[b, POS] = 0
+            counts[b, REQUEST_DONE], counts[b, REQUEST_STARTS] = done, starts
+            counts[b, TERMINATED] = terminated or real[b, BATTERY] <= 0.0
+            counts[b, TRUNCATED] = count[b, ROUND] >= c[_EPISODE]
+            real[b, ELAPSED] = latency
         elif mode & ROUND_STEP:
-            real[ELAPSED, b] = 0.0
-            for i in range(out.shape[0]):
-                out[i, b] = 0.0
-            for i in range(counts.shape[0]):
-                counts[i, b] = 0
-            for i in range(flags.shape[0]):
-                flags[i, b] = False
+            real[b, ELAPSED] = 0.0
+            for i in range(out.shape[1]):
+                out[b, i] = 0.0
+            for i in range(counts.shape[1]):
+                counts[b, i] = 0
         if mode & ADVANCE_STEP:
-            _advance_row(c, real, b, block[k, :, b], u0, g)
+            _advance_row(c, real, b, block[k, b], u0, g)
             if skip:
-                real[EST_RATE, b], real[EST_ERGODIC, b] = real[RATE, b], real[ERGODIC, b]
-                real[EST_MEAN_SNR, b] = real[MEAN_SNR, b]
+                real[b, EST_RATE], real[b, EST_ERGODIC] = real[b, RATE], real[b, ERGODIC]
+                real[b, EST_MEAN_SNR] = real[b, MEAN_SNR]
         if mode & OBSERVE:
             _observe_row(c, real, count, b, v, g, obs)
 
 
 @njit
 def _advance_row(c, real, b, z, u0, g):
-    """Row b's link, loads and uniforms of the next round, ``real[ELAPSED, b]`` s later (``z``: the round's draws)."""
+    """Row b's link, loads and uniforms of the next round, ``real[b, ELAPSED]`` s later (``z``: the round's draws)."""
     if c[_DRIFT] != 0.0:  # WirelessLink.move_one: Gudmundson shadowing over the distance moved
-        d = real[NEXT_DISTANCE, b]
-        shadowing = real[SHADOWING, b]
+        d = real[b, NEXT_DISTANCE]
+        shadowing = real[b, SHADOWING]
         if c[_SHADOWING] != 0.0:
-            a = math.exp(-abs(d - real[DISTANCE, b]) / real[DECORRELATION, b])
-            shadowing = a * shadowing + math.sqrt(1.0 - a * a) * real[SHADOWING_STD, b] * z[4]
-        real[SHADOWING, b] = shadowing
-        real[LARGE_SCALE_GAIN, b] = 10.0 ** (-(real[PATH_LOSS, b] + shadowing) / 10.0)
-        real[DISTANCE, b] = d
-    clock = real[CLOCK, b] + real[ELAPSED, b]
-    real[CLOCK, b] = clock
-    real[EST_RATE, b], real[EST_ERGODIC, b], real[EST_MEAN_SNR, b] = real[RATE, b], real[ERGODIC, b], real[MEAN_SNR, b]
+            a = math.exp(-abs(d - real[b, DISTANCE]) / real[b, DECORRELATION])
+            shadowing = a * shadowing + math.sqrt(1.0 - a * a) * real[b, SHADOWING_STD] * z[4]
+        real[b, SHADOWING] = shadowing
+        real[b, LARGE_SCALE_GAIN] = 10.0 ** (-(real[b, PATH_LOSS] + shadowing) / 10.0)
+        real[b, DISTANCE] = d
+    clock = real[b, CLOCK] + real[b, ELAPSED]
+    real[b, CLOCK] = clock
+    real[b, EST_RATE], real[b, EST_ERGODIC], real[b, EST_MEAN_SNR] = real[b, RATE], real[b, ERGODIC], real[b, MEAN_SNR]
     rho, cn = c[_RHO], c[_CN_SCALE]
-    hr = rho * real[FADING_RE, b] + cn * z[0]
-    hi = rho * real[FADING_IM, b] + cn * z[1]
-    real[FADING_RE, b], real[FADING_IM, b] = hr, hi
-    ls_gain = real[LARGE_SCALE_GAIN, b]
+    hr = rho * real[b, FADING_RE] + cn * z[0]
+    hi = rho * real[b, FADING_IM] + cn * z[1]
+    real[b, FADING_RE], real[b, FADING_IM] = hr, hi
+    ls_gain = real[b, LARGE_SCALE_GAIN]
     gain = ls_gain * (hr * hr + hi * hi) if c[_FADING] != 0.0 else ls_gain
     snr = c[_TX_W] * gain / c[_NOISE_W]
     mean_snr = c[_TX_W] * ls_gain / c[_NOISE_W]
@@ -592,34 +597,34 @@ def _advance_row(c, real, b, z, u0, g):
         if loss_db > 0.0:
             snr *= 10.0 ** (-loss_db / 10.0)
             mean_snr *= 10.0 ** (-loss_db / 10.0)
-    real[RATE, b] = jit.rate_from_snr_bps(c[_BANDWIDTH], snr)
-    if mean_snr != real[MEAN_SNR, b]:  # large-scale change (reset, blockage, drift): re-evaluate the closed form
-        real[MEAN_SNR, b] = mean_snr
-        real[ERGODIC, b] = max(jit.ergodic_rate_one_bps(c[_BANDWIDTH], mean_snr), 1.0)
-    real[EDGE_UTIL, b] = jit.ar1_load_step(real[EDGE_UTIL, b], c[_EDGE_MEAN], c[_EDGE_CORR], c[_EDGE_INNOVATION],
+    real[b, RATE] = jit.rate_from_snr_bps(c[_BANDWIDTH], snr)
+    if mean_snr != real[b, MEAN_SNR]:  # large-scale change (reset, blockage, drift): re-evaluate the closed form
+        real[b, MEAN_SNR] = mean_snr
+        real[b, ERGODIC] = max(jit.ergodic_rate_one_bps(c[_BANDWIDTH], mean_snr), 1.0)
+    real[b, EDGE_UTIL] = jit.ar1_load_step(real[b, EDGE_UTIL], c[_EDGE_MEAN], c[_EDGE_CORR], c[_EDGE_INNOVATION],
                                            c[_EDGE_MAX], z[2])
-    real[DEVICE_UTIL, b] = jit.ar1_load_step(real[DEVICE_UTIL, b], c[_DEVICE_MEAN], c[_DEVICE_CORR],
+    real[b, DEVICE_UTIL] = jit.ar1_load_step(real[b, DEVICE_UTIL], c[_DEVICE_MEAN], c[_DEVICE_CORR],
                                              c[_DEVICE_INNOVATION], c[_DEVICE_MAX], z[3])
     for i in range(g):
-        real[u0 + i, b] = z[NORMALS + i]
+        real[b, u0 + i] = z[NORMALS + i]
 
 
 @njit
 def _observe_row(c, real, count, b, v, g, obs):
     """Row b's observation (env docstring), clipped to its Box where a value can leave it."""
     n_tokens, requests = c[_TOKENS], c[_REQUESTS]
-    obs[b, 0] = min(math.log10(max(real[EST_RATE, b], MIN_RATE_BPS)) / 10.0, c[_LOG_RATE_MAX])
+    obs[b, 0] = min(math.log10(max(real[b, EST_RATE], MIN_RATE_BPS)) / 10.0, c[_LOG_RATE_MAX])
     obs[b, 1] = c[_RTT_OBS]
-    obs[b, 2], obs[b, 3] = real[EDGE_UTIL, b], real[DEVICE_UTIL, b]
+    obs[b, 2], obs[b, 3] = real[b, EDGE_UTIL], real[b, DEVICE_UTIL]
     for i in range(v):
-        obs[b, 4 + i] = min(max(real[EMA + i, b], 0.0), 1.0)
-    obs[b, 4 + v] = count[LAST_ACCEPTED, b] / g
-    obs[b, 5 + v] = count[LAST_PROPOSED, b] / g
-    obs[b, 6 + v] = (n_tokens - count[POS, b]) / n_tokens
-    obs[b, 7 + v] = (requests - count[REQUESTS_DONE, b]) / requests
-    obs[b, 8 + v] = min(max(real[BATTERY, b] / c[_BATTERY], 0.0), 1.0)
+        obs[b, 4 + i] = min(max(real[b, EMA + i], 0.0), 1.0)
+    obs[b, 4 + v] = count[b, LAST_ACCEPTED] / g
+    obs[b, 5 + v] = count[b, LAST_PROPOSED] / g
+    obs[b, 6 + v] = (n_tokens - count[b, POS]) / n_tokens
+    obs[b, 7 + v] = (requests - count[b, REQUESTS_DONE]) / requests
+    obs[b, 8 + v] = min(max(real[b, BATTERY] / c[_BATTERY], 0.0), 1.0)
     budget = c[_BUDGET]
-    obs[b, 9 + v] = (min(real[QUEUE, b] / (QUEUE_SCALE * max(budget, 1e-12)), QUEUE_SCALE)
+    obs[b, 9 + v] = (min(real[b, QUEUE] / (QUEUE_SCALE * max(budget, 1e-12)), QUEUE_SCALE)
                      if c[_HAS_BUDGET] != 0.0 else 0.0)
 
 
@@ -630,29 +635,30 @@ def _observe_row(c, real, count, b, v, g, obs):
 class Outcome:
     """What one step did in each row (tables written by :func:`simulate`)."""
 
-    out: np.ndarray  # (6, B) float64: latency s, energy J, reward, round's link rate bit/s, edge and device util
-    counts: np.ndarray  # (4, B) int64: tokens emitted, accepted, proposed, prompt (profile index)
-    flags: np.ndarray  # (4, B) bool: request done, next request starts, terminated, truncated
+    out: np.ndarray  # (B, 7) float64: latency s, energy J, reward, round's link rate bit/s, edge and device util,
+    # the virtual queue after the round J
+    counts: np.ndarray  # (B, 8) int64: tokens emitted, accepted, proposed, prompt (profile index), then 0 / 1:
+    # request done, next request starts, terminated, truncated
     obs: np.ndarray  # (B, V + 10) float32, the observation after the step
 
     @property
     def reward(self) -> np.ndarray:
         """(B,) the round's reward (env docstring)."""
-        return self.out[REWARD]
+        return self.out[:, REWARD]
 
 
 def tables_for(num_rows: int, num_variants: int) -> Outcome:
     """Empty outcome tables of ``num_rows`` rows (with ``num_variants`` drafts)."""
-    return Outcome(np.zeros((6, num_rows)), np.zeros((4, num_rows), dtype=np.int64),
-                   np.zeros((4, num_rows), dtype=bool), np.zeros((num_rows, num_variants + 10), dtype=np.float32))
+    return Outcome(np.zeros((num_rows, 7)), np.zeros((num_rows, 8), dtype=np.int64),
+                   np.zeros((num_rows, num_variants + 10), dtype=np.float32))
 
 
 def _move(params: Params, state: State) -> None:
     """Under drift: the next distances and their path loss into the scratch rows (numpy's path loss)."""
     r = state.real
-    d = np.minimum(np.maximum(r[DISTANCE] + params.config.drift_mps * r[ELAPSED], 10.0), 5000.0)
-    r[NEXT_DISTANCE] = d
-    r[PATH_LOSS] = params.link(1).path_loss.path_loss_db(d, state.los)
+    d = np.minimum(np.maximum(r[:, DISTANCE] + params.config.drift_mps * r[:, ELAPSED], 10.0), 5000.0)
+    r[:, NEXT_DISTANCE] = d
+    r[:, PATH_LOSS] = params.link(1).path_loss.path_loss_db(d, state.los)
 
 
 def advance(
@@ -668,36 +674,37 @@ def advance(
     ``on_requests``) of the rows that start a request, then a new block when the current one is
     used up (the order of the env since v0).
     """
-    used = int(state.block.used)
-    need_block = used == state.block.values.shape[0]
-    drift = params.config.drift_mps != 0.0
-    skip = control[SKIP]
-    if need_block or drift:
-        simulate(ROUND_STEP, 0, params.consts, params.beta, state.real, state.count, control, state.block.values,
-                 result.out, result.counts, result.flags, result.obs)
-        _start_requests(params, state, result.flags[REQUEST_STARTS], skip, rng, on_requests)
+    block = state.block
+    used = int(block.used)
+    need_block = used == block.values.shape[0]
+    if need_block or params.config.drift_mps != 0.0:
+        simulate(ROUND_STEP, 0, params.consts, params.beta, state.real, state.count, control, block.values,
+                 result.out, result.counts, result.obs)
+        _start_requests(params, state, control, result, rng, on_requests)
         if need_block:
             draw_block(params, state, rng)
             used = 0
-        if drift:
+        if params.config.drift_mps != 0.0:
             _move(params, state)
         simulate(ADVANCE_STEP | OBSERVE, used, params.consts, params.beta, state.real, state.count, control,
-                 state.block.values, result.out, result.counts, result.flags, result.obs)
+                 block.values, result.out, result.counts, result.obs)
     else:  # no draw between the round and the advance: one call (the prompts do not enter the advance)
         simulate(ROUND_STEP | ADVANCE_STEP | OBSERVE, used, params.consts, params.beta, state.real, state.count,
-                 control, state.block.values, result.out, result.counts, result.flags, result.obs)
-        _start_requests(params, state, result.flags[REQUEST_STARTS], skip, rng, on_requests)
-    state.block.used[()] = used + 1
+                 control, block.values, result.out, result.counts, result.obs)
+        _start_requests(params, state, control, result, rng, on_requests)
+    block.used[()] = used + 1
 
 
-def _start_requests(params, state, starts, skip, rng, on_requests) -> None:
-    if state.num_rows == 1:
-        if starts[0] or skip[0]:
+def _start_requests(params, state, control, result, rng, on_requests) -> None:
+    """The prompts of the rows whose next request starts, and of those that start an episode (in row order)."""
+    counts = result.counts
+    if counts.shape[0] == 1:
+        if counts[0, REQUEST_STARTS] or control[SKIP, 0]:
             seeds = new_requests(params, state, _ROW0, rng)
             if on_requests is not None:
                 on_requests(_ROW0, seeds)
         return
-    rows = np.flatnonzero(starts | (skip != 0))
+    rows = np.flatnonzero(counts[:, REQUEST_STARTS] | control[SKIP])
     if rows.size:
         new_requests(params, state, rows, rng)
 
@@ -714,8 +721,8 @@ def initial(params: Params, rng: np.random.Generator, num_rows: int, block_len: 
     :func:`draw_block`). With one row these are the draws of the env's ``reset()`` since v0.
     """
     state = State.empty(num_rows, params.num_variants, params.config.gamma_max, block_len)
-    start_rows(params, state, slice(None), draw_episode_starts(params, rng, num_rows))
     rows = np.arange(num_rows)
+    start_rows(params, state, rows, draw_episode_starts(params, rng, num_rows))
     seeds = new_requests(params, state, rows, rng)
     if on_requests is not None:
         on_requests(rows, seeds)
@@ -733,11 +740,11 @@ def restart(params: Params, state: State, rows: np.ndarray, rng: np.random.Gener
     if used == state.block.values.shape[0]:
         draw_block(params, state, rng)
         used = 0
-    state.real[ELAPSED] = 0.0
+    state.real[:, ELAPSED] = 0.0
     if params.config.drift_mps != 0.0:
         _move(params, state)
     simulate(ADVANCE_STEP | OBSERVE, used, params.consts, params.beta, state.real, state.count, control,
-             state.block.values, result.out, result.counts, result.flags, result.obs)
+             state.block.values, result.out, result.counts, result.obs)
     state.block.used[()] = used + 1
 
 
@@ -755,11 +762,11 @@ def transition(params: Params, state: State, actions: np.ndarray, rng: np.random
     control[GAMMA], control[VARIANT], control[LIVE_ACCEPTED] = actions[:, 0], actions[:, 1], -1
     result = tables_for(b, params.num_variants)
     advance(params, after, control, rng, result)
-    info = {"latency_s": result.out[LATENCY], "tokens": result.counts[TOKENS],
-            "accepted_tokens": result.counts[ACCEPTED], "proposed_tokens": result.counts[PROPOSED],
-            "request_done": result.flags[REQUEST_DONE], "terminated": result.flags[TERMINATED],
-            "truncated": result.flags[TRUNCATED]}
-    return after, result.out[REWARD], result.out[ENERGY], info
+    out, counts = result.out, result.counts
+    info = {"latency_s": out[:, LATENCY], "tokens": counts[:, TOKENS], "accepted_tokens": counts[:, ACCEPTED],
+            "proposed_tokens": counts[:, PROPOSED], "request_done": counts[:, REQUEST_DONE] != 0,
+            "terminated": counts[:, TERMINATED] != 0, "truncated": counts[:, TRUNCATED] != 0}
+    return after, out[:, REWARD], out[:, ENERGY], info
 
 
 def observation(params: Params, state: State) -> np.ndarray:
@@ -767,5 +774,5 @@ def observation(params: Params, state: State) -> np.ndarray:
     result = tables_for(state.num_rows, params.num_variants)
     control = np.zeros((4, state.num_rows), dtype=np.int64)
     simulate(OBSERVE, 0, params.consts, params.beta, state.real, state.count, control, state.block.values,
-             result.out, result.counts, result.flags, result.obs)
+             result.out, result.counts, result.obs)
     return result.obs

@@ -209,6 +209,7 @@ class SpecDecodeEnv(gym.Env):
         self._control[dyn.LIVE_ACCEPTED] = -1
         self._result = dyn.tables_for(1, p.num_variants)
         self._on_requests = self._start_live if self._live is not None else None
+        self._variant_names, self._has_budget = cfg.draft_variants, cfg.energy_budget_j_per_token is not None
         self.state: State = dyn.State.empty(1, p.num_variants, cfg.gamma_max, self._block_len)  # replaced by reset()
 
     # -- state read by baselines (oracle / estimates): views of env.state, the simulator's one row ------------
@@ -216,34 +217,34 @@ class SpecDecodeEnv(gym.Env):
     @property
     def true_rate_bps(self) -> float:
         """True link rate of the coming round (oracle knowledge)."""
-        return self.state.real[dyn.RATE, 0].item()
+        return self.state.real[0, dyn.RATE].item()
 
     def estimated_rate_bps(self) -> float:
         """Link rate the controller knows: the one measured in the previous round."""
-        return self.state.real[dyn.EST_RATE, 0].item()
+        return self.state.real[0, dyn.EST_RATE].item()
 
     @property
     def true_ergodic_rate_bps(self) -> float:
         """Fading-averaged rate of the coming round's large-scale SNR (oracle knowledge)."""
-        return self.state.real[dyn.ERGODIC, 0].item()
+        return self.state.real[0, dyn.ERGODIC].item()
 
     def estimated_ergodic_rate_bps(self) -> float:
         """Fading-averaged rate the controller knows: that of the previous round's large-scale SNR."""
-        return self.state.real[dyn.EST_ERGODIC, 0].item()
+        return self.state.real[0, dyn.EST_ERGODIC].item()
 
     def estimated_mean_snr(self) -> float:
         """Large-scale (fading-averaged) linear SNR of the previous round, blockage included."""
-        return self.state.real[dyn.EST_MEAN_SNR, 0].item()
+        return self.state.real[0, dyn.EST_MEAN_SNR].item()
 
     @property
     def edge_util(self) -> float:
         """Background utilisation of the edge (announced)."""
-        return self.state.real[dyn.EDGE_UTIL, 0].item()
+        return self.state.real[0, dyn.EDGE_UTIL].item()
 
     @property
     def device_util(self) -> float:
         """Background utilisation of the device."""
-        return self.state.real[dyn.DEVICE_UTIL, 0].item()
+        return self.state.real[0, dyn.DEVICE_UTIL].item()
 
     @property
     def acceptance_ema(self) -> list[float]:
@@ -253,37 +254,37 @@ class SpecDecodeEnv(gym.Env):
     @property
     def tokens_left(self) -> int:
         """Tokens still to generate in the current request."""
-        return self.config.tokens_per_request - int(self.state.count[dyn.POS, 0])
+        return self.config.tokens_per_request - int(self.state.count[0, dyn.POS])
 
     @property
     def virtual_queue(self) -> float:
         """Energy-per-token virtual queue Z (0 without a budget)."""
-        return self.state.real[dyn.QUEUE, 0].item()
+        return self.state.real[0, dyn.QUEUE].item()
 
     def accepted_if(self, gamma: int, variant: int) -> int:
         """Draft tokens this round WOULD accept with (gamma, variant) in replay (oracle knowledge)."""
         n_draft = min(gamma, self.tokens_left - 1)
         s = self.state
-        return dyn.accepted_run(self._beta_rows[variant][int(s.count[dyn.PROMPT, 0])], int(s.count[dyn.POS, 0]),
+        return dyn.accepted_run(self._beta_rows[variant][int(s.count[0, dyn.PROMPT])], int(s.count[0, dyn.POS]),
                                 n_draft, s.uniforms[0].tolist())
 
     # -- Gymnasium API ---------------------------------------------------------------------------
 
     def _start_live(self, rows: np.ndarray, seeds: np.ndarray) -> None:
         """The live backend begins the request whose prompt and seed were just drawn."""
-        self._live.start(self._prompt_id_list[int(self.state.count[dyn.PROMPT, 0])], int(seeds[0]))
+        self._live.start(self._prompt_id_list[int(self.state.count[0, dyn.PROMPT])], int(seeds[0]))
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
         if self._renderer.history is not None:
             self._renderer.history.clear()
         self.state, result = dyn.initial(self.params, self.np_random, 1, self._block_len, self._on_requests)
-        return result.obs[0], {"link_rate_bps": self.state.real[dyn.RATE, 0].item(),
-                               "distance_m": self.state.real[dyn.DISTANCE, 0].item()}
+        return result.obs[0], {"link_rate_bps": self.state.real[0, dyn.RATE].item(),
+                               "distance_m": self.state.real[0, dyn.DISTANCE].item()}
 
     def step(self, action):
         gamma, variant = self._check_action(action)
-        cfg, control, result = self.config, self._control, self._result
+        control, result = self._control, self._result
         control[dyn.GAMMA, 0], control[dyn.VARIANT, 0] = gamma, variant
         if self._live is not None:
             n_draft = min(gamma, self.tokens_left - 1)
@@ -291,9 +292,8 @@ class SpecDecodeEnv(gym.Env):
             if n_draft <= 0:
                 self._live.round(variant, 0)
         dyn.advance(self.params, self.state, control, self.np_random, result, self._on_requests)
-        latency, energy, reward, rate, edge_util, device_util = result.out[:, 0].tolist()
-        emitted, accepted, proposed, prompt = result.counts[:, 0].tolist()
-        request_done, _, terminated, truncated = result.flags[:, 0].tolist()
+        latency, energy, reward, rate, edge_util, device_util, queue = result.out[0].tolist()
+        emitted, accepted, proposed, prompt, request_done, _, terminated, truncated = result.counts[0].tolist()
         info = {
             "latency_s": latency,
             "energy_j": energy,
@@ -301,19 +301,19 @@ class SpecDecodeEnv(gym.Env):
             "accepted_tokens": accepted,
             "proposed_tokens": proposed,
             "gamma": gamma,
-            "draft_variant": cfg.draft_variants[variant],
+            "draft_variant": self._variant_names[variant],
             "link_rate_bps": rate,
             "edge_util": edge_util,
             "device_util": device_util,
             "prompt_index": self._prompt_id_list[prompt],
         }
-        if cfg.energy_budget_j_per_token is not None:
-            info["virtual_queue"] = self.state.real[dyn.QUEUE, 0].item()
+        if self._has_budget:
+            info["virtual_queue"] = queue
         if request_done:
             info["request_done"] = True
         if self._renderer.history is not None:
             self._renderer.history.append(action, reward, info)
-        return result.obs[0].copy(), reward, terminated, truncated, info
+        return result.obs[0].copy(), reward, terminated == 1, truncated == 1, info
 
     def render(self):
         """The current frame: a text line (``ansi``) or an image of the recent steps (``rgb_array``)."""

@@ -119,8 +119,8 @@ class SpecDecodeVectorEnv(ReplayVectorEnv):
             result = self._result
             dyn.restart(self.params, self.state, mask, self.np_random, result)
             self._needs_reset = self._needs_reset & ~mask
-            info = {"link_rate_bps": self.state.real[dyn.RATE].copy(), "_link_rate_bps": mask, "distance_m": distance,
-                    "_distance_m": mask}
+            info = {"link_rate_bps": self.state.real[:, dyn.RATE].copy(), "_link_rate_bps": mask,
+                    "distance_m": distance, "_distance_m": mask}
             return result.obs.copy(), info
         if isinstance(seed, list):
             seed = seed[0]
@@ -131,8 +131,8 @@ class SpecDecodeVectorEnv(ReplayVectorEnv):
         self._pool_pos = self._pool_size  # a reset(seed) must not reuse states drawn before it
         self.state, result = dyn.initial(self.params, self.np_random, self.num_envs, self._block_len)
         self._needs_reset = np.zeros(self.num_envs, dtype=bool)
-        return result.obs.copy(), {"link_rate_bps": self.state.real[dyn.RATE].copy(),
-                                   "distance_m": self.state.real[dyn.DISTANCE].copy()}
+        return result.obs.copy(), {"link_rate_bps": self.state.real[:, dyn.RATE].copy(),
+                                   "distance_m": self.state.real[:, dyn.DISTANCE].copy()}
 
     # -- Gymnasium vector API ---------------------------------------------------------------------
 
@@ -153,25 +153,25 @@ class SpecDecodeVectorEnv(ReplayVectorEnv):
             distance = self._start_alone(idx)
             control[dyn.SKIP] = resetting
         dyn.advance(self.params, self.state, control, self.np_random, result)
-        out, counts, flags = result.out, result.counts, result.flags
+        out, counts = result.out, result.counts
         info: dict[str, Any] = {
-            "latency_s": out[dyn.LATENCY].copy(),
-            "energy_j": out[dyn.ENERGY].copy(),
-            "tokens": counts[dyn.TOKENS].copy(),
-            "accepted_tokens": counts[dyn.ACCEPTED].copy(),
-            "proposed_tokens": counts[dyn.PROPOSED].copy(),
+            "latency_s": out[:, dyn.LATENCY].copy(),
+            "energy_j": out[:, dyn.ENERGY].copy(),
+            "tokens": counts[:, dyn.TOKENS].copy(),
+            "accepted_tokens": counts[:, dyn.ACCEPTED].copy(),
+            "proposed_tokens": counts[:, dyn.PROPOSED].copy(),
             "gamma": a[:, 0],
             "draft_variant": self._variants[a[:, 1]],
-            "link_rate_bps": out[dyn.ROUND_RATE].copy(),
-            "edge_util": out[dyn.ROUND_EDGE_UTIL].copy(),
-            "device_util": out[dyn.ROUND_DEVICE_UTIL].copy(),
-            "prompt_index": self.params.prompt_ids[counts[dyn.ROUND_PROMPT]],
+            "link_rate_bps": out[:, dyn.ROUND_RATE].copy(),
+            "edge_util": out[:, dyn.ROUND_EDGE_UTIL].copy(),
+            "device_util": out[:, dyn.ROUND_DEVICE_UTIL].copy(),
+            "prompt_index": self.params.prompt_ids[counts[:, dyn.ROUND_PROMPT]],
         }
         if self.config.energy_budget_j_per_token is not None:
-            info["virtual_queue"] = self.state.real[dyn.QUEUE].copy()
-        reward = out[dyn.REWARD].copy()
-        terminated, truncated = flags[dyn.TERMINATED].copy(), flags[dyn.TRUNCATED].copy()
-        request_done = flags[dyn.REQUEST_DONE].copy()
+            info["virtual_queue"] = out[:, dyn.ROUND_QUEUE].copy()
+        reward = out[:, dyn.REWARD].copy()
+        terminated, truncated = counts[:, dyn.TERMINATED] != 0, counts[:, dyn.TRUNCATED] != 0
+        request_done = counts[:, dyn.REQUEST_DONE] != 0
         if any_reset:
             control[dyn.SKIP] = 0
             stepped = ~resetting
@@ -179,7 +179,7 @@ class SpecDecodeVectorEnv(ReplayVectorEnv):
                 if key in info:
                     info[f"_{key}"] = stepped
             info["distance_m"], info["_distance_m"] = distance, resetting
-            info["link_rate_bps"] = np.where(resetting, self.state.real[dyn.RATE], info["link_rate_bps"])
+            info["link_rate_bps"] = np.where(resetting, self.state.real[:, dyn.RATE], info["link_rate_bps"])
         info["request_done"], info["_request_done"] = request_done, request_done
         self._needs_reset = terminated | truncated
         return result.obs.copy(), reward, terminated, truncated, info
