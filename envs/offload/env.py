@@ -169,6 +169,7 @@ class OffloadEnv(gym.Env):
         self._device_acc = 0.0
         self._confidence = np.zeros(1) if self._live is not None else None
         self._quality = np.zeros(1) if self._live is not None else None
+        # the simulator's State (B = 1), advanced in place: what the baselines read; reset() replaces this one
         self.state: State = initial(self.params, np.random.default_rng(0), WirelessLink(cfg.channel))[0]
 
     def _live_observation(self) -> np.ndarray:
