@@ -8,7 +8,11 @@ frozen protagonist; repeat. The game is zero-sum: the adversary is trained on
 ``-r_protagonist`` (``zero_sum=True``), whatever reward the env gives it.
 
 Each phase sees the parallel env as a single-agent Gymnasium env
-(:class:`OpponentView`) whose ``step`` asks the frozen agent's policy for its action.
+(:class:`OpponentView`) whose ``step`` asks the frozen agent's policy for its action;
+with ``batched=True``, as ``n_envs`` games of the env's batched parallel game, one
+agent's rows (the game's ``one_side`` view, e.g.
+:class:`edgelam.envs.robust_routing.vector.OneSideVectorEnv`) behind
+:class:`~edgelam.agents.vec.SB3VectorAdapter`, no Python loop over copies.
 """
 
 from __future__ import annotations
@@ -29,10 +33,12 @@ from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize
 
 from edgelam.agents import hyperparams as hp
-from edgelam.agents.common import ParallelFactory, make_parallel, torch_threads
+from edgelam.agents.common import ParallelFactory, env_kwargs_for, make_parallel, torch_threads
 from edgelam.agents.policies import META, MODEL, VECNORMALIZE, NormalizedPolicy, to_env_action
 from edgelam.agents.train import LEARNING_CURVE, LearningCurveCallback
+from edgelam.agents.vec import SB3VectorAdapter
 from edgelam.baselines import Policy
+from edgelam.envs import registration
 
 
 class OpponentView(gym.Env):
@@ -139,6 +145,37 @@ class _PhaseReturns(BaseCallback):
         return True
 
 
+def one_side_vec_env(
+    env: str | ParallelFactory,
+    n_envs: int,
+    seed: int | None,
+    scenario: str = "default",
+    env_kwargs: Mapping[str, Any] | None = None,
+    **view_kwargs: Any,
+) -> VecEnv:
+    """An SB3 VecEnv of one agent's rows of ``n_envs`` games of the env's batched game, the other agent fixed.
+
+    ``view_kwargs`` (``agent``, ``opponents``, ``zero_sum_with``) as :class:`OpponentView`'s; the
+    game's ``one_side`` builds the view (opponents predict on a batch of observations).
+
+    Raises:
+        ValueError: if ``env`` is not an id whose spec has a batched game (replay backend) with a
+            ``one_side`` view.
+    """
+    spec = registration.find_spec(env) if isinstance(env, str) else None
+    backend = dict(env_kwargs or {}).get("backend", "replay")
+    if spec is None or spec.batched_entry_point is None or backend != "replay":
+        raise ValueError(f"batched: {env!r} has no batched parallel game (an id whose spec has a "
+                         f"batched_entry_point, replay backend)")
+    game = registration.make_batched(env, num_games=n_envs, **env_kwargs_for(scenario, env_kwargs))
+    if not callable(getattr(game, "one_side", None)):
+        raise ValueError(f"batched: {env}'s batched game has no one_side() view of one agent's rows")
+    venv = SB3VectorAdapter(game.one_side(**view_kwargs))
+    venv.seed(seed)
+    venv.action_space.seed(seed)
+    return venv
+
+
 def _policy(model: PPO, venv: VecEnv) -> Policy:
     return NormalizedPolicy(model, venv) if isinstance(venv, VecNormalize) else model
 
@@ -156,6 +193,7 @@ def train_rarl(
     zero_sum: bool = True,
     progress: bool = False,
     threads: int = 1,
+    batched: bool = False,
 ) -> RarlResult:
     """Alternate PPO training of a protagonist and an adversary (RARL).
 
@@ -177,10 +215,14 @@ def train_rarl(
         zero_sum: train the adversary on minus the protagonist's reward.
         progress: SB3 progress bars.
         threads: torch CPU threads while learning.
+        batched: each agent learns on ``n_envs`` games of the env's batched parallel game
+            (its spec's ``batched_entry_point``, replay backend) instead of ``n_envs`` copies of
+            :class:`OpponentView` (:func:`one_side_vec_env`).
 
     Raises:
         ValueError: if the env does not have exactly two agents, or ``out_dir``
-            already holds a finished RARL run (an interrupted one restarts from scratch).
+            already holds a finished RARL run (an interrupted one restarts from scratch),
+            or ``batched`` is asked of an env without a batched game with a ``one_side`` view.
     """
     env_id = env if isinstance(env, str) else None
     params = hp.resolve(env_id, "ppo", hyperparams)
@@ -212,13 +254,16 @@ def train_rarl(
             "opponents": frozen,
             "zero_sum_with": protagonist if zero_sum and agent == adversary else None,
         }
-        venv = make_vec_env(
-            OpponentView,
-            n_envs=params["n_envs"],
-            seed=seed + offset,
-            env_kwargs={"env_fn": env_fn, **view_kwargs},
-            vec_env_cls=DummyVecEnv,
-        )
+        if batched:
+            venv = one_side_vec_env(env, params["n_envs"], seed + offset, scenario, env_kwargs, **view_kwargs)
+        else:
+            venv = make_vec_env(
+                OpponentView,
+                n_envs=params["n_envs"],
+                seed=seed + offset,
+                env_kwargs={"env_fn": env_fn, **view_kwargs},
+                vec_env_cls=DummyVecEnv,
+            )
         if norm_kwargs is not None:
             venv = VecNormalize(venv, **norm_kwargs)
         venvs[agent] = venv

@@ -189,6 +189,17 @@ class RobustRoutingGames:
             {ROUTER: {**info, "action_mask": self._mask.astype(np.int8)}, ADVERSARY: dict(info)},
         )
 
+    def one_side(
+        self,
+        agent: str,
+        opponents: Mapping[str, Any],
+        zero_sum_with: str | None = None,
+        deterministic_opponents: bool = False,
+    ) -> OneSideVectorEnv:
+        """``agent``'s rows of these games as a vector env, the other agent acting by ``opponents``
+        (:class:`OneSideVectorEnv`; what :func:`edgelam.agents.rarl.train_rarl` trains on with ``batched``)."""
+        return OneSideVectorEnv(self, agent, opponents, zero_sum_with, deterministic_opponents)
+
     def close(self) -> None:
         """Nothing to release."""
 

@@ -287,3 +287,30 @@ def test_bench_times_the_batched_game_and_parameter_sharing_is_refused():
     assert result["vector_steps_per_s"] > 0 and result["steps_per_s"] > 0
     with pytest.raises(ValueError, match="parameter sharing needs one observation and action space"):
         shared_vec_env(ENV_ID, n_envs=2, seed=0)
+
+
+def test_rarl_trains_both_sides_on_the_batched_game(tmp_path):
+    """train_rarl(batched=True): each phase on 4 games of one side's rows; same seed, same history."""
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from edgelam.agents.rarl import train_rarl
+    from edgelam.agents.vec import SB3VectorAdapter
+
+    ppo = {"n_envs": 4, "n_steps": 32, "batch_size": 64, "n_epochs": 1, "policy_kwargs": {"net_arch": [16]}}
+    histories = []
+    for run in ("a", "b"):
+        result = train_rarl(ENV_ID, iterations=1, protagonist_steps=128, adversary_steps=128, seed=3,
+                            out_dir=tmp_path / run, hyperparams=ppo, env_kwargs={"episode_length": 32},
+                            batched=True)
+        venv = result.protagonist.get_env()
+        venv = venv.venv if isinstance(venv, VecNormalize) else venv
+        assert isinstance(venv, SB3VectorAdapter) and isinstance(venv.venv, OneSideVectorEnv)
+        histories.append(result.history)
+    first = histories[0]
+    assert [h["trained"] for h in first] == ["router", "adversary"]
+    assert all(h["timesteps"] == 128 and h["episodes"] == 4 for h in first)  # 4 games x one 32-step episode
+    assert first[0]["mean_return"] < 0 < first[1]["mean_return"]  # zero-sum
+    assert histories[1] == first
+    with pytest.raises(ValueError, match="no batched parallel game"):
+        train_rarl(ENV_ID, iterations=1, out_dir=tmp_path / "live", hyperparams=ppo, env_kwargs={"backend": "live"},
+                   batched=True)
