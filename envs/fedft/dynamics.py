@@ -573,6 +573,7 @@ class Episode:
 
 
 _NO_SURROGATE = np.empty(0)  # settle_rows' surrogate coefficients of the live backend (its losses are given)
+_NO_NOISE = [np.empty((0, g)) for g in range(9)]  # a round's noise with no participants, per number of topics
 
 
 def _downlink(params: Params, gains: np.ndarray) -> np.ndarray:
@@ -655,17 +656,12 @@ def draw_fading(rng: np.random.Generator, params: Params, num_rows: int) -> np.n
 
 
 def draw_learning_noise(rng: np.random.Generator, params: Params, num_participants: np.ndarray) -> np.ndarray:
-    """(B, G) standard normals of the surrogate's round noise: drawn for the rows with participants (in row
-    order, one block), zeros for the others (their losses do not change)."""
+    """(R, G) standard normals of the surrogate's round noise, one row for each of the R rows with participants
+    (in row order, one block; the others' losses do not change)."""
     b, g = num_participants.shape[0], params.num_topics
     if b == 1:
-        return rng.standard_normal((1, g)) if num_participants[0] > 0 else np.zeros((1, g))
-    out = np.zeros((b, g))
-    rows = num_participants > 0
-    n = int(rows.sum())
-    if n:
-        out[rows] = rng.standard_normal((n, g))
-    return out
+        return rng.standard_normal((1, g)) if num_participants[0] > 0 else _NO_NOISE[g]
+    return rng.standard_normal((int(np.count_nonzero(num_participants)), g))
 
 
 @dataclass(frozen=True)
@@ -704,10 +700,21 @@ class Workspace:
     @classmethod
     def of(cls, params: Params, num_rows: int) -> Workspace:
         """A workspace for ``num_rows`` rows of the scenario's K devices and G topics."""
-        b, k, f = num_rows, params.num_devices, DEVICE_FEATURES
+        return cls.sized(num_rows, params.num_devices, params.num_topics)
+
+    def __reduce__(self):
+        """Copies (pickle, deepcopy) get a fresh workspace: it holds no state between rounds, and its
+        observation views must stay views of its own buffers."""
+        b, g = self.new_topic_loss.shape
+        return Workspace.sized, (b, self.snr.shape[1], g)
+
+    @classmethod
+    def sized(cls, num_rows: int, num_devices: int, num_topics: int) -> Workspace:
+        """A workspace for B = ``num_rows`` rows of K = ``num_devices`` devices and G = ``num_topics`` topics."""
+        b, k, f = num_rows, num_devices, DEVICE_FEATURES
         costs = Costs.empty(b, k)
         table = np.empty((b, 3))
-        shape = (b, params.num_topics)
+        shape = (b, num_topics)
         obs = np.zeros((b, f * k + 3), dtype=np.float32)
         agent = np.zeros((b, k, f + 3), dtype=np.float32)
         return cls(costs, np.empty((b, k)), table, np.empty(shape), np.empty(shape), np.empty((2, k)),
@@ -765,13 +772,14 @@ def advance(
     """Play one round of every row with this allocation (B, K), writing ``state`` in place.
 
     The replay surrogate moves the topic losses with ``learning_noise(num_participants)``, the
-    round's (B, G) standard normals given the (B,) participant counts (:func:`draw_learning_noise`
-    from the learning generator); the live backend passes ``live_topic_loss(state, costs)``, the
-    trained model's (B, G) losses, instead. Devices that were scheduled are charged their DP-SGD
-    steps (privacy); the energy queue, the round count and the participation advance; then the
-    fading takes the next round's ``fading_normals`` (2, B, K) (:func:`draw_fading`). With
-    ``work`` the outcome is written into its arrays (``bandwidth_hz`` and ``power_w`` may be its
-    own, as :func:`allocation` fills them with their SNR).
+    round's (R, G) standard normals of the R rows with participants given the (B,) participant
+    counts (:func:`draw_learning_noise` from the learning generator); the live backend passes
+    ``live_topic_loss(state, costs)``, the trained model's (B, G) losses, instead. Devices that
+    were scheduled are charged their DP-SGD steps (privacy); the energy queue, the round count
+    and the participation advance; then the fading takes the next round's ``fading_normals``
+    (2, B, K) (:func:`draw_fading`). With ``work`` the outcome is written into its arrays
+    (``bandwidth_hz`` and ``power_w`` may be its own, as :func:`allocation` fills them with
+    their SNR).
     """
     p = params
     if work is None:
@@ -816,7 +824,7 @@ def transition(
     """The pure replay round: :func:`advance` on a copy of ``state`` with the surrogate's ``learning_noise``
     (B, G) normals (the rows without participants ignore theirs). Returns (next state, outcome)."""
     after = state.copy()
-    out = advance(params, after, bandwidth_hz, power_w, fading_normals, lambda m: learning_noise)
+    out = advance(params, after, bandwidth_hz, power_w, fading_normals, lambda m: learning_noise[m > 0])
     return after, out
 
 

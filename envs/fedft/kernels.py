@@ -285,11 +285,13 @@ def surrogate_rows(
     """The replay backend's new topic losses ``out_loss`` (B, G) after a round (:meth:`~.dynamics.Surrogate.step`).
 
     With m participants the pooled topic shares w_g = (their sequences of topic g) / (their
-    sequences); new loss = loss - expected decrease - sigma / sqrt(m) ``noise`` (B, G) standard
-    normals; unchanged at m = 0. ``weights`` (B, G) receives w (zeros at m = 0).
+    sequences); new loss = loss - expected decrease - sigma / sqrt(m) z, with z the next row of
+    ``noise`` (R, G) standard normals, one row for each row with participants (in row order);
+    unchanged at m = 0. ``weights`` (B, G) receives w (zeros at m = 0).
     """
     k = participants.shape[1]
     g = topic_loss.shape[1]
+    r = 0
     for b in range(participants.shape[0]):
         m = 0
         total = 0
@@ -313,7 +315,8 @@ def surrogate_rows(
             weights[b, j] = w
             d = topic_decrease(topic_loss[b, j], initial_loss[j], w, fm, gain_own, gain_shared, noise_cost,
                                headroom, scale)
-            out_loss[b, j] = topic_loss[b, j] - d - spread * noise[b, j]
+            out_loss[b, j] = topic_loss[b, j] - d - spread * noise[r, j]
+        r += 1
 
 
 @njit

@@ -204,7 +204,7 @@ def test_transition_is_pure_and_equals_advance():
     assert np.array_equal(moved.reward, reward)
     assert all(np.array_equal(getattr(state, f), getattr(after, f)) for f in State.__slots__)
     assert np.all(after.step == 1) and not np.array_equal(after.gains, before.gains)
-    assert draw_learning_noise(rng, params, np.array([0, 2, 0])).tolist()[0] == [0.0] * params.num_topics
+    assert draw_learning_noise(rng, params, np.array([0, 2, 0])).shape == (1, params.num_topics)
 
 
 def test_batched_game_takes_1024_devices():
