@@ -217,3 +217,20 @@ def test_batched_game_takes_1024_devices():
     env = make_parallel(POWER.id, num_devices=1024)
     obs, _ = env.reset(seed=0)
     assert len(obs) == 1024
+
+
+def test_sb3_view_of_the_batched_game_ends_episodes_together_and_ppo_trains_on_it():
+    from stable_baselines3 import PPO
+
+    from edgelam.agents.marl import batched_vec_env
+
+    venv = batched_vec_env(POWER.id, n_envs=2, seed=0)
+    assert venv.num_envs == 10 and venv.reset().shape == (10, 7)
+    rng = np.random.default_rng(0)
+    for t in range(1, 31):
+        _, reward, dones, infos = venv.step(rng.uniform(-1, 1, (10, 2)).astype(np.float32))
+        assert reward.dtype == np.float32 and dones.all() == (t == 30) and (not dones.any() or t == 30)
+    assert all("episode" in info and "terminal_observation" in info for info in infos)
+    model = PPO("MlpPolicy", venv, n_steps=16, batch_size=80, n_epochs=1, seed=0, device="cpu")
+    model.learn(160)
+    assert model.num_timesteps >= 160
