@@ -363,7 +363,8 @@ class State:
     ints: np.ndarray  # (B, 2) int64: requests served in the episode (STEP), block column of the pending request
     # (SLOT, the same for every user: the block is drawn for all of them at once)
     reals: np.ndarray  # (B, 3 + H) float64: ergodic rate bit/s, virtual queue J, distance m, SNR estimates dB
-    block: np.ndarray  # (5, B, BLOCK) float64: the drawn slots, rows SNR_DB, RATE, UTIL, PROMPT, EST_SNR_DB
+    block: np.ndarray  # (5, BLOCK, B) float64: the drawn slots, rows SNR_DB, RATE, UTIL, PROMPT, EST_SNR_DB
+    # (slot-major: a step reads one contiguous column of B users)
     exo: Exogenous  # draws the next block (fading, load and CSI state of the B users)
 
     @property
@@ -397,7 +398,7 @@ class State:
         return self.reals[:, HIST:]
 
     def _pending(self, row: int) -> np.ndarray:
-        return self.block[row, np.arange(self.num_rows), self.ints[:, SLOT]]
+        return self.block[row, self.ints[:, SLOT], np.arange(self.num_rows)]
 
     @property
     def prompt(self) -> np.ndarray:
@@ -477,46 +478,41 @@ _estimated_rate_bps = jit.compiled(estimated_rate_bps, rate_from_snr_bps=jit.rat
 _virtual_queue_step = jit.virtual_queue_step
 
 
+# The kernels below take whole sets of users: a compiled call with array arguments costs
+# reference counting per array, too much to pay per user.
+
 @jit.njit
-def _observe(consts, prompt_costs, ints, reals, block, b, obs):
-    """Fill ``obs[b]`` (the env docstring's layout) from user ``b``'s pending request."""
+def _observe_rows(consts, prompt_costs, ints, reals, block, rows, obs):
+    """Fill ``obs[b]`` (the env docstring's layout) from the pending request of each user ``b`` of ``rows``."""
     h = reals.shape[1] - HIST
-    k = ints[b, SLOT]
-    for i in range(h):
-        obs[b, i] = min(max(reals[b, HIST + i] / SNR_SCALE_DB, -1.0), 2.0)
-    rate = math.log10(max(_estimated_rate_bps(consts[C_BANDWIDTH], reals[b, HIST]), 1.0)) / 10.0
-    obs[b, h] = min(rate, 1.5)
-    obs[b, h + 1] = block[UTIL, b, k]
-    obs[b, h + 2] = min(prompt_costs[int(block[PROMPT, b, k]), P_TOKENS] / 128.0, 1.0)
-    obs[b, h + 3] = consts[C_DECODE] / 128.0
-    if consts[C_HAS_BUDGET] > 0.0:
-        obs[b, h + 4] = min(reals[b, QUEUE] / (QUEUE_SCALE * max(consts[C_BUDGET], 1e-12)), QUEUE_SCALE)
-    else:
-        obs[b, h + 4] = 0.0
-    obs[b, h + 5] = ints[b, STEP] / consts[C_EPISODE]
+    has_budget, queue_scale = consts[C_HAS_BUDGET] > 0.0, QUEUE_SCALE * max(consts[C_BUDGET], 1e-12)
+    for b in rows:
+        k = ints[b, SLOT]
+        for i in range(h):
+            obs[b, i] = min(max(reals[b, HIST + i] / SNR_SCALE_DB, -1.0), 2.0)
+        rate = math.log10(max(_estimated_rate_bps(consts[C_BANDWIDTH], reals[b, HIST]), 1.0)) / 10.0
+        obs[b, h] = min(rate, 1.5)
+        obs[b, h + 1] = block[UTIL, k, b]
+        obs[b, h + 2] = min(prompt_costs[int(block[PROMPT, k, b]), P_TOKENS] / 128.0, 1.0)
+        obs[b, h + 3] = consts[C_DECODE] / 128.0
+        obs[b, h + 4] = min(reals[b, QUEUE] / queue_scale, QUEUE_SCALE) if has_budget else 0.0
+        obs[b, h + 5] = ints[b, STEP] / consts[C_EPISODE]
 
 
 @jit.njit
-def _arrive(ints, reals, block, b):
-    """User ``b``'s pending request is the one at its slot: its SNR estimate joins the history (newest first)."""
-    for i in range(reals.shape[1] - 1, HIST, -1):
-        reals[b, i] = reals[b, i - 1]
-    reals[b, HIST] = block[EST_SNR_DB, b, ints[b, SLOT]]
+def _arrive_rows(ints, reals, block, rows):
+    """Each user of ``rows`` has the request at its slot pending: its SNR estimate joins the history (newest first)."""
+    for b in rows:
+        for i in range(reals.shape[1] - 1, HIST, -1):
+            reals[b, i] = reals[b, i - 1]
+        reals[b, HIST] = block[EST_SNR_DB, ints[b, SLOT], b]
 
 
 @jit.njit
 def _arrive_and_observe(consts, prompt_costs, ints, reals, block, rows, obs):
-    """:func:`_arrive`, then :func:`_observe` for each user of ``rows``."""
-    for b in rows:
-        _arrive(ints, reals, block, b)
-        _observe(consts, prompt_costs, ints, reals, block, b, obs)
-
-
-@jit.njit
-def _observe_rows(consts, prompt_costs, ints, reals, block, obs):
-    """:func:`_observe` for every user."""
-    for b in range(ints.shape[0]):
-        _observe(consts, prompt_costs, ints, reals, block, b, obs)
+    """:func:`_arrive_rows`, then :func:`_observe_rows`."""
+    _arrive_rows(ints, reals, block, rows)
+    _observe_rows(consts, prompt_costs, ints, reals, block, rows, obs)
 
 
 @jit.njit
@@ -541,10 +537,10 @@ def _serve_rows(actions, live_quality_loss, prompt_costs, quality_loss, consts, 
             return -1
     for b in range(n):
         k = ints[b, SLOT]
-        p = int(block[PROMPT, b, k])
+        p = int(block[PROMPT, k, b])
         layer, bits = actions[b, 0], actions[b, 1]
-        rate = block[RATE, b, k]
-        util = block[UTIL, b, k]
+        rate = block[RATE, k, b]
+        util = block[UTIL, k, b]
         latency, energy, up_bytes = _price(
             num_layers, prompt_costs[p, P_TOKENS], decode, token_bytes, consts[C_ACT_BYTES + bits],
             prompt_costs[p, P_DEV_LAYER], prompt_costs[p, P_EDGE_LAYER], prompt_costs[p, P_DEV_HEAD],
@@ -558,7 +554,7 @@ def _serve_rows(actions, live_quality_loss, prompt_costs, quality_loss, consts, 
         out[3, b] = q
         out[4, b] = up_bytes
         out[5, b] = rate
-        out[6, b] = block[SNR_DB, b, k]
+        out[6, b] = block[SNR_DB, k, b]
         out[7, b] = util
         out[8, b] = layer
         out[9, b] = _BITS[bits]
@@ -576,14 +572,12 @@ def _serve_rows(actions, live_quality_loss, prompt_costs, quality_loss, consts, 
         ints[b, SLOT] = k + 1
     if n == 0 or ints[0, SLOT] >= BLOCK:
         return 0
-    for b in range(n):
-        _arrive(ints, reals, block, b)
-        _observe(consts, prompt_costs, ints, reals, block, b, obs)
+    _arrive_and_observe(consts, prompt_costs, ints, reals, block, np.arange(n), obs)
     return 1
 
 
 def _draw(params: Params, exo: Exogenous, rng: np.random.Generator, n_slots: int) -> tuple[np.ndarray, np.ndarray]:
-    """New episodes of ``exo``'s users and their first ``n_slots`` slots: (reals (B, 3 + H), block (5, B, n_slots)).
+    """New episodes of ``exo``'s users and their first ``n_slots`` slots: (reals (B, 3 + H), block (5, n_slots, B)).
 
     Random draws in this order: :meth:`Exogenous.reset`, then :meth:`Exogenous.next_block`;
     the SNR history starts filled with the SNR at reset.
@@ -595,7 +589,8 @@ def _draw(params: Params, exo: Exogenous, rng: np.random.Generator, n_slots: int
     reals[:, DISTANCE] = distance
     reals[:, HIST:] = exo.initial_snr_db[:, None]
     blk = exo.next_block(rng, n_slots)
-    block = np.stack([blk.snr_db, blk.rate_bps, blk.edge_util, blk.prompt.astype(np.float64), blk.est_snr_db])
+    block = np.stack([blk.snr_db.T, blk.rate_bps.T, blk.edge_util.T, blk.prompt.T.astype(np.float64),
+                      blk.est_snr_db.T])
     return reals, block
 
 
@@ -630,7 +625,7 @@ def reset_rows(params: Params, state: State, rows: np.ndarray, rng: np.random.Ge
     reals, block = _draw(params, exo, rng, BLOCK - k)
     state.exo.set_rows(rows, exo)
     state.reals[rows] = reals
-    state.block[:, rows, k:] = block
+    state.block[:, k:, rows] = block
     state.ints[rows, STEP] = 0
     _arrive_and_observe(params.consts, params.prompt_costs, state.ints, state.reals, state.block,
                         np.asarray(rows, dtype=np.int64), np.empty((state.num_rows, params.obs_size), dtype=np.float32))
@@ -638,8 +633,8 @@ def reset_rows(params: Params, state: State, rows: np.ndarray, rng: np.random.Ge
 
 def _next_block(params: Params, state: State, rng: np.random.Generator, obs: np.ndarray) -> None:
     blk = state.exo.next_block(rng)
-    state.block[SNR_DB], state.block[RATE], state.block[UTIL] = blk.snr_db, blk.rate_bps, blk.edge_util
-    state.block[PROMPT], state.block[EST_SNR_DB] = blk.prompt, blk.est_snr_db
+    state.block[SNR_DB], state.block[RATE], state.block[UTIL] = blk.snr_db.T, blk.rate_bps.T, blk.edge_util.T
+    state.block[PROMPT], state.block[EST_SNR_DB] = blk.prompt.T, blk.est_snr_db.T
     state.ints[:, SLOT] = 0
     _arrive_and_observe(params.consts, params.prompt_costs, state.ints, state.reals, state.block,
                         _all_rows(state.num_rows), obs)
@@ -695,5 +690,6 @@ def transition(
 def observation(params: Params, state: State) -> np.ndarray:
     """(B, snr_history + 6) float32 observation of every user's pending request (layout in the env docstring)."""
     obs = np.empty((state.num_rows, params.obs_size), dtype=np.float32)
-    _observe_rows(params.consts, params.prompt_costs, state.ints, state.reals, state.block, obs)
+    _observe_rows(params.consts, params.prompt_costs, state.ints, state.reals, state.block, _all_rows(state.num_rows),
+                  obs)
     return obs

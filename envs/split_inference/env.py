@@ -186,7 +186,7 @@ class SplitInferenceEnv(gym.Env):
 
     def _pending(self, row: int) -> float:
         s = self.state
-        return float(s.block[row, 0, s.ints[0, SLOT]])
+        return float(s.block[row, s.ints[0, SLOT], 0])
 
     @property
     def prompt_index(self) -> int:

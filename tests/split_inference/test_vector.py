@@ -108,7 +108,7 @@ def test_partial_reset_mask_resets_only_those_users():
     assert np.array_equal(obs[kept], obs_before[kept])
     assert np.array_equal(vec.state.ints[kept], before.ints[kept])
     assert np.array_equal(vec.state.reals[kept], before.reals[kept])
-    assert np.array_equal(vec.state.block[:, kept], before.block[:, kept])
+    assert np.array_equal(vec.state.block[:, :, kept], before.block[:, :, kept])
     assert vec.state.step[fresh].tolist() == [0, 0] and vec.state.step[kept].tolist() == [6, 6]
     assert np.all(vec.state.virtual_queue[fresh] == 0.0)
     assert not np.any(vec.state.distance_m[fresh] == before.distance_m[fresh])  # new episodes, new distances
@@ -116,7 +116,7 @@ def test_partial_reset_mask_resets_only_those_users():
     assert info["_uplink_rate_bps"] is mask and info["uplink_rate_bps"].shape == (4,)
     # the reset users' slots of the current block are new; the block still ends for everyone at once
     slot = int(vec.state.ints[0, 1])
-    assert not np.array_equal(vec.state.block[:, fresh, slot:], before.block[:, fresh, slot:])
+    assert not np.array_equal(vec.state.block[:, slot:, fresh], before.block[:, slot:, fresh])
     for _ in range(BLOCK):
         obs, reward, _, _, _ = vec.step(vec.action_space.sample())
         assert vec.observation_space.contains(obs) and np.all(np.isfinite(reward))
