@@ -270,7 +270,10 @@ class FedFTAllocationEnv(gym.Env):
     nats/token (mean absolute; live SGD noise alone makes about 0.0067); open-loop surrogate
     trajectory vs live 0.0069 mean / 0.038 max nats/token, 5% of the live decrease over an
     episode (0.146). ``tests/fedft`` replays the surrogate on 3 live rounds of the equal
-    policy from another seed. Replay runs about 1,500-2,800 steps/s on one core (equal policy); live runs
+    policy from another seed. Replay runs the round compiled once (numba, :mod:`.kernels`) for
+    this env and for B copies of it in the vector env (``gym.make_vec(id, num_envs,
+    vectorization_mode="vector_entry_point")``, :class:`~.vector.FedFTAllocationVectorEnv`,
+    replay only); ``edgelam bench`` measures both. Live runs
     0.3 steps/s (equal, 5 devices train) to 0.6 steps/s (lyapunov) on one core shared with
     other jobs. On 2 further live episodes from seed 1 (``python -m edgelam.envs.fedft.profile
     --scenario {default,split} --evaluate-only --test-episodes 2 --seed 1``, keys
@@ -350,6 +353,10 @@ class FedFTPowerEnv(ParallelEnv):
 
     Same simulator, data, model, backends, modes (``lora_fedavg``, ``split``) and round model
     as ``FedFTAllocation-v0`` (:class:`FedFTAllocationEnv`); the allocation is decentralised.
+    Up to 1,024 devices (``num_devices``), with no Python loop per device in the round. The
+    batched game :class:`~.vector.FedFTPowerGames` (``edgelam.envs.registration.make_batched``,
+    replay only) plays B games of K devices in arrays; parameter sharing trains on its B x K
+    agent rows (:func:`edgelam.agents.marl.batched_vec_env`).
 
     ## Action Space
     Per agent ``Box(-1, 1, (2,), float32)`` (identical spaces, so SuperSuit parameter
