@@ -569,7 +569,7 @@ class Episode:
 
     pool_draws: np.ndarray  # (sum of topic_counts,) int: index into its topic's pool of every local sequence,
     # device-major then topic-major (row after row)
-    learning_seeds: np.ndarray  # (B,) int, the seed of each row's learning generator
+    learning_seeds: np.ndarray  # (B,) int, one per row (:func:`learning_generator` seeds with the first)
 
 
 _NO_SURROGATE = np.empty(0)  # settle_rows' surrogate coefficients of the live backend (its losses are given)
