@@ -245,9 +245,9 @@ def block_rounds(episode_length: int, num_envs: int) -> int:
 
 # entries of Params.consts, what simulate reads
 (_EDGE_DRAFT, _VERDICT_BYTES, _RTT, _ACTIVE_W, _IDLE_W, _TX_W, _SLOT, _TOKENS, _REQUESTS, _EPISODE, _BATTERY,
- _ENERGY_WEIGHT, _BUDGET, _HAS_BUDGET, _EMA_RATE, _RHO, _CN_SCALE, _NOISE_W, _BANDWIDTH, _FADING, _DRIFT,
+ _ENERGY_WEIGHT, _BUDGET, _HAS_BUDGET, _RHO, _CN_SCALE, _NOISE_W, _BANDWIDTH, _FADING, _DRIFT,
  _SHADOWING, _BLOCK_START, _BLOCK_END, _BLOCK_LOSS, _BLOCK_RAMP, _EDGE_MEAN, _EDGE_CORR, _EDGE_INNOVATION,
- _EDGE_MAX, _DEVICE_MEAN, _DEVICE_CORR, _DEVICE_INNOVATION, _DEVICE_MAX, _RTT_OBS, _LOG_RATE_MAX, _TABLES) = range(37)
+ _EDGE_MAX, _DEVICE_MEAN, _DEVICE_CORR, _DEVICE_INNOVATION, _DEVICE_MAX, _RTT_OBS, _LOG_RATE_MAX, _TABLES) = range(36)
 
 
 @dataclass(frozen=True)
@@ -260,7 +260,8 @@ class Params:
     mean_acceptance: np.ndarray  # (V,) profile mean over the request's positions, the prior of the EMA
     prompt_ids: np.ndarray  # (P,) int, held-out prompt id of each profiled prompt
     episode_length: int  # rounds before truncation
-    consts: np.ndarray  # (_TABLES + V + 2 (gamma_max + 1),) float64: scalars, draft steps, verify passes, fwd bytes
+    consts: np.ndarray  # (_TABLES + V + 3 (gamma_max + 1) + 1,) float64: scalars, draft steps, verify passes,
+    # fwd bytes, EMA steps
     obs_high: np.ndarray  # (V + 10,) float32 upper bounds of the observation
     initial_row: np.ndarray  # State.real of a user at an episode start, before its own draws (START_FIELDS)
     links: dict[int, WirelessLink] = field(default_factory=dict, compare=False)  # draw episode starts, by row count
@@ -271,7 +272,7 @@ class Params:
         """The arrays of scenario ``cfg`` priced by ``tables`` (``episode_length``: a cap below the scenario's)."""
         link = WirelessLink(cfg.channel, n_links=1)
         v = beta.shape[0]
-        consts = np.zeros(_TABLES + v + 2 * (cfg.gamma_max + 1))
+        consts = np.zeros(_TABLES + v + 3 * (cfg.gamma_max + 1) + 1)
         b = cfg.blockage
         budget = cfg.energy_budget_j_per_token
         episode = cfg.episode_length if episode_length is None else episode_length
@@ -281,7 +282,7 @@ class Params:
             _SLOT: tables.slot_s, _TOKENS: cfg.tokens_per_request, _REQUESTS: cfg.requests_per_episode,
             _EPISODE: episode, _BATTERY: cfg.battery_j, _ENERGY_WEIGHT: cfg.reward.energy_weight_per_j,
             _BUDGET: 0.0 if budget is None else budget, _HAS_BUDGET: budget is not None,
-            _EMA_RATE: cfg.acceptance_ema, _RHO: float(link.fading.rho), _CN_SCALE: float(link.fading.cn_scale),
+            _RHO: float(link.fading.rho), _CN_SCALE: float(link.fading.cn_scale),
             _NOISE_W: link.noise_w, _BANDWIDTH: cfg.channel.bandwidth_hz, _FADING: cfg.channel.fading,
             _DRIFT: cfg.drift_mps, _SHADOWING: cfg.channel.shadowing, _BLOCK_START: b.start_s, _BLOCK_END: b.end_s,
             _BLOCK_LOSS: b.loss_db, _BLOCK_RAMP: b.ramp_s,
@@ -296,7 +297,10 @@ class Params:
         g1 = cfg.gamma_max + 1
         consts[_TABLES : _TABLES + v] = tables.draft_step_s
         consts[_TABLES + v : _TABLES + v + g1] = tables.verify_s
-        consts[_TABLES + v + g1 :] = tables.fwd_bytes
+        consts[_TABLES + v + g1 : _TABLES + v + 2 * g1] = tables.fwd_bytes
+        # the EMA's step 1 - (1 - c)^k for k = 0 .. gamma_max + 1 tested tokens (Python's pow, as the kernel's)
+        rate = cfg.acceptance_ema
+        consts[_TABLES + v + 2 * g1 :] = [1.0 - (1.0 - rate) ** float(k) for k in range(g1 + 1)]
         mean_acceptance = beta[:, :, : cfg.tokens_per_request].mean(axis=(1, 2))
         row = np.zeros(EMA + v + cfg.gamma_max)
         row[[RATE, EST_RATE, ERGODIC, EST_ERGODIC]] = 1.0
@@ -446,10 +450,18 @@ def draw_episode_starts(params: Params, rng: np.random.Generator, n: int) -> Epi
 def start_rows(params: Params, state: State, rows: np.ndarray, starts: EpisodeStarts) -> None:
     """Rows ``rows`` (int indices) of ``state`` begin an episode from ``starts`` (in place; their first request
     and the first advance follow: :func:`new_requests`, :func:`advance`)."""
-    state.real[rows] = params.initial_row
-    state.real[np.ix_(rows, START_FIELDS)] = starts.values
-    state.count[rows] = 0
+    _start_rows(rows, params.initial_row, START_FIELDS, starts.values, state.real, state.count)
     state.los[rows] = starts.los
+
+
+@njit
+def _start_rows(rows, initial_row, fields, values, real, count):
+    for i in range(rows.shape[0]):
+        b = rows[i]
+        real[b, :] = initial_row
+        for j in range(fields.shape[0]):
+            real[b, fields[j]] = values[i, j]
+        count[b, :] = 0
 
 
 def new_requests(params: Params, state: State, rows: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
@@ -526,7 +538,7 @@ def simulate(mode, k, consts, beta, real, count, control, block, out, counts, ob
             )
             if n_draft > 0:
                 tested = accepted + (1 if accepted < n_draft else 0)
-                eta = 1.0 - (1.0 - c[_EMA_RATE]) ** float(tested)
+                eta = c[t + v + 2 * (g + 1) + tested]  # 1 - (1 - acceptance_ema) ** tested
                 real[b, EMA + variant] += eta * (accepted / tested - real[b, EMA + variant])
             count[b, LAST_ACCEPTED], count[b, LAST_PROPOSED] = accepted, n_draft
             count[b, POS] = pos + emitted
