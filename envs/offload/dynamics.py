@@ -454,6 +454,9 @@ def _step_rows(actions, k, consts, compute_s, quality_table, cloud_usd, up_bits,
                                               consts[_IDLE_W])
     has_budget, budget, budget_energy = consts[_HAS_BUDGET] > 0.0, consts[_BUDGET], consts[_BUDGET_ENERGY] > 0.0
     horizon = consts[_HORIZON]
+    for b in range(actions.shape[0]):  # checked before any row changes
+        if actions[b] < DEVICE or actions[b] > CLOUD:
+            raise ValueError("actions: each tier is 0 (device), 1 (edge) or 2 (cloud)")
     for b in range(actions.shape[0]):
         a, p, work = actions[b], prompt[b, k], edge_work[b]
         compute = compute_s[p, a]
@@ -556,14 +559,22 @@ def advance(params: Params, state: State, actions: np.ndarray, rng: np.random.Ge
     Args:
         params: the scenario.
         state: the rows now; afterwards the rows at their next task.
-        actions: (B,) int tiers in {0, 1, 2}, already checked.
+        actions: (B,) int tiers in {0, 1, 2}.
         rng: the generator of the next block of tasks, drawn when the step uses up the current one.
         quality: (B,) quality of each row's chosen tier measured by a live model run, or None for the
             replay profile's.
+
+    Raises:
+        ValueError: if ``actions`` (or ``quality``) is not of shape (B,), or a tier is out of range;
+            the state is left as it was.
     """
     s, t = state, params.tables
     blk = s.tasks
-    b = len(actions)
+    b = len(s.step)
+    if actions.shape != (b,) or actions.dtype.kind not in "iu":
+        raise ValueError(f"actions: expected an int array of {b} tiers, got {actions!r}")
+    if quality is not None and quality.shape != (b,):
+        raise ValueError(f"quality: expected shape ({b},), got {quality.shape}")
     table = np.empty((_NUM_OUTCOMES, b))
     obs = np.empty((b, _OBS_DIM), dtype=np.float32)
     _step_rows(

@@ -169,3 +169,17 @@ def test_the_live_backend_steps_the_same_simulator_with_the_models_numbers(tmp_p
         assert np.array_equal(a[0], b[0])
         assert a[1:] == b[1:]
     assert any(r[0][0] > 0.0 for r in replay) and all(r[0][0] == 0.0 for r in zero)  # confidence was zeroed
+
+
+def test_bad_actions_raise_and_leave_the_state_as_it_was():
+    params = _params()
+    state, _ = initial(params, np.random.default_rng(0), WirelessLink(params.config.channel, n_links=3))
+    before = state.copy()
+    rng = np.random.default_rng(1)
+    for bad in (np.array([0, 1, 3]), np.array([-1, 0, 0]), np.array([0, 1]), np.array([0.0, 1.0, 2.0])):
+        with pytest.raises(ValueError, match="actions"):
+            advance(params, state, bad, rng)
+        _assert_states_equal(state, before)
+    with pytest.raises(ValueError, match="quality"):
+        advance(params, state, np.array([0, 1, 2]), rng, quality=np.zeros(2))
+    _assert_states_equal(state, before)
