@@ -52,7 +52,8 @@ import numpy as np
 from edgelam.envs.core import jit
 from edgelam.envs.core.channel import MIN_RATE_BPS, WirelessLink, transfer_time_one_s
 from edgelam.envs.core.hardware import HardwareSpec, lm_head_cost, transformer_layer_cost
-from edgelam.envs.core.jit import compiled, njit
+from edgelam.envs.core.jit import compiled
+from edgelam.envs.core.jit import njit_numpy_errors as njit  # no divisor below can be 0
 from edgelam.envs.core.model_cards import ModelCard
 from edgelam.envs.core.queues import processor_sharing_time_s
 from edgelam.envs.spec_decode.config import BlockageConfig, SpecDecodeConfig
