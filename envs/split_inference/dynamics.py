@@ -588,10 +588,15 @@ def _draw(params: Params, exo: Exogenous, rng: np.random.Generator, n_slots: int
     reals[:, QUEUE] = 0.0
     reals[:, DISTANCE] = distance
     reals[:, HIST:] = exo.initial_snr_db[:, None]
-    blk = exo.next_block(rng, n_slots)
-    block = np.stack([blk.snr_db.T, blk.rate_bps.T, blk.edge_util.T, blk.prompt.T.astype(np.float64),
-                      blk.est_snr_db.T])
+    block = np.empty((5, n_slots, exo.n_users))
+    _write_block(block, exo.next_block(rng, n_slots))
     return reals, block
+
+
+def _write_block(block: np.ndarray, blk: ExogenousBlock) -> None:
+    """Store the drawn slots ``blk`` (arrays (B, n)) slot-major in ``block`` (5, n, B)."""
+    block[SNR_DB], block[RATE], block[UTIL] = blk.snr_db.T, blk.rate_bps.T, blk.edge_util.T
+    block[PROMPT], block[EST_SNR_DB] = blk.prompt.T, blk.est_snr_db.T
 
 
 def _all_rows(n: int) -> np.ndarray:
@@ -632,9 +637,7 @@ def reset_rows(params: Params, state: State, rows: np.ndarray, rng: np.random.Ge
 
 
 def _next_block(params: Params, state: State, rng: np.random.Generator, obs: np.ndarray) -> None:
-    blk = state.exo.next_block(rng)
-    state.block[SNR_DB], state.block[RATE], state.block[UTIL] = blk.snr_db.T, blk.rate_bps.T, blk.edge_util.T
-    state.block[PROMPT], state.block[EST_SNR_DB] = blk.prompt.T, blk.est_snr_db.T
+    _write_block(state.block, state.exo.next_block(rng))
     state.ints[:, SLOT] = 0
     _arrive_and_observe(params.consts, params.prompt_costs, state.ints, state.reals, state.block,
                         _all_rows(state.num_rows), obs)
