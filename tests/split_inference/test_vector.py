@@ -120,6 +120,8 @@ def test_partial_reset_mask_resets_only_those_users():
     for _ in range(BLOCK):
         obs, reward, _, _, _ = vec.step(vec.action_space.sample())
         assert vec.observation_space.contains(obs) and np.all(np.isfinite(reward))
+    # the compiled step runs on C-contiguous buffers only (one compiled version of it)
+    assert all(x.flags.c_contiguous for x in (vec.state.ints, vec.state.reals, vec.state.block))
     with pytest.raises(ValueError, match="reset_mask"):
         vec.reset(options={"reset_mask": np.array([1, 0, 0, 0])})
     with pytest.raises(ValueError, match="seed"):
