@@ -141,7 +141,8 @@ def test_make_train_env_vectorized_and_its_errors():
     assert isinstance(venv, SB3VectorAdapter) and venv.num_envs == 16
     assert venv.get_attr("config")[0].battery_j == 100.0
     with pytest.raises(ValueError, match="vector_entry_point"):
-        make_train_env("edgelam/FedFTAllocation-v0", "ppo", "default", None, 2, seed=0, vectorized=True)
+        # every edgelam Gymnasium id has a vector env now; Gymnasium's Pendulum registers none
+        make_train_env("Pendulum-v1", "ppo", "default", None, 2, seed=0, vectorized=True)
     with pytest.raises(ValueError, match="action_masks"):
         make_train_env(OFFLOAD, "maskable_ppo", "default", None, 2, seed=0, vectorized=True)
     with pytest.raises(ValueError, match="no_such_key"):
