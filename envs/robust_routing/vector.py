@@ -179,7 +179,7 @@ class RobustRoutingGames:
             stepped = ~resetting
             for key in STEP_KEYS:
                 info[f"_{key}"] = stepped
-        self._needs_reset = truncated
+        self._needs_reset = truncated.copy()  # the caller may write the returned arrays
         terminated = np.zeros(b, dtype=bool)
         return (
             self._observations(),
