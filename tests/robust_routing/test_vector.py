@@ -314,3 +314,15 @@ def test_rarl_trains_both_sides_on_the_batched_game(tmp_path):
     with pytest.raises(ValueError, match="no batched parallel game"):
         train_rarl(ENV_ID, iterations=1, out_dir=tmp_path / "live", hyperparams=ppo, env_kwargs={"backend": "live"},
                    batched=True)
+
+
+def test_writing_the_returned_truncations_does_not_change_the_autoreset():
+    game = make_batched(ENV_ID, num_games=2, episode_length=3)
+    game.reset(seed=0)
+    actions = {"router": np.zeros(2, dtype=np.int64), "adversary": np.zeros((2, game.adversary.action_dim))}
+    for _ in range(3):
+        _, _, _, truncs, _ = game.step(actions)
+    assert truncs["router"].all()
+    truncs["router"][:] = False
+    game.step(actions)
+    assert game.state.step.tolist() == [0, 0]  # both games autoreset
