@@ -447,13 +447,18 @@ def weights_sha256(name_or_path: str | Path) -> str:
 def load_profiled(name: str, profile_dir: str | Path | None = None, device: str | torch.device = "cpu") -> LM:
     """Model ``name`` of a profile folder (its shipped or folder name there), loaded from the folder
     its manifest records: what a live backend runs for a ``profile_dir`` (``None``: the shipped
-    profiles, whose models are the shipped family).
+    profiles, whose models are the shipped family). A manifest without a model list (a profile
+    written by hand or before ``edgelam profile`` recorded one) is of the shipped family: a shipped
+    name loads the shipped model.
 
     Raises:
         ValueError: ``name`` is not one of the profile's models (the message lists them; derived
             drafts such as ``early_exit:2`` and ``int8`` come from :func:`.speculative.make_draft`).
         ProfileError: a missing or unreadable manifest.
     """
+    if profile_dir is not None and name in SHIPPED_MODELS and "models" not in replay.load_manifest(profile_dir).get(
+            "settings", {}):
+        return load(name, device=device)
     models = replay.profile_models(profile_dir)
     if name not in models:
         where = profile_dir if profile_dir is not None else "the shipped profiles"

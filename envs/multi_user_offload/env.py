@@ -163,7 +163,8 @@ class MultiUserOffloadEnv(ParallelEnv):
         if backend == "live":
             from edgelam.envs.offload.live import LiveOffloadQuality
 
-            self._live = LiveOffloadQuality(tuple(getattr(cfg, t).executed_model for t in TIERS), cache=True)
+            self._live = LiveOffloadQuality(tuple(getattr(cfg, t).executed_model for t in TIERS), cache=True,
+                                            profile_dir=cfg.profile_dir)
             tasks = LiveTasks(self._live)
         self.params = Params.build(cfg, self.tables, tasks)
         self._tiers = np.asarray(TIERS)

@@ -15,9 +15,12 @@ class TierConfig:
     """One execution tier: the model card and hardware that price it, the model that really runs.
 
     ``card`` (``configs/model_cards.yaml``) on ``hardware`` (``configs/hardware.yaml``)
-    prices compute with the roofline; ``executed_model`` names the shipped edgelam
-    model (a column of the ``offload`` replay profile) whose real teacher-forced
-    top-1 accuracy on the task's reference continuation is the tier's quality.
+    prices compute with the roofline; ``card: auto`` prices the executed model itself, from
+    its own ``config.json`` (:func:`edgelam.envs.core.model_cards.auto_model_card`).
+    ``executed_model`` names a model of the ``offload`` replay profile (a shipped edgelam
+    model, or a model of a profile you recorded with ``edgelam profile --models``, see
+    ``profile_dir``) whose real teacher-forced top-1 accuracy on the task's reference
+    continuation is the tier's quality.
     """
 
     card: str = "Qwen2.5-0.5B"
@@ -101,7 +104,7 @@ class OffloadConfig:
 def validate_tiers(cfg) -> None:
     """Check ``cfg.device/edge/cloud`` cards and hardware exist (shared with MultiUserOffload-v0)."""
     from edgelam.envs.core.hardware import load_hardware_catalog
-    from edgelam.envs.core.model_cards import load_model_cards
+    from edgelam.envs.core.model_cards import AUTO_CARD, load_model_cards
 
     catalog = load_hardware_catalog()
     cards = load_model_cards()
@@ -109,5 +112,5 @@ def validate_tiers(cfg) -> None:
         t = getattr(cfg, tier)
         if t.hardware not in catalog:
             raise ValueError(f"{tier}.hardware: unknown hardware {t.hardware!r} (catalog: {', '.join(catalog)})")
-        if t.card not in cards:
-            raise ValueError(f"{tier}.card: unknown card {t.card!r} (cards: {', '.join(cards)})")
+        if t.card != AUTO_CARD and t.card not in cards:
+            raise ValueError(f"{tier}.card: unknown card {t.card!r} (cards: {AUTO_CARD}, {', '.join(cards)})")

@@ -12,7 +12,7 @@ from edgelam.envs.core.actions import DiscreteAction
 from edgelam.envs.core.channel import WirelessLink
 from edgelam.envs.core.config import load_scenario
 from edgelam.envs.core.hardware import load_hardware_catalog
-from edgelam.envs.core.model_cards import get_model_card
+from edgelam.envs.core.model_cards import AUTO_CARD, resolve_model_card
 from edgelam.envs.core.render import RENDER_FPS, RENDER_MODES, Panel, Renderer
 from edgelam.envs.offload.config import TIERS, OffloadConfig
 from edgelam.envs.offload.dynamics import (
@@ -46,6 +46,7 @@ def offload_tables(cfg: Any) -> TierTables:
     the ``offload`` replay profile (``cfg.profile_dir``; None = shipped).
     """
     from edgelam.envs.lam import load_profile
+    from edgelam.envs.lam.replay import profile_models
 
     prof = load_profile("offload", cfg.profile_dir)
     models = [str(m) for m in prof["models"]]
@@ -60,8 +61,10 @@ def offload_tables(cfg: Any) -> TierTables:
         cols.append(models.index(name))
     catalog = load_hardware_catalog()
     tiers = [getattr(cfg, t) for t in TIERS]
+    # card 'auto': the tier's executed model priced from its own config.json
+    paths = profile_models(cfg.profile_dir) if any(t.card == AUTO_CARD for t in tiers) else {}
     return build_tables(
-        tuple(get_model_card(t.card) for t in tiers),
+        tuple(resolve_model_card(t.card, path=paths.get(t.executed_model)) for t in tiers),
         tuple(catalog[t.hardware] for t in tiers),
         tuple(t.weight_bits for t in tiers),
         np.asarray(prof["prompt_len"]),
@@ -154,7 +157,8 @@ class OffloadEnv(gym.Env):
         if backend == "live":
             from edgelam.envs.offload.live import LiveOffloadQuality
 
-            self._live = LiveOffloadQuality(tuple(getattr(cfg, t).executed_model for t in TIERS))
+            self._live = LiveOffloadQuality(tuple(getattr(cfg, t).executed_model for t in TIERS),
+                                            profile_dir=cfg.profile_dir)
         self.action_space = spaces.Discrete(len(TIERS))
         self._check_action = DiscreteAction(self.action_space, "0 device, 1 edge, 2 cloud")
         self.observation_space = spaces.Box(

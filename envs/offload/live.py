@@ -11,18 +11,24 @@ class LiveOffloadQuality:
     held-out prompt ``p`` (profiles record the first P held-out prompts in order).
 
     Args:
-        executed_models: names of the models executing for (device, edge, cloud).
+        executed_models: names of the models executing for (device, edge, cloud): models of
+            the profile in ``profile_dir``, loaded from the folders its manifest records.
         cache: keep each (prompt, tier) result for the lifetime of this object, so a task
             executed twice runs its model once (the runs are deterministic, so the numbers
             are the same; MultiUserOffload-v0 uses it to keep N users per slot tractable).
             ``False`` (Offload-v0) runs the model on every call.
+        profile_dir: the profile the replay backend reads (``None``: the shipped one); each
+            model is fed the token ids it was profiled on (its own tokenizer's, for a family
+            profiled from texts).
     """
 
-    def __init__(self, executed_models: tuple[str, str, str], cache: bool = False) -> None:
-        from edgelam.envs.lam import load, load_prompts
+    def __init__(self, executed_models: tuple[str, str, str], cache: bool = False,
+                 profile_dir: str | None = None) -> None:
+        from edgelam.envs.lam import load_profiled
+        from edgelam.envs.lam.prompts import profile_tokens
 
-        self.models = [load(name) for name in executed_models]
-        self.prompts = load_prompts()
+        self.models = [load_profiled(name, profile_dir) for name in executed_models]
+        self.tokens = [profile_tokens(model, profile_dir) for model in self.models]
         self.runs = 0  # real model executions so far
         self._cache: dict[tuple[int, int], tuple[float, float]] | None = {} if cache else None
 
@@ -33,7 +39,7 @@ class LiveOffloadQuality:
             return self._cache[key]
         from edgelam.envs.lam.profile import profile_offload
 
-        out = profile_offload([self.models[tier]], [self.prompts[prompt]])
+        out = profile_offload([self.models[tier]], [self.tokens[tier][prompt]])
         self.runs += 1
         result = float(out["ref_accuracy"][0, 0]), float(out["confidence"][0, 0])
         if self._cache is not None:

@@ -342,3 +342,64 @@ def test_the_shipped_prompt_set_is_retokenized_for_a_model_with_its_own_tokenize
     assert recs[0]["prompt_ids"] != texts[0]["prompt_ids"][-40:]
     assert list(off["prompt_len"]) == [len(r["prompt_ids"]) for r in recs] == [40, 40]
     assert load_manifest(tmp_path)["settings"]["max_prompt_tokens"] == 40
+
+
+def _tiers(own_profile) -> dict:
+    """Offload / MultiUserOffload tiers on the own family: its three models, each priced from its own config."""
+    tiers = {"profile_dir": str(own_profile), "episode_length": 40}
+    for tier, model in zip(("device", "edge", "cloud"), ("tiny-llama-s", "tiny-qwen2-m", "tiny-llama-l"), strict=True):
+        tiers[f"{tier}.executed_model"] = model
+        tiers[f"{tier}.card"] = "auto"
+    return tiers
+
+
+@pytest.mark.parametrize("env_id", ["edgelam/Offload-v0", "edgelam/MultiUserOffload-v0"])
+def test_offload_envs_run_the_own_family_and_replay_equals_live(own_profile, env_id):
+    import gymnasium as gym
+
+    from edgelam.envs import make_parallel
+
+    stats = {}
+    for backend in ("replay", "live"):
+        rows = []
+        if env_id == "edgelam/Offload-v0":
+            env = gym.make(env_id, backend=backend, **_tiers(own_profile))
+            env.action_space.seed(0)
+            env.reset(seed=0)
+            rows = [env.step(env.action_space.sample())[4] for _ in range(40)]
+        else:
+            env = make_parallel(env_id, backend=backend, **_tiers(own_profile))
+            env.reset(seed=0)
+            for agent in env.possible_agents:
+                env.action_space(agent).seed(len(rows) + hash(agent) % 1000)
+            for _ in range(40):
+                infos = env.step({a: env.action_space(a).sample() for a in env.agents})[4]
+                rows += [infos[a] for a in env.possible_agents]
+        stats[backend] = (np.mean([r["quality"] for r in rows]), np.mean([r["latency_s"] for r in rows]))
+        env.close()
+    (q_replay, l_replay), (q_live, l_live) = stats["replay"], stats["live"]
+    assert q_replay > 0 and abs(q_live - q_replay) <= 0.05 * q_replay
+    assert abs(l_live - l_replay) <= 0.05 * l_replay
+
+
+def test_card_auto_prices_each_offload_tier_with_its_own_executed_model(own_profile, family):
+    from edgelam.envs.core.hardware import load_hardware_catalog
+    from edgelam.envs.offload.dynamics import build_tables
+    from edgelam.envs.offload.env import offload_tables
+    from edgelam.envs.registration import find_spec
+
+    spec = find_spec("edgelam/Offload-v0")
+    cfg = spec.load_config("default", _tiers(own_profile))
+    tables = offload_tables(cfg)
+    prof = load_profile("offload", own_profile)
+    catalog = load_hardware_catalog()
+    tiers = [cfg.device, cfg.edge, cfg.cloud]
+    expected = build_tables(
+        tuple(auto_model_card(family[k]) for k in ("small", "medium", "large")),
+        tuple(catalog[t.hardware] for t in tiers), tuple(t.weight_bits for t in tiers),
+        np.asarray(prof["prompt_len"]), cfg.decode_tokens, cfg.token_id_bytes, cfg.request_overhead_bytes,
+        cfg.cloud_price_usd_per_token, cfg.channel.tx_power_w, cfg.edge_rtt_s, cfg.downlink_rate_bps,
+        np.asarray(prof["ref_accuracy"], dtype=np.float64), np.asarray(prof["confidence"], dtype=np.float64)[:, 0])
+    assert np.array_equal(tables.compute_s, expected.compute_s)
+    named = offload_tables(spec.load_config("default", {**_tiers(own_profile), "device.card": "Qwen2.5-0.5B"}))
+    assert named.compute_s[0, 0] > 100 * tables.compute_s[0, 0]  # a 0.5B card vs the tiny model's own

@@ -130,7 +130,7 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="num_users"):
         make_batched(ENV_ID, num_users=1025)
     with pytest.raises(ValueError, match="no batched parallel game"):
-        make_batched("edgelam/RobustRouting-v0")
+        make_batched("edgelam/SplitInference-v0")  # a Gymnasium id: its batch is a vector env
     game = make_batched(ENV_ID, num_games=2)
     game.reset(seed=0)
     with pytest.raises(ValueError, match="actions"):
