@@ -513,7 +513,8 @@ def simulate(mode, k, consts, beta, real, count, control, block, out, counts, ob
     Gauss-Markov fading with the block's normals of round ``k``, blockage, Shannon rate,
     ergodic rate (only when the large-scale SNR changed), the AR(1) loads, the next round's
     uniforms. A skipped row's outcome is 0 and its estimates are then its current values, as
-    after a reset. Then the observation (``obs`` (B, V + 10) float32).
+    after a reset. Then the observation (``obs`` (B, V + 10) float32). Returns the number of rows that
+    start a request (a finished one's successor, or an episode's first) in the round.
     """
     c = consts
     v = beta.shape[0]
@@ -521,6 +522,7 @@ def simulate(mode, k, consts, beta, real, count, control, block, out, counts, ob
     u0 = EMA + v
     t = _TABLES
     n_tokens = int(c[_TOKENS])
+    starting = 0
     for b in range(real.shape[0]):
         skip = control[SKIP, b] != 0
         if mode & ROUND_STEP and not skip:
@@ -564,10 +566,12 @@ def simulate(mode, k, consts, beta, real, count, control, block, out, counts, ob
                     starts = True
                     count[b, POS] = 0
             counts[b, REQUEST_DONE], counts[b, REQUEST_STARTS] = done, starts
+            starting += starts
             counts[b, TERMINATED] = terminated or real[b, BATTERY] <= 0.0
             counts[b, TRUNCATED] = count[b, ROUND] >= c[_EPISODE]
             real[b, ELAPSED] = latency
         elif mode & ROUND_STEP:
+            starting += 1
             real[b, ELAPSED] = 0.0
             for i in range(out.shape[1]):
                 out[b, i] = 0.0
@@ -580,6 +584,7 @@ def simulate(mode, k, consts, beta, real, count, control, block, out, counts, ob
                 real[b, EST_MEAN_SNR] = real[b, MEAN_SNR]
         if mode & OBSERVE:
             _observe_row(c, real, count, b, v, g, obs)
+    return starting
 
 
 @njit
@@ -691,9 +696,9 @@ def advance(
     used = int(block.used)
     need_block = used == block.values.shape[0]
     if need_block or params.config.drift_mps != 0.0:
-        simulate(ROUND_STEP, 0, params.consts, params.beta, state.real, state.count, control, block.values,
-                 result.out, result.counts, result.obs)
-        _start_requests(params, state, control, result, rng, on_requests)
+        if simulate(ROUND_STEP, 0, params.consts, params.beta, state.real, state.count, control, block.values,
+                    result.out, result.counts, result.obs):
+            _start_requests(params, state, control, result, rng, on_requests)
         if need_block:
             draw_block(params, state, rng)
             used = 0
@@ -702,24 +707,20 @@ def advance(
         simulate(ADVANCE_STEP | OBSERVE, used, params.consts, params.beta, state.real, state.count, control,
                  block.values, result.out, result.counts, result.obs)
     else:  # no draw between the round and the advance: one call (the prompts do not enter the advance)
-        simulate(ROUND_STEP | ADVANCE_STEP | OBSERVE, used, params.consts, params.beta, state.real, state.count,
-                 control, block.values, result.out, result.counts, result.obs)
-        _start_requests(params, state, control, result, rng, on_requests)
+        if simulate(ROUND_STEP | ADVANCE_STEP | OBSERVE, used, params.consts, params.beta, state.real, state.count,
+                    control, block.values, result.out, result.counts, result.obs):
+            _start_requests(params, state, control, result, rng, on_requests)
     block.used[()] = used + 1
 
 
 def _start_requests(params, state, control, result, rng, on_requests) -> None:
     """The prompts of the rows whose next request starts, and of those that start an episode (in row order)."""
-    counts = result.counts
-    if counts.shape[0] == 1:
-        if counts[0, REQUEST_STARTS] or control[SKIP, 0]:
-            seeds = new_requests(params, state, _ROW0, rng)
-            if on_requests is not None:
-                on_requests(_ROW0, seeds)
+    if state.num_rows == 1:
+        seeds = new_requests(params, state, _ROW0, rng)
+        if on_requests is not None:
+            on_requests(_ROW0, seeds)
         return
-    rows = np.flatnonzero(counts[:, REQUEST_STARTS] | control[SKIP])
-    if rows.size:
-        new_requests(params, state, rows, rng)
+    new_requests(params, state, np.flatnonzero(result.counts[:, REQUEST_STARTS] | control[SKIP]), rng)
 
 
 _ROW0 = np.zeros(1, dtype=np.int64)
