@@ -128,9 +128,10 @@ def build_tables(
 
 
 def round_cost_one(
-    edge_draft, gamma, step_s, verify_s, plain_verify_s, fwd_bytes, verdict_bytes, rtt_s, dev_active_w, dev_idle_w,
-    tx_power_w, slot_s, rate_bps, ergodic_bps, edge_util, device_util,
-):
+    edge_draft: bool, gamma: int, step_s: float, verify_s: float, plain_verify_s: float, fwd_bytes: float,
+    verdict_bytes: float, rtt_s: float, dev_active_w: float, dev_idle_w: float, tx_power_w: float, slot_s: float,
+    rate_bps: float, ergodic_bps: float, edge_util: float, device_util: float,
+) -> tuple[float, float]:
     """(latency_s, device energy_j) of one round of ``gamma`` drafted tokens, in plain numbers (module docstring).
 
     ``step_s`` is the draft's step, ``verify_s`` the verification of ``gamma + 1`` tokens and
@@ -187,7 +188,7 @@ def accepted_run(beta_row, pos: int, n_draft: int, uniforms) -> int:
     return a
 
 
-def blockage_loss_one_db(start_s, end_s, loss_db, ramp_s, clock_s):
+def blockage_loss_one_db(start_s: float, end_s: float, loss_db: float, ramp_s: float, clock_s: float) -> float:
     """Blockage loss in dB at episode clock ``clock_s`` (s) of the schedule ``(start_s, end_s, loss_db, ramp_s)``.
 
     ``loss_db`` while ``start_s <= t < end_s``, ramping linearly from 0 over the ``ramp_s``
@@ -780,7 +781,7 @@ def transition(params: Params, state: State, actions: np.ndarray, rng: np.random
     info = {"latency_s": out[:, LATENCY], "tokens": counts[:, TOKENS], "accepted_tokens": counts[:, ACCEPTED],
             "proposed_tokens": counts[:, PROPOSED], "request_done": counts[:, REQUEST_DONE] != 0,
             "terminated": counts[:, TERMINATED] != 0, "truncated": counts[:, TRUNCATED] != 0}
-    return after, out[:, REWARD], out[:, ENERGY], info
+    return after, result.reward, out[:, ENERGY], info
 
 
 def observation(params: Params, state: State) -> np.ndarray:

@@ -169,7 +169,7 @@ class SpecDecodeVectorEnv(ReplayVectorEnv):
         }
         if self.config.energy_budget_j_per_token is not None:
             info["virtual_queue"] = out[:, dyn.ROUND_QUEUE].copy()
-        reward = out[:, dyn.REWARD].copy()
+        reward = result.reward.copy()
         terminated, truncated = counts[:, dyn.TERMINATED] != 0, counts[:, dyn.TRUNCATED] != 0
         request_done = counts[:, dyn.REQUEST_DONE] != 0
         if any_reset:
