@@ -23,8 +23,10 @@ class SplitInferenceConfig:
     """One SplitInference-v0 scenario; every field is validated on load.
 
     ``model_card`` prices compute and activations (a real LLM shape from
-    ``configs/model_cards.yaml``); ``executed_model`` is the shipped edgelam model
-    whose real split execution gives the quality of each (split layer, bits); the
+    ``configs/model_cards.yaml``, or ``auto``: the executed model's own shape, from its
+    ``config.json``); ``executed_model`` is the model whose real split execution gives the
+    quality of each (split layer, bits): the model the split profile in ``profile_dir`` was
+    recorded on (the shipped ``cloud``, or a model of your own, ``edgelam profile --models``); the
     card's split layer l maps to the executed model's layer
     ``clip(round(l * L_exec / L_card), 1, L_exec - 1)`` for 0 < l < L_card.
     """
@@ -32,7 +34,7 @@ class SplitInferenceConfig:
     description: str = ""
     episode_length: int = field(default=200, metadata=bounds(1, 1_000_000))
     model_card: str = "Qwen2.5-0.5B"
-    executed_model: str = field(default="cloud", metadata=choices("cloud", "edge", "device"))
+    executed_model: str = "cloud"  # checked against the split profile's model when the env is built
     profile_dir: str | None = None  # replay profiles written by `edgelam profile --out DIR`; None = shipped
     device_hw: str = "phone_npu"
     edge_hw: str = "edge_gpu_l4"
@@ -54,7 +56,7 @@ class SplitInferenceConfig:
     def validate(self) -> None:
         """Cross-field checks (names against the catalogs) -> ValueError naming the key."""
         from edgelam.envs.core.hardware import load_hardware_catalog
-        from edgelam.envs.core.model_cards import load_model_cards
+        from edgelam.envs.core.model_cards import AUTO_CARD, load_model_cards
 
         catalog = load_hardware_catalog()
         for key in ("device_hw", "edge_hw"):
@@ -63,7 +65,7 @@ class SplitInferenceConfig:
                     f"{key}: unknown hardware {getattr(self, key)!r} (catalog: {', '.join(catalog)})"
                 )
         cards = load_model_cards()
-        if self.model_card not in cards:
-            raise ValueError(f"model_card: unknown card {self.model_card!r} (cards: {', '.join(cards)})")
+        if self.model_card != AUTO_CARD and self.model_card not in cards:
+            raise ValueError(f"model_card: unknown card {self.model_card!r} (cards: {AUTO_CARD}, {', '.join(cards)})")
         if self.distance_m[0] > self.distance_m[1]:
             raise ValueError(f"distance_m: min {self.distance_m[0]} exceeds max {self.distance_m[1]}")

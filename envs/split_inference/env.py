@@ -11,7 +11,7 @@ from gymnasium import spaces
 from edgelam.envs.core.actions import MultiDiscreteAction
 from edgelam.envs.core.config import load_scenario
 from edgelam.envs.core.hardware import load_hardware_catalog
-from edgelam.envs.core.model_cards import get_model_card
+from edgelam.envs.core.model_cards import resolve_model_card
 from edgelam.envs.core.render import RENDER_FPS, RENDER_MODES, Panel, Renderer
 from edgelam.envs.split_inference.config import SplitInferenceConfig
 from edgelam.envs.split_inference.dynamics import (
@@ -60,8 +60,8 @@ def _split_quality_tables(
     prof = load_profile("split_quality", profile_dir)
     if str(prof["model"]) != executed_model:
         raise ValueError(
-            f"executed_model: the shipped split profile is of {str(prof['model'])!r}, not {executed_model!r}; "
-            f"run `edgelam profile` for that model"
+            f"executed_model: the split profile in {profile_dir or 'the shipped profiles'} is of "
+            f"{str(prof['model'])!r}, not {executed_model!r}; run `edgelam profile` for that model"
         )
     if list(prof["bits"]) != list(BITS):
         raise ValueError(f"split profile bits {list(prof['bits'])} != {list(BITS)}; rerun `edgelam profile`")
@@ -140,7 +140,7 @@ class SplitInferenceEnv(gym.Env):
         self.backend = backend
         self.render_mode = render_mode
         cfg = self.config
-        card = get_model_card(cfg.model_card)
+        card = resolve_model_card(cfg.model_card, profile_dir=cfg.profile_dir)
         catalog = load_hardware_catalog()
         prompt_tokens, quality_loss = _split_quality_tables(
             cfg.executed_model, card.num_layers, cfg.profile_dir
@@ -168,7 +168,7 @@ class SplitInferenceEnv(gym.Env):
         if backend == "live":
             from edgelam.envs.split_inference.live import LiveSplitQuality
 
-            self._live = LiveSplitQuality(cfg.executed_model, card.num_layers)
+            self._live = LiveSplitQuality(cfg.executed_model, card.num_layers, cfg.profile_dir)
         self._live_loss = np.zeros(1)
 
         h = cfg.snr_history

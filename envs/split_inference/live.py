@@ -9,14 +9,17 @@ class LiveSplitQuality:
     """Quality loss of a (card split layer, bits) on one held-out prompt, by real split execution.
 
     Runs ``edgelam.envs.lam.split_quality`` -- the same function ``edgelam
-    profile`` records into the replay profile -- on the executed model.
+    profile`` records into the replay profile -- on the executed model: the model of the
+    profile in ``profile_dir`` (``None``: the shipped one), loaded from the folder its manifest
+    records and fed the token ids it was profiled on.
     """
 
-    def __init__(self, executed_model: str, card_layers: int) -> None:
-        from edgelam.envs.lam import load, load_prompts
+    def __init__(self, executed_model: str, card_layers: int, profile_dir: str | None = None) -> None:
+        from edgelam.envs.lam import load_profiled
+        from edgelam.envs.lam.prompts import profile_tokens
 
-        self.lm = load(executed_model)
-        self.prompts = load_prompts()
+        self.lm = load_profiled(executed_model, profile_dir)
+        self.prompts = profile_tokens(self.lm, profile_dir)
         self.layer_map = executed_layer_map(card_layers, self.lm.num_layers)
 
     def quality_loss(self, prompt: int, card_layer: int, bits: int) -> float:

@@ -403,3 +403,22 @@ def test_card_auto_prices_each_offload_tier_with_its_own_executed_model(own_prof
     assert np.array_equal(tables.compute_s, expected.compute_s)
     named = offload_tables(spec.load_config("default", {**_tiers(own_profile), "device.card": "Qwen2.5-0.5B"}))
     assert named.compute_s[0, 0] > 100 * tables.compute_s[0, 0]  # a 0.5B card vs the tiny model's own
+
+
+def test_split_inference_runs_the_own_family_and_replay_equals_live(own_profile, family):
+    import gymnasium as gym
+
+    kw = {"profile_dir": str(own_profile), "executed_model": "tiny-llama-l", "model_card": "auto",
+          "episode_length": 40}
+    env = gym.make("edgelam/SplitInference-v0", **kw)
+    assert env.unwrapped.num_layers == auto_model_card(family["large"]).num_layers  # priced as the model itself
+    stats = {}
+    for backend in ("replay", "live"):
+        env = gym.make("edgelam/SplitInference-v0", backend=backend, **kw)
+        env.action_space.seed(0)
+        env.reset(seed=0)
+        rows = [env.step(env.action_space.sample())[4] for _ in range(40)]
+        stats[backend] = np.array([[r["quality"], r["latency_s"]] for r in rows]).mean(axis=0)
+    assert np.all(np.abs(stats["live"] - stats["replay"]) <= 0.05 * np.abs(stats["replay"]))
+    with pytest.raises(ValueError, match="is of 'tiny-llama-l', not 'cloud'"):
+        gym.make("edgelam/SplitInference-v0", profile_dir=str(own_profile))
