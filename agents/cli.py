@@ -197,6 +197,7 @@ def _train_rarl(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         env_kwargs=parse_sets(args.set),
         hyperparams=apply_overrides({}, parse_sets(args.hp, "--hp")),
         progress=args.progress and not args.json,
+        batched=args.vector,
     )
     return {
         "env_id": args.env,
@@ -525,7 +526,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--vector",
         action="store_true",
-        help="train on the env's batched vector env (its vector_entry_point) through SB3VectorAdapter",
+        help="train on the env's batched vector env (its vector_entry_point) through SB3VectorAdapter; "
+        "rarl: each side on the env's batched game",
     )
     p.add_argument(
         "--hp",
