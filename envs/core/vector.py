@@ -39,6 +39,8 @@ class ReplayVectorEnv(VectorEnv):
     whose scenario, tables and spaces the batch shares (``self.single``, ``self.config``),
     batches the spaces and sets ``episode_length`` to the scenario's (or to a smaller
     ``max_episode_steps`` passed to ``gym.make_vec``, as a ``TimeLimit`` would cut it).
+    The simulator is built with that length, so ``episode_length`` is read-only afterwards
+    (setting it, e.g. through SB3's ``set_attr``, raises ``AttributeError``).
     Replay backend only; Gymnasium's next-step autoreset.
     """
 
@@ -61,12 +63,25 @@ class ReplayVectorEnv(VectorEnv):
         self.single = single_cls(scenario=scenario, backend="replay", **overrides)
         self.config = self.single.config
         # the ids register no max_episode_steps; one passed to gym.make_vec acts as a TimeLimit would
-        self.episode_length = min(self.config.episode_length, max_episode_steps or self.config.episode_length)
+        self._episode_length = min(self.config.episode_length, max_episode_steps or self.config.episode_length)
         self.num_envs = num_envs
         self.single_action_space = self.single.action_space
         self.single_observation_space = self.single.observation_space
         self.action_space = batch_space(self.single_action_space, num_envs)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
+
+
+    @property
+    def episode_length(self) -> int:
+        """Steps after which every copy truncates (fixed when the vector env is built)."""
+        return self._episode_length
+
+    @episode_length.setter
+    def episode_length(self, value: int) -> None:
+        raise AttributeError(
+            f"episode_length is fixed when the vector env is built ({self._episode_length}); build it with "
+            f"episode_length={value!r} (a scenario override) or max_episode_steps={value!r} (gym.make_vec)"
+        )
 
 
 class AgentRowsVectorEnv(VectorEnv):

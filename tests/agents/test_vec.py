@@ -85,11 +85,15 @@ def test_lone_resets_in_a_batch():
 
 
 def test_attributes_methods_and_wrappers():
-    adapter = SB3VectorAdapter(OffloadVectorEnv(num_envs=4))
+    assert SB3VectorAdapter(OffloadVectorEnv(num_envs=4)).get_attr("episode_length") == [200] * 4
+    with pytest.raises(AttributeError, match="episode_length is fixed when the vector env is built"):
+        SB3VectorAdapter(OffloadVectorEnv(num_envs=4)).set_attr("episode_length", 5)  # never silently ignored
+    adapter = SB3VectorAdapter(OffloadVectorEnv(num_envs=4, max_episode_steps=5))
     assert adapter.num_envs == 4 and adapter.action_space == gym.spaces.Discrete(3)
-    assert adapter.get_attr("episode_length") == [200] * 4
+    assert adapter.get_attr("episode_length") == [5] * 4
     assert adapter.get_attr("num_envs", indices=[1, 2]) == [4, 4]
-    adapter.set_attr("episode_length", 5)
+    adapter.set_attr("metadata", {"render_modes": []})
+    assert adapter.get_attr("metadata") == [{"render_modes": []}] * 4
     adapter.reset()
     for _ in range(4):
         _, _, done, _ = adapter.step(np.zeros(4, dtype=np.int64))
