@@ -70,7 +70,6 @@ class ReplayVectorEnv(VectorEnv):
         self.action_space = batch_space(self.single_action_space, num_envs)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
 
-
     @property
     def episode_length(self) -> int:
         """Steps after which every copy truncates (fixed when the vector env is built)."""
