@@ -693,9 +693,7 @@ class Workspace:
     scratch: np.ndarray  # (2, K)
     outcome: Outcome
     observation: np.ndarray  # (B, 4K + 3) float32, FedFTAllocation-v0's observation is built here
-    observation_views: tuple[np.ndarray, np.ndarray]  # its (B, K, 4) device and (B, 1, 3) global parts
-    agent_observation: np.ndarray  # (B, K, 7) float32, FedFTPower-v0's
-    agent_observation_views: tuple[np.ndarray, np.ndarray]  # its (B, K, 4) and (B, K, 3) parts
+    agent_observation: np.ndarray  # (B, 7K) float32, FedFTPower-v0's (B, K, 7)
 
     @classmethod
     def of(cls, params: Params, num_rows: int) -> Workspace:
@@ -703,8 +701,7 @@ class Workspace:
         return cls.sized(num_rows, params.num_devices, params.num_topics)
 
     def __reduce__(self):
-        """Copies (pickle, deepcopy) get a fresh workspace: it holds no state between rounds, and its
-        observation views must stay views of its own buffers."""
+        """Copies (pickle, deepcopy) get a fresh workspace: it holds no state between rounds."""
         b, g = self.new_topic_loss.shape
         return Workspace.sized, (b, self.snr.shape[1], g)
 
@@ -715,11 +712,9 @@ class Workspace:
         costs = Costs.empty(b, k)
         table = np.empty((b, 3))
         shape = (b, num_topics)
-        obs = np.zeros((b, f * k + 3), dtype=np.float32)
-        agent = np.zeros((b, k, f + 3), dtype=np.float32)
         return cls(costs, np.empty((b, k)), table, np.empty(shape), np.empty(shape), np.empty((2, k)),
-                   Outcome(costs, table), obs, (obs[:, : f * k].reshape(b, k, f), obs[:, f * k:].reshape(b, 1, 3)),
-                   agent, (agent[:, :, :f], agent[:, :, f:]))
+                   Outcome(costs, table), np.zeros((b, f * k + 3), dtype=np.float32),
+                   np.zeros((b, (f + 3) * k), dtype=np.float32))
 
 
 def _allocation_arrays(params: Params, num_rows: int, work: Workspace | None) -> tuple[np.ndarray, ...]:
@@ -802,7 +797,7 @@ def advance(
         work.new_topic_loss[:] = live_topic_loss(state, c)
     if p.private:  # a scheduled device trained and transmitted, even if it missed the deadline
         state.accountant(p).spend(c.scheduled, p.local_steps)
-    kernels.settle_rows(state.topic_loss, work.new_topic_loss, c.sums[:, 0], p.loss_scale, p.energy_weight_per_j,
+    kernels.settle_rows(state.topic_loss, work.new_topic_loss, c.sums, p.loss_scale, p.energy_weight_per_j,
                         p.energy_budget_j, c.participants, fading_normals, p.rho, p.innovation, p.fading,
                         state.large_scale_gain, p.p_max_w, p.full_band_noise_w, state.loss, state.queue, state.step,
                         state.last_participants, state.fading_re, state.fading_im, state.gains, state.full_band_snr,
@@ -828,13 +823,14 @@ def transition(
     return after, out
 
 
-def features(params: Params, state: State, devices: np.ndarray, globals_: np.ndarray) -> None:
-    """What the devices observe, written into ``devices`` (B, K, 4) float32 per device and ``globals_``
-    (B, M, 3) float32 per row, M copies (the env's ``## Observation Space``)."""
+def features(params: Params, state: State, out: np.ndarray, per_agent: bool) -> None:
+    """What the devices observe, written into ``out`` (B, W) float32: the K devices' 4 numbers then the row's 3
+    (W = 4K + 3), or with ``per_agent`` each device's 4 numbers followed by the row's 3 (W = 7K) (the envs'
+    ``## Observation Space``; :func:`.kernels.feature_rows`)."""
     kernels.feature_rows(np.log10(state.full_band_snr), SNR_REF_DB, params.cycles, state.cpu_freq_hz,
                          state.downlink_s, params.deadline_s, state.data_sizes, state.last_participants, state.loss,
                          params.initial_loss, state.queue, params.energy_budget_j, state.step, params.episode_length,
-                         devices, globals_)
+                         per_agent, out)
 
 
 def observation(params: Params, state: State, work: Workspace | None = None) -> np.ndarray:
@@ -842,7 +838,7 @@ def observation(params: Params, state: State, work: Workspace | None = None) -> 
     then the row's); a new array (built in ``work``'s buffer when given)."""
     if work is None:
         work = Workspace.of(params, state.num_rows)
-    features(params, state, *work.observation_views)
+    features(params, state, work.observation, False)
     return work.observation.copy()
 
 
@@ -851,5 +847,6 @@ def agent_observations(params: Params, state: State, work: Workspace | None = No
     array (built in ``work``'s buffer when given)."""
     if work is None:
         work = Workspace.of(params, state.num_rows)
-    features(params, state, *work.agent_observation_views)
-    return work.agent_observation.copy()
+    features(params, state, work.agent_observation, True)
+    b, k = state.gains.shape
+    return work.agent_observation.reshape(b, k, DEVICE_FEATURES + 3).copy()

@@ -321,7 +321,7 @@ def surrogate_rows(
 
 @njit
 def settle_rows(
-    topic_loss, new_topic_loss, energy_j, loss_scale, energy_weight_per_j, energy_budget_j, participants,
+    topic_loss, new_topic_loss, sums, loss_scale, energy_weight_per_j, energy_budget_j, participants,
     normals, rho, innovation, fading, large_scale_gain, p_max_w, noise_w, loss, queue, step, last_participants,
     fading_re, fading_im, gains, full_band_snr, outcome, surrogate, data_sizes, topic_counts, noise,
     initial_loss, weights,
@@ -352,8 +352,9 @@ def settle_rows(
         loss[b] = now
         outcome[b, 0] = previous
         outcome[b, 1] = now
-        outcome[b, 2] = loss_scale * (previous - now) - energy_weight_per_j * energy_j[b]
-        queue[b] = virtual_queue_step(queue[b], energy_j[b], energy_budget_j)
+        energy_j = sums[b, 0]
+        outcome[b, 2] = loss_scale * (previous - now) - energy_weight_per_j * energy_j
+        queue[b] = virtual_queue_step(queue[b], energy_j, energy_budget_j)
         step[b] += 1
         for i in range(k):
             last_participants[b, i] = participants[b, i]
@@ -370,30 +371,34 @@ def settle_rows(
 @njit
 def feature_rows(
     log10_snr, snr_ref_db, cycles, cpu_freq_hz, downlink_s, deadline_s, data_sizes, last_participants, loss,
-    initial_loss, queue, energy_budget_j, step, episode_length, devices, globals_,
+    initial_loss, queue, energy_budget_j, step, episode_length, per_agent, out,
 ):
-    """The observation's numbers: ``devices`` (B, K, 4) float32 and ``globals_`` (B, M, 3) float32.
+    """The observation's numbers, written into ``out`` (B, W) float32.
 
     Per device: clip(10 log10 SNR / ``snr_ref_db``, -2, 3), clip((cycles / f + download) /
-    deadline, 0, 2), data share, last participation; per row (written to each of its M
-    slots): min(loss / initial loss, 2), min(queue / (10 max(budget, 1e-12)), 10), min(step /
-    episode length, 1).
+    deadline, 0, 2), data share, last participation; per row: min(loss / initial loss, 2),
+    min(queue / (10 max(budget, 1e-12)), 10), min(step / episode length, 1). Layout: the K
+    devices' 4 numbers, then the row's 3 (W = 4K + 3, FedFTAllocation-v0), or with
+    ``per_agent`` each device's 4 followed by the row's 3 (W = 7K, FedFTPower-v0's (K, 7)).
     """
-    k = devices.shape[1]
+    k = data_sizes.shape[1]
+    width = 7 if per_agent else 4
     budget = energy_budget_j if energy_budget_j >= 1e-12 else 1e-12
-    for b in range(devices.shape[0]):
+    for b in range(data_sizes.shape[0]):
         total = 0
         for i in range(k):
             total += data_sizes[b, i]
         for i in range(k):
-            devices[b, i, 0] = np.float32(_clip(10.0 * log10_snr[b, i] / snr_ref_db, -2.0, 3.0))
-            devices[b, i, 1] = np.float32(_clip((cycles / cpu_freq_hz[b, i] + downlink_s[b, i]) / deadline_s, 0.0, 2.0))
-            devices[b, i, 2] = np.float32(float(data_sizes[b, i]) / float(total))
-            devices[b, i, 3] = np.float32(1.0 if last_participants[b, i] else 0.0)
+            at = width * i
+            out[b, at] = np.float32(_clip(10.0 * log10_snr[b, i] / snr_ref_db, -2.0, 3.0))
+            out[b, at + 1] = np.float32(_clip((cycles / cpu_freq_hz[b, i] + downlink_s[b, i]) / deadline_s, 0.0, 2.0))
+            out[b, at + 2] = np.float32(float(data_sizes[b, i]) / float(total))
+            out[b, at + 3] = np.float32(1.0 if last_participants[b, i] else 0.0)
         g0 = np.float32(min(loss[b] / initial_loss, 2.0))
         g1 = np.float32(min(queue[b] / (10.0 * budget), 10.0))
         g2 = np.float32(min(step[b] / episode_length, 1.0))
-        for m in range(globals_.shape[1]):
-            globals_[b, m, 0] = g0
-            globals_[b, m, 1] = g1
-            globals_[b, m, 2] = g2
+        for i in range(k if per_agent else 1):
+            at = 7 * i + 4 if per_agent else 4 * k
+            out[b, at] = g0
+            out[b, at + 1] = g1
+            out[b, at + 2] = g2
