@@ -45,12 +45,16 @@ class RewardConfig:
 class SpecDecodeConfig:
     """One SpecDecode-v0 scenario; every field is validated on load.
 
-    Acceptance comes from the shipped executed pair: target ``cloud`` with the draft
-    variants of the acceptance profile (``device``, ``edge``, ``early_exit:2``, ``int8``);
+    Acceptance comes from the executed pair of the acceptance profile in ``profile_dir``
+    (the shipped one: target ``cloud`` with the draft variants ``device``, ``edge``,
+    ``early_exit:2``, ``int8``; or a family of your own, ``edgelam profile --models``);
     ``draft_variants`` picks which of them the action can choose. Compute is priced by the
     roofline on real-size cards: the target by ``target_card``; draft ``i`` by
     ``draft_cards[i]`` (a card name, or ``"target"`` for the target's own card) using the
     fraction ``draft_layer_fraction[i]`` of its layers at ``draft_weight_bits[i]`` bits.
+    ``auto`` prices a model of the profile from its own ``config.json``: the executed target
+    for ``target_card``, draft ``i``'s model (a model of the profile, not a derived
+    ``early_exit:k`` / ``int8`` draft) for ``draft_cards[i]``.
     """
 
     description: str = ""
@@ -91,22 +95,24 @@ class SpecDecodeConfig:
     def validate(self) -> None:
         """Cross-field checks (lengths, names against the catalogs) -> ValueError naming the key."""
         from edgelam.envs.core.hardware import load_hardware_catalog
-        from edgelam.envs.core.model_cards import load_model_cards
+        from edgelam.envs.core.model_cards import AUTO_CARD, load_model_cards
 
         catalog = load_hardware_catalog()
         for key in ("device_hw", "edge_hw"):
             if getattr(self, key) not in catalog:
                 raise ValueError(f"{key}: unknown hardware {getattr(self, key)!r} (catalog: {', '.join(catalog)})")
         cards = load_model_cards()
-        if self.target_card not in cards:
-            raise ValueError(f"target_card: unknown card {self.target_card!r} (cards: {', '.join(cards)})")
+        if self.target_card != AUTO_CARD and self.target_card not in cards:
+            raise ValueError(f"target_card: unknown card {self.target_card!r} (cards: {AUTO_CARD}, {', '.join(cards)})")
         n = len(self.draft_variants)
         for key in ("draft_cards", "draft_layer_fraction", "draft_weight_bits"):
             if len(getattr(self, key)) != n:
                 raise ValueError(f"{key}: needs one entry per draft variant ({n}), got {len(getattr(self, key))}")
         for i, card in enumerate(self.draft_cards):
-            if card != TARGET_CARD and card not in cards:
-                raise ValueError(f"draft_cards[{i}]: unknown card {card!r} (cards: {', '.join(cards)} or 'target')")
+            if card not in (TARGET_CARD, AUTO_CARD) and card not in cards:
+                raise ValueError(
+                    f"draft_cards[{i}]: unknown card {card!r} (cards: {', '.join(cards)}, 'target' or 'auto')"
+                )
         if len(set(self.draft_variants)) != n:
             raise ValueError(f"draft_variants: duplicate names in {self.draft_variants}")
         if self.distance_m[0] > self.distance_m[1]:

@@ -11,7 +11,7 @@ from gymnasium import spaces
 from edgelam.envs.core.actions import MultiDiscreteAction
 from edgelam.envs.core.config import load_scenario
 from edgelam.envs.core.hardware import load_hardware_catalog
-from edgelam.envs.core.model_cards import get_model_card
+from edgelam.envs.core.model_cards import AUTO_CARD, ModelCard, get_model_card, resolve_model_card
 from edgelam.envs.core.render import RENDER_FPS, RENDER_MODES, Panel, Renderer
 from edgelam.envs.spec_decode import dynamics as dyn
 from edgelam.envs.spec_decode.config import TARGET_CARD, SpecDecodeConfig
@@ -52,6 +52,20 @@ def _acceptance_tables(cfg: SpecDecodeConfig) -> tuple[np.ndarray, np.ndarray, n
     return beta, np.asarray(prof["prompt_index"]), np.asarray(prof["prompt_len"]), str(prof["target"])
 
 
+def _draft_card(cfg: SpecDecodeConfig, i: int, card: str) -> ModelCard:
+    """Card ``card`` of draft ``i``; ``auto``: the card of draft ``i``'s model in the profile, from its config.json."""
+    if card != AUTO_CARD:
+        return get_model_card(card)
+    from edgelam.envs.lam.replay import profile_models
+
+    models = profile_models(cfg.profile_dir)
+    variant = cfg.draft_variants[i]
+    if variant not in models:
+        raise ValueError(f"draft_cards[{i}]: 'auto' prices a model of the profile, and draft {variant!r} is not one "
+                         f"(models: {', '.join(models)}); give it a card name or 'target'")
+    return resolve_model_card(AUTO_CARD, path=models[variant])
+
+
 def make_params(cfg: SpecDecodeConfig, episode_length: int | None = None) -> tuple[Params, str]:
     """The simulator's :class:`~.dynamics.Params` of a scenario and the executed target (``"iid"`` without one).
 
@@ -65,10 +79,11 @@ def make_params(cfg: SpecDecodeConfig, episode_length: int | None = None) -> tup
     else:  # i.i.d. acceptance: no draft runs, no profile is read
         beta = np.full((v, 1, n), cfg.iid_alpha)
         prompt_ids, prompt_len, executed_target = np.zeros(1, np.int64), np.full(1, 64), "iid"
-    target = get_model_card(cfg.target_card)
+    target = resolve_model_card(cfg.target_card, profile_dir=cfg.profile_dir)
     drafts = [
-        (target if c == TARGET_CARD else get_model_card(c), f, b)
-        for c, f, b in zip(cfg.draft_cards, cfg.draft_layer_fraction, cfg.draft_weight_bits, strict=True)
+        (target if c == TARGET_CARD else _draft_card(cfg, i, c), f, b)
+        for i, (c, f, b) in enumerate(zip(cfg.draft_cards, cfg.draft_layer_fraction, cfg.draft_weight_bits,
+                                          strict=True))
     ]
     catalog = load_hardware_catalog()
     tables = build_tables(
@@ -201,7 +216,7 @@ class SpecDecodeEnv(gym.Env):
         if backend == "live" and cfg.iid_alpha is None:
             from edgelam.envs.spec_decode.live import LiveSpeculation
 
-            self._live = LiveSpeculation(self.executed_target, cfg.draft_variants, cfg.temperature)
+            self._live = LiveSpeculation(self.executed_target, cfg.draft_variants, cfg.temperature, cfg.profile_dir)
         self.action_space = spaces.MultiDiscrete([cfg.gamma_max + 1, p.num_variants])
         self._check_action = MultiDiscreteAction(self.action_space, "[gamma, draft_variant]")
         self.observation_space = observation_space(p.num_variants)

@@ -18,17 +18,25 @@ class LiveSpeculation:
 
     Args:
         target: executed target model name (the acceptance profile's ``target``).
-        variants: draft variants (``make_draft`` names), indexed by the action.
+        variants: draft variants (``make_draft`` names, or models of the profile), indexed by the action.
         temperature: sampling temperature of both models (0 = greedy).
+        profile_dir: the profile the replay backend reads (``None``: the shipped one); its models
+            are loaded from the folders its manifest records, its prompts as the target was fed them.
     """
 
-    def __init__(self, target: str, variants: Sequence[str], temperature: float) -> None:
-        from edgelam.envs.lam import load, load_prompts, make_draft
+    def __init__(self, target: str, variants: Sequence[str], temperature: float,
+                 profile_dir: str | None = None) -> None:
+        from edgelam.envs.lam import load_profiled, make_draft
+        from edgelam.envs.lam.prompts import profile_tokens
+        from edgelam.envs.lam.replay import load_manifest, profile_models
 
-        self.target = load(target)
-        self.drafts = [make_draft(self.target, v) for v in variants]
+        # a profile without a model list is of the shipped family (see load_profiled): drafts by name
+        listed = profile_dir is not None and "models" in load_manifest(profile_dir).get("settings", {})
+        paths = profile_models(profile_dir) if listed else {}
+        self.target = load_profiled(target, profile_dir)
+        self.drafts = [make_draft(self.target, str(paths.get(v, v))) for v in variants]
         self.temperature = float(temperature)
-        self.prompts = {int(p["id"]): p["prompt_ids"] for p in load_prompts()}
+        self.prompts = {int(p["id"]): p["prompt_ids"] for p in profile_tokens(self.target, profile_dir)}
         self.seq: list[int] = []
         self.generated: list[int] = []
 

@@ -422,3 +422,29 @@ def test_split_inference_runs_the_own_family_and_replay_equals_live(own_profile,
     assert np.all(np.abs(stats["live"] - stats["replay"]) <= 0.05 * np.abs(stats["replay"]))
     with pytest.raises(ValueError, match="is of 'tiny-llama-l', not 'cloud'"):
         gym.make("edgelam/SplitInference-v0", profile_dir=str(own_profile))
+
+
+def test_spec_decode_runs_the_own_family_and_replay_equals_live(own_profile, family):
+    import gymnasium as gym
+
+    kw = {"profile_dir": str(own_profile), "draft_variants": ["tiny-llama-s", "early_exit:2", "int8"],
+          "draft_cards": ["auto", "target", "target"], "draft_layer_fraction": [1.0, 0.5, 1.0],
+          "draft_weight_bits": [16, 16, 8], "target_card": "auto", "temperature": 1.0, "episode_length": 600,
+          "requests_per_episode": 1000}
+    env = gym.make("edgelam/SpecDecode-v0", **kw)
+    assert env.unwrapped.executed_target == "tiny-llama-l"
+    stats = {}
+    for backend in ("replay", "live"):
+        env = gym.make("edgelam/SpecDecode-v0", backend=backend, **kw)
+        env.reset(seed=0)
+        accepted = []
+        for _ in range(600):  # gamma 4 with the independent draft, every round
+            _, _, terminated, truncated, info = env.step(np.array([4, 0]))
+            accepted.append(info["accepted_tokens"])
+            if terminated or truncated:
+                break
+        stats[backend] = float(np.mean(accepted))
+    assert stats["replay"] > 0.2  # the tiny draft is accepted on part of its tokens
+    assert abs(stats["live"] - stats["replay"]) <= 0.05 * stats["replay"]
+    with pytest.raises(ValueError, match="draft 'early_exit:2' is not one"):
+        gym.make("edgelam/SpecDecode-v0", **{**kw, "draft_cards": ["auto", "auto", "target"]})
