@@ -179,13 +179,18 @@ def _is_path(spec: str | Path) -> bool:
     return isinstance(spec, Path) or text.endswith(".zip") or "/" in text or Path(text).is_dir()
 
 
+def is_random_baseline(name: str) -> bool:
+    """Whether baseline ``name`` acts at random (``random``, ``random_masked``, ...): evaluation seeds it."""
+    return name == "random" or name.startswith("random_")
+
+
 def resolve_policy(spec: PolicySpec, env: Any, seed: int) -> Policy:
     """Turn a policy spec into an object with ``predict``.
 
     Args:
         spec: an object with ``predict`` (returned as is); a path to a saved model or
             run folder; a baseline name (built with ``edgelam.baselines.make(name, env)``;
-            ``random`` is seeded with ``seed``); or a callable ``env -> policy``
+            the random ones, ``random`` and ``random_*``, are seeded with ``seed``); or a callable ``env -> policy``
             (a policy class taking the env, for instance).
         env: the env instance the policy will act on.
         seed: the evaluation seed.
@@ -195,7 +200,7 @@ def resolve_policy(spec: PolicySpec, env: Any, seed: int) -> Policy:
     if isinstance(spec, (str, Path)):
         if _is_path(spec):
             return load_policy(spec)
-        return baselines.make(spec, env, **({"seed": seed} if spec == "random" else {}))
+        return baselines.make(spec, env, **({"seed": seed} if is_random_baseline(str(spec)) else {}))
     if callable(spec):
         return spec(env)
     raise ValueError(f"not a policy: {spec!r} (expected predict(), a path, a baseline name or a factory)")

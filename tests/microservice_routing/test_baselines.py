@@ -153,3 +153,13 @@ def test_new_routing_baselines_run_on_robust_routing_and_adapt_to_the_adversary(
     env.step({"router": action, "adversary": adv})
     after = policy.routing()
     assert not np.allclose(before, after)  # the adversary raised the rate and skewed the mix: a new solution
+
+
+def test_random_masked_is_seeded_by_the_evaluation_seed():
+    from edgelam.agents.evaluate import evaluate
+
+    first = evaluate("random_masked", "edgelam/MicroserviceRouting-v0", episodes=2, seed=7,
+                     env_kwargs={"episode_length": 60})
+    again = evaluate("random_masked", "edgelam/MicroserviceRouting-v0", episodes=2, seed=7,
+                     env_kwargs={"episode_length": 60})
+    assert [r["return"] for r in first] == [r["return"] for r in again]  # an unseeded one differs run to run
