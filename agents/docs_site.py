@@ -360,6 +360,7 @@ def envs_index(specs: tuple[EnvSpec, ...]) -> str:
     for spec in specs:
         summary, _ = summary_and_body(spec)
         vector = " (+ vector env)" if spec.vector_entry_point else ""
+        vector = " (+ batched game)" if spec.batched_entry_point else vector
         scenarios = ", ".join(spec.scenarios())
         rows.append(
             f"| [`{spec.id}`]({spec.scenario_dir}.md) | {_kind(spec)}{vector} | {_cell(summary)} | {scenarios} |"
