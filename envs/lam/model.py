@@ -463,4 +463,6 @@ def load_profiled(name: str, profile_dir: str | Path | None = None, device: str 
     if name not in models:
         where = profile_dir if profile_dir is not None else "the shipped profiles"
         raise ValueError(f"{name!r} is not a model of the profile in {where} (models: {', '.join(models)})")
+    if name in SHIPPED_MODELS and Path(models[name]) == assets_dir() / "models" / name:
+        return load(name, device=device)  # by name: a missing shipped model says how to rebuild it
     return load(models[name], device=device)
