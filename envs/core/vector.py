@@ -32,6 +32,21 @@ def partial_reset_mask(options: dict[str, Any] | None, seed: Any, num_rows: int)
     return None if mask.all() else mask
 
 
+def check_batch_arguments(count_name: str, count: Any, backend: str, overrides: dict[str, Any], what: str) -> None:
+    """The checks every batched simulator makes of its constructor: ``count`` (``num_envs`` /
+    ``num_games``) a positive int, the replay backend; a ``render_mode`` that ``gym.make_vec``
+    passes is dropped from ``overrides`` (batched simulators do not render).
+
+    Raises:
+        ValueError: naming ``count_name`` or ``backend`` (``what``: "vector env", "batched game").
+    """
+    if not (isinstance(count, int) and not isinstance(count, bool) and count >= 1):
+        raise ValueError(f"{count_name}: expected a positive int, got {count!r}")
+    if backend != "replay":
+        raise ValueError(f"backend: the {what} runs the replay backend only, got {backend!r}")
+    overrides.pop("render_mode", None)
+
+
 class ReplayVectorEnv(VectorEnv):
     """Base of the numpy-batched vector envs: ``num_envs`` copies of one single env's scenario.
 
@@ -55,11 +70,7 @@ class ReplayVectorEnv(VectorEnv):
         max_episode_steps: int | None,
         overrides: dict[str, Any],
     ) -> None:
-        if not (isinstance(num_envs, int) and not isinstance(num_envs, bool) and num_envs >= 1):
-            raise ValueError(f"num_envs: expected a positive int, got {num_envs!r}")
-        if backend != "replay":
-            raise ValueError(f"backend: the vector env runs the replay backend only, got {backend!r}")
-        overrides.pop("render_mode", None)
+        check_batch_arguments("num_envs", num_envs, backend, overrides, "vector env")
         self.single = single_cls(scenario=scenario, backend="replay", **overrides)
         self.config = self.single.config
         # the ids register no max_episode_steps; one passed to gym.make_vec acts as a TimeLimit would

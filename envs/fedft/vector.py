@@ -14,7 +14,7 @@ from gymnasium.utils import seeding
 
 from edgelam.envs.core.actions import check_box
 from edgelam.envs.core.config import load_scenario
-from edgelam.envs.core.vector import ReplayVectorEnv, partial_reset_mask
+from edgelam.envs.core.vector import ReplayVectorEnv, check_batch_arguments, partial_reset_mask
 from edgelam.envs.fedft.config import FedFTConfig
 from edgelam.envs.fedft.dynamics import (
     Outcome,
@@ -233,11 +233,7 @@ class FedFTPowerGames(_Rows):
     metadata = {"name": "fed_ft_power_v0_batched", "render_modes": [], "autoreset_mode": "next_step"}
 
     def __init__(self, num_games: int = 1, scenario: str = "default", backend: str = "replay", **overrides: Any):
-        if not (isinstance(num_games, int) and not isinstance(num_games, bool) and num_games >= 1):
-            raise ValueError(f"num_games: expected a positive int, got {num_games!r}")
-        if backend != "replay":
-            raise ValueError(f"backend: the batched game runs the replay backend only, got {backend!r}")
-        overrides.pop("render_mode", None)
+        check_batch_arguments("num_games", num_games, backend, overrides, "batched game")
         self.config: FedFTConfig = load_scenario(FedFTConfig, POWER.scenario_dir, scenario, overrides)
         self._start(Params.build(self.config), num_games)
         self.num_games = num_games

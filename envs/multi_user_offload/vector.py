@@ -10,7 +10,7 @@ from gymnasium.utils import seeding
 
 from edgelam.envs.core.actions import check_batch_integers
 from edgelam.envs.core.config import load_scenario
-from edgelam.envs.core.vector import partial_reset_mask
+from edgelam.envs.core.vector import check_batch_arguments, partial_reset_mask
 from edgelam.envs.multi_user_offload.config import MultiUserOffloadConfig
 from edgelam.envs.multi_user_offload.dynamics import (
     Params,
@@ -65,11 +65,7 @@ class MultiUserOffloadGames:
     metadata = {"name": "multi_user_offload_v0_batched", "render_modes": [], "autoreset_mode": "next_step"}
 
     def __init__(self, num_games: int = 1, scenario: str = "default", backend: str = "replay", **overrides: Any):
-        if not (isinstance(num_games, int) and not isinstance(num_games, bool) and num_games >= 1):
-            raise ValueError(f"num_games: expected a positive int, got {num_games!r}")
-        if backend != "replay":
-            raise ValueError(f"backend: the batched game runs the replay backend only, got {backend!r}")
-        overrides.pop("render_mode", None)
+        check_batch_arguments("num_games", num_games, backend, overrides, "batched game")
         self.config: MultiUserOffloadConfig = load_scenario(
             MultiUserOffloadConfig, SPEC.scenario_dir, scenario, overrides
         )

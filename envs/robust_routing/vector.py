@@ -17,7 +17,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from edgelam.envs.core.actions import check_batch_integers, check_box
-from edgelam.envs.core.vector import partial_reset_mask
+from edgelam.envs.core.vector import check_batch_arguments, partial_reset_mask
 from edgelam.envs.microservice_routing.dynamics import State, advance, initial, view
 from edgelam.envs.robust_routing.dynamics import STEP_KEYS, adversary_reward, apply_adversary, step_info
 from edgelam.envs.robust_routing.env import ADVERSARY, ROUTER, RobustRoutingEnv
@@ -62,11 +62,7 @@ class RobustRoutingGames:
     metadata = {"name": "robust_routing_v0_batched", "render_modes": [], "autoreset_mode": "next_step"}
 
     def __init__(self, num_games: int = 1, scenario: str = "default", backend: str = "replay", **overrides: Any):
-        if not (isinstance(num_games, int) and not isinstance(num_games, bool) and num_games >= 1):
-            raise ValueError(f"num_games: expected a positive int, got {num_games!r}")
-        if backend != "replay":
-            raise ValueError(f"backend: the batched game runs the replay backend only, got {backend!r}")
-        overrides.pop("render_mode", None)
+        check_batch_arguments("num_games", num_games, backend, overrides, "batched game")
         self.single = RobustRoutingEnv(scenario=scenario, backend="replay", **overrides)
         self.config = self.single.config
         self.params = self.single.params
