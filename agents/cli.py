@@ -650,7 +650,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--minutes", type=float, default=20.0, help="wall-time limit of the study (default: 20)")
     p.add_argument("--timesteps", type=int, help="env steps per trial (default: the entry's n_timesteps)")
     p.add_argument("--evaluations", type=int, default=4, help="validation points per trial, for pruning (default: 4)")
-    p.add_argument("--episodes", type=int, default=5, help="validation episodes per evaluation (default: 5)")
+    p.add_argument("--episodes", type=int, default=10, help="validation episodes per evaluation (default: 10)")
     p.add_argument("--seed", type=int, default=0, help="sampler and training seed (default: 0)")
     p.add_argument("--out", type=Path, help="study folder, resumable (default: runs/tune/<env>/<algo>)")
     p.add_argument("--write", action="store_true",

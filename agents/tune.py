@@ -142,7 +142,7 @@ class TuneSettings:
     minutes: float = 20.0
     timesteps: int | None = None
     evaluations: int = 4
-    episodes: int = 5
+    episodes: int = 10
     seed: int = 0
     scenario: str = "default"
     env_kwargs: dict[str, Any] = field(default_factory=dict)
