@@ -145,12 +145,8 @@ def load_policy(path: str | Path) -> Policy:
         ValueError: if the file or its ``meta.json`` is missing.
     """
     path = Path(path)
-    zoo = zoo_run(path) if read_meta(path if path.is_dir() else path.parent) is None else None
-    if zoo is not None:
-        model_path, algo, stats_path = zoo
-        model = algo_class(algo).load(model_path, device="cpu")
-        return model if stats_path is None else NormalizedPolicy(model, load_vecnormalize(stats_path))
-    if path.is_dir() and (read_meta(path) or {}).get("engine") == "rllib":
+    meta = read_meta(path if path.is_dir() else path.parent)
+    if path.is_dir() and (meta or {}).get("engine") == "rllib":
         from edgelam.agents.rllib_engine import load_rllib_policy
 
         policy = load_rllib_policy(path)
@@ -160,18 +156,19 @@ def load_policy(path: str | Path) -> Policy:
                 "edgelam.agents.rllib_engine.load_rllib_policy(path) instead"
             )
         return policy
-    if path.is_dir():
-        path = path / MODEL
-    if not path.is_file():
-        raise ValueError(f"no saved model at {path}")
-    meta = read_meta(path.parent) or read_meta(path.parent.parent)
-    if meta is None:
-        raise ValueError(f"no {META} beside {path} (or in its parent): cannot tell the algorithm")
-    model = algo_class(meta["algo"]).load(path, device="cpu")
-    stats_path = vecnormalize_path(path)
-    if stats_path is None:
-        return model
-    return NormalizedPolicy(model, load_vecnormalize(stats_path))
+    zoo = zoo_run(path) if meta is None else None
+    if zoo is not None:
+        model_path, algo, stats_path = zoo
+    else:
+        model_path = path / MODEL if path.is_dir() else path
+        if not model_path.is_file():
+            raise ValueError(f"no saved model at {model_path}")
+        meta = read_meta(model_path.parent) or read_meta(model_path.parent.parent)
+        if meta is None:
+            raise ValueError(f"no {META} beside {model_path} (or in its parent): cannot tell the algorithm")
+        algo, stats_path = meta["algo"], vecnormalize_path(model_path)
+    model = algo_class(algo).load(model_path, device="cpu")
+    return model if stats_path is None else NormalizedPolicy(model, load_vecnormalize(stats_path))
 
 
 def _is_path(spec: str | Path) -> bool:
