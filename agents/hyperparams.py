@@ -216,9 +216,10 @@ def read_file(path: Path, algo: str) -> dict[str, dict[str, Any]]:
     return out
 
 
-def entry(env_id: str | None, algo: str) -> dict[str, Any]:
-    """The settings the file of ``algo`` gives ``env_id`` (its entry, else ``default``; ``None``: ``default``)."""
-    path = hyperparams_file(algo)
+def entry(env_id: str | None, algo: str, path: Path | None = None) -> dict[str, Any]:
+    """The settings the file of ``algo`` (or ``path``) gives ``env_id`` (its entry, else ``default``;
+    ``None``: ``default``)."""
+    path = path or hyperparams_file(algo)
     if not path.is_file():
         raise ValueError(f"no hyperparameter file for {algo}: {path} is missing")
     entries = read_file(path, algo)

@@ -320,9 +320,7 @@ def _policy_kwargs_text(policy_kwargs: dict[str, Any]) -> str | dict[str, Any]:
 def write_best(result: TuneResult, command: str, path: Path | None = None) -> Path:
     """Replace (or add) the env's entry in the algorithm's file with the best trial, the study in a comment."""
     path = path or hp.hyperparams_file(result.algo)
-    entries = hp.read_file(path, result.algo)
-    base = entries.get(result.env_id, entries.get(hp.DEFAULT_ENTRY, {}))
-    entry = {**base, **result.best_params, "n_timesteps": result.budget}
+    entry = {**hp.entry(result.env_id, result.algo, path), **result.best_params, "n_timesteps": result.budget}
     entry["policy_kwargs"] = _policy_kwargs_text(entry["policy_kwargs"])
     entry = {k: float(v) if isinstance(v, float) else v for k, v in entry.items()}
     hp.validate(result.algo, entry, source=f"{path}: {result.env_id}")  # what is written reads back
