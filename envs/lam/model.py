@@ -444,25 +444,30 @@ def weights_sha256(name_or_path: str | Path) -> str:
     return replay.weights_sha256(resolve_path(name_or_path))
 
 
-def load_profiled(name: str, profile_dir: str | Path | None = None, device: str | torch.device = "cpu") -> LM:
-    """Model ``name`` of a profile folder (its shipped or folder name there), loaded from the folder
-    its manifest records: what a live backend runs for a ``profile_dir`` (``None``: the shipped
-    profiles, whose models are the shipped family). A manifest without a model list (a profile
-    written by hand or before ``edgelam profile`` recorded one) is of the shipped family: a shipped
-    name loads the shipped model.
+def profiled_source(name: str, profile_dir: str | Path | None = None) -> str | Path:
+    """What :func:`load` takes for model ``name`` of a profile folder (``None``: the shipped profiles):
+    the folder its manifest records, or the name of a shipped model in its shipped folder (so a
+    missing shipped model says how to rebuild it).
 
     Raises:
         ValueError: ``name`` is not one of the profile's models (the message lists them; derived
             drafts such as ``early_exit:2`` and ``int8`` come from :func:`.speculative.make_draft`).
         ProfileError: a missing or unreadable manifest.
     """
-    if profile_dir is not None and name in SHIPPED_MODELS and "models" not in replay.load_manifest(profile_dir).get(
-            "settings", {}):
-        return load(name, device=device)
     models = replay.profile_models(profile_dir)
     if name not in models:
         where = profile_dir if profile_dir is not None else "the shipped profiles"
         raise ValueError(f"{name!r} is not a model of the profile in {where} (models: {', '.join(models)})")
     if name in SHIPPED_MODELS and Path(models[name]) == assets_dir() / "models" / name:
-        return load(name, device=device)  # by name: a missing shipped model says how to rebuild it
-    return load(models[name], device=device)
+        return name
+    return models[name]
+
+
+def load_profiled(name: str, profile_dir: str | Path | None = None, device: str | torch.device = "cpu") -> LM:
+    """Model ``name`` of a profile folder, loaded from :func:`profiled_source`: what a live backend
+    runs for a ``profile_dir`` (``None``: the shipped profiles, whose models are the shipped family).
+
+    Raises:
+        ValueError, ProfileError: as :func:`profiled_source`.
+    """
+    return load(profiled_source(name, profile_dir), device=device)

@@ -186,12 +186,16 @@ def profile_models(profile_dir: str | Path | None = None) -> dict[str, Path]:
 
     Shipped names map to their folder under ``assets/models/``; other models to the ``path``
     the manifest records. The last entry is the executed (split) and target (speculative) model.
+    A manifest without a model list (written by hand, or before ``edgelam profile`` recorded
+    one) is of the shipped family.
 
     Raises:
-        ProfileError: a manifest without its model list or a model's folder.
+        ProfileError: a malformed model list, or a model without its folder.
     """
     folder = Path(profile_dir) if profile_dir is not None else profiles_dir()
     manifest = load_manifest(folder)
+    if "models" not in manifest.get("settings", {}):
+        return {name: assets_dir() / "models" / name for name in SHIPPED_MODELS}
     names = manifest.get("settings", {}).get("models")
     info = manifest.get("models")
     if not isinstance(names, list) or not names or not isinstance(info, dict):

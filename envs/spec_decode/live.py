@@ -27,14 +27,14 @@ class LiveSpeculation:
     def __init__(self, target: str, variants: Sequence[str], temperature: float,
                  profile_dir: str | None = None) -> None:
         from edgelam.envs.lam import load_profiled, make_draft
+        from edgelam.envs.lam.model import profiled_source
         from edgelam.envs.lam.prompts import profile_tokens
-        from edgelam.envs.lam.replay import load_manifest, profile_models
+        from edgelam.envs.lam.replay import profile_models
 
-        # a profile without a model list is of the shipped family (see load_profiled): drafts by name
-        listed = profile_dir is not None and "models" in load_manifest(profile_dir).get("settings", {})
-        paths = profile_models(profile_dir) if listed else {}
+        models = profile_models(profile_dir)  # drafts that are models of the profile; the others are derived
         self.target = load_profiled(target, profile_dir)
-        self.drafts = [make_draft(self.target, str(paths.get(v, v))) for v in variants]
+        self.drafts = [make_draft(self.target, str(profiled_source(v, profile_dir)) if v in models else v)
+                       for v in variants]
         self.temperature = float(temperature)
         self.prompts = {int(p["id"]): p["prompt_ids"] for p in profile_tokens(self.target, profile_dir)}
         self.seq: list[int] = []
