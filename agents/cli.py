@@ -10,6 +10,7 @@ profile files) print one line ``error: ...`` on stderr and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -418,12 +419,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     elif args.write:
         command = " ".join(["edgelam tune", *(sys.argv[2:] if sys.argv[1:2] == ["tune"] else [args.env])])
         written = write_best(result, command)
-    summary = {
-        "env_id": result.env_id, "algo": result.algo, "budget": result.budget, "complete": result.complete,
-        "pruned": result.pruned, "best": result.best, "untuned": result.untuned, "gain": result.gain,
-        "best_params": result.best_params, "wall_s": result.wall_s, "study": str(result.folder),
-        "written": str(written) if written else None,
-    }
+    summary = {**dataclasses.asdict(result), "gain": result.gain, "written": str(written) if written else None}
+    summary["study"] = str(summary.pop("folder"))
     if args.json:
         _print_json(summary)
     else:
