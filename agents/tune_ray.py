@@ -59,7 +59,7 @@ def tune_ray(settings: TuneSettings, workers: int = 1, address: str | None = Non
     """Run the study of ``settings`` on Ray Tune (``workers`` trials at once); see the module docstring.
 
     Raises:
-        ValueError: if Ray (or its Optuna search) is missing, or no trial finished.
+        ValueError: if Ray (or its Optuna search) is missing, a trial failed, or no trial finished.
     """
     require_ray()
     from ray import tune
@@ -89,7 +89,12 @@ def tune_ray(settings: TuneSettings, workers: int = 1, address: str | None = Non
     finally:
         if started:
             require_ray().shutdown()
-    finals = [r for r in grid if r.error is None and r.metrics and r.metrics.get("final")]
+    failed = [r for r in grid if r.error is not None]
+    if failed:  # as the local engine, where a failing trial ends the study with its error
+        raise ValueError(
+            f"tune: {len(failed)} Ray trial(s) of {s.env_id} / {s.algo} failed; the first: {failed[0].error}"
+        )
+    finals = [r for r in grid if r.metrics and r.metrics.get("final")]
     if not finals:
         raise ValueError(f"tune: no Ray trial of {s.env_id} / {s.algo} finished within {s.minutes} minutes")
     best = max(finals, key=lambda r: r.metrics[METRIC])
