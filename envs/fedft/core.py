@@ -172,7 +172,7 @@ class Federation:
         self.state, episode = initial(self.params, rng, 1)
         self.learn_rng = learning_generator(episode.learning_seeds)
         if self.live is not None:
-            self.local_data = self._local_data(episode.pool_draws)
+            self.local_data = self._local_data(episode.pool_draws(self.params, self.state))
             self.state.topic_loss[0] = self.live.reset()
             self.state.loss[0] = self.state.topic_loss[0].mean()
 

@@ -565,11 +565,20 @@ class State:
 
 @dataclass(frozen=True)
 class Episode:
-    """What :func:`initial` draws besides the state: what only the live backend reads, and the learning seeds."""
+    """What :func:`initial` draws besides the state: one learning seed per row."""
 
-    pool_draws: np.ndarray  # (sum of topic_counts,) int: index into its topic's pool of every local sequence,
-    # device-major then topic-major (row after row)
     learning_seeds: np.ndarray  # (B,) int, one per row (:func:`learning_generator` seeds with the first)
+
+    def pool_draws(self, params: Params, state: State, row: int = 0) -> np.ndarray:
+        """The pool index of every local sequence of ``row``'s devices, device-major then topic-major
+        (``state.topic_counts[row]`` of them), for the live backend, which trains on those sequences.
+
+        They come from the row's own generator, seeded by its learning seed with spawn key 1 (so
+        not from the env's generator, and not the learning generator's stream): replay, which
+        never reads them, does not draw them.
+        """
+        seed = np.random.SeedSequence(int(self.learning_seeds[row]), spawn_key=(1,))
+        return np.random.default_rng(seed).integers(params.pool_size, size=int(state.topic_counts[row].sum()))
 
 
 _NO_SURROGATE = np.empty(0)  # settle_rows' surrogate coefficients of the live backend (its losses are given)
@@ -588,9 +597,9 @@ def initial(params: Params, rng: np.random.Generator, num_rows: int) -> tuple[St
     Random draws, each a block over the rows (B, K): distances (uniform), LOS states (uniform,
     only for ``los: prob``), shadowing (normal, when enabled), fading (normals (2, B K)), CPU
     frequencies (uniform), data sizes (integers), topic mixtures (Dirichlet), topic counts
-    (multinomial), the pool index of every local sequence (integers, in the order of
-    :attr:`Episode.pool_draws`), one learning seed per row; with one row these are the draws of
-    the env since v0.
+    (multinomial), one learning seed per row (integers); with one row these are the single
+    env's draws. The live backend's local sequences come from each row's seed
+    (:meth:`Episode.pool_draws`), not from ``rng``.
     """
     cfg, k, g, n = params.config, params.num_devices, params.num_topics, num_rows
     ch, pl = cfg.channel, params.path_loss
@@ -610,7 +619,6 @@ def initial(params: Params, rng: np.random.Generator, num_rows: int) -> tuple[St
     data_sizes = rng.integers(lo, hi + 1, size=(n, k))
     mixtures = rng.dirichlet(np.full(g, cfg.dirichlet_alpha), size=(n, k))
     topic_counts = rng.multinomial(data_sizes, mixtures)
-    pool_draws = rng.integers(params.pool_size, size=int(topic_counts.sum()))
     seeds = rng.integers(2**63, size=n)
     if params.private:
         dp = cfg.privacy
@@ -641,17 +649,17 @@ def initial(params: Params, rng: np.random.Generator, num_rows: int) -> tuple[St
         rdp=np.zeros_like(step_rdp),
         dp_steps=np.zeros((n, k), dtype=np.int64),
     )
-    return state, Episode(pool_draws, seeds)
+    return state, Episode(seeds)
 
 
 def learning_generator(seeds: np.ndarray) -> np.random.Generator:
     """The learning generator (replay surrogate noise, live local batches) after rows began episodes with these
-    :attr:`Episode.learning_seeds`: seeded by the first row's (with one row, the single env's since v0)."""
+    :attr:`Episode.learning_seeds`: seeded by the first row's (with one row, the single env's)."""
     return np.random.default_rng(seeds[0])
 
 
 def draw_fading(rng: np.random.Generator, params: Params, num_rows: int) -> np.ndarray:
-    """(2, B, K) standard normals of the next round's fading innovation (real, imaginary); the env's draw since v0."""
+    """(2, B, K) standard normals of the next round's fading innovation (real, imaginary); the single env's draw."""
     return rng.standard_normal((2, num_rows * params.num_devices)).reshape(2, num_rows, params.num_devices)
 
 
