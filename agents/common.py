@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import math
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -58,6 +60,21 @@ def markdown_table(table: Sequence[Sequence[str]]) -> list[str]:
         "|" + "---|" * len(header),
         *("| " + " | ".join(r) + " |" for r in rows),
     ]
+
+
+def jsonable(value: Any) -> Any:
+    """A JSON-ready copy: NaN/inf -> ``None``, tuples -> lists, numpy scalars and paths -> python."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, Path):
+        return str(value)
+    return value
 
 
 def env_name(env_id: str) -> str:

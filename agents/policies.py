@@ -16,9 +16,7 @@ is the path given), the algorithm from ``<env>/args.yml``, the statistics from
 from __future__ import annotations
 
 import inspect
-import json
 import pickle
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,14 +29,11 @@ from stable_baselines3.common.vec_env import VecNormalize
 
 from edgelam import baselines
 from edgelam.agents.hyperparams import algo_class
+from edgelam.agents.runs import CHECKPOINT_NAME, META, MODEL, VECNORMALIZE, read_meta
 from edgelam.baselines import Policy
 
 PolicySpec = Policy | str | Path | Callable[[Any], Policy]
 
-META = "meta.json"
-MODEL = "model.zip"
-VECNORMALIZE = "vecnormalize.pkl"
-_CHECKPOINT = re.compile(r"^model_(\d+)_steps\.zip$")
 
 
 class NormalizedPolicy:
@@ -64,17 +59,6 @@ class NormalizedPolicy:
         return self.model.predict(obs, state, episode_start, deterministic, **extra)
 
 
-def read_meta(folder: Path) -> dict[str, Any] | None:
-    """The ``meta.json`` of a run folder, or ``None``."""
-    path = Path(folder) / META
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: bad JSON: {exc}") from None
-
-
 def load_vecnormalize(path: Path) -> VecNormalize:
     """VecNormalize statistics saved by SB3 (no venv attached; for ``normalize_obs``)."""
     with open(path, "rb") as f:
@@ -85,7 +69,7 @@ def load_vecnormalize(path: Path) -> VecNormalize:
 
 def vecnormalize_path(model_path: Path) -> Path | None:
     """The statistics file that belongs to a final model or a checkpoint, if it exists."""
-    match = _CHECKPOINT.match(model_path.name)
+    match = CHECKPOINT_NAME.match(model_path.name)
     name = f"model_vecnormalize_{match.group(1)}_steps.pkl" if match else VECNORMALIZE
     path = model_path.parent / name
     return path if path.is_file() else None
@@ -147,7 +131,7 @@ def load_policy(path: str | Path) -> Policy:
     path = Path(path)
     meta = read_meta(path if path.is_dir() else path.parent)
     if path.is_dir() and (meta or {}).get("engine") == "rllib":
-        from edgelam.agents.rllib_engine import load_rllib_policy
+        from edgelam.agents.rllib_policy import load_rllib_policy
 
         policy = load_rllib_policy(path)
         if isinstance(policy, dict):

@@ -8,22 +8,21 @@ frozen protagonist; repeat. The game is zero-sum: the adversary is trained on
 ``-r_protagonist`` (``zero_sum=True``), whatever reward the env gives it.
 
 Each phase sees the parallel env as a single-agent Gymnasium env
-(:class:`OpponentView`) whose ``step`` asks the frozen agent's policy for its action;
-with ``batched=True``, as ``n_envs`` games of the env's batched parallel game, one
-agent's rows (the game's ``one_side`` view, e.g.
-:class:`edgelam.envs.robust_routing.vector.OneSideVectorEnv`) behind
-:class:`~edgelam.agents.vec.SB3VectorAdapter`, no Python loop over copies.
+(:class:`~edgelam.agents.opponent.OpponentView`) whose ``step`` asks the frozen agent's
+policy for its action; with ``batched=True``, as ``n_envs`` games of the env's batched
+parallel game, one agent's rows (:func:`~edgelam.agents.opponent.one_side_vec_env`).
+:class:`RarlTrainer` is RARL's :class:`~edgelam.agents.trainers.Trainer`.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
-import gymnasium as gym
 import numpy as np
 from pettingzoo import ParallelEnv
 from stable_baselines3 import PPO
@@ -33,80 +32,13 @@ from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize
 
 from edgelam.agents import hyperparams as hp
-from edgelam.agents.common import ParallelFactory, env_kwargs_for, make_parallel, torch_threads
-from edgelam.agents.policies import META, MODEL, VECNORMALIZE, NormalizedPolicy, to_env_action
-from edgelam.agents.train import LEARNING_CURVE, LearningCurveCallback
-from edgelam.agents.vec import SB3VectorAdapter
+from edgelam.agents.common import ParallelFactory, is_parallel, jsonable, make_parallel, torch_threads
+from edgelam.agents.opponent import OpponentView, one_side_vec_env
+from edgelam.agents.policies import NormalizedPolicy
+from edgelam.agents.runs import HISTORY, LEARNING_CURVE, META, MODEL, VECNORMALIZE, Resume, write_meta
+from edgelam.agents.train import LearningCurveCallback
+from edgelam.agents.trainers import TrainedRun, TrainSettings
 from edgelam.baselines import Policy
-from edgelam.envs import registration
-
-
-class OpponentView(gym.Env):
-    """One agent's view of a parallel env; every other agent acts through a fixed policy.
-
-    Args:
-        env_fn: builds the parallel env (this view owns its instance).
-        agent: the learning agent.
-        opponents: agent -> policy for every other agent; read at each step, so
-            the mapping may be filled or changed after construction.
-        zero_sum_with: if set, the reward is minus this agent's reward
-            (the RARL adversary); otherwise the env's reward of ``agent``.
-        deterministic_opponents: passed to the opponents' ``predict``.
-
-    ``info`` carries the env's info of ``agent`` plus ``agent_rewards`` (every
-    agent's reward of the step).
-    """
-
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
-    render_mode = None
-
-    def __init__(
-        self,
-        env_fn: Callable[[], ParallelEnv],
-        agent: str,
-        opponents: Mapping[str, Policy],
-        zero_sum_with: str | None = None,
-        deterministic_opponents: bool = False,
-    ) -> None:
-        self.env = env_fn()
-        if agent not in self.env.possible_agents:
-            raise ValueError(f"unknown agent {agent!r} (agents: {self.env.possible_agents})")
-        self.agent = agent
-        self.opponents = opponents
-        self.zero_sum_with = zero_sum_with
-        self.deterministic_opponents = deterministic_opponents
-        self.observation_space = self.env.observation_space(agent)
-        self.action_space = self.env.action_space(agent)
-        self._observations: dict[str, Any] = {}
-
-    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[Any, dict]:
-        """Reset the parallel env; returns the learning agent's observation and info."""
-        super().reset(seed=seed)
-        self._observations, infos = self.env.reset(seed=seed, options=options)
-        return self._observations[self.agent], dict(infos.get(self.agent, {}))
-
-    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
-        """Step every agent: ``action`` for the learner, the opponents' policies for the rest."""
-        actions = {self.agent: to_env_action(self.action_space, action)}
-        for other in self.env.agents:
-            if other != self.agent:
-                other_action, _ = self.opponents[other].predict(
-                    self._observations[other], deterministic=self.deterministic_opponents
-                )
-                actions[other] = to_env_action(self.env.action_space(other), other_action)
-        self._observations, rewards, terminations, truncations, infos = self.env.step(actions)
-        if self.zero_sum_with is not None:
-            reward = -float(rewards[self.zero_sum_with])
-        else:
-            reward = float(rewards[self.agent])
-        info = {**infos.get(self.agent, {}), "agent_rewards": {a: float(r) for a, r in rewards.items()}}
-        terminated = bool(terminations.get(self.agent, False))
-        truncated = bool(truncations.get(self.agent, False)) or not self.env.agents
-        return self._observations.get(self.agent), reward, terminated, truncated, info
-
-    def close(self) -> None:
-        """Close the parallel env."""
-        self.env.close()
 
 
 @dataclass
@@ -143,37 +75,6 @@ class _PhaseReturns(BaseCallback):
             if "episode" in info:
                 self.returns.append(float(info["episode"]["r"]))
         return True
-
-
-def one_side_vec_env(
-    env: str | ParallelFactory,
-    n_envs: int,
-    seed: int | None,
-    scenario: str = "default",
-    env_kwargs: Mapping[str, Any] | None = None,
-    **view_kwargs: Any,
-) -> VecEnv:
-    """An SB3 VecEnv of one agent's rows of ``n_envs`` games of the env's batched game, the other agent fixed.
-
-    ``view_kwargs`` (``agent``, ``opponents``, ``zero_sum_with``) as :class:`OpponentView`'s; the
-    game's ``one_side`` builds the view (opponents predict on a batch of observations).
-
-    Raises:
-        ValueError: if ``env`` is not an id whose spec has a batched game (replay backend) with a
-            ``one_side`` view.
-    """
-    spec = registration.find_spec(env) if isinstance(env, str) else None
-    backend = dict(env_kwargs or {}).get("backend", "replay")
-    if spec is None or spec.batched_entry_point is None or backend != "replay":
-        raise ValueError(f"batched: {env!r} has no batched parallel game (an id whose spec has a "
-                         f"batched_entry_point, replay backend)")
-    game = registration.make_batched(env, num_games=n_envs, **env_kwargs_for(scenario, env_kwargs))
-    if not callable(getattr(game, "one_side", None)):
-        raise ValueError(f"batched: {env}'s batched game has no one_side() view of one agent's rows")
-    venv = SB3VectorAdapter(game.one_side(**view_kwargs))
-    venv.seed(seed)
-    venv.action_space.seed(seed)
-    return venv
 
 
 def _policy(model: PPO, venv: VecEnv) -> Policy:
@@ -217,7 +118,7 @@ def train_rarl(
         threads: torch CPU threads while learning.
         batched: each agent learns on ``n_envs`` games of the env's batched parallel game
             (its spec's ``batched_entry_point``, replay backend) instead of ``n_envs`` copies of
-            :class:`OpponentView` (:func:`one_side_vec_env`).
+            :class:`~edgelam.agents.opponent.OpponentView` (:func:`~edgelam.agents.opponent.one_side_vec_env`).
 
     Raises:
         ValueError: if the env does not have exactly two agents, or ``out_dir``
@@ -228,7 +129,7 @@ def train_rarl(
     params = hp.resolve(env_id, "ppo", hyperparams)
     params.pop("n_timesteps", None)  # the file's default budget; RARL's is its phases' steps
     out_dir = Path(out_dir)
-    if (out_dir / "history.json").exists():
+    if (out_dir / HISTORY).exists():
         raise ValueError(f"{out_dir} already holds a RARL run; choose another out_dir")
 
     def env_fn() -> ParallelEnv:
@@ -317,7 +218,7 @@ def train_rarl(
         }
         (folder / META).write_text(json.dumps(meta, indent=2, default=str) + "\n")
         venvs[agent].close()
-    (out_dir / "history.json").write_text(json.dumps(history, indent=2) + "\n")
+    (out_dir / HISTORY).write_text(json.dumps(history, indent=2) + "\n")
     return RarlResult(
         protagonist=models[protagonist],
         adversary=models[adversary],
@@ -325,3 +226,130 @@ def train_rarl(
         history=history,
         out_dir=out_dir,
     )
+
+
+@dataclass
+class RarlRun(TrainedRun):
+    """A RARL run of :class:`RarlTrainer` (the fields of :class:`~edgelam.agents.trainers.TrainedRun`, then these).
+
+    Attributes:
+        agents: ``[protagonist, adversary]``.
+        history: the phases (as :attr:`RarlResult.history`).
+    """
+
+    agents: list[str]
+    history: list[dict[str, Any]]
+
+    def policy_path(self) -> Path:
+        """The protagonist's folder."""
+        return self.out_dir / self.agents[0]
+
+    def summary(self) -> dict[str, Any]:
+        """The run's models and phases, as ``edgelam train`` prints them."""
+        return {
+            "env_id": self.env_id,
+            "algo": self.algo,
+            "seed": self.seed,
+            "out_dir": self.out_dir,
+            "models": {agent: self.out_dir / agent / MODEL for agent in self.agents},
+            "history": self.history,
+        }
+
+
+class RarlTrainer:
+    """The :class:`~edgelam.agents.trainers.Trainer` of RARL (:func:`train_rarl`) on an adversarial parallel env.
+
+    A run is ``run.iterations`` phase pairs of ``run.timesteps // (2 * run.iterations)`` env steps
+    each, PPO with the env's ``configs/agents/hyperparams/ppo.yml`` entry (``run.hyperparams``:
+    overrides shared by both agents); ``run.vectorized``: each side on the env's batched game.
+    The folder holds :func:`train_rarl`'s files and a ``meta.json`` written when the run ends:
+    a finished run is reused, an interrupted one restarts from scratch.
+    """
+
+    hyperparams_algo = "ppo"
+    adversarial = True
+    final = HISTORY
+
+    def __init__(self, algo: str = "rarl") -> None:
+        self.algo = algo
+
+    @staticmethod
+    def phase_steps(run: TrainSettings) -> int:
+        """Env steps of each phase."""
+        return max(run.timesteps // (2 * run.iterations), 1)
+
+    def settings(self, run: TrainSettings) -> dict[str, Any]:
+        """Env, seed, phases, scenario and the hyperparameter overrides (``vectorized`` when set).
+
+        Raises:
+            ValueError: on a Gymnasium env, or ``run.n_envs`` (set ``n_envs`` in the hyperparameters).
+        """
+        if not is_parallel(run.env_id):
+            raise ValueError(f"rarl needs a 2-agent PettingZoo env [protagonist, adversary]; {run.env_id} is Gymnasium")
+        if run.n_envs is not None:
+            raise ValueError("rarl runs take no --n-envs (set n_envs with --hp)")
+        return jsonable(
+            {
+                "algo": self.algo,
+                "env_id": run.env_id,
+                "seed": run.seed,
+                "iterations": run.iterations,
+                "phase_steps": self.phase_steps(run),
+                "scenario": str(run.scenario),
+                "env_kwargs": dict(run.env_kwargs),
+                "hyperparams": dict(run.hyperparams or {}),
+                **({"vectorized": True} if run.vectorized else {}),
+            }
+        )
+
+    def budget(self, run: TrainSettings) -> int:
+        """0: the settings fix the phases, so a finished run with them is reused."""
+        return 0
+
+    def _run(self, run: TrainSettings, steps: int, wall: float, reused: bool, history: list) -> RarlRun:
+        env = make_parallel(run.env_id, run.scenario, run.env_kwargs)
+        agents = list(env.possible_agents)
+        env.close()
+        out_dir = Path(run.out_dir)
+        return RarlRun(
+            env_id=run.env_id,
+            algo=self.algo,
+            seed=run.seed,
+            out_dir=out_dir,
+            num_timesteps=steps,
+            wall_time_s=wall,
+            learning_curve=out_dir / agents[0] / LEARNING_CURVE,
+            reused=reused,
+            agents=agents,
+            history=history,
+        )
+
+    def load(self, run: TrainSettings, start: Resume) -> RarlRun:
+        """The finished run in the folder."""
+        meta = start.meta or {}
+        history = json.loads((Path(run.out_dir) / HISTORY).read_text())
+        return self._run(run, meta["num_timesteps"], meta["wall_time_s"], True, history)
+
+    def fit(self, run: TrainSettings, start: Resume, progress: bool) -> RarlRun:
+        """Train both agents (:func:`train_rarl`) and write the run's ``meta.json``."""
+        settings = self.settings(run)
+        steps = self.phase_steps(run)
+        began = time.perf_counter()
+        result = train_rarl(
+            run.env_id,
+            iterations=run.iterations,
+            protagonist_steps=steps,
+            adversary_steps=steps,
+            seed=run.seed,
+            out_dir=run.out_dir,
+            scenario=run.scenario,
+            env_kwargs=run.env_kwargs,
+            hyperparams=run.hyperparams,
+            progress=progress,
+            threads=run.threads,
+            batched=run.vectorized,
+        )
+        wall = time.perf_counter() - began
+        total = result.protagonist.num_timesteps + result.adversary.num_timesteps
+        write_meta(Path(run.out_dir), {**settings, "num_timesteps": total, "wall_time_s": wall})
+        return self._run(run, total, wall, False, result.history)

@@ -1,4 +1,4 @@
-"""RLlib training of edgelam envs, and an adapter that gives the trained policy SB3's ``predict``.
+"""RLlib training of edgelam envs: :class:`RLlibTrainer`, the :class:`~edgelam.agents.trainers.Trainer` of RLlib.
 
 :func:`train_rllib` trains RLlib's PPO (new API stack: RLModule, Learner, EnvRunner)
 on any edgelam env:
@@ -20,11 +20,11 @@ A run folder holds::
                          envs: the return of an agent, averaged over agents)
     history.json         the per-iteration numbers above, plus the losses
 
-:class:`RLlibPolicy` wraps one RLModule with ``predict(obs, state, episode_start,
-deterministic)``, so :func:`edgelam.agents.evaluate.evaluate` runs it through the same
-loop as SB3 models and baselines (``deterministic=True``: the mode of the action
-distribution, what RLlib does with ``explore=False``; Box actions are unsquashed and
-clipped to the space as RLlib's env runners do).
+The folder's ``meta.json`` is written when the run ends: a finished run is reused
+(``resume``), an interrupted one trains from scratch. The trained policy loads as
+:class:`~edgelam.agents.rllib_policy.RLlibPolicy` (SB3's ``predict``, so
+:func:`edgelam.agents.evaluate.evaluate` runs it through the same loop as SB3 models and
+baselines).
 
 Ray is an optional dependency (``pip install -e '.[ray]'``), imported when called.
 """
@@ -40,25 +40,19 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
-import torch
 
 from edgelam.agents.common import check_env_id, is_parallel, make_env, make_parallel
-from edgelam.agents.policies import META, read_meta
 from edgelam.agents.ray_engine import init_ray, require_ray
+from edgelam.agents.rllib_policy import CHECKPOINT, SHARED_MODULE, SINGLE_MODULE, RLlibPolicy, load_rllib_policy
+from edgelam.agents.runs import CURVE_HEADER, HISTORY, LEARNING_CURVE, Resume, write_meta
+from edgelam.agents.trainers import TrainedRun, TrainSettings, train_run
 
 ALGOS = ("ppo",)
-CHECKPOINT = "checkpoint"
-LEARNING_CURVE = "learning_curve.csv"
-HISTORY = "history.json"
-SHARED_MODULE = "shared"
 ENV_PREFIX = "edgelam-rllib/"
-# where an RLModule lives inside an Algorithm checkpoint
-_MODULE_PATH = ("learner_group", "learner", "rl_module")
-_SINGLE_MODULE = "default_policy"
 
 
 def _gym_creator(env_config: Mapping[str, Any]) -> gym.Env:
@@ -83,72 +77,26 @@ def _own_mapping(agent_id: str, episode: Any, **kwargs: Any) -> str:
     return agent_id
 
 
-class RLlibPolicy:
-    """An RLlib RLModule behind SB3's ``predict`` (what every edgelam evaluation loop calls).
-
-    Args:
-        module: a trained RLModule (``forward_inference`` / ``forward_exploration``).
-        action_space: the action space of the agent it acts for.
-    """
-
-    def __init__(self, module: Any, action_space: gym.Space) -> None:
-        self.module = module
-        self.action_space = action_space
-
-    def predict(
-        self,
-        observation: Any,
-        state: Any = None,
-        episode_start: np.ndarray | None = None,
-        deterministic: bool = True,
-    ) -> tuple[np.ndarray, Any]:
-        """The module's action for one observation (the distribution's mode when deterministic)."""
-        from ray.rllib.utils.spaces.space_utils import unsquash_action
-
-        obs = torch.as_tensor(np.asarray(observation, dtype=np.float32)[None])
-        with torch.no_grad():
-            if deterministic:
-                out = self.module.forward_inference({"obs": obs})
-                dist_cls = self.module.get_inference_action_dist_cls()
-            else:
-                out = self.module.forward_exploration({"obs": obs})
-                dist_cls = self.module.get_exploration_action_dist_cls()
-            dist = dist_cls.from_logits(out["action_dist_inputs"])
-            if deterministic:
-                dist = dist.to_deterministic()
-            action = dist.sample()[0].numpy()
-        return unsquash_action(action, self.action_space), state
-
-
 @dataclass
-class RLlibTrainResult:
-    """What :func:`train_rllib` produced.
+class RLlibTrainResult(TrainedRun):
+    """What :func:`train_rllib` produced (the fields of :class:`~edgelam.agents.trainers.TrainedRun`, then these).
 
     Attributes:
-        out_dir: the run folder.
         checkpoint: the RLlib checkpoint folder.
-        env_id: the env id.
-        algo: the algorithm.
-        seed: the seed.
         iterations: training iterations run.
-        num_env_steps: env steps sampled in total.
-        wall_time_s: training wall time (building the algorithm included).
         modules: agent -> module id (``{"default_agent": "default_policy"}`` for a Gymnasium env).
-        learning_curve: ``out_dir/learning_curve.csv``.
         history: one entry per iteration.
     """
 
-    out_dir: Path
     checkpoint: Path
-    env_id: str
-    algo: str
-    seed: int
     iterations: int
-    num_env_steps: int
-    wall_time_s: float
     modules: dict[str, str]
-    learning_curve: Path
     history: list[dict[str, float]]
+
+    @property
+    def num_env_steps(self) -> int:
+        """Env steps sampled in total (``num_timesteps``)."""
+        return self.num_timesteps
 
     def policy(self) -> RLlibPolicy | dict[str, RLlibPolicy]:
         """The trained policy for :func:`edgelam.agents.evaluate.evaluate` (see :func:`load_rllib_policy`)."""
@@ -164,7 +112,7 @@ class RLlibTrainResult:
             "out_dir": self.out_dir,
             "checkpoint": self.checkpoint,
             "iterations": self.iterations,
-            "num_timesteps": self.num_env_steps,
+            "num_timesteps": self.num_timesteps,
             "wall_time_s": self.wall_time_s,
             "modules": self.modules,
             "learning_curve": self.learning_curve,
@@ -201,7 +149,7 @@ def _apply_hyperparams(config: Any, hyperparams: Mapping[str, Any] | None) -> An
 def _modules(env_id: str, scenario: str, env_kwargs: Mapping[str, Any], per_agent: bool) -> dict[str, str]:
     """agent -> module id, checking that a shared module fits every agent's spaces."""
     if not is_parallel(env_id):
-        return {"default_agent": _SINGLE_MODULE}
+        return {"default_agent": SINGLE_MODULE}
     env = make_parallel(env_id, scenario, env_kwargs)
     agents = list(env.possible_agents)
     if not per_agent:
@@ -287,132 +235,151 @@ def train_rllib(
             policy over agents with different spaces, ``per_agent`` on a Gymnasium env,
             a run folder that already holds a run, or Ray not installed.
     """
-    check_env_id(env_id)
-    require_ray()
-    if timesteps < 1:
-        raise ValueError(f"timesteps must be >= 1, got {timesteps}")
-    if num_env_runners < 0:
-        raise ValueError(f"num_env_runners must be >= 0, got {num_env_runners}")
-    if per_agent and not is_parallel(env_id):
-        raise ValueError(f"per_agent applies to PettingZoo parallel envs; {env_id} is a Gymnasium env")
-    out_dir = Path(out_dir)
-    if read_meta(out_dir) is not None:
-        raise ValueError(f"{out_dir} already holds a run; use another out_dir")
-    env_kwargs = dict(env_kwargs or {})
-    modules = _modules(env_id, scenario, env_kwargs, per_agent)
-    parallel = is_parallel(env_id)
-    config = _apply_hyperparams(_algo_config(algo), hyperparams)
-
-    from ray.tune.registry import register_env
-
-    # RLlib and Ray print progress to stdout: keep stdout for results (--json)
-    with contextlib.redirect_stdout(sys.stderr):
-        started = init_ray(address)
-        began = time.perf_counter()
-        try:
-            name = ENV_PREFIX + env_id
-            register_env(name, _parallel_creator if parallel else _gym_creator)
-            config = (
-                config.environment(name, env_config={"env_id": env_id, "scenario": scenario, "env_kwargs": env_kwargs})
-                .env_runners(num_env_runners=num_env_runners)
-                .debugging(seed=seed)
-            )
-            if parallel:
-                config = config.multi_agent(
-                    policies=set(modules.values()), policy_mapping_fn=_own_mapping if per_agent else _shared_mapping
-                )
-            algorithm = config.build_algo()
-            history: list[dict[str, float]] = []
-            try:
-                while not history or history[-1]["timesteps"] < timesteps:
-                    if max_iterations is not None and len(history) >= max_iterations:
-                        break
-                    history.append(_iteration_row(algorithm.train(), len(modules) if parallel else None))
-                out_dir.mkdir(parents=True, exist_ok=True)
-                checkpoint = Path(algorithm.save_to_path(str((out_dir / CHECKPOINT).resolve())))
-            finally:
-                algorithm.stop()
-        finally:
-            if started:
-                require_ray().shutdown()
-    wall = time.perf_counter() - began
-
-    curve = out_dir / LEARNING_CURVE
-    with open(curve, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(("timesteps", "episode_return", "episode_length"))
-        for row in history:
-            if row["episodes"] > 0 and math.isfinite(row["episode_return"]):
-                writer.writerow((row["timesteps"], row["episode_return"], row["episode_length"]))
-    (out_dir / HISTORY).write_text(json.dumps(history, indent=2) + "\n")
-    steps = history[-1]["timesteps"] if history else 0
-    meta = {
-        "engine": "rllib",
-        "algo": algo,
-        "env_id": env_id,
-        "seed": seed,
-        "scenario": str(scenario),
-        "env_kwargs": env_kwargs,
-        "hyperparams": dict(hyperparams or {}),
-        "num_env_runners": num_env_runners,
-        "per_agent": per_agent,
-        "modules": modules,
-        "timesteps": timesteps,
-        "num_timesteps": steps,
-        "iterations": len(history),
-        "finished": True,
-        "wall_time_s": wall,
-    }
-    (out_dir / META).write_text(json.dumps(meta, indent=2, default=str) + "\n")
-    return RLlibTrainResult(
-        out_dir=out_dir,
-        checkpoint=checkpoint,
-        env_id=env_id,
-        algo=algo,
-        seed=seed,
-        iterations=len(history),
-        num_env_steps=steps,
-        wall_time_s=wall,
-        modules=modules,
-        learning_curve=curve,
-        history=history,
+    run = TrainSettings(
+        env_id,
+        algo,
+        timesteps,
+        seed,
+        Path(out_dir),
+        scenario,
+        dict(env_kwargs or {}),
+        hyperparams,
+        num_env_runners=num_env_runners,
+        per_agent=per_agent,
+        address=address,
+        max_iterations=max_iterations,
     )
+    return cast(RLlibTrainResult, train_run(RLlibTrainer(algo), run))
 
 
-def is_rllib_run(folder: str | Path) -> bool:
-    """Whether ``folder`` holds a run written by :func:`train_rllib`."""
-    meta = read_meta(Path(folder)) if Path(folder).is_dir() else None
-    return bool(meta and meta.get("engine") == "rllib")
+class RLlibTrainer:
+    """The :class:`~edgelam.agents.trainers.Trainer` of RLlib's algorithms (what :func:`train_rllib` runs)."""
 
+    adversarial = False
+    final = CHECKPOINT
 
-def load_rllib_policy(folder: str | Path) -> RLlibPolicy | dict[str, RLlibPolicy]:
-    """The policy of a run written by :func:`train_rllib`, ready for ``evaluate``.
+    def __init__(self, algo: str = "ppo") -> None:
+        self.algo = algo
+        self.hyperparams_algo = algo
 
-    Returns:
-        One :class:`RLlibPolicy` for a Gymnasium env or a shared policy (every agent
-        uses it), else agent -> :class:`RLlibPolicy` (per-agent policies).
+    def settings(self, run: TrainSettings) -> dict[str, Any]:
+        """Engine, algorithm, env, seed, scenario, hyperparameters, env runners, per-agent policies.
 
-    Raises:
-        ValueError: if the folder holds no RLlib run, or Ray is not installed.
-    """
-    folder = Path(folder)
-    if not is_rllib_run(folder):
-        raise ValueError(f"no RLlib run in {folder} (no meta.json with engine 'rllib')")
-    require_ray()
-    from ray.rllib.core.rl_module.rl_module import RLModule
+        Raises:
+            ValueError: on an unknown env id, Ray not installed, ``timesteps < 1``, a negative
+                ``num_env_runners``, ``per_agent`` on a Gymnasium env, or ``n_envs``.
+        """
+        check_env_id(run.env_id)
+        require_ray()
+        if run.timesteps < 1:
+            raise ValueError(f"timesteps must be >= 1, got {run.timesteps}")
+        num_env_runners = run.num_env_runners or 0
+        if num_env_runners < 0:
+            raise ValueError(f"num_env_runners must be >= 0, got {num_env_runners}")
+        if run.per_agent and not is_parallel(run.env_id):
+            raise ValueError(f"per_agent applies to PettingZoo parallel envs; {run.env_id} is a Gymnasium env")
+        if run.n_envs is not None:
+            raise ValueError("--engine rllib takes no --n-envs (use --num-env-runners)")
+        return {
+            "engine": "rllib",
+            "algo": self.algo,
+            "env_id": run.env_id,
+            "seed": run.seed,
+            "scenario": str(run.scenario),
+            "env_kwargs": dict(run.env_kwargs),
+            "hyperparams": dict(run.hyperparams or {}),
+            "num_env_runners": num_env_runners,
+            "per_agent": run.per_agent,
+        }
 
-    meta = read_meta(folder)
-    modules: dict[str, str] = meta["modules"]
-    root = folder / CHECKPOINT
-    for part in _MODULE_PATH:
-        root = root / part
-    loaded = {m: RLModule.from_checkpoint(str((root / m).resolve())) for m in set(modules.values())}
-    for module in loaded.values():
-        module.eval()
-    if not is_parallel(meta["env_id"]):
-        module = loaded[_SINGLE_MODULE]
-        return RLlibPolicy(module, module.action_space)
-    policies = {agent: RLlibPolicy(loaded[m], loaded[m].action_space) for agent, m in modules.items()}
-    if len(loaded) == 1:
-        return next(iter(policies.values()))
-    return policies
+    def budget(self, run: TrainSettings) -> int:
+        """The run's timesteps."""
+        return run.timesteps
+
+    def _result(
+        self, run: TrainSettings, meta: Mapping[str, Any], history: list[dict[str, float]], reused: bool
+    ) -> RLlibTrainResult:
+        out_dir = Path(run.out_dir)
+        return RLlibTrainResult(
+            env_id=run.env_id,
+            algo=self.algo,
+            seed=run.seed,
+            out_dir=out_dir,
+            num_timesteps=meta["num_timesteps"],
+            wall_time_s=meta["wall_time_s"],
+            learning_curve=out_dir / LEARNING_CURVE,
+            reused=reused,
+            checkpoint=(out_dir / CHECKPOINT).resolve(),
+            iterations=meta["iterations"],
+            modules=dict(meta["modules"]),
+            history=history,
+        )
+
+    def load(self, run: TrainSettings, start: Resume) -> RLlibTrainResult:
+        """The finished run in the folder."""
+        history = json.loads((Path(run.out_dir) / HISTORY).read_text())
+        return self._result(run, start.meta or {}, history, reused=True)
+
+    def fit(self, run: TrainSettings, start: Resume, progress: bool) -> RLlibTrainResult:
+        """Train until ``run.timesteps`` env steps are sampled; write the checkpoint, curve, history, meta."""
+        settings = self.settings(run)
+        env_id, env_kwargs, out_dir = run.env_id, dict(run.env_kwargs), Path(run.out_dir)
+        per_agent, num_env_runners = run.per_agent, settings["num_env_runners"]
+        modules = _modules(env_id, run.scenario, env_kwargs, per_agent)
+        parallel = is_parallel(env_id)
+        config = _apply_hyperparams(_algo_config(self.algo), run.hyperparams)
+
+        from ray.tune.registry import register_env
+
+        # RLlib and Ray print progress to stdout: keep stdout for results (--json)
+        with contextlib.redirect_stdout(sys.stderr):
+            started = init_ray(run.address)
+            began = time.perf_counter()
+            try:
+                name = ENV_PREFIX + env_id
+                register_env(name, _parallel_creator if parallel else _gym_creator)
+                config = (
+                    config.environment(
+                        name, env_config={"env_id": env_id, "scenario": run.scenario, "env_kwargs": env_kwargs}
+                    )
+                    .env_runners(num_env_runners=num_env_runners)
+                    .debugging(seed=run.seed)
+                )
+                if parallel:
+                    config = config.multi_agent(
+                        policies=set(modules.values()), policy_mapping_fn=_own_mapping if per_agent else _shared_mapping
+                    )
+                algorithm = config.build_algo()
+                history: list[dict[str, float]] = []
+                try:
+                    while not history or history[-1]["timesteps"] < run.timesteps:
+                        if run.max_iterations is not None and len(history) >= run.max_iterations:
+                            break
+                        history.append(_iteration_row(algorithm.train(), len(modules) if parallel else None))
+                    out_dir.mkdir(parents=True, exist_ok=True)
+                    algorithm.save_to_path(str((out_dir / CHECKPOINT).resolve()))
+                finally:
+                    algorithm.stop()
+            finally:
+                if started:
+                    require_ray().shutdown()
+        wall = time.perf_counter() - began
+
+        with open(out_dir / LEARNING_CURVE, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(CURVE_HEADER)
+            for row in history:
+                if row["episodes"] > 0 and math.isfinite(row["episode_return"]):
+                    writer.writerow((row["timesteps"], row["episode_return"], row["episode_length"]))
+        (out_dir / HISTORY).write_text(json.dumps(history, indent=2) + "\n")
+        meta = {
+            **settings,
+            "modules": modules,
+            "timesteps": run.timesteps,
+            "num_timesteps": history[-1]["timesteps"] if history else 0,
+            "iterations": len(history),
+            "finished": True,
+            "wall_time_s": wall,
+        }
+        write_meta(out_dir, meta)
+        return self._result(run, meta, history, reused=False)

@@ -23,94 +23,75 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
-from gymnasium.envs.registration import load_env_creator
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback
-from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.utils import set_random_seed
-from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize
+from stable_baselines3.common.vec_env import VecNormalize
 
 from edgelam.agents import hyperparams as hp
-from edgelam.agents.common import (
-    check_env_id,
-    env_kwargs_for,
-    is_parallel,
-    make_env,
-    torch_threads,
-    with_action_masks,
-)
-from edgelam.agents.marl import has_batched_game, shared_vec_env
-from edgelam.agents.policies import (
-    META,
+from edgelam.agents.common import check_env_id, is_parallel, torch_threads
+from edgelam.agents.marl import has_batched_game
+from edgelam.agents.policies import NormalizedPolicy, load_vecnormalize, vecnormalize_path
+from edgelam.agents.runs import (
+    CHECKPOINTS,
+    CURVE_HEADER,
+    LEARNING_CURVE,
     MODEL,
     VECNORMALIZE,
-    NormalizedPolicy,
-    load_vecnormalize,
-    read_meta,
-    vecnormalize_path,
+    Resume,
+    truncate_curve,
+    write_meta,
 )
-from edgelam.agents.vec import SB3VectorAdapter
+from edgelam.agents.train_env import make_train_env
+from edgelam.agents.trainers import TrainedRun, TrainSettings, train_run
 from edgelam.baselines import Policy
-
-CHECKPOINTS = "checkpoints"
-LEARNING_CURVE = "learning_curve.csv"
-_CURVE_HEADER = ("timesteps", "episode_return", "episode_length")
-_CHECKPOINT = re.compile(r"^model_(\d+)_steps\.zip$")
-
-# action spaces each algorithm handles
-_SPACES: dict[str, tuple[type[gym.Space], ...]] = {
-    "ppo": (gym.spaces.Discrete, gym.spaces.MultiDiscrete, gym.spaces.MultiBinary, gym.spaces.Box),
-    "a2c": (gym.spaces.Discrete, gym.spaces.MultiDiscrete, gym.spaces.MultiBinary, gym.spaces.Box),
-    "maskable_ppo": (gym.spaces.Discrete, gym.spaces.MultiDiscrete, gym.spaces.MultiBinary),
-    "dqn": (gym.spaces.Discrete,),
-    "sac": (gym.spaces.Box,),
-    "td3": (gym.spaces.Box,),
-}
 
 
 @dataclass
-class TrainResult:
-    """What :func:`train` produced.
+class TrainResult(TrainedRun):
+    """What :func:`train` produced (the fields of :class:`~edgelam.agents.trainers.TrainedRun`, then these).
 
     Attributes:
         model: the trained SB3 model (observations it expects are normalised when
             ``vecnormalize_path`` is set; :meth:`policy` applies that).
-        out_dir: the run folder.
         model_path: ``out_dir/model.zip``.
         vecnormalize_path: ``out_dir/vecnormalize.pkl`` or ``None``.
-        algo: algorithm name.
-        seed: training seed.
-        num_timesteps: environment steps trained in total (a rollout may overshoot
-            the requested total).
         resumed_from: timesteps of the checkpoint training resumed from (0: fresh).
-        wall_time_s: training wall time over all sessions of the run.
-        learning_curve: ``out_dir/learning_curve.csv``.
     """
 
     model: BaseAlgorithm
-    out_dir: Path
     model_path: Path
     vecnormalize_path: Path | None
-    algo: str
-    seed: int
-    num_timesteps: int
     resumed_from: int
-    wall_time_s: float
-    learning_curve: Path
 
     def policy(self) -> Policy:
         """The model behind its saved observation normalisation (what evaluation should call)."""
         if self.vecnormalize_path is None:
             return self.model
         return NormalizedPolicy(self.model, load_vecnormalize(self.vecnormalize_path))
+
+    def summary(self) -> dict[str, Any]:
+        """The run's numbers and files, as ``edgelam train`` prints them."""
+        return {
+            "env_id": self.env_id,
+            "algo": self.algo,
+            "seed": self.seed,
+            "out_dir": self.out_dir,
+            "model": self.model_path,
+            "vecnormalize": self.vecnormalize_path,
+            "num_timesteps": self.num_timesteps,
+            "resumed_from": self.resumed_from,
+            "wall_time_s": self.wall_time_s,
+            "learning_curve": self.learning_curve,
+            "tensorboard": self.out_dir / "tb",
+        }
 
 
 class LearningCurveCallback(BaseCallback):
@@ -131,7 +112,7 @@ class LearningCurveCallback(BaseCallback):
         self._file = open(self.path, "a", newline="")
         self._writer = csv.writer(self._file)
         if new:
-            self._writer.writerow(_CURVE_HEADER)
+            self._writer.writerow(CURVE_HEADER)
 
     def _on_step(self) -> bool:
         wrote = False
@@ -156,101 +137,6 @@ class LearningCurveCallback(BaseCallback):
 
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
-
-
-def _write_meta(out_dir: Path, meta: Mapping[str, Any]) -> None:
-    tmp = out_dir / (META + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=2) + "\n")
-    tmp.replace(out_dir / META)
-
-
-def _latest(out_dir: Path, meta: Mapping[str, Any] | None) -> tuple[Path, int] | None:
-    """The saved model with the most timesteps: a checkpoint, or the final model."""
-    found: list[tuple[int, Path]] = []
-    for path in (out_dir / CHECKPOINTS).glob("model_*_steps.zip"):
-        match = _CHECKPOINT.match(path.name)
-        if match:
-            found.append((int(match.group(1)), path))
-    if meta and meta.get("finished") and (out_dir / MODEL).is_file():
-        found.append((int(meta["num_timesteps"]), out_dir / MODEL))
-    if not found:
-        return None
-    steps, path = max(found, key=lambda item: item[0])
-    return path, steps
-
-
-def _truncate_curve(path: Path, steps: int) -> None:
-    """Drop learning-curve rows logged after the checkpoint a run resumes from."""
-    if not path.is_file():
-        return
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    kept = [rows[0], *(r for r in rows[1:] if r and int(r[0]) <= steps)] if rows else [_CURVE_HEADER]
-    with open(path, "w", newline="") as f:
-        csv.writer(f).writerows(kept)
-
-
-def make_train_env(
-    env_id: str,
-    algo: str,
-    scenario: str,
-    env_kwargs: Mapping[str, Any] | None,
-    n_envs: int,
-    seed: int,
-    vectorized: bool = False,
-) -> VecEnv:
-    """The monitored vector env an algorithm trains on (before VecNormalize).
-
-    Gymnasium ids: ``make_vec_env`` over ``n_envs`` copies in a ``DummyVecEnv``
-    (MaskablePPO gets ``action_masks()``); with ``vectorized``, the env's batched
-    ``vector_entry_point`` env of ``n_envs`` copies behind :class:`SB3VectorAdapter`;
-    parallel ids: :func:`~edgelam.agents.marl.shared_vec_env` (``n_envs`` games of the
-    env's batched parallel game where it has one, else SuperSuit over ``n_envs`` copies;
-    ``vectorized`` asks for the batched game).
-
-    Raises:
-        ValueError: if the algorithm does not handle the env's action space (or is
-            ``maskable_ppo`` on a parallel env), or ``vectorized`` is asked of an env
-            without a ``vector_entry_point``, or with ``maskable_ppo`` of one whose vector
-            env has no ``action_masks()``.
-    """
-    if vectorized and not (is_parallel(env_id) and has_batched_game(env_id, env_kwargs)):
-        spec = None if is_parallel(env_id) else gym.spec(env_id)
-        if spec is None or spec.vector_entry_point is None:
-            raise ValueError(
-                f"vectorized: {env_id} has no batched vector env (needs a registered vector_entry_point)"
-            )
-        creator = spec.vector_entry_point
-        if isinstance(creator, str):
-            creator = load_env_creator(creator)
-        if algo == "maskable_ppo" and not callable(getattr(creator, "action_masks", None)):
-            raise ValueError(
-                f"vectorized: maskable_ppo needs action_masks() of the vector env; {env_id}'s vector env has none"
-            )
-        kwargs = env_kwargs_for(scenario, env_kwargs)
-        try:
-            batched = gym.make_vec(env_id, num_envs=n_envs, vectorization_mode="vector_entry_point", **kwargs)
-        except TypeError as exc:
-            raise ValueError(f"{env_id}: bad arguments {kwargs}: {exc}") from exc
-        venv: VecEnv = SB3VectorAdapter(batched)
-        venv.seed(seed)
-        venv.action_space.seed(seed)
-    elif is_parallel(env_id):
-        if algo == "maskable_ppo":
-            raise ValueError("maskable_ppo is not supported with parameter sharing (parallel envs)")
-        venv = shared_vec_env(env_id, n_envs, seed, scenario, env_kwargs)
-    else:
-
-        def env_fn() -> gym.Env:
-            env = make_env(env_id, scenario, env_kwargs)
-            return with_action_masks(env) if algo == "maskable_ppo" else env
-
-        venv = make_vec_env(env_fn, n_envs=n_envs, seed=seed, vec_env_cls=DummyVecEnv)
-    if not isinstance(venv.action_space, _SPACES[algo]):
-        venv.close()
-        allowed = ", ".join(s.__name__ for s in _SPACES[algo])
-        raise ValueError(f"{algo} needs a {allowed} action space; {env_id} has {venv.action_space}")
-    return venv
 
 
 def train(
@@ -304,136 +190,182 @@ def train(
             algorithm does not handle, a run already in ``out_dir`` without
             ``resume``, or a resumed run whose settings differ.
     """
-    check_env_id(env_id)
-    algo_cls = hp.algo_class(algo)
-    params = hp.resolve(env_id, algo, hyperparams)
-    params.pop("n_timesteps", None)  # the file's default budget; this run's is ``timesteps``
-    if n_envs is not None:
-        params = hp.validate(algo, {**params, "n_envs": n_envs})
-    out_dir = Path(out_dir)
-    settings = _jsonable(
-        {
-            "env_id": env_id,
-            "algo": algo,
-            "seed": seed,
-            "scenario": str(scenario),
-            "env_kwargs": dict(env_kwargs or {}),
-            "hyperparams": params,
-            **({"vectorized": True} if vectorized else {}),
-        }
+    run = TrainSettings(
+        env_id,
+        algo,
+        timesteps,
+        seed,
+        Path(out_dir),
+        scenario,
+        dict(env_kwargs or {}),
+        hyperparams,
+        resume=resume,
+        n_envs=n_envs,
+        vectorized=vectorized,
+        threads=threads,
+        checkpoint_freq=checkpoint_freq,
     )
-    meta = read_meta(out_dir)
-    start: tuple[Path, int] | None = None
-    if meta is not None:
-        if not resume:
-            raise ValueError(f"{out_dir} already holds a run; pass resume=True (--resume) or another out_dir")
-        changed = sorted(k for k in {*settings, "vectorized"} if meta.get(k) != settings.get(k))
-        if changed:
-            raise ValueError(
-                f"{out_dir} holds a run with other settings ({', '.join(changed)}); use another out_dir"
-            )
-        start = _latest(out_dir, meta)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    curve_path = out_dir / LEARNING_CURVE
-    previous_wall = float(meta.get("wall_time_s", 0.0)) if meta else 0.0
-    start_steps = start[1] if start else 0
+    return cast(TrainResult, train_run(SB3Trainer(algo, callbacks), run, progress))
 
-    if start is not None and meta.get("finished") and start_steps >= timesteps:
-        model = algo_cls.load(start[0], device="cpu")
-        stats = out_dir / VECNORMALIZE
-        return TrainResult(
-            model=model,
-            out_dir=out_dir,
-            model_path=out_dir / MODEL,
-            vecnormalize_path=stats if stats.is_file() else None,
-            algo=algo,
-            seed=seed,
-            num_timesteps=model.num_timesteps,
-            resumed_from=start_steps,
-            wall_time_s=previous_wall,
-            learning_curve=curve_path,
+
+class SB3Trainer:
+    """The :class:`~edgelam.agents.trainers.Trainer` of SB3's algorithms (what :func:`train` runs).
+
+    Args:
+        algo: a key of :data:`edgelam.agents.hyperparams.ALGOS`.
+        callbacks: SB3 callbacks called while learning, after the run's own.
+
+    Raises:
+        ValueError: on an unknown algorithm.
+    """
+
+    adversarial = False
+    final = MODEL
+
+    def __init__(self, algo: str, callbacks: Sequence[BaseCallback] = ()) -> None:
+        self.algo_cls = hp.algo_class(algo)
+        self.algo = algo
+        self.hyperparams_algo = algo
+        self.callbacks = tuple(callbacks)
+
+    def params(self, run: TrainSettings) -> dict[str, Any]:
+        """The run's hyperparameters: the env's entry, the overrides, ``n_envs``."""
+        params = hp.resolve(run.env_id, self.algo, run.hyperparams)
+        params.pop("n_timesteps", None)  # the file's default budget; this run's is ``timesteps``
+        if run.n_envs is not None:
+            params = hp.validate(self.algo, {**params, "n_envs": run.n_envs})
+        return params
+
+    def settings(self, run: TrainSettings) -> dict[str, Any]:
+        """Env, algorithm, seed, scenario and the resolved hyperparameters (``vectorized`` when set)."""
+        check_env_id(run.env_id)
+        return _jsonable(
+            {
+                "env_id": run.env_id,
+                "algo": self.algo,
+                "seed": run.seed,
+                "scenario": str(run.scenario),
+                "env_kwargs": dict(run.env_kwargs),
+                "hyperparams": self.params(run),
+                **({"vectorized": True} if run.vectorized else {}),
+            }
         )
 
-    if meta is not None:
-        _truncate_curve(curve_path, start_steps)
-    run_seed = seed + start_steps
-    set_random_seed(run_seed)
-    venv = make_train_env(env_id, algo, scenario, env_kwargs, params["n_envs"], run_seed, vectorized)
-    norm_kwargs = hp.normalize_kwargs(params)
-    if norm_kwargs is not None:
-        stats_path = vecnormalize_path(start[0]) if start else None
-        if stats_path is not None:
-            venv = VecNormalize.load(str(stats_path), venv)
-            venv.training = True
-        else:
-            venv = VecNormalize(venv, **norm_kwargs)
-    kwargs = hp.sb3_kwargs(params)
-    kwargs.setdefault("device", "cpu")
-    tb_dir = str(out_dir / "tb")
-    if start is None:
-        if not params.get("policy"):
-            dict_obs = isinstance(venv.observation_space, gym.spaces.Dict)
-            kwargs["policy"] = "MultiInputPolicy" if dict_obs else "MlpPolicy"
-        else:
-            kwargs["policy"] = params["policy"]
-        model = algo_cls(env=venv, seed=seed, tensorboard_log=tb_dir, verbose=0, **kwargs)
-    else:
-        model = algo_cls.load(start[0], env=venv, device=kwargs["device"], tensorboard_log=tb_dir)
-    model.set_random_seed(run_seed)
+    def budget(self, run: TrainSettings) -> int:
+        """The run's timesteps."""
+        return run.timesteps
 
-    if is_parallel(env_id):  # recorded, not compared on resume: both simulators play the same game
-        recorded = {"parameter_sharing": "batched" if has_batched_game(env_id, env_kwargs) else "supersuit"}
-    else:
-        recorded = {}
-    running = {**settings, **recorded, "timesteps": timesteps, "finished": False, "wall_time_s": previous_wall}
-    _write_meta(out_dir, running)
-    checkpoints = CheckpointCallback(
-        save_freq=max((checkpoint_freq or max(timesteps // 5, 1000)) // params["n_envs"], 1),
-        save_path=str(out_dir / CHECKPOINTS),
-        name_prefix="model",
-        save_vecnormalize=True,
-    )
-    curve = LearningCurveCallback(curve_path)
-    began = time.perf_counter()
-    try:
-        with torch_threads(threads):
-            model.learn(
-                total_timesteps=max(timesteps - start_steps, 1),
-                callback=[checkpoints, curve, *callbacks],
-                tb_log_name=algo,
-                reset_num_timesteps=start is None,
-                progress_bar=progress,
-            )
-    finally:
-        curve.close()
-    wall = previous_wall + time.perf_counter() - began
-
-    model.save(out_dir / MODEL)
-    stats = None
-    if isinstance(venv, VecNormalize):
+    def load(self, run: TrainSettings, start: Resume) -> TrainResult:
+        """The finished model in the folder."""
+        out_dir = Path(run.out_dir)
+        model = self.algo_cls.load(start.checkpoint, device="cpu")
         stats = out_dir / VECNORMALIZE
-        venv.save(str(stats))
-    venv.close()
-    _write_meta(
-        out_dir,
-        {
-            **settings,
-            **recorded,
-            "timesteps": timesteps,
-            "num_timesteps": int(model.num_timesteps),
-            "finished": True,
-            "wall_time_s": wall,
-        },
-    )
-    return TrainResult(
-        model=model,
-        out_dir=out_dir,
-        model_path=out_dir / MODEL,
-        vecnormalize_path=stats,
-        algo=algo,
-        seed=seed,
-        num_timesteps=int(model.num_timesteps),
-        resumed_from=start_steps,
-        wall_time_s=wall,
-        learning_curve=curve_path,
-    )
+        return TrainResult(
+            env_id=run.env_id,
+            algo=self.algo,
+            seed=run.seed,
+            out_dir=out_dir,
+            num_timesteps=model.num_timesteps,
+            wall_time_s=start.wall_time_s,
+            learning_curve=out_dir / LEARNING_CURVE,
+            reused=True,
+            model=model,
+            model_path=out_dir / MODEL,
+            vecnormalize_path=stats if stats.is_file() else None,
+            resumed_from=start.steps,
+        )
+
+    def fit(self, run: TrainSettings, start: Resume, progress: bool) -> TrainResult:
+        """Train from the latest checkpoint (or from scratch) to ``run.timesteps``; save model, statistics, meta."""
+        algo, env_id, env_kwargs, timesteps, seed = self.algo, run.env_id, run.env_kwargs, run.timesteps, run.seed
+        params = self.params(run)
+        settings = self.settings(run)
+        out_dir = Path(run.out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        curve_path = out_dir / LEARNING_CURVE
+        previous_wall = start.wall_time_s
+        if start.meta is not None:
+            truncate_curve(curve_path, start.steps)
+        run_seed = seed + start.steps
+        set_random_seed(run_seed)
+        venv = make_train_env(env_id, algo, run.scenario, env_kwargs, params["n_envs"], run_seed, run.vectorized)
+        norm_kwargs = hp.normalize_kwargs(params)
+        if norm_kwargs is not None:
+            stats_path = vecnormalize_path(start.checkpoint) if start.checkpoint else None
+            if stats_path is not None:
+                venv = VecNormalize.load(str(stats_path), venv)
+                venv.training = True
+            else:
+                venv = VecNormalize(venv, **norm_kwargs)
+        kwargs = hp.sb3_kwargs(params)
+        kwargs.setdefault("device", "cpu")
+        tb_dir = str(out_dir / "tb")
+        if start.checkpoint is None:
+            if not params.get("policy"):
+                dict_obs = isinstance(venv.observation_space, gym.spaces.Dict)
+                kwargs["policy"] = "MultiInputPolicy" if dict_obs else "MlpPolicy"
+            else:
+                kwargs["policy"] = params["policy"]
+            model = self.algo_cls(env=venv, seed=seed, tensorboard_log=tb_dir, verbose=0, **kwargs)
+        else:
+            model = self.algo_cls.load(start.checkpoint, env=venv, device=kwargs["device"], tensorboard_log=tb_dir)
+        model.set_random_seed(run_seed)
+
+        if is_parallel(env_id):  # recorded, not compared on resume: both simulators play the same game
+            recorded = {"parameter_sharing": "batched" if has_batched_game(env_id, env_kwargs) else "supersuit"}
+        else:
+            recorded = {}
+        running = {**settings, **recorded, "timesteps": timesteps, "finished": False, "wall_time_s": previous_wall}
+        write_meta(out_dir, running)
+        checkpoints = CheckpointCallback(
+            save_freq=max((run.checkpoint_freq or max(timesteps // 5, 1000)) // params["n_envs"], 1),
+            save_path=str(out_dir / CHECKPOINTS),
+            name_prefix="model",
+            save_vecnormalize=True,
+        )
+        curve = LearningCurveCallback(curve_path)
+        began = time.perf_counter()
+        try:
+            with torch_threads(run.threads):
+                model.learn(
+                    total_timesteps=max(timesteps - start.steps, 1),
+                    callback=[checkpoints, curve, *self.callbacks],
+                    tb_log_name=algo,
+                    reset_num_timesteps=start.checkpoint is None,
+                    progress_bar=progress,
+                )
+        finally:
+            curve.close()
+        wall = previous_wall + time.perf_counter() - began
+
+        model.save(out_dir / MODEL)
+        stats = None
+        if isinstance(venv, VecNormalize):
+            stats = out_dir / VECNORMALIZE
+            venv.save(str(stats))
+        venv.close()
+        write_meta(
+            out_dir,
+            {
+                **settings,
+                **recorded,
+                "timesteps": timesteps,
+                "num_timesteps": int(model.num_timesteps),
+                "finished": True,
+                "wall_time_s": wall,
+            },
+        )
+        return TrainResult(
+            env_id=env_id,
+            algo=algo,
+            seed=seed,
+            out_dir=out_dir,
+            num_timesteps=int(model.num_timesteps),
+            wall_time_s=wall,
+            learning_curve=curve_path,
+            reused=False,
+            model=model,
+            model_path=out_dir / MODEL,
+            vecnormalize_path=stats,
+            resumed_from=start.steps,
+        )

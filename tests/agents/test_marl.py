@@ -9,7 +9,8 @@ import pytest
 
 from edgelam.agents.evaluate import evaluate
 from edgelam.agents.marl import parallel_vec_env
-from edgelam.agents.rarl import OpponentView, train_rarl
+from edgelam.agents.opponent import OpponentView
+from edgelam.agents.rarl import train_rarl
 from edgelam.agents.train import train
 from tests.agents.conftest import TOY_PAR, TOY_ZERO_SUM, ToyParallelEnv, ToyZeroSumEnv
 
