@@ -44,13 +44,15 @@ from typing import Any
 
 from rich.console import Console
 
+from edgelam.agents.common import jsonable
 from edgelam.agents.compare import (
     CompareJob,
     ComparePlan,
     CompareResult,
+    CompareSettings,
     JobResult,
+    compare_settings,
     finish_compare,
-    jsonable,
     plan_compare,
     run_job,
 )
@@ -190,30 +192,20 @@ def _fit(
 
 
 def compare_ray(
-    env_id: str,
-    scenario: str = "default",
-    algos: Sequence[str] | None = None,
-    seeds: Sequence[int] | None = None,
-    timesteps: int | None = None,
-    baselines: Sequence[str] | None = None,
-    episodes: int | None = None,
-    out_dir: str | Path = "runs/compare",
-    quick: bool = False,
-    env_kwargs: Mapping[str, Any] | None = None,
+    settings: CompareSettings | str,
+    *,
     progress: bool = True,
-    eval_seed: int = 10_000,
-    hyperparams: Mapping[str, Mapping[str, Any]] | None = None,
     console: Console | None = None,
-    eval_adversary: str | Path = "random",
     address: str | None = None,
     workers: int | None = None,
     max_failures: int = 2,
     cpus_per_trial: float = 1.0,
+    **fields: Any,
 ) -> CompareResult:
     """:func:`edgelam.agents.compare.compare` with each job as a Ray Tune trial.
 
-    The arguments up to ``eval_adversary`` are those of ``compare`` (``progress`` also
-    shows Tune's status table and the workers' output). Then:
+    ``settings``, ``progress``, ``console`` and ``fields`` are those of ``compare`` (``progress``
+    also shows Tune's status table and the workers' output). Then:
 
     Args:
         address: Ray cluster to join; ``None`` starts a local instance (shut down at
@@ -238,21 +230,7 @@ def compare_ray(
         raise ValueError(f"max_failures must be >= 0, got {max_failures}")
     if cpus_per_trial <= 0:
         raise ValueError(f"cpus_per_trial must be > 0, got {cpus_per_trial}")
-    plan = plan_compare(
-        env_id,
-        scenario=scenario,
-        algos=algos,
-        seeds=seeds,
-        timesteps=timesteps,
-        baselines=baselines,
-        episodes=episodes,
-        out_dir=out_dir,
-        quick=quick,
-        env_kwargs=env_kwargs,
-        eval_seed=eval_seed,
-        hyperparams=hyperparams,
-        eval_adversary=eval_adversary,
-    )
+    plan = plan_compare(compare_settings(settings, fields))
     plan.out_dir.mkdir(parents=True, exist_ok=True)
     console = console or Console()
     from ray import tune

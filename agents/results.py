@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from edgelam.agents.common import env_name, markdown_table
-from edgelam.agents.compare import PAIRED_NOTE, compare, paired_lines
+from edgelam.agents.compare import PAIRED_NOTE, CompareSettings, compare, paired_lines
 from edgelam.envs.core.config import bounds, build, configs_dir
 
 # words that state a verdict; in docs/results.md they come from the paired test alone
@@ -92,7 +92,7 @@ def run_results(
     sections = []
     start = time.perf_counter()
     for e in entries:
-        res = compare(
+        settings = CompareSettings(
             e.env,
             scenario=e.scenario,
             algos=e.algos,
@@ -100,8 +100,8 @@ def run_results(
             timesteps=e.timesteps,
             episodes=e.episodes,
             out_dir=Path(out_dir) / env_name(e.env),
-            progress=progress,
         )
+        res = compare(settings, progress=progress)
         train_s = [float(r["wall_time_s"]) for r in res.runs]
         lines = [
             f"## {e.env} (scenario `{e.scenario}`)",

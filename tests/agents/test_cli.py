@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from edgelam import baselines
-from edgelam.agents.cli import main, parse_sets
+from edgelam.agents.cli import main
+from edgelam.agents.cli_args import parse_sets
 from edgelam.envs import registration
 from tests.agents.conftest import TOY, TOY_PAR, TOY_ZERO_SUM, HintPolicy
 

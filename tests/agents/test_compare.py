@@ -10,9 +10,9 @@ import pytest
 from rich.console import Console
 
 from edgelam import baselines
-from edgelam.agents import compare as compare_module
 from edgelam.agents.compare import compare, format_cell
 from edgelam.agents.plots import plot_v_tradeoff
+from edgelam.agents.train import SB3Trainer
 from tests.agents.conftest import TOY, TOY_ZERO_SUM
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -74,20 +74,20 @@ def test_outputs_exist_parse_and_the_table_equals_the_csv(tmp_path, tiny_ppo):
 
 def test_rerun_reuses_finished_runs_and_interrupted_runs_resume(tmp_path, tiny_ppo, monkeypatch):
     console, _ = _console()
-    real_train = compare_module.train
+    real_fit = SB3Trainer.fit
     calls = []
 
-    def train_then_interrupt(*args, **kwargs):
-        calls.append(kwargs["seed"])
+    def fit_then_interrupt(self, run, start, progress):
+        calls.append(run.seed)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real_train(*args, **kwargs)
+        return real_fit(self, run, start, progress)
 
-    monkeypatch.setattr(compare_module, "train", train_then_interrupt)
+    monkeypatch.setattr(SB3Trainer, "fit", fit_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         _run(tmp_path, tiny_ppo, console)
     assert (tmp_path / "runs" / "ppo" / "seed_0" / "model.zip").is_file()
-    monkeypatch.setattr(compare_module, "train", real_train)
+    monkeypatch.setattr(SB3Trainer, "fit", real_fit)
 
     first = _run(tmp_path, tiny_ppo, console)
     assert [r["reused"] for r in first.runs] == [True, False]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from edgelam.agents.compare import MAX_TABLE_METRICS, _table_metrics, _tradeoff_pair
+from edgelam.agents.compare import MAX_TABLE_METRICS, table_metrics, tradeoff_pair
 from edgelam.agents.plots import binned_curve, plot_learning_curves, plot_tradeoff
 
 DIRECTIONS = {"return": "max", "latency_s": "min", "energy_j": "min", "quality": "max", "loss": "min"}
@@ -24,16 +24,16 @@ def _summary():
 
 
 def test_headline_columns_are_the_key_metrics_that_policies_change_and_the_budget():
-    cols = _table_metrics(_summary(), DIRECTIONS, cost_keys=("virtual_queue",))
+    cols = table_metrics(_summary(), DIRECTIONS, cost_keys=("virtual_queue",))
     # loss has a direction but the same value for both policies; snr_db, prompt_index and split_layer have none
     assert cols == ["return", "latency_s", "energy_j", "quality", "virtual_queue"]
-    assert _table_metrics(_summary(), DIRECTIONS) == ["return", "latency_s", "energy_j", "quality"]
+    assert table_metrics(_summary(), DIRECTIONS) == ["return", "latency_s", "energy_j", "quality"]
     many = {p: {**s, **{f"m{i}_s": (float(i + (p == "ppo")), 0.0, 1) for i in range(9)}} for p, s in _summary().items()}
-    wide = _table_metrics(many, {**DIRECTIONS, **{f"m{i}_s": "min" for i in range(9)}})
+    wide = table_metrics(many, {**DIRECTIONS, **{f"m{i}_s": "min" for i in range(9)}})
     assert len(wide) == 1 + MAX_TABLE_METRICS
-    assert _tradeoff_pair(cols) == ("latency_s", "energy_j")
-    assert _tradeoff_pair(["return", "tokens", "accepted_tokens"]) == ("tokens", "accepted_tokens")
-    assert _tradeoff_pair(["return", "loss"]) is None
+    assert tradeoff_pair(cols) == ("latency_s", "energy_j")
+    assert tradeoff_pair(["return", "tokens", "accepted_tokens"]) == ("tokens", "accepted_tokens")
+    assert tradeoff_pair(["return", "loss"]) is None
 
 
 def test_episodes_ending_at_one_timestep_give_one_point():

@@ -1,0 +1,239 @@
+"""The plan of a compare: its settings resolved and validated, and its jobs.
+
+:class:`CompareSettings` is what a compare is (every engine takes it); :func:`plan_compare`
+resolves its defaults (:data:`QUICK` / :data:`FULL`), checks the algorithms against the env
+(an adversarial env trains only the trainers that are adversarial, e.g. RARL) and lists the
+jobs, one per (algorithm, seed) and one per baseline, that every engine runs the same way
+(:func:`edgelam.agents.compare.run.run_job`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from edgelam import baselines as baseline_registry
+from edgelam.agents.common import (
+    check_env_id,
+    is_adversarial,
+    is_parallel,
+    make_env,
+    make_parallel,
+    metric_directions,
+)
+from edgelam.agents.trainers import TRAINERS, is_adversarial_algo
+
+QUICK = {"algos": ("ppo",), "seeds": (0, 1), "timesteps": 20_000, "episodes": 10}
+FULL = {"algos": ("ppo",), "seeds": (0, 1, 2), "timesteps": 100_000, "episodes": 30}
+
+
+@dataclass(frozen=True)
+class CompareSettings:
+    """What a compare is: the env, the agents and baselines, the budget, the folder.
+
+    Attributes:
+        env_id: a Gymnasium id or an edgelam parallel id (agents share parameters).
+        scenario: scenario name or YAML path.
+        algos: algorithms to train (default ``("ppo",)``; on an adversarial env the
+            adversarial trainers, ``("rarl",)``).
+        seeds: training seeds (default ``(0, 1, 2)``; quick: ``(0, 1)``).
+        timesteps: env steps per training run (default 100k; quick: 20k).
+        baselines: baseline names (default: every one available for the env; those
+            raising ``ValueError`` on this scenario are skipped, with the reason recorded
+            under ``skipped_baselines`` in the settings; a named one that fails raises).
+        episodes: evaluation episodes per policy and training seed (default 30; quick: 10).
+        out_dir: output folder (layout in :mod:`edgelam.agents.compare`); rerunning with the
+            same folder reuses finished runs and resumes interrupted ones.
+        quick: the defaults above that finish in a few minutes on two cores.
+        env_kwargs: dotted scenario overrides.
+        eval_seed: reset seed of the first evaluation episode (episode ``i``: ``eval_seed + i``),
+            kept apart from the training seeds.
+        hyperparams: algorithm -> hyperparameter overrides.
+        eval_adversary: on an adversarial env, the adversary every protagonist (trained
+            or baseline) is evaluated against: a baseline name or a saved policy.
+    """
+
+    env_id: str
+    scenario: str = "default"
+    algos: Sequence[str] | None = None
+    seeds: Sequence[int] | None = None
+    timesteps: int | None = None
+    baselines: Sequence[str] | None = None
+    episodes: int | None = None
+    out_dir: str | Path = "runs/compare"
+    quick: bool = False
+    env_kwargs: Mapping[str, Any] | None = None
+    eval_seed: int = 10_000
+    hyperparams: Mapping[str, Mapping[str, Any]] | None = None
+    eval_adversary: str | Path = "random"
+
+
+def compare_settings(settings: CompareSettings | str, fields: Mapping[str, Any]) -> CompareSettings:
+    """``settings`` with ``fields`` replaced; an env id and fields build new settings.
+
+    Raises:
+        TypeError: on a name that is not a field of :class:`CompareSettings`.
+    """
+    if isinstance(settings, str):
+        return CompareSettings(settings, **fields)
+    return replace(settings, **fields) if fields else settings
+
+
+@dataclass(frozen=True)
+class CompareJob:
+    """One unit of work of a compare: train and evaluate one (algorithm, seed), or evaluate one baseline.
+
+    Every engine runs the same jobs through :func:`run_job` (the local engine in this
+    process, the Ray engine as one Tune trial each), so their results are the same.
+
+    Attributes:
+        env_id: the env id.
+        scenario: scenario name or YAML path.
+        env_kwargs: dotted scenario overrides.
+        kind: ``"agent"`` (train, then evaluate) or ``"baseline"`` (evaluate).
+        name: the algorithm or baseline name.
+        seed: training seed (``None`` for a baseline).
+        timesteps: env steps of the training run.
+        episodes: evaluation episodes.
+        eval_seed: reset seed of the first evaluation episode.
+        run_dir: the training run folder (``None`` for a baseline).
+        hyperparams: the algorithm's hyperparameter overrides.
+        protagonist: on an adversarial env, the protagonist agent (else ``None``).
+        eval_adversary: on an adversarial env, the adversary evaluated against.
+        strict: a baseline named by the user: a ``ValueError`` raises instead of skipping it.
+    """
+
+    env_id: str
+    scenario: str
+    env_kwargs: Mapping[str, Any]
+    kind: str
+    name: str
+    seed: int | None
+    timesteps: int
+    episodes: int
+    eval_seed: int
+    run_dir: Path | None = None
+    hyperparams: Mapping[str, Any] | None = None
+    protagonist: str | None = None
+    eval_adversary: str | Path = "random"
+    strict: bool = False
+
+    @property
+    def key(self) -> str:
+        """A name unique within a compare (``agent/ppo/seed_0``, ``baseline/random``)."""
+        return f"{self.kind}/{self.name}" + ("" if self.seed is None else f"/seed_{self.seed}")
+
+
+@dataclass
+class ComparePlan:
+    """The settings of a compare, resolved and validated, and its jobs (see :func:`plan_compare`)."""
+
+    env_id: str
+    scenario: str
+    env_kwargs: dict[str, Any]
+    algos: tuple[str, ...]
+    seeds: tuple[int, ...]
+    timesteps: int
+    episodes: int
+    names: list[str]
+    eval_seed: int
+    quick: bool
+    out_dir: Path
+    directions: dict[str, str]
+    adversarial: bool
+    eval_adversary: str | Path
+    jobs: list[CompareJob]
+
+
+def plan_compare(settings: CompareSettings) -> ComparePlan:
+    """Resolve the defaults of ``settings``, validate them and list the compare's jobs.
+
+    Jobs come in the order of the report: each algorithm x seed, then each baseline.
+
+    Raises:
+        ValueError: on an unknown env id, or algorithms that do not fit the env.
+    """
+    env_id, scenario, env_kwargs, quick = settings.env_id, settings.scenario, settings.env_kwargs, settings.quick
+    baselines, eval_seed, eval_adversary = settings.baselines, settings.eval_seed, settings.eval_adversary
+    algos, seeds, timesteps, episodes = settings.algos, settings.seeds, settings.timesteps, settings.episodes
+    check_env_id(env_id)
+    defaults = QUICK if quick else FULL
+    metadata, agents = _env_info(env_id, scenario, env_kwargs)
+    adversarial = is_adversarial(agents)
+    adversarial_algos = tuple(a for a in TRAINERS if is_adversarial_algo(a))
+    algos = tuple(algos if algos is not None else adversarial_algos if adversarial else defaults["algos"])
+    if adversarial and (not algos or not all(is_adversarial_algo(a) for a in algos)):
+        trained = " or ".join(adversarial_algos)
+        raise ValueError(f"{env_id} is adversarial ({agents}): the algorithm to train is {trained}, not {algos}")
+    misplaced = [a for a in algos if is_adversarial_algo(a)]
+    if not adversarial and misplaced:
+        raise ValueError(
+            f"{misplaced[0]} needs an adversarial env (agents [protagonist, 'adversary']); {env_id} is not"
+        )
+    seeds = tuple(seeds if seeds is not None else defaults["seeds"])
+    timesteps = int(timesteps if timesteps is not None else defaults["timesteps"])
+    episodes = int(episodes if episodes is not None else defaults["episodes"])
+    names = list(baselines if baselines is not None else baseline_registry.available(env_id))
+    clash = set(names) & set(algos)
+    if clash:
+        raise ValueError(f"names used both as algorithm and baseline: {sorted(clash)}")
+    out_dir = Path(settings.out_dir)
+    common = {
+        "env_id": env_id,
+        "scenario": scenario,
+        "env_kwargs": dict(env_kwargs or {}),
+        "timesteps": timesteps,
+        "episodes": episodes,
+        "eval_seed": eval_seed,
+        "protagonist": agents[0] if adversarial else None,
+        "eval_adversary": eval_adversary,
+    }
+    jobs = [
+        CompareJob(
+            kind="agent",
+            name=algo,
+            seed=seed,
+            run_dir=out_dir / "runs" / algo / f"seed_{seed}",
+            hyperparams=(settings.hyperparams or {}).get(algo),
+            **common,
+        )
+        for algo in algos
+        for seed in seeds
+    ]
+    jobs += [
+        CompareJob(kind="baseline", name=name, seed=None, strict=baselines is not None, **common) for name in names
+    ]
+    return ComparePlan(
+        env_id=env_id,
+        scenario=scenario,
+        env_kwargs=dict(env_kwargs or {}),
+        algos=algos,
+        seeds=seeds,
+        timesteps=timesteps,
+        episodes=episodes,
+        names=names,
+        eval_seed=eval_seed,
+        quick=quick,
+        out_dir=out_dir,
+        directions=metric_directions(metadata),
+        adversarial=adversarial,
+        eval_adversary=eval_adversary,
+        jobs=jobs,
+    )
+
+
+def _env_info(
+    env_id: str, scenario: str, env_kwargs: Mapping[str, Any] | None
+) -> tuple[dict[str, Any], list[str] | None]:
+    """The env's metadata and, for a parallel env, its agents."""
+    if is_parallel(env_id):
+        env = make_parallel(env_id, scenario, env_kwargs)
+        agents = list(env.possible_agents)
+    else:
+        env = make_env(env_id, scenario, env_kwargs)
+        agents = None
+    metadata = dict(env.metadata)
+    env.close()
+    return metadata, agents
