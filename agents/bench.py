@@ -18,9 +18,7 @@ Actions are sampled before the clock starts and only ``step()`` calls are timed
 * ``ratio_vs_mobile_env``: ``steps_per_s`` over mobile-env's
   ``mobile-small-central-v0`` measured in the same run, when mobile-env is installed.
 
-:func:`bench_marl_train` (``edgelam bench --marl-train``) times parameter-sharing PPO
-training of a PettingZoo env on its batched game against SuperSuit's conversion (what
-training used before the batched game), in the same run.
+Training speed is in :mod:`edgelam.agents.bench_marl` (``edgelam bench --marl-train``).
 """
 
 from __future__ import annotations
@@ -42,10 +40,6 @@ from edgelam.envs import registration
 MOBILE_ENV_ID = "mobile-small-central-v0"
 AGENT_COUNTS = (4, 64, 1024)  # agents of a PettingZoo env whose spec has an agents_key
 AGENT_STEPS = 40_000  # agent-steps timed at each agent count (at least 20 joint steps)
-MARL_ENV_ID = "edgelam/MultiUserOffload-v0"
-# PPO settings where the simulator, not the gradient steps, bounds training: 64 games (256 agent rows
-# of MultiUserOffload), 16,384 transitions per rollout, 4 epochs of 4 minibatches
-THROUGHPUT_PPO = {"n_envs": 64, "n_steps": 64, "batch_size": 4096, "n_epochs": 4}
 
 
 def _time_gym(env: gym.Env, steps: int, seed: int) -> float:
@@ -240,76 +234,8 @@ def bench(
     return {"envs": results, "mobile_env": mobile, "machine": machine_info()}
 
 
-def _learn_steps_per_s(env_id: str, sharing: str, params: dict[str, Any], timesteps: int, seed: int) -> float:
-    """SB3 timesteps (agent-row steps) per second of ``model.learn`` with parameter sharing ``sharing``."""
-    from stable_baselines3.common.vec_env import VecNormalize
-
-    from edgelam.agents import hyperparams as hp
-    from edgelam.agents.common import torch_threads
-    from edgelam.agents.marl import batched_vec_env, parallel_vec_env
-
-    n_envs = params["n_envs"]
-    if sharing == "batched":
-        venv = batched_vec_env(env_id, n_envs, seed)
-    else:
-        venv = parallel_vec_env(lambda: make_parallel(env_id), n_envs, seed)
-    norm = hp.normalize_kwargs(params)
-    if norm is not None:
-        venv = VecNormalize(venv, **norm)
-    kwargs = {"device": "cpu", **hp.sb3_kwargs(params)}
-    model = hp.algo_class("ppo")("MlpPolicy", venv, seed=seed, verbose=0, **kwargs)
-    with torch_threads(1):
-        began = time.perf_counter()
-        model.learn(total_timesteps=timesteps)
-        wall = time.perf_counter() - began
-    venv.close()
-    return model.num_timesteps / wall
-
-
-def bench_marl_train(
-    env_id: str = MARL_ENV_ID,
-    timesteps: int = 65_536,
-    hyperparams: dict[str, Any] | None = None,
-    repeats: int = 2,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """Parameter-sharing PPO training speed on the env's batched game and through SuperSuit, same run.
-
-    Both train the same PPO (``configs/agents`` settings of the env with ``hyperparams`` on top,
-    default :data:`THROUGHPUT_PPO`, ``{}`` for the file's settings alone; VecNormalize as
-    ``edgelam train`` applies it; one torch thread) for ``timesteps`` SB3 timesteps, one per
-    agent row and step, so timesteps/s are agent-steps/s of training. The two run alternately
-    ``repeats`` times; each reports its fastest run (the least disturbed on a busy machine).
-    ``ratio`` = batched / SuperSuit.
-
-    Raises:
-        ValueError: if ``env_id`` has no batched game.
-    """
-    from edgelam.agents import hyperparams as hp
-
-    if registration.find_spec(env_id) is None or registration.find_spec(env_id).batched_entry_point is None:
-        raise ValueError(f"{env_id}: no batched parallel game to train on (its spec has no batched_entry_point)")
-    params = hp.resolve(env_id, "ppo", THROUGHPUT_PPO if hyperparams is None else hyperparams)
-    runs: dict[str, list[float]] = {"supersuit": [], "batched": []}
-    for _ in range(repeats):
-        for sharing in runs:
-            runs[sharing].append(_learn_steps_per_s(env_id, sharing, params, timesteps, seed))
-    best = {k: max(v) for k, v in runs.items()}
-    return {
-        "env_id": env_id,
-        "algo": "ppo",
-        "timesteps": timesteps,
-        "hyperparams": params,
-        "agent_rows": params["n_envs"] * registration.make_batched(env_id).num_agents,
-        "supersuit_steps_per_s": best["supersuit"],
-        "batched_steps_per_s": best["batched"],
-        "ratio": best["batched"] / best["supersuit"],
-        "runs": runs,
-        "machine": machine_info(),
-    }
-
-
-def _fmt(value: float | None, scale: float = 1.0, spec: str = ".3g") -> str:
+def fmt(value: float | None, scale: float = 1.0, spec: str = ".3g") -> str:
+    """``value * scale`` in ``spec``, or ``"-"`` for ``None`` (a cell of the tables)."""
     return "-" if value is None else format(value * scale, spec)
 
 
@@ -326,16 +252,16 @@ def rows(result: dict[str, Any]) -> list[list[str]]:
             [
                 r["env_id"],
                 r["kind"],
-                _fmt(r["steps_per_s"], spec=",.0f"),
-                _fmt(r["mean_step_s"], 1e6, ".3g"),
-                _fmt(r["vector_steps_per_s"], spec=",.0f") + batch,
-                _fmt(r.get("live_mean_step_s"), 1e3, ".3g"),
-                _fmt(r.get("ratio_vs_mobile_env"), spec=".3g"),
+                fmt(r["steps_per_s"], spec=",.0f"),
+                fmt(r["mean_step_s"], 1e6, ".3g"),
+                fmt(r["vector_steps_per_s"], spec=",.0f") + batch,
+                fmt(r.get("live_mean_step_s"), 1e3, ".3g"),
+                fmt(r.get("ratio_vs_mobile_env"), spec=".3g"),
             ]
         )
     mobile = result["mobile_env"]
     if mobile["installed"]:
-        speed, step = _fmt(mobile["steps_per_s"], spec=",.0f"), _fmt(mobile["mean_step_s"], 1e6, ".3g")
+        speed, step = fmt(mobile["steps_per_s"], spec=",.0f"), fmt(mobile["mean_step_s"], 1e6, ".3g")
         out.append([mobile["env_id"], "gymnasium", speed, step, "-", "-", "1"])
     return out
 
@@ -349,24 +275,8 @@ def agent_rows(result: dict[str, Any]) -> list[list[str]]:
     out = [["env", *(f"N = {n:,} agent-steps/s" for n in counts)]]
     for r in measured:
         by_n = {a["num_agents"]: a["agent_steps_per_s"] for a in r["agents"]}
-        out.append([r["env_id"], *(_fmt(by_n.get(n), spec=",.0f") for n in counts)])
+        out.append([r["env_id"], *(fmt(by_n.get(n), spec=",.0f") for n in counts)])
     return out
-
-
-def marl_rows(result: dict[str, Any]) -> list[list[str]]:
-    """:func:`bench_marl_train` as table rows (header first)."""
-    p = result["hyperparams"]
-    settings = f"n_envs {p['n_envs']}, n_steps {p['n_steps']}, batch {p['batch_size']}, epochs {p['n_epochs']}"
-    return [
-        ["env", "PPO settings", "SuperSuit steps/s", "batched steps/s", "ratio"],
-        [
-            result["env_id"],
-            settings,
-            _fmt(result["supersuit_steps_per_s"], spec=",.0f"),
-            _fmt(result["batched_steps_per_s"], spec=",.0f"),
-            f"{result['ratio']:.2f}x",
-        ],
-    ]
 
 
 def _live_line(r: dict[str, Any]) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from edgelam.agents import bench
+from edgelam.agents import bench, bench_marl
 from edgelam.agents.cli_args import Command, print_json
 from edgelam.agents.common import check_env_id
 from edgelam.agents.compare import rich_table
@@ -55,7 +55,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return 0
     if args.marl_train:
         hyperparams = {} if args.marl_env_settings else None
-        marl = bench.bench_marl_train(timesteps=args.marl_timesteps, hyperparams=hyperparams)
+        marl = bench_marl.bench_marl_train(timesteps=args.marl_timesteps, hyperparams=hyperparams)
         if args.json:
             print_json(marl)
             return 0
@@ -63,7 +63,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             f"parameter-sharing PPO, {marl['timesteps']:,} timesteps over {marl['agent_rows']} agent rows "
             f"(fastest of {len(marl['runs']['batched'])} alternating runs each, same run)"
         )
-        Console().print(rich_table(title, bench.marl_rows(marl)), crop=False)
+        Console().print(rich_table(title, bench_marl.marl_rows(marl)), crop=False)
         return 0
     for env_id in args.envs:
         check_env_id(env_id)
@@ -107,7 +107,7 @@ def add_bench(command: Command) -> None:
     p.add_argument(
         "--marl-train",
         action="store_true",
-        help=f"instead: parameter-sharing PPO training steps/s of {bench.MARL_ENV_ID} on its batched game vs "
+        help=f"instead: parameter-sharing PPO training steps/s of {bench_marl.MARL_ENV_ID} on its batched game vs "
         "through SuperSuit, in the same run",
     )
     p.add_argument(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from edgelam.agents import bench
+from edgelam.agents import bench, bench_marl
 from edgelam.agents.cli import main
 
 ENV_ID = "edgelam/MultiUserOffload-v0"
@@ -25,14 +25,14 @@ def test_bench_reports_the_batched_game_and_the_agent_counts():
 
 def test_bench_marl_train_times_both_simulators_with_the_same_ppo(capsys, monkeypatch):
     tiny = {"n_envs": 2, "n_steps": 32, "batch_size": 64, "n_epochs": 1, "policy_kwargs": {"net_arch": [8]}}
-    result = bench.bench_marl_train(ENV_ID, timesteps=256, hyperparams=tiny, repeats=1)
+    result = bench_marl.bench_marl_train(ENV_ID, timesteps=256, hyperparams=tiny, repeats=1)
     assert result["agent_rows"] == 8 and result["hyperparams"]["n_steps"] == 32
     assert result["supersuit_steps_per_s"] > 0 and result["batched_steps_per_s"] > 0
     assert result["ratio"] == result["batched_steps_per_s"] / result["supersuit_steps_per_s"]
     assert len(result["runs"]["batched"]) == len(result["runs"]["supersuit"]) == 1
-    assert bench.marl_rows(result)[1][1] == "n_envs 2, n_steps 32, batch 64, epochs 1"
+    assert bench_marl.marl_rows(result)[1][1] == "n_envs 2, n_steps 32, batch 64, epochs 1"
     calls = []
-    monkeypatch.setattr(bench, "bench_marl_train", lambda **kw: calls.append(kw) or result)
+    monkeypatch.setattr(bench_marl, "bench_marl_train", lambda **kw: calls.append(kw) or result)
     assert main(["bench", "--marl-train", "--marl-timesteps", "512", "--marl-env-settings", "--json"]) == 0
     assert calls == [{"timesteps": 512, "hyperparams": {}}]
     assert json.loads(capsys.readouterr().out)["ratio"] == result["ratio"]
