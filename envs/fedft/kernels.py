@@ -22,7 +22,12 @@ import math
 
 import numpy as np
 
-from edgelam.envs.core.jit import njit, virtual_queue_step
+# numpy's error model (no zero check before each division, so the loops pipeline): no divisor below can be 0.
+# Bandwidth, rate and request sums are tested before they divide; the CPU frequency, deadline, noise,
+# SNR reference, episode length, topic count and initial loss are positive (config bounds, shipped values);
+# a participant's data size is >= 8 samples, and a budget is floored at 1e-12.
+from edgelam.envs.core.jit import njit_numpy_errors as njit
+from edgelam.envs.core.jit import virtual_queue_step
 
 
 @njit
