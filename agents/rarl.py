@@ -35,7 +35,7 @@ from edgelam.agents import hyperparams as hp
 from edgelam.agents.common import ParallelFactory, is_parallel, jsonable, make_parallel, torch_threads
 from edgelam.agents.opponent import OpponentView, one_side_vec_env
 from edgelam.agents.policies import NormalizedPolicy
-from edgelam.agents.runs import HISTORY, LEARNING_CURVE, META, MODEL, VECNORMALIZE, Resume, write_meta
+from edgelam.agents.runs import HISTORY, LEARNING_CURVE, MODEL, VECNORMALIZE, Resume, write_meta
 from edgelam.agents.train import LearningCurveCallback
 from edgelam.agents.trainers import TrainedRun, TrainSettings
 from edgelam.baselines import Policy
@@ -216,7 +216,7 @@ def train_rarl(
             "num_timesteps": int(models[agent].num_timesteps),
             "finished": True,
         }
-        (folder / META).write_text(json.dumps(meta, indent=2, default=str) + "\n")
+        write_meta(folder, meta)
         venvs[agent].close()
     (out_dir / HISTORY).write_text(json.dumps(history, indent=2) + "\n")
     return RarlResult(
@@ -306,7 +306,9 @@ class RarlTrainer:
         """0: the settings fix the phases, so a finished run with them is reused."""
         return 0
 
-    def _run(self, run: TrainSettings, steps: int, wall: float, reused: bool, history: list) -> RarlRun:
+    def _run(
+        self, run: TrainSettings, steps: int, wall: float, reused: bool, history: list[dict[str, Any]]
+    ) -> RarlRun:
         env = make_parallel(run.env_id, run.scenario, run.env_kwargs)
         agents = list(env.possible_agents)
         env.close()
