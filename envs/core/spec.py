@@ -54,7 +54,9 @@ class EnvSpec:
             (``num_users``), or ``None`` where the agents are fixed; ``edgelam bench`` scales it.
         backends: the values the constructor takes for ``backend=``, the default first.
         cost_keys: ``info`` keys of the env's long-term budget (its virtual queue), reported
-            when the scenario sets a budget; empty for an env without one.
+            when the scenario sets a budget; empty for an env without one. Such an env also
+            reports the budgeted quantity of each step in ``info["cost"]`` (Safety-Gymnasium's
+            convention), and :meth:`cost_limit` gives its per-episode limit.
 
     The id is registered without ``max_episode_steps``: each env truncates itself after
     its scenario's ``episode_length``, so an ``episode_length`` override is the episode
@@ -108,3 +110,22 @@ class EnvSpec:
     def episode_length(self, scenario: str | Path = "default") -> int:
         """Steps after which the env truncates, as scenario ``scenario`` sets it."""
         return int(self.load_config(scenario).episode_length)
+
+    def cost_limit(self, scenario: str | Path = "default", **overrides: Any) -> float | None:
+        """The per-episode cost limit of scenario ``scenario`` with dotted ``overrides``, or ``None``.
+
+        Safety-Gymnasium's convention: an episode keeps the env's long-term budget when the sum
+        of its ``info["cost"]`` is at most this limit. The limit is the budget b of the env's
+        virtual queue Z <- max(Z + cost - b, 0) summed over a full episode (b x
+        ``episode_length`` for a budget per step; the env's class docstring says how a budget
+        per token or per task adds up), in the cost's unit (J, or USD for a cloud-spend
+        budget); the scenario config's ``cost_limit()`` computes it from its own values.
+        ``None`` where there is no budget: an env without ``cost_keys`` and a scenario that
+        disables its budget (an unset budget, or MicroserviceRouting-v0 without migration).
+        An episode cut short (an empty battery, a vector env's ``max_episode_steps``) is held
+        to the same limit.
+        """
+        if not self.cost_keys:
+            return None
+        limit = self.load_config(scenario, overrides).cost_limit()
+        return None if limit is None else float(limit)

@@ -137,6 +137,12 @@ class FedFTConfig:
         """Receiver noise PSD N0 F in W/Hz (thermal noise times noise figure)."""
         return self.channel.noise_psd_w_per_hz * 10.0 ** (self.channel.noise_figure_db / 10.0)
 
+    def cost_limit(self) -> float:
+        """Per-episode limit of ``info["cost"]`` (the round's device energy, all devices, J):
+        ``energy_budget_j`` x ``episode_length`` (one round per step). Every scenario has a budget
+        (0 is a budget of zero energy, not none)."""
+        return self.energy_budget_j * self.episode_length
+
     def validate(self) -> None:
         """Cross-field checks -> ValueError naming the key."""
         if self.mode == "split":

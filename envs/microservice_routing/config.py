@@ -90,6 +90,12 @@ class MicroserviceRoutingConfig:
     migration: MigrationConfig = field(default_factory=MigrationConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
 
+    def cost_limit(self) -> float | None:
+        """Per-episode limit of ``info["cost"]`` (migration energy, J): ``migration.budget_j_per_step`` x
+        ``episode_length`` (one routing decision per step), or None when ``migration.enabled`` is false."""
+        m = self.migration
+        return m.budget_j_per_step * self.episode_length if m.enabled else None
+
     def validate(self) -> None:
         """Cross-field checks (catalog names, matrix shape, placement) -> ValueError naming the key."""
         from edgelam.envs.core.hardware import load_hardware_catalog

@@ -94,6 +94,12 @@ class OffloadConfig:
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
 
+    def cost_limit(self) -> float | None:
+        """Per-episode limit of ``info["cost"]`` (``budget.metric``: device energy in J or cloud spend in USD):
+        ``budget.per_task`` x ``episode_length`` (one task per step), or None without ``budget.per_task``."""
+        budget = self.budget.per_task
+        return None if budget is None else budget * self.episode_length
+
     def validate(self) -> None:
         """Cross-field checks (names against the catalogs) -> ValueError naming the key."""
         validate_tiers(self)

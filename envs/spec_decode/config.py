@@ -92,6 +92,18 @@ class SpecDecodeConfig:
     )
     reward: RewardConfig = field(default_factory=RewardConfig)
 
+    def cost_limit(self) -> float | None:
+        """Per-episode limit of ``info["cost"]`` (the round's device energy, J), or None without
+        ``energy_budget_j_per_token``: the budget per token x the tokens of a complete episode,
+        ``energy_budget_j_per_token`` x ``requests_per_episode`` x ``tokens_per_request``.
+
+        The virtual queue's budget of a round is ``energy_budget_j_per_token`` x its emitted tokens, and
+        a complete episode emits exactly ``requests_per_episode`` x ``tokens_per_request`` tokens (a
+        round never emits past the end of its request), so this is the queue's budget summed over it.
+        """
+        budget = self.energy_budget_j_per_token
+        return None if budget is None else budget * self.requests_per_episode * self.tokens_per_request
+
     def validate(self) -> None:
         """Cross-field checks (lengths, names against the catalogs) -> ValueError naming the key."""
         from edgelam.envs.core.hardware import load_hardware_catalog

@@ -53,6 +53,12 @@ class SplitInferenceConfig:
     edge_load: AR1LoadConfig = field(default_factory=AR1LoadConfig)  # background load of the edge (latent AR(1))
     reward: RewardConfig = field(default_factory=RewardConfig)
 
+    def cost_limit(self) -> float | None:
+        """Per-episode limit of ``info["cost"]`` (device energy, J): ``energy_budget_j`` x ``episode_length``
+        (one request per step), or None without ``energy_budget_j``."""
+        budget = self.energy_budget_j
+        return None if budget is None else budget * self.episode_length
+
     def validate(self) -> None:
         """Cross-field checks (names against the catalogs) -> ValueError naming the key."""
         from edgelam.envs.core.hardware import load_hardware_catalog
