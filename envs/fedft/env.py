@@ -57,7 +57,7 @@ POWER_PANELS = (
 
 
 # units of info keys whose name does not state one (metadata["info_units"], read by plot-episode)
-FEDFT_INFO_UNITS = {"virtual_queue": "J", "loss": "nats/token", "topic_loss": "nats/token",
+FEDFT_INFO_UNITS = {"virtual_queue": "J", "cost": "J", "loss": "nats/token", "topic_loss": "nats/token",
                     "loss_decrease": "nats/token"}
 
 
@@ -107,6 +107,7 @@ def allocation_info(params: Params, state: State, out: Outcome, row: int) -> dic
         "virtual_queue": state.queue[row].item(),
         "bandwidth_hz": c.bandwidth_hz[row].copy(),
         "power_w": c.power_w[row].copy(),
+        "cost": energy,
     }
     if params.private:
         eps = state.epsilon(params)[row]
@@ -133,6 +134,7 @@ def power_rewards_infos(
         "uplink_bits": params.bits,
         "downlink_bits": params.downlink_bits,
         "global_reward": global_reward,
+        "cost": c.sums[row, 0].item(),
     }
     eps = state.epsilon(params)[row].tolist() if params.private else None
     if eps is not None:
@@ -251,6 +253,12 @@ class FedFTAllocationEnv(gym.Env):
     ``virtual_queue`` Z(t+1) = max(Z + energy_j - energy_budget_j, 0) (Neely 2010),
     ``topic_loss``, ``bandwidth_hz`` and ``power_w``, and with ``privacy`` ``epsilon`` and
     ``device_epsilon`` (see ``## Privacy``).
+
+    Cost (Safety-Gymnasium's convention): ``info["cost"]`` is the round's total device energy
+    in J (``energy_j``, what the queue accumulates), reported every round. The per-episode
+    limit ``ALLOCATION.cost_limit(scenario)`` is ``energy_budget_j`` x ``episode_length`` J
+    (60 J in scenario ``default``: 2 J x 30 rounds); every scenario has one (a budget of 0 J
+    is a limit of 0 J).
 
     ## Episode End
     Truncated after the scenario's ``episode_length`` rounds (30 by default; the id
@@ -377,6 +385,14 @@ class FedFTPowerEnv(ParallelEnv):
     ``num_participants``, ``total_energy_j``, ``round_latency_s``, ``virtual_queue``,
     ``uplink_bits``, ``downlink_bits`` and ``global_reward`` (the FedFTAllocation-v0 reward of the round);
     with ``privacy`` also its own ``epsilon`` and the largest, ``max_epsilon``.
+
+    Cost (Safety-Gymnasium's convention): the energy budget is shared, one virtual queue
+    Z(t+1) = max(Z + total_energy_j - energy_budget_j, 0) for all devices, so every agent's
+    ``info["cost"]`` is the same: the round's total device energy in J (``total_energy_j``,
+    what the shared queue accumulates; an agent's own part is its ``energy_j``). The
+    per-episode limit ``POWER.cost_limit(scenario)`` is ``energy_budget_j`` x
+    ``episode_length`` J (60 J in scenario ``default``: 2 J x 30 rounds), for each agent's
+    episode cost (not their sum).
 
     ## Episode End
     All agents are truncated after ``episode_length`` rounds; never terminated.

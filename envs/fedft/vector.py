@@ -37,7 +37,7 @@ from edgelam.envs.fedft.spec import POWER
 
 # FedFTPower-v0's per-game info keys, (B,); the others are per device, (B, K)
 GAME_KEYS = ("loss", "num_participants", "total_energy_j", "round_latency_s", "virtual_queue", "uplink_bits",
-             "downlink_bits", "global_reward", "max_epsilon")
+             "downlink_bits", "global_reward", "cost", "max_epsilon")
 
 
 def _unit_box_actions(actions: Any, space: spaces.Box, meaning: str) -> np.ndarray:
@@ -192,6 +192,7 @@ def allocation_infos(params: Params, state: State, out: Outcome) -> dict[str, np
         "bandwidth_hz": c.bandwidth_hz.copy(),
         "power_w": c.power_w.copy(),
     }
+    info["cost"] = info["energy_j"]  # the energy the queue accumulates: the same (copied) array
     if params.private:
         eps = state.epsilon(params)
         info["epsilon"] = eps.max(axis=1)
@@ -340,6 +341,7 @@ def power_rewards_infos(params: Params, state: State, out: Outcome) -> tuple[np.
         "downlink_bits": np.full(b, params.downlink_bits),
         "global_reward": out.table[:, 2].copy(),
     }
+    info["cost"] = info["total_energy_j"]  # the shared queue's energy, per game (B,): the same (copied) array
     if params.private:
         eps = state.epsilon(params)
         info["epsilon"] = eps

@@ -351,11 +351,13 @@ class Outcome:
         return self.table[:, 9]
 
     def info(self, state: State) -> dict[str, np.ndarray]:
-        """The step's ``info`` arrays (B,): the keys of :data:`OUTCOME_COLUMNS` and ``virtual_queue``."""
+        """The step's ``info`` arrays (B,): the keys of :data:`OUTCOME_COLUMNS`, ``virtual_queue`` and ``cost``
+        (the ``migration_energy_j`` column the queue accumulates)."""
         t = self.table
         info = {key: t[:, i] > 0.0 if key in _FLAGS else t[:, i] for i, key in enumerate(OUTCOME_COLUMNS[:9])}
         info["server"] = t[:, 0].astype(np.int64)
         info["virtual_queue"] = state.virtual_queue.copy()
+        info["cost"] = info["migration_energy_j"]
         return info
 
 
@@ -492,7 +494,7 @@ def transition(params: Params, state: State, actions: np.ndarray, rng: np.random
 
     :func:`advance` on a copy (arguments as there). ``info`` holds ``server``, ``migrated``,
     ``infeasible_action``, ``latency_s``, ``energy_j``, ``migration_energy_j``, ``completed``,
-    ``e2e_latency_s``, ``slo_violated`` and ``virtual_queue`` (the env docstring says what each is).
+    ``e2e_latency_s``, ``slo_violated``, ``virtual_queue`` and ``cost`` (the env docstring says what each is).
     """
     after = state.copy()
     out = advance(params, after, actions, rng)

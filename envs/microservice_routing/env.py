@@ -105,6 +105,12 @@ class MicroserviceRoutingEnv(gym.Env):
     ``energy_j`` (compute + transfer + migration), ``queue_lengths_s`` (K backlogs),
     ``migration_energy_j`` and ``virtual_queue`` (Z(t+1) = max(Z + y - budget, 0)).
 
+    Cost (Safety-Gymnasium's convention): ``info["cost"]`` is the step's migration energy y
+    in J (``migration_energy_j``, what the queue accumulates; 0 without a migration),
+    reported on every step. The per-episode limit ``SPEC.cost_limit(scenario)`` is
+    ``migration.budget_j_per_step`` x ``episode_length`` J (80 J in scenario ``migration``:
+    0.2 J x 400 decisions), ``None`` without ``migration.enabled`` (scenario ``default``).
+
     ## Episode End
     Truncated after the scenario's ``episode_length`` routing decisions (400 by default;
     the id registers no ``max_episode_steps``, so an ``episode_length`` override is the
@@ -126,7 +132,7 @@ class MicroserviceRoutingEnv(gym.Env):
     metadata = {
         "render_modes": RENDER_MODES, "render_fps": RENDER_FPS,
         "info_sums": ("latency_s", "energy_j", "migration_energy_j", "completed"),
-        "info_units": {"virtual_queue": "J"},  # units of info keys whose name does not state one
+        "info_units": {"virtual_queue": "J", "cost": "J"},  # units of info keys whose name does not state one
     }
 
     def __init__(self, scenario: str = "default", backend: str = "replay", render_mode: str | None = None, **overrides):
@@ -186,6 +192,7 @@ class MicroserviceRoutingEnv(gym.Env):
             "infeasible_action": infeasible > 0.0,
             "migration_energy_j": migration_j,
             "virtual_queue": float(self.state.virtual_queue[0]),
+            "cost": migration_j,
             "queue_lengths_s": self._queue,
             "action_mask": self._mask.astype(np.int8),
         }

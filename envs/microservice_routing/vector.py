@@ -12,7 +12,7 @@ from edgelam.envs.microservice_routing.dynamics import OUTCOME_COLUMNS, State, a
 from edgelam.envs.microservice_routing.env import MicroserviceRoutingEnv
 
 # info keys of a step (under a ``_key`` mask, False for the rows that autoreset in it)
-STEP_KEYS = (*OUTCOME_COLUMNS[:-1], "virtual_queue", "queue_lengths_s")
+STEP_KEYS = (*OUTCOME_COLUMNS[:-1], "virtual_queue", "cost", "queue_lengths_s")
 
 
 class MicroserviceRoutingVectorEnv(ReplayVectorEnv):

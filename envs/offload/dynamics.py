@@ -539,7 +539,8 @@ class Outcome:
         return self.table[13] > 0.0
 
     def info(self, params: Params) -> dict[str, np.ndarray]:
-        """The step's ``info`` arrays (B,), in the single env's order (``virtual_queue`` only with a budget)."""
+        """The step's ``info`` arrays (B,), in the single env's order (``virtual_queue`` only with a budget;
+        ``cost`` is the :attr:`cost` row)."""
         t = self.table
         info = {key: t[i] for i, key in enumerate(OUTCOME_ROWS[:4])}
         info["tier"] = TIER_NAMES[t[4].astype(np.int64)]
@@ -549,6 +550,7 @@ class Outcome:
         if params.has_budget:
             info["virtual_queue"] = t[8]
         info["battery_j"] = t[9]
+        info["cost"] = t[11]
         return info
 
 
@@ -598,7 +600,8 @@ def transition(params: Params, state: State, actions: np.ndarray, rng: np.random
 
     :func:`advance` on a copy (arguments as there); the cost is the budgeted metric, ``info`` holds
     ``latency_s``, ``energy_j``, ``quality``, ``cloud_cost_usd``, ``tier``, ``edge_wait_s``,
-    ``uplink_rate_bps``, ``prompt_index``, ``virtual_queue`` (with a budget) and ``battery_j``.
+    ``uplink_rate_bps``, ``prompt_index``, ``virtual_queue`` (with a budget), ``battery_j`` and ``cost``
+    (the returned cost).
     """
     after = state.copy()
     out = advance(params, after, actions, rng, quality)

@@ -109,6 +109,13 @@ class OffloadEnv(gym.Env):
     per token. With ``budget.per_task`` set, Z(t+1) = max(Z + y - budget, 0) for
     y = ``budget.metric`` (Neely 2010) is in ``info["virtual_queue"]``.
 
+    Cost (Safety-Gymnasium's convention): ``info["cost"]`` is that y, reported on every step:
+    the task's device energy in J (``budget.metric: energy_j``, as ``energy_j``) or its cloud
+    spend in USD (``budget.metric: cloud_cost_usd``, as ``cloud_cost_usd``). The per-episode
+    limit ``SPEC.cost_limit(scenario)`` is ``budget.per_task`` x ``episode_length`` in that
+    unit (100 J in scenario ``default``: 0.5 J x 200 tasks), ``None`` without
+    ``budget.per_task``; an episode that ends early on an empty battery is held to it too.
+
     ## Episode End
     Truncated after the scenario's ``episode_length`` tasks (200 by default; the id
     registers no ``max_episode_steps``, so an ``episode_length`` override is the episode length);
@@ -167,7 +174,7 @@ class OffloadEnv(gym.Env):
         self._budget = cfg.budget.per_task
         # the virtual queue is in the unit of the budgeted metric (read by plot-episode)
         unit = "J" if cfg.budget.metric == "energy_j" else "USD"
-        self.metadata = {**self.metadata, "info_units": {"virtual_queue": unit}}
+        self.metadata = {**self.metadata, "info_units": {"virtual_queue": unit, "cost": unit}}
         self._action = np.zeros(1, dtype=np.int64)
         # live backend: the device model's accuracy and confidence on the pending task, the chosen tier's quality
         self._device_acc = 0.0
@@ -236,7 +243,7 @@ class OffloadEnv(gym.Env):
         if self._live is not None:
             self._quality[0] = self._device_acc if a == 0 else self._live.accuracy(self.prompt_index, a)
         out = advance(self.params, self.state, self._action, self.np_random, self._quality)
-        latency, energy, quality, usd, _, wait, rate, prompt, vq, battery, reward, _, terminated, truncated = (
+        latency, energy, quality, usd, _, wait, rate, prompt, vq, battery, reward, cost, terminated, truncated = (
             out.table[:, 0].tolist()
         )
         info = {
@@ -252,6 +259,7 @@ class OffloadEnv(gym.Env):
         if self._budget is not None:
             info["virtual_queue"] = vq
         info["battery_j"] = battery
+        info["cost"] = cost
         obs = out.observation[0] if self._live is None else self._live_observation()
         if self._renderer.history is not None:
             self._renderer.history.append(action, reward, info)

@@ -33,6 +33,7 @@ _STEP_KEYS = (
     "prompt_index",
     "virtual_queue",
     "battery_j",
+    "cost",
 )
 
 

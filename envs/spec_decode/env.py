@@ -156,7 +156,17 @@ class SpecDecodeEnv(gym.Env):
     ## Rewards
     ``-(latency_s + w_E * energy_j) / tokens_per_request`` per round, so a request's return is
     exactly ``-(time per generated token + w_E * device energy per generated token)``
-    (``w_E = reward.energy_weight_per_j``).
+    (``w_E = reward.energy_weight_per_j``). With ``energy_budget_j_per_token`` = b set, the
+    virtual queue Z(t+1) = max(Z + energy_j - b x tokens, 0) (Neely 2010) is reported in
+    ``info["virtual_queue"]``: the round's budget is b per emitted token.
+
+    Cost (Safety-Gymnasium's convention): ``info["cost"]`` is the round's device energy in J
+    (the ``energy_j`` the queue accumulates, not divided by its tokens), reported on every
+    round. The per-episode limit ``SPEC.cost_limit(scenario)`` is b x the tokens of a complete
+    episode, ``energy_budget_j_per_token`` x ``requests_per_episode`` x ``tokens_per_request``
+    J (25.6 J in scenario ``default``: 0.1 J/token x 8 x 32 tokens), ``None`` without a
+    budget; an episode cut short (empty battery, ``episode_length`` reached) emits fewer
+    tokens but is held to the same limit.
 
     ## Episode End
     Terminated when the last request is complete or the battery is empty; truncated after
@@ -189,7 +199,7 @@ class SpecDecodeEnv(gym.Env):
         "render_modes": RENDER_MODES,
         "render_fps": RENDER_FPS,
         "metric_directions": {"tokens": "max", "accepted_tokens": "max"},
-        "info_units": {"virtual_queue": "J"},  # units of info keys whose name does not state one
+        "info_units": {"virtual_queue": "J", "cost": "J"},  # units of info keys whose name does not state one
     }
 
     def __init__(
@@ -324,6 +334,7 @@ class SpecDecodeEnv(gym.Env):
         }
         if self._has_budget:
             info["virtual_queue"] = queue
+        info["cost"] = energy
         if request_done:
             info["request_done"] = True
         if self._renderer.history is not None:

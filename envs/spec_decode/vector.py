@@ -26,6 +26,7 @@ _STEP_KEYS = (
     "device_util",
     "prompt_index",
     "virtual_queue",
+    "cost",
 )
 POOL = 256  # episode starts drawn at once for the users that reset alone
 
@@ -169,6 +170,7 @@ class SpecDecodeVectorEnv(ReplayVectorEnv):
         }
         if self.config.energy_budget_j_per_token is not None:
             info["virtual_queue"] = out[:, dyn.ROUND_QUEUE].copy()
+        info["cost"] = info["energy_j"]  # the energy the queue accumulates: the same (copied) array
         reward = result.reward.copy()
         terminated, truncated = counts[:, dyn.TERMINATED] != 0, counts[:, dyn.TRUNCATED] != 0
         request_done = counts[:, dyn.REQUEST_DONE] != 0

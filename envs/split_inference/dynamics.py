@@ -448,7 +448,8 @@ def _as_int64(row: np.ndarray) -> np.ndarray:
 def step_info(columns: Sequence, integer: Callable[[Any], Any], has_budget: bool) -> dict[str, Any]:
     """A step's ``info`` from the rows of its :class:`Outcome` table: arrays (B,) for the vector env, or a
     row's numbers (``table[:, b].tolist()``, ``integer=int``) for the single env; integer keys through ``integer``.
-    ``virtual_queue`` and ``budget_excess_j`` are there only with an energy budget."""
+    ``virtual_queue`` and ``budget_excess_j`` are there only with an energy budget; ``cost``, the device
+    energy the queue accumulates, always (the ``energy_j`` row itself)."""
     latency, energy, quality, quality_loss, up_bytes, rate, snr, util, layer, bits, prompt, queue, excess = (
         columns[:REWARD]
     )
@@ -468,6 +469,7 @@ def step_info(columns: Sequence, integer: Callable[[Any], Any], has_budget: bool
     if has_budget:
         info["virtual_queue"] = queue
         info["budget_excess_j"] = excess
+    info["cost"] = energy
     return info
 
 

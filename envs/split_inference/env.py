@@ -103,6 +103,11 @@ class SplitInferenceEnv(gym.Env):
     With ``energy_budget_j`` set, the virtual queue Z(t+1) = max(Z + E - budget, 0)
     (Neely 2010) is reported in ``info["virtual_queue"]``.
 
+    Cost (Safety-Gymnasium's convention): ``info["cost"]`` is the request's device energy E
+    in J (the ``energy_j`` the queue accumulates), reported on every step. The per-episode
+    limit ``SPEC.cost_limit(scenario)`` is ``energy_budget_j`` x ``episode_length`` J (120 J
+    in scenario ``default``: 0.6 J x 200 requests), ``None`` without ``energy_budget_j``.
+
     ## Episode End
     Truncated after the scenario's ``episode_length`` requests (200 by default; the id
     registers no ``max_episode_steps``, so an ``episode_length`` override is the episode
@@ -127,7 +132,7 @@ class SplitInferenceEnv(gym.Env):
         "render_modes": RENDER_MODES,
         "render_fps": RENDER_FPS,
         "metric_directions": {"quality": "max", "quality_loss": "min"},
-        "info_units": {"virtual_queue": "J"},  # units of info keys whose name does not state one
+        "info_units": {"virtual_queue": "J", "cost": "J"},  # units of info keys whose name does not state one
     }
 
     def __init__(
