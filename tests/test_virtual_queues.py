@@ -66,8 +66,9 @@ CASES = {
 }
 
 
-def _check(queues: np.ndarray, increments: np.ndarray) -> None:
-    """``queues[t]`` (after step t) against the replay from Z = 0; both regimes must occur."""
+def replay_queue(queues: np.ndarray, increments: np.ndarray) -> tuple[bool, bool]:
+    """``queues[t]`` (after step t) against the replay from Z = 0 of ``increments``; (whether the queue
+    accumulated: a step from Z > 0 that stays > 0, whether it drained: a step from Z > 0 to the floor)."""
     z, grew, floored = 0.0, False, False
     for t, (q, inc) in enumerate(zip(queues.tolist(), increments.tolist(), strict=True)):
         expected = max(z + inc, 0.0)
@@ -75,41 +76,79 @@ def _check(queues: np.ndarray, increments: np.ndarray) -> None:
         grew |= z > 0.0 and expected > 0.0 and expected != max(inc, 0.0)
         floored |= z > 0.0 and z + inc < 0.0
         z = q
+    return grew, floored
+
+
+def _check(queues: np.ndarray, increments: np.ndarray) -> None:
+    """``queues[t]`` (after step t) against the replay from Z = 0; both regimes must occur."""
+    grew, floored = replay_queue(queues, increments)
     assert grew, "the episode never accumulated a queue: the case's budget is too loose"
     assert floored, "the queue never drained to 0: the case's budget is too tight"
+
+
+def episode_infos(env_id: str, overrides: dict, seed: int = 1) -> list[dict]:
+    """The ``info`` of every step of one episode of ``env_id`` under random actions (seeded with ``seed``)."""
+    env = gym.make(env_id, **overrides)
+    env.action_space.seed(seed)
+    env.reset(seed=seed)
+    infos, done = [], False
+    while not done:
+        _, _, terminated, truncated, info = env.step(env.action_space.sample())
+        infos.append(info)
+        done = terminated or truncated
+    env.close()
+    return infos
+
+
+def parallel_episode_infos(env_id: str, overrides: dict, seed: int = 1) -> list[dict[str, dict]]:
+    """The per-agent ``infos`` of every step of one episode of a parallel env under random actions
+    (agent i's action space seeded with i, the reset with ``seed``)."""
+    env = make_parallel(env_id, **overrides)
+    for i, agent in enumerate(env.possible_agents):
+        env.action_space(agent).seed(i)
+    env.reset(seed=seed)
+    steps = []
+    while env.agents:
+        _, _, _, _, infos = env.step({a: env.action_space(a).sample() for a in env.agents})
+        steps.append(infos)
+    env.close()
+    return steps
+
+
+def vector_episode_rows(cls: type, overrides: dict, num_envs: int = 3, seed: int = 2) -> list[list[dict]]:
+    """Each row's first episode in a vector env ``cls`` under random actions: per step, the row's entry
+    of every (B,) ``info`` array (a finished row autoresets: its queue starts again)."""
+    env = cls(num_envs=num_envs, **overrides)
+    env.action_space.seed(seed)
+    env.reset(seed=seed)
+    rows: list[list[dict]] = [[] for _ in range(num_envs)]
+    alive = np.ones(num_envs, dtype=bool)
+    while alive.any():
+        _, _, terminated, truncated, info = env.step(env.action_space.sample())
+        arrays = {k: v for k, v in info.items() if isinstance(v, np.ndarray) and v.shape[:1] == (num_envs,)}
+        for b in np.flatnonzero(alive):
+            rows[b].append({k: v[b] for k, v in arrays.items()})
+        alive &= ~(terminated | truncated)
+    env.close()
+    return rows
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_virtual_queue_replays_from_info_over_an_episode(case):
     c = CASES[case]
-    env = gym.make(c.env_id, **c.overrides)
-    env.action_space.seed(1)
-    env.reset(seed=1)
-    queues, increments, done = [], [], False
-    while not done:
-        _, _, terminated, truncated, info = env.step(env.action_space.sample())
-        queues.append(info["virtual_queue"])
-        increments.append(c.increment(info, c.budget))
-        done = terminated or truncated
-    env.close()
-    assert len(queues) >= 20
-    _check(np.array(queues), np.array(increments))
+    infos = episode_infos(c.env_id, c.overrides)
+    assert len(infos) >= 20
+    _check(np.array([info["virtual_queue"] for info in infos]), np.array([c.increment(i, c.budget) for i in infos]))
 
 
 def test_fedft_power_virtual_queue_replays_from_every_agents_info():
-    env = make_parallel("edgelam/FedFTPower-v0", energy_budget_j=4.15)
-    for i, agent in enumerate(env.possible_agents):
-        env.action_space(agent).seed(i)
-    env.reset(seed=1)
     queues, increments = [], []
-    while env.agents:
-        _, _, _, _, infos = env.step({a: env.action_space(a).sample() for a in env.agents})
+    for infos in parallel_episode_infos("edgelam/FedFTPower-v0", {"energy_budget_j": 4.15}):
         seen = {info["virtual_queue"] for info in infos.values()}
         assert len(seen) == 1, "agents disagree on the shared queue"
         first = next(iter(infos.values()))
         queues.append(first["virtual_queue"])
         increments.append(first["total_energy_j"] - 4.15)
-    env.close()
     _check(np.array(queues), np.array(increments))
 
 
@@ -128,18 +167,6 @@ VECTOR_CASES = {
 @pytest.mark.parametrize("case", sorted(VECTOR_CASES))
 def test_vector_virtual_queue_replays_from_info_row_by_row(case):
     cls, c = VECTOR_CASES[case]
-    env = cls(num_envs=3, **c.overrides)
-    env.action_space.seed(2)
-    env.reset(seed=2)
-    rows: list[list[tuple[float, float]]] = [[] for _ in range(3)]
-    alive = np.ones(3, dtype=bool)
-    while alive.any():
-        _, _, terminated, truncated, info = env.step(env.action_space.sample())
-        for b in np.flatnonzero(alive):
-            step = {k: v[b] for k, v in info.items() if isinstance(v, np.ndarray) and v.shape[:1] == (3,)}
-            rows[b].append((float(step["virtual_queue"]), float(c.increment(step, c.budget))))
-        alive &= ~(terminated | truncated)  # a finished row autoresets: its queue starts again
-    env.close()
-    for row in rows:
-        queues, increments = np.array(row).T
-        _check(queues, increments)
+    for row in vector_episode_rows(cls, c.overrides):
+        _check(np.array([float(s["virtual_queue"]) for s in row]), np.array([float(c.increment(s, c.budget))
+                                                                               for s in row]))
