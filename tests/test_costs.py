@@ -12,6 +12,8 @@ accumulates a queue and drains it), whose episode helpers these tests use.
 from __future__ import annotations
 
 import math
+import re
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,7 @@ import pytest
 import yaml
 
 import edgelam.envs  # noqa: F401  (registers the ids)
+from edgelam.envs.core.spec import load_attribute
 from edgelam.envs.fedft.vector import FedFTAllocationVectorEnv
 from edgelam.envs.microservice_routing.vector import MicroserviceRoutingVectorEnv
 from edgelam.envs.offload.vector import OffloadVectorEnv
@@ -310,3 +313,21 @@ def test_envs_without_a_budget_report_no_cost(env_id):
     assert not find_spec(env_id).cost_keys
     steps = parallel_episode_infos(env_id, {"episode_length": 5})
     assert all("cost" not in info for infos in steps for info in infos.values())
+
+
+def _env_class(spec) -> type:
+    """The env class of a spec: its entry point, or the class its factory is annotated to return."""
+    obj = load_attribute(spec.entry_point)
+    return obj if isinstance(obj, type) else typing.get_type_hints(obj)["return"]
+
+
+@pytest.mark.parametrize("env_id", sorted(HAND_LIMITS))
+def test_the_docstrings_cost_paragraph_states_the_spec_cost_limit(env_id):
+    spec = find_spec(env_id)
+    doc = _env_class(spec).__doc__
+    paragraph = doc[doc.index("Cost (Safety-Gymnasium's convention)"):].split("\n\n", 1)[0]
+    assert "``info[\"cost\"]``" in paragraph and "``cost_limit(scenario)``" in paragraph
+    stated = re.findall(r"([\d.]+) J in scenario ``(\w+)``", paragraph)
+    assert stated, paragraph
+    for value, scenario in stated:
+        assert float(value) == pytest.approx(spec.cost_limit(scenario), rel=1e-12), (scenario, value)

@@ -254,11 +254,11 @@ class FedFTAllocationEnv(gym.Env):
     ``topic_loss``, ``bandwidth_hz`` and ``power_w``, and with ``privacy`` ``epsilon`` and
     ``device_epsilon`` (see ``## Privacy``).
 
-    Cost (Safety-Gymnasium's convention): ``info["cost"]`` is the round's total device energy
-    in J (``energy_j``, what the queue accumulates), reported every round. The per-episode
-    limit ``ALLOCATION.cost_limit(scenario)`` is ``energy_budget_j`` x ``episode_length`` J
-    (60 J in scenario ``default``: 2 J x 30 rounds); every scenario has one (a budget of 0 J
-    is a limit of 0 J).
+    Cost (Safety-Gymnasium's convention): ``info["cost"]`` is the round's total device
+    energy in J (``energy_j``, what the queue accumulates), reported every round. The
+    per-episode limit, the spec's ``cost_limit(scenario)``, is ``energy_budget_j`` x
+    ``episode_length`` J (60 J in scenario ``default``: 2 J x 30 rounds); every scenario has
+    one (a budget of 0 J is a limit of 0 J).
 
     ## Episode End
     Truncated after the scenario's ``episode_length`` rounds (30 by default; the id
@@ -390,7 +390,7 @@ class FedFTPowerEnv(ParallelEnv):
     Z(t+1) = max(Z + total_energy_j - energy_budget_j, 0) for all devices, so every agent's
     ``info["cost"]`` is the same: the round's total device energy in J (``total_energy_j``,
     what the shared queue accumulates; an agent's own part is its ``energy_j``). The
-    per-episode limit ``POWER.cost_limit(scenario)`` is ``energy_budget_j`` x
+    per-episode limit, the spec's ``cost_limit(scenario)``, is ``energy_budget_j`` x
     ``episode_length`` J (60 J in scenario ``default``: 2 J x 30 rounds), for each agent's
     episode cost (not their sum).
 

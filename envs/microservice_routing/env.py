@@ -107,7 +107,7 @@ class MicroserviceRoutingEnv(gym.Env):
 
     Cost (Safety-Gymnasium's convention): ``info["cost"]`` is the step's migration energy y
     in J (``migration_energy_j``, what the queue accumulates; 0 without a migration),
-    reported on every step. The per-episode limit ``SPEC.cost_limit(scenario)`` is
+    reported on every step. The per-episode limit, the spec's ``cost_limit(scenario)``, is
     ``migration.budget_j_per_step`` x ``episode_length`` J (80 J in scenario ``migration``:
     0.2 J x 400 decisions), ``None`` without ``migration.enabled`` (scenario ``default``).
 

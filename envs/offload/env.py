@@ -109,12 +109,13 @@ class OffloadEnv(gym.Env):
     per token. With ``budget.per_task`` set, Z(t+1) = max(Z + y - budget, 0) for
     y = ``budget.metric`` (Neely 2010) is in ``info["virtual_queue"]``.
 
-    Cost (Safety-Gymnasium's convention): ``info["cost"]`` is that y, reported on every step:
-    the task's device energy in J (``budget.metric: energy_j``, as ``energy_j``) or its cloud
-    spend in USD (``budget.metric: cloud_cost_usd``, as ``cloud_cost_usd``). The per-episode
-    limit ``SPEC.cost_limit(scenario)`` is ``budget.per_task`` x ``episode_length`` in that
-    unit (100 J in scenario ``default``: 0.5 J x 200 tasks), ``None`` without
-    ``budget.per_task``; an episode that ends early on an empty battery is held to it too.
+    Cost (Safety-Gymnasium's convention): ``info["cost"]`` is that y, reported on every
+    step: the task's device energy in J (``budget.metric: energy_j``, as ``energy_j``) or
+    its cloud spend in USD (``budget.metric: cloud_cost_usd``, as ``cloud_cost_usd``). The
+    per-episode limit, the spec's ``cost_limit(scenario)``, is ``budget.per_task`` x
+    ``episode_length`` in that unit (100 J in scenario ``default``: 0.5 J x 200 tasks),
+    ``None`` without ``budget.per_task``; an episode that ends early on an empty battery is
+    held to it too.
 
     ## Episode End
     Truncated after the scenario's ``episode_length`` tasks (200 by default; the id

@@ -162,11 +162,11 @@ class SpecDecodeEnv(gym.Env):
 
     Cost (Safety-Gymnasium's convention): ``info["cost"]`` is the round's device energy in J
     (the ``energy_j`` the queue accumulates, not divided by its tokens), reported on every
-    round. The per-episode limit ``SPEC.cost_limit(scenario)`` is b x the tokens of a complete
-    episode, ``energy_budget_j_per_token`` x ``requests_per_episode`` x ``tokens_per_request``
-    J (25.6 J in scenario ``default``: 0.1 J/token x 8 x 32 tokens), ``None`` without a
-    budget; an episode cut short (empty battery, ``episode_length`` reached) emits fewer
-    tokens but is held to the same limit.
+    round. The per-episode limit, the spec's ``cost_limit(scenario)``, is b x the tokens of
+    a complete episode, ``energy_budget_j_per_token`` x ``requests_per_episode`` x
+    ``tokens_per_request`` J (25.6 J in scenario ``default``: 0.1 J/token x 8 x 32 tokens),
+    ``None`` without a budget; an episode cut short (empty battery, ``episode_length``
+    reached) emits fewer tokens but is held to the same limit.
 
     ## Episode End
     Terminated when the last request is complete or the battery is empty; truncated after

@@ -105,8 +105,9 @@ class SplitInferenceEnv(gym.Env):
 
     Cost (Safety-Gymnasium's convention): ``info["cost"]`` is the request's device energy E
     in J (the ``energy_j`` the queue accumulates), reported on every step. The per-episode
-    limit ``SPEC.cost_limit(scenario)`` is ``energy_budget_j`` x ``episode_length`` J (120 J
-    in scenario ``default``: 0.6 J x 200 requests), ``None`` without ``energy_budget_j``.
+    limit, the spec's ``cost_limit(scenario)``, is ``energy_budget_j`` x ``episode_length``
+    J (120 J in scenario ``default``: 0.6 J x 200 requests), ``None`` without
+    ``energy_budget_j``.
 
     ## Episode End
     Truncated after the scenario's ``episode_length`` requests (200 by default; the id
