@@ -31,6 +31,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         env_kwargs=parse_sets(args.set),
         eval_seed=args.eval_seed,
         eval_adversary=args.eval_adversary,
+        vectorized=args.vector,
     )
     progress = not args.json and not args.no_progress
     console = Console(stderr=True) if args.json else None
@@ -119,6 +120,12 @@ def add_compare(command: Command) -> None:
         "--eval-adversary",
         default="random",
         help="adversarial envs: the adversary policies are evaluated against (baseline name or saved policy)",
+    )
+    p.add_argument(
+        "--vector",
+        action="store_true",
+        help="train the agents on the env's batched vector env (as train --vector; "
+        "rarl: each side on its batched game)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars or status lines")
     p.add_argument(

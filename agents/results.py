@@ -40,6 +40,7 @@ class ResultsEntry:
     seeds: tuple[int, ...] = field(default=(0, 1), metadata=bounds(0, None))
     timesteps: int = field(default=50_000, metadata=bounds(1, None))
     episodes: int = field(default=10, metadata=bounds(1, None))
+    vectorized: bool = False  # train on the env's batched vector env (RARL: each side on its batched game)
     note: str = ""  # why the table looks as it does (printed under it); no numbers, no verdicts: the run gives those
 
     def __post_init__(self) -> None:
@@ -100,6 +101,7 @@ def run_results(
             timesteps=e.timesteps,
             episodes=e.episodes,
             out_dir=Path(out_dir) / env_name(e.env),
+            vectorized=e.vectorized,
         )
         res = compare(settings, progress=progress)
         train_s = [float(r["wall_time_s"]) for r in res.runs]

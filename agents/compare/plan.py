@@ -53,6 +53,8 @@ class CompareSettings:
         hyperparams: algorithm -> hyperparameter overrides.
         eval_adversary: on an adversarial env, the adversary every protagonist (trained
             or baseline) is evaluated against: a baseline name or a saved policy.
+        vectorized: train the agents on the env's batched vector env (RARL: each side on
+            its batched game), as ``edgelam train --vector``.
     """
 
     env_id: str
@@ -68,6 +70,7 @@ class CompareSettings:
     eval_seed: int = 10_000
     hyperparams: Mapping[str, Mapping[str, Any]] | None = None
     eval_adversary: str | Path = "random"
+    vectorized: bool = False
 
 
 def compare_settings(settings: CompareSettings | str, fields: Mapping[str, Any]) -> CompareSettings:
@@ -103,6 +106,7 @@ class CompareJob:
         protagonist: on an adversarial env, the protagonist agent (else ``None``).
         eval_adversary: on an adversarial env, the adversary evaluated against.
         strict: a baseline named by the user: a ``ValueError`` raises instead of skipping it.
+        vectorized: an agent job trains on the env's batched vector env.
     """
 
     env_id: str
@@ -119,6 +123,7 @@ class CompareJob:
     protagonist: str | None = None
     eval_adversary: str | Path = "random"
     strict: bool = False
+    vectorized: bool = False
 
     @property
     def key(self) -> str:
@@ -197,6 +202,7 @@ def plan_compare(settings: CompareSettings) -> ComparePlan:
             seed=seed,
             run_dir=out_dir / "runs" / algo / f"seed_{seed}",
             hyperparams=(settings.hyperparams or {}).get(algo),
+            vectorized=settings.vectorized,
             **common,
         )
         for algo in algos

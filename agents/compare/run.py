@@ -85,7 +85,8 @@ def run_job(job: CompareJob, progress: bool = False, console: Console | None = N
         raise ValueError(f"bad compare job {job.key}: an agent job needs a seed and a run folder")
     algo, seed, run_dir = job.name, job.seed, job.run_dir
     settings = TrainSettings(
-        job.env_id, algo, job.timesteps, seed, run_dir, job.scenario, job.env_kwargs, job.hyperparams, resume=True
+        job.env_id, algo, job.timesteps, seed, run_dir, job.scenario, job.env_kwargs, job.hyperparams, resume=True,
+        vectorized=job.vectorized,
     )
     trained = train_run(trainer_for(algo), settings, progress, console.log if progress else None)
     policy = trained.policy_path()

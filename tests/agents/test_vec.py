@@ -12,6 +12,7 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 import edgelam.envs  # noqa: F401
+from edgelam.agents.compare import compare
 from edgelam.agents.evaluate import evaluate
 from edgelam.agents.train import make_train_env, train
 from edgelam.agents.vec import SB3VectorAdapter
@@ -219,3 +220,22 @@ def test_cli_train_vector(tmp_path, capsys):
     assert "vectorized" in capsys.readouterr().err  # resuming needs the same settings
     assert main([*argv, "--timesteps", "1024", "--resume"]) == 0
     assert json.loads((out / "meta.json").read_text())["num_timesteps"] == 1024
+
+
+def test_compare_vector_trains_the_agents_on_the_batched_env(tmp_path, capsys):
+    """compare --vector: each agent run trains through SB3VectorAdapter (its meta.json says so, its
+    evaluation matches the saved model's), and a compare without it does not reuse that run."""
+    from edgelam.agents.cli import main
+
+    argv = ["compare", OFFLOAD, "--algos", "ppo", "--seeds", "0", "--timesteps", "512", "--episodes", "2",
+            "--baselines", "random", "--out", str(tmp_path), "--no-progress", "--json"]
+    hp = {**_PPO, "n_steps": 32}
+    result = compare(OFFLOAD, algos=["ppo"], seeds=[0], timesteps=512, episodes=2, baselines=["random"],
+                     out_dir=tmp_path, hyperparams={"ppo": hp}, progress=False, vectorized=True)
+    meta = json.loads((tmp_path / "runs" / "ppo" / "seed_0" / "meta.json").read_text())
+    assert meta["vectorized"] is True and meta["hyperparams"]["n_envs"] == 8
+    saved = PPO.load(tmp_path / "runs" / "ppo" / "seed_0" / "model.zip", device="cpu")
+    assert saved.n_envs == 8 and saved.num_timesteps == 512
+    assert result.summary["ppo"]["return"][2] == 2
+    assert main(argv) != 0  # the same folder without --vector: the run's settings differ, not reused
+    assert "vectorized" in capsys.readouterr().err
