@@ -73,11 +73,13 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 def cmd_tune(args: argparse.Namespace) -> int:
     """Optuna study of one algorithm's hyperparameters on one env; --write puts the best into the file."""
-    from edgelam.agents.tune import TuneSettings, tune, write_best
+    from edgelam.agents.tune import TuneSettings, held_out_gain, tune
+    from edgelam.agents.tune_write import write_best
 
     settings = TuneSettings(
         env_id=args.env, algo=args.algo, trials=args.trials, minutes=args.minutes, timesteps=args.timesteps,
-        evaluations=args.evaluations, episodes=args.episodes, seed=args.seed, scenario=args.scenario,
+        evaluations=args.evaluations, episodes=args.episodes, test_episodes=args.test_episodes, seed=args.seed,
+        scenario=args.scenario,
         env_kwargs=parse_sets(args.set), out=args.out,
     )
     if args.engine == "ray":
@@ -86,6 +88,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         result = tune_ray(settings, workers=args.workers, address=args.address)
     else:
         result = tune(settings, log=(lambda m: print(m, file=sys.stderr)) if args.json else print)
+    result.test = held_out_gain(result, settings)
     written = None
     if args.write and result.gain <= 0:
         print(f"not written: no trial beat the entry as it stands (gain {result.gain:.4g})", file=sys.stderr)
@@ -97,7 +100,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if args.json:
         print_json(summary)
     else:
-        for key in ("best", "untuned", "gain", "best_params", "complete", "pruned", "study", "written"):
+        for key in ("best", "untuned", "gain", "test", "best_params", "complete", "pruned", "study", "written"):
             print(f"{key}: {summary[key]}")
     return 0
 
@@ -159,6 +162,9 @@ def add_tune(command: Command) -> None:
     p.add_argument("--timesteps", type=int, help="env steps per trial (default: the entry's n_timesteps)")
     p.add_argument("--evaluations", type=int, default=4, help="validation points per trial, for pruning (default: 4)")
     p.add_argument("--episodes", type=int, default=10, help="validation episodes per evaluation (default: 10)")
+    p.add_argument("--test-episodes", type=int, default=30,
+                   help="test-split episodes (seeds 10000+i) the best trial and the untuned entry are compared on "
+                   "once the study ends (default: 30)")
     p.add_argument("--seed", type=int, default=0, help="sampler and training seed (default: 0)")
     p.add_argument("--out", type=Path, help="study folder, resumable (default: runs/tune/<env>/<algo>)")
     p.add_argument("--write", action="store_true",

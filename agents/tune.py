@@ -13,17 +13,19 @@ Optuna's median pruner stops a trial whose intermediate mean return is below the
 the earlier trials at the same step. The entry as it stands is trained and evaluated the
 same way first, so the study reports what tuning gained. The study stops after ``trials``
 trials or ``minutes`` of wall time; it lives in ``<out>/study.db`` (SQLite), so the same
-command continues it. :func:`write_best` writes the best trial back into the file, with the
-study's numbers in a comment above the entry.
+command continues it. :func:`held_out_gain` then evaluates the best trial's and the untuned
+entry's trained models on ``test_episodes`` episodes of the test split, and the gain is their
+paired difference (its 95% interval and the Wilcoxon verdict of :func:`.metrics.paired_test`).
+:func:`.tune_write.write_best` writes the best trial back into the file, with the study's numbers in a
+comment above the entry, and the study's record into ``configs/agents/tuning/`` (the
+Tuning section of docs/results.md).
 """
 
 from __future__ import annotations
 
 import copy
-import datetime
 import json
 import math
-import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -32,17 +34,18 @@ from typing import Any
 
 import numpy as np
 import optuna
-import yaml
 from stable_baselines3.common.callbacks import BaseCallback
 
 from edgelam.agents import hyperparams as hp
 from edgelam.agents.common import check_env_id, env_dir, is_parallel
 from edgelam.agents.evaluate import evaluate
-from edgelam.agents.policies import NormalizedPolicy
+from edgelam.agents.metrics import ci95_halfwidth, paired_test
+from edgelam.agents.policies import NormalizedPolicy, load_policy
 from edgelam.agents.train import train
 from edgelam.envs import registration
 
 VALIDATION_SEED = 20_000
+TEST_SEED = 10_000  # compare's and results' first evaluation seed: the test split
 NET_ARCHS = {"small": [64, 64], "medium": [128, 128], "large": [256, 256]}
 
 
@@ -143,6 +146,7 @@ class TuneSettings:
     timesteps: int | None = None
     evaluations: int = 4
     episodes: int = 10
+    test_episodes: int = 30
     seed: int = 0
     scenario: str = "default"
     env_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -152,7 +156,7 @@ class TuneSettings:
         check_env_id(self.env_id)
         if self.algo not in SAMPLERS:
             raise ValueError(f"tune: no search space for {self.algo!r} (allowed: {', '.join(SAMPLERS)})")
-        for name in ("trials", "evaluations", "episodes"):
+        for name in ("trials", "evaluations", "episodes", "test_episodes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"tune: {name} must be >= 1, got {getattr(self, name)}")
         if not self.minutes > 0:
@@ -246,11 +250,44 @@ class TuneResult:
     pruned: int
     wall_s: float
     folder: Path
+    test: dict[str, Any] | None = None  # :func:`held_out_gain`, once measured
 
     @property
     def gain(self) -> float:
         """Best trial's validation return minus the untuned entry's."""
         return self.best["mean"] - self.untuned["mean"]
+
+
+def held_out_gain(result: TuneResult, settings: TuneSettings) -> dict[str, Any]:
+    """The best trial's and the untuned entry's trained models on the test split (episode ``i``: seed
+    ``TEST_SEED + i``, ``settings.test_episodes`` of them), paired per episode.
+
+    Returns ``{"episodes", "seed", "tuned", "untuned", "gain", "verdict", "p_value"}``: the two mean
+    returns with their 95% half-widths, the mean paired difference (tuned - untuned) with its 95%
+    half-width, and :func:`.metrics.paired_test`'s verdict and p-value. Kept in
+    ``<folder>/test_split.json`` for the trial it was measured on.
+    """
+    path = result.folder / "test_split.json"
+    trial = result.best["trial"]
+    if path.is_file():
+        cached = json.loads(path.read_text())
+        if cached.get("trial") == trial and cached.get("episodes") == settings.test_episodes:
+            return cached
+    s = settings
+    returns = {}
+    for name, folder in (("tuned", result.folder / f"trial_{trial}"), ("untuned", result.folder / "untuned")):
+        rows = evaluate(load_policy(folder), s.env_id, episodes=s.test_episodes, seed=TEST_SEED,
+                        scenario=s.scenario, env_kwargs=s.env_kwargs)
+        returns[name] = [float(r["return"]) for r in rows]
+    test = paired_test(returns["tuned"], returns["untuned"])
+    out = {
+        "trial": trial, "episodes": s.test_episodes, "seed": TEST_SEED,
+        **{name: {"mean": float(np.mean(v)), "ci95": ci95_halfwidth(v)} for name, v in returns.items()},
+        "gain": {"mean": test["mean_diff"], "ci95": test["ci95"]},
+        "verdict": test["verdict"], "p_value": test["p_value"],
+    }
+    path.write_text(json.dumps(out, indent=2))
+    return out
 
 
 def untuned_score(settings: TuneSettings, folder: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -305,53 +342,3 @@ def tune(settings: TuneSettings, log: Callable[[str], None] = print) -> TuneResu
         **{k: v for k, v in asdict(s).items() if k != "out"}, "budget": s.budget, "vectorized": s.vectorized}}
     (folder / "study.json").write_text(json.dumps(summary, indent=2, default=str))
     return result
-
-
-def _policy_kwargs_text(policy_kwargs: dict[str, Any]) -> str | dict[str, Any]:
-    """``policy_kwargs`` as the file writes it: rl-zoo3's string form when it names an activation."""
-    if "activation_fn" not in policy_kwargs:
-        return policy_kwargs
-    names = {v: k for k, v in hp._NN_NAMES.items()}
-    parts = [f"{k}={v!r}" for k, v in policy_kwargs.items() if k != "activation_fn"]
-    parts.append(f"activation_fn=nn.{names[policy_kwargs['activation_fn']]}")
-    return f"dict({', '.join(parts)})"
-
-
-def write_best(result: TuneResult, command: str, path: Path | None = None) -> Path:
-    """Replace (or add) the env's entry in the algorithm's file with the best trial, the study in a comment."""
-    path = path or hp.hyperparams_file(result.algo)
-    entry = {**hp.entry(result.env_id, result.algo, path), **result.best_params, "n_timesteps": result.budget}
-    entry["policy_kwargs"] = _policy_kwargs_text(entry["policy_kwargs"])
-    entry = {k: float(v) if isinstance(v, float) else v for k, v in entry.items()}
-    hp.validate(result.algo, entry, source=f"{path}: {result.env_id}")  # what is written reads back
-    date = datetime.date.today().strftime("%-d %B %Y")
-    b, u = result.best, result.untuned
-    comment = [
-        f"Tuned by `{command}` ({date}): {result.complete} trials completed, {result.pruned} pruned,",
-        f"{result.wall_s / 60:.1f} min; {result.budget:,} steps per trial. "
-        f"Validation return (seeds {VALIDATION_SEED}+i):",
-        f"best trial {b['trial']} {b['mean']:.4g} ± {b['ci95']:.2g}; the entry before tuning {u['mean']:.4g} ± "
-        f"{u['ci95']:.2g}.",
-    ]
-    def flow(value: Any) -> str:
-        return yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix("...").strip()
-
-    lines = [f"{result.env_id}:"]
-    for key, value in entry.items():
-        if isinstance(value, dict):
-            lines += [f"  {key}:", *(f"    {k}: {flow(v)}" for k, v in value.items())]
-        else:
-            lines.append(f"  {key}: {flow(value)}")
-    body = "\n".join(lines) + "\n"
-    block = "".join(f"# {line}\n" for line in comment) + body
-    text = path.read_text()
-    # an entry is its comment lines, its top-level key line and its indented lines
-    pattern = re.compile(rf"(?m)(^#[^\n]*\n)*^{re.escape(result.env_id)}:[^\n]*\n(^[ \t]+[^\n]*\n)*")
-    match = pattern.search(text)
-    if match:
-        text = text[: match.start()] + block + text[match.end():]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    path.write_text(text)
-    hp.read_file(path, result.algo)
-    return path

@@ -10,7 +10,10 @@ import pytest
 
 from edgelam.agents import hyperparams as hp
 from edgelam.agents import tune as tune_mod
-from edgelam.agents.tune import VALIDATION_SEED, TuneSettings, run_trial, tune, write_best
+from edgelam.agents.evaluate import evaluate
+from edgelam.agents.policies import load_policy
+from edgelam.agents.tune import TEST_SEED, VALIDATION_SEED, TuneSettings, held_out_gain, run_trial, tune
+from edgelam.agents.tune_write import write_best
 from tests.agents.conftest import TOY
 
 
@@ -44,6 +47,31 @@ def test_a_study_evaluates_on_validation_seeds_only_and_continues(tmp_path, monk
     assert len(seeds) > untuned_runs and (tmp_path / "study" / "trial_3").is_dir()
 
 
+def test_the_held_out_gain_pairs_the_two_models_on_the_test_split(tmp_path, monkeypatch):
+    settings = _settings(tmp_path, trials=2, test_episodes=4)
+    result = tune(settings, log=lambda m: None)
+    seeds = []
+    real = tune_mod.evaluate
+
+    def spy(*args, **kwargs):
+        seeds.append(kwargs["seed"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tune_mod, "evaluate", spy)
+    gain = held_out_gain(result, settings)
+    assert seeds == [TEST_SEED, TEST_SEED]  # the test split, which the study never saw
+    returns = {}
+    for name, folder in (("tuned", f"trial_{result.best['trial']}"), ("untuned", "untuned")):
+        rows = evaluate(load_policy(tmp_path / "study" / folder), TOY, episodes=4, seed=TEST_SEED)
+        returns[name] = [r["return"] for r in rows]
+    diffs = [a - b for a, b in zip(returns["tuned"], returns["untuned"], strict=True)]
+    assert gain["episodes"] == 4 and gain["trial"] == result.best["trial"]
+    assert gain["tuned"]["mean"] == pytest.approx(sum(returns["tuned"]) / 4)
+    assert gain["gain"]["mean"] == pytest.approx(sum(diffs) / 4)
+    assert gain["verdict"] in ("beats", "ties", "loses to")
+    assert held_out_gain(result, settings) == gain and len(seeds) == 2  # kept: not evaluated again
+
+
 class _PruneNow:
     def __init__(self) -> None:
         self.reported = []
@@ -74,9 +102,17 @@ def test_write_best_replaces_the_entry_and_keeps_the_others(tmp_path):
         best_params={"n_steps": 64, "gamma": 0.95, "policy_kwargs": {"net_arch": [128, 128], "activation_fn": "relu"}},
         best={"mean": -40.0, "ci95": 1.5, "trial": 7}, untuned={"mean": -50.0, "ci95": 2.0},
         complete=9, pruned=3, wall_s=600.0, folder=tmp_path)
+    result.test = {"trial": 7, "episodes": 30, "seed": 10_000, "tuned": {"mean": -41.0, "ci95": 1.0},
+                   "untuned": {"mean": -52.0, "ci95": 2.5}, "gain": {"mean": 11.0, "ci95": 0.5},
+                   "verdict": "beats", "p_value": 1e-6}
+    records = tmp_path / "tuning"
     for _ in range(2):  # writing twice leaves one entry
-        write_best(result, "edgelam tune edgelam/SplitInference-v0 --trials 12", path)
+        write_best(result, "edgelam tune edgelam/SplitInference-v0 --trials 12", path, records)
     text = path.read_text()
+    assert "paired gain 11 ± 0.5 (Wilcoxon: tuned beats untuned)" in text
+    record = json.loads((records / "split_inference.ppo.json").read_text())
+    assert record["test"] == result.test and record["validation_gain"] == 10.0 and record["budget"] == 20_000
+    assert record["command"].endswith("--trials 12") and "folder" not in record
     assert text.count("edgelam/SplitInference-v0:") == 1 and text.count("Tuned by") == 1
     assert "best trial 7 -40 ± 1.5; the entry before tuning -50 ± 2" in text
     assert "Only the discount differs" not in text  # the old entry's comment went with it
