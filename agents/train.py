@@ -33,7 +33,7 @@ import gymnasium as gym
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback
 from stable_baselines3.common.utils import set_random_seed
-from stable_baselines3.common.vec_env import VecNormalize
+from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 from edgelam.agents import hyperparams as hp
 from edgelam.agents.common import check_env_id, is_parallel, torch_threads
@@ -95,15 +95,17 @@ class TrainResult(TrainedRun):
 
 
 class LearningCurveCallback(BaseCallback):
-    """Appends ``timesteps,episode_return,episode_length`` for every finished episode.
+    """Appends ``timesteps,episode_return,episode_length`` (then ``columns``) for every finished episode.
 
-    Reads the ``episode`` entry that ``Monitor`` / ``VecMonitor`` put into ``info``.
-    Rows are flushed as they come, so an interrupted run keeps its curve.
+    Reads the ``episode`` entry that ``Monitor`` / ``VecMonitor`` put into ``info``; each name of
+    ``columns`` is a further key of that entry (a trainer's env wrapper adds it). Rows are flushed
+    as they come, so an interrupted run keeps its curve.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, columns: Sequence[str] = ()) -> None:
         super().__init__()
         self.path = path
+        self.columns = tuple(columns)
         self._file: io.TextIOWrapper | None = None
         self._writer: Any = None
 
@@ -112,14 +114,15 @@ class LearningCurveCallback(BaseCallback):
         self._file = open(self.path, "a", newline="")
         self._writer = csv.writer(self._file)
         if new:
-            self._writer.writerow(CURVE_HEADER)
+            self._writer.writerow((*CURVE_HEADER, *self.columns))
 
     def _on_step(self) -> bool:
         wrote = False
         for info in self.locals.get("infos", ()):
             episode = info.get("episode")
             if episode is not None:
-                self._writer.writerow((self.num_timesteps, float(episode["r"]), int(episode["l"])))
+                extra = (float(episode[c]) for c in self.columns)
+                self._writer.writerow((self.num_timesteps, float(episode["r"]), int(episode["l"]), *extra))
                 wrote = True
         if wrote:
             self._file.flush()
@@ -221,6 +224,7 @@ class SB3Trainer:
 
     adversarial = False
     final = MODEL
+    curve_columns: tuple[str, ...] = ()  # keys of info["episode"] the learning curve adds (wrap_env's)
 
     def __init__(self, algo: str, callbacks: Sequence[BaseCallback] = ()) -> None:
         self.algo_cls = hp.algo_class(algo)
@@ -254,6 +258,13 @@ class SB3Trainer:
     def budget(self, run: TrainSettings) -> int:
         """The run's timesteps."""
         return run.timesteps
+
+    def wrap_env(self, venv: VecEnv, run: TrainSettings, start: Resume) -> tuple[VecEnv, Sequence[BaseCallback]]:
+        """The training env under VecNormalize, and callbacks that go with it (here: ``venv`` as is, none).
+
+        A subclass wraps the monitored env here (``edgelam.agents.lagrangian`` shapes the reward).
+        """
+        return venv, ()
 
     def load(self, run: TrainSettings, start: Resume) -> TrainResult:
         """The finished model in the folder."""
@@ -289,6 +300,7 @@ class SB3Trainer:
         run_seed = seed + start.steps
         set_random_seed(run_seed)
         venv = make_train_env(env_id, algo, run.scenario, env_kwargs, params["n_envs"], run_seed, run.vectorized)
+        venv, env_callbacks = self.wrap_env(venv, run, start)
         norm_kwargs = hp.normalize_kwargs(params)
         if norm_kwargs is not None:
             stats_path = vecnormalize_path(start.checkpoint) if start.checkpoint else None
@@ -323,13 +335,13 @@ class SB3Trainer:
             name_prefix="model",
             save_vecnormalize=True,
         )
-        curve = LearningCurveCallback(curve_path)
+        curve = LearningCurveCallback(curve_path, self.curve_columns)
         began = time.perf_counter()
         try:
             with torch_threads(run.threads):
                 model.learn(
                     total_timesteps=max(timesteps - start.steps, 1),
-                    callback=[checkpoints, curve, *self.callbacks],
+                    callback=[checkpoints, curve, *env_callbacks, *self.callbacks],
                     tb_log_name=algo,
                     reset_num_timesteps=start.checkpoint is None,
                     progress_bar=progress,
