@@ -7,12 +7,11 @@ from pathlib import Path
 
 from rich.console import Console
 
-from edgelam.agents import hyperparams as hp
 from edgelam.agents.cli_args import Command, add_env_options, parse_sets, print_json
 from edgelam.agents.common import check_env_id, env_dir, is_adversarial, is_parallel, make_parallel
 from edgelam.agents.compare import format_cell, rich_table
 from edgelam.agents.evaluate import evaluate, summarize
-from edgelam.agents.trainers import RARL_ITERATIONS, TrainSettings, train_run, trainer_for
+from edgelam.agents.trainers import RARL_ITERATIONS, TrainSettings, default_timesteps, train_run, trainer_for
 from edgelam.envs.core.config import apply_overrides
 
 
@@ -22,7 +21,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     rllib = args.engine == "rllib"
     trainer = trainer_for(args.algo, "rllib" if rllib else None)
     if args.timesteps is None:  # the entry of the env in configs/agents/hyperparams/<algo>.yml
-        args.timesteps = hp.default_timesteps(args.env, trainer.hyperparams_algo)
+        args.timesteps = default_timesteps(trainer, args.env)
     folder = f"rllib_{args.algo}" if rllib else args.algo
     out = args.out or Path("runs") / "train" / env_dir(args.env) / folder / f"seed_{args.seed}"
     if not rllib and (args.num_env_runners is not None or args.per_agent):
@@ -124,7 +123,8 @@ def add_train(command: Command) -> None:
     p.add_argument(
         "--algo",
         default="ppo",
-        help="ppo | a2c | dqn | sac | td3 | maskable_ppo | rarl (adversarial parallel envs) (default: ppo)",
+        help="ppo | a2c | dqn | sac | td3 | maskable_ppo | ppo_lagrangian (envs with a budget) | rarl "
+        "(adversarial parallel envs) (default: ppo)",
     )
     p.add_argument(
         "--timesteps",

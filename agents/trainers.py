@@ -31,6 +31,7 @@ RARL_ITERATIONS = 4
 TRAINERS: dict[str, str] = {
     **{algo: "edgelam.agents.train:SB3Trainer" for algo in hp.ALGOS},
     "rarl": "edgelam.agents.rarl:RarlTrainer",
+    "ppo_lagrangian": "edgelam.agents.lagrangian:LagrangianTrainer",
 }
 # engine -> the Trainer class of every algorithm it trains (the default engine is TRAINERS')
 ENGINES: dict[str, str] = {"rllib": "edgelam.agents.rllib_engine:RLlibTrainer"}
@@ -172,6 +173,14 @@ def trainer_for(algo: str, engine: str | None = None) -> Trainer:
     if algo not in TRAINERS:
         raise ValueError(f"unknown algorithm {algo!r} (allowed: {', '.join(TRAINERS)})")
     return _load(TRAINERS[algo])(algo)
+
+
+def default_timesteps(trainer: Trainer, env_id: str) -> int:
+    """The training budget of ``env_id`` without one given: the trainer's ``default_timesteps(env_id)``
+    where it has one (a trainer with its own hyperparameter format), else the ``n_timesteps`` of the
+    env's entry in ``configs/agents/hyperparams/<trainer.hyperparams_algo>.yml``."""
+    own = getattr(trainer, "default_timesteps", None)
+    return int(own(env_id)) if callable(own) else hp.default_timesteps(env_id, trainer.hyperparams_algo)
 
 
 def is_adversarial_algo(algo: str) -> bool:
