@@ -301,12 +301,17 @@ def untuned_score(settings: TuneSettings, folder: Path, log: Callable[[str], Non
     return untuned
 
 
+def _study_seconds(study: optuna.Study, untuned: dict[str, Any]) -> float:
+    """Wall time the study has taken over all its runs: the untuned entry's training plus every trial's."""
+    trials = [t for t in study.trials if t.datetime_start is not None and t.datetime_complete is not None]
+    return float(untuned["wall_s"]) + sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trials)
+
+
 def tune(settings: TuneSettings, log: Callable[[str], None] = print) -> TuneResult:
     """Run (or continue) the study of ``settings``; see the module docstring."""
     s = settings
     folder = s.folder
     folder.mkdir(parents=True, exist_ok=True)
-    began = time.perf_counter()
     untuned = untuned_score(s, folder, log)
     n_envs = hp.resolve(s.env_id, s.algo)["n_envs"]
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -336,7 +341,7 @@ def tune(settings: TuneSettings, log: Callable[[str], None] = print) -> TuneResu
         best={"mean": best_trial.value, "ci95": best_trial.user_attrs["ci95"], "trial": best_trial.number},
         untuned=untuned, complete=len(done),
         pruned=len([t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]),
-        wall_s=time.perf_counter() - began, folder=folder,
+        wall_s=_study_seconds(study, untuned), folder=folder,
     )
     summary = {**asdict(result), "folder": str(folder), "gain": result.gain, "settings": {
         **{k: v for k, v in asdict(s).items() if k != "out"}, "budget": s.budget, "vectorized": s.vectorized}}

@@ -44,6 +44,7 @@ def test_a_study_evaluates_on_validation_seeds_only_and_continues(tmp_path, monk
     untuned_runs = len(seeds)
     again = tune(_settings(tmp_path, trials=4), log=lambda m: None)  # the same folder: one more trial
     assert again.complete + again.pruned == 4 and again.untuned == result.untuned
+    assert again.wall_s > result.wall_s > result.untuned["wall_s"]  # the study's time over both calls
     assert len(seeds) > untuned_runs and (tmp_path / "study" / "trial_3").is_dir()
 
 
@@ -113,7 +114,8 @@ def test_write_best_replaces_the_entry_and_keeps_the_others(tmp_path):
     record = json.loads((records / "split_inference.ppo.json").read_text())
     assert record["test"] == result.test and record["validation_gain"] == 10.0 and record["budget"] == 20_000
     assert record["command"].endswith("--trials 12") and "folder" not in record
-    assert text.count("edgelam/SplitInference-v0:") == 1 and text.count("Tuned by") == 1
+    assert text.count("edgelam/SplitInference-v0:") == 1
+    assert text.count("Tuned by `edgelam tune edgelam/SplitInference") == 1
     assert "best trial 7 -40 ± 1.5; the entry before tuning -50 ± 2" in text
     assert "Only the discount differs" not in text  # the old entry's comment went with it
     after = hp.read_file(path, "ppo")
