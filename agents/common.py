@@ -9,7 +9,11 @@ Metric conventions an env declares in its ``metadata``:
 
 * ``metadata["info_sums"]``: ``info`` keys whose episode value is the sum over
   steps (totals such as ``energy_j`` or ``tokens``); every other numeric key is
-  averaged over the episode's steps.
+  averaged over the episode's steps. ``cost`` (Safety-Gymnasium's per-step cost,
+  :data:`COST_KEY`) is always summed: its episode value is the episode cost.
+* ``metadata["info_team"]`` (parallel envs): ``info`` keys every agent reports with
+  the same, team-level value (a round's total energy, a shared queue); an episode
+  counts them once, not once per agent.
 * ``metadata["metric_directions"]``: metric -> ``"max"`` or ``"min"`` (which way
   is better); it overrides :data:`DEFAULT_DIRECTIONS`.
 """
@@ -32,6 +36,11 @@ from pettingzoo import ParallelEnv
 import edgelam.envs  # noqa: F401  (registers every env id)
 from edgelam.envs import registration
 
+# info key of the per-step cost (Safety-Gymnasium's convention); its episode sum is held to the spec's cost_limit
+COST_KEY = "cost"
+# row key: 1.0 when the episode's cost is above the scenario's cost_limit, else 0.0
+VIOLATION_KEY = "cost_violation"
+
 # metric -> "max" | "min" when the env's metadata does not say
 DEFAULT_DIRECTIONS: dict[str, str] = {
     "return": "max",
@@ -42,6 +51,8 @@ DEFAULT_DIRECTIONS: dict[str, str] = {
     "quality": "max",
     "accepted_tokens": "max",
     "tokens": "max",
+    COST_KEY: "min",
+    VIOLATION_KEY: "min",
 }
 
 # info keys written by wrappers and vector envs, never physical metrics
@@ -50,6 +61,9 @@ _WRAPPER_INFO_KEYS = frozenset(
 )
 
 ParallelFactory = Callable[..., ParallelEnv]
+
+# constructor keywords of every edgelam env that are not scenario overrides
+_CONSTRUCTOR_KEYS = frozenset({"backend", "render_mode"})
 
 
 def markdown_table(table: Sequence[Sequence[str]]) -> list[str]:
@@ -178,8 +192,35 @@ def metric_directions(metadata: Mapping[str, Any]) -> dict[str, str]:
 
 
 def info_sums(metadata: Mapping[str, Any]) -> frozenset[str]:
-    """Info keys summed over an episode (``metadata["info_sums"]``); others are averaged."""
-    return frozenset(metadata.get("info_sums", ()) or ())
+    """Info keys summed over an episode (``metadata["info_sums"]`` and :data:`COST_KEY`); others are averaged."""
+    return frozenset(metadata.get("info_sums", ()) or ()) | {COST_KEY}
+
+
+def info_team(metadata: Mapping[str, Any]) -> frozenset[str]:
+    """Info keys of a parallel env that every agent reports with the team's value (``metadata["info_team"]``)."""
+    return frozenset(metadata.get("info_team", ()) or ())
+
+
+def cost_limit(
+    env_id: str | ParallelFactory, scenario: str = "default", env_kwargs: Mapping[str, Any] | None = None
+) -> float | None:
+    """The per-episode limit of ``info["cost"]``: the spec's ``cost_limit(scenario, **overrides)``.
+
+    ``env_kwargs`` minus the constructor's ``backend`` / ``render_mode`` are the overrides.
+    ``None`` where the scenario has no budget, and for an id without an edgelam spec or a factory.
+    """
+    spec = registration.find_spec(env_id) if isinstance(env_id, str) else None
+    if spec is None:
+        return None
+    overrides = {k: v for k, v in (env_kwargs or {}).items() if k not in _CONSTRUCTOR_KEYS}
+    return spec.cost_limit(scenario, **overrides)
+
+
+def with_cost_violation(row: dict[str, float], limit: float | None) -> dict[str, float]:
+    """``row`` with :data:`VIOLATION_KEY` (1.0 if its ``cost`` is above ``limit``, else 0.0) where there is a limit."""
+    if limit is not None and COST_KEY in row:
+        row[VIOLATION_KEY] = float(row[COST_KEY] > limit)
+    return row
 
 
 def numeric_info(info: Mapping[str, Any]) -> dict[str, float]:

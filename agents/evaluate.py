@@ -7,7 +7,12 @@ Episode ``i`` resets with ``seed + i``, so every policy evaluated with the same
 * ``return``: sum of rewards; ``length``: steps;
 * every scalar numeric ``info`` key (bools as 0/1): its **sum** over the episode
   if the key is listed in the env's ``metadata["info_sums"]``, its **mean** over
-  the steps that reported it otherwise. Dict, array and string values are skipped.
+  the steps that reported it otherwise. Dict, array and string values are skipped;
+* ``cost``: the episode cost, the sum of ``info["cost"]`` (Safety-Gymnasium's
+  convention; in the env's unit, ``metadata["info_units"]["cost"]``), where the env reports one;
+* ``cost_violation``: 1.0 if that cost is above the scenario's per-episode limit
+  (:func:`edgelam.agents.common.cost_limit`, the spec's ``cost_limit``), else 0.0;
+  only where the scenario has a limit.
 
 :func:`summarize` turns rows into mean, Student-t 95% CI half-width and count.
 """
@@ -21,7 +26,15 @@ import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.utils import set_random_seed
 
-from edgelam.agents.common import ParallelFactory, action_mask, info_sums, is_parallel, make_env
+from edgelam.agents.common import (
+    ParallelFactory,
+    action_mask,
+    cost_limit,
+    info_sums,
+    is_parallel,
+    make_env,
+    with_cost_violation,
+)
 from edgelam.agents.marl import evaluate_parallel
 from edgelam.agents.metrics import EpisodeMetrics, summarize
 from edgelam.agents.policies import PolicySpec, accepts_masks, resolve_policy, to_env_action
@@ -68,11 +81,12 @@ def evaluate(
     set_random_seed(seed)
     agent = resolve_policy(policy, env, seed)
     sums = info_sums(env.metadata)
+    limit = cost_limit(env_id, scenario, env_kwargs)
     rows = []
     for episode in range(episodes):
         metrics = EpisodeMetrics(sums)
         play_episode(env, agent, seed + episode, deterministic, lambda _a, r, i, m=metrics: m.add(r, i))
-        rows.append({"episode": episode, "seed": seed + episode, **metrics.row()})
+        rows.append(with_cost_violation({"episode": episode, "seed": seed + episode, **metrics.row()}, limit))
     env.close()
     return rows
 

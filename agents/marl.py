@@ -33,7 +33,16 @@ from stable_baselines3.common.vec_env import VecEnv, VecMonitor
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices
 from supersuit.vector.sb3_vector_wrapper import SB3VecEnvWrapper
 
-from edgelam.agents.common import ParallelFactory, action_mask, env_kwargs_for, info_sums, make_parallel
+from edgelam.agents.common import (
+    ParallelFactory,
+    action_mask,
+    cost_limit,
+    env_kwargs_for,
+    info_sums,
+    info_team,
+    make_parallel,
+    with_cost_violation,
+)
 from edgelam.agents.metrics import EpisodeMetrics
 from edgelam.agents.policies import PolicySpec, accepts_masks, resolve_policy, to_env_action
 from edgelam.agents.vec import SB3VectorAdapter
@@ -199,13 +208,18 @@ def evaluate_parallel(
     Returns:
         One row per episode: ``episode``, ``seed``, ``length``; per agent
         ``return/<agent>`` and ``<metric>/<agent>`` (episode sum for keys in the env's
-        ``metadata["info_sums"]``, mean otherwise); global ``return`` (mean over
-        agents) and ``<metric>`` (over agents: sum for ``info_sums`` keys, mean otherwise).
+        ``metadata["info_sums"]`` and ``cost``, mean otherwise); global ``return`` (mean over
+        agents) and ``<metric>`` (over agents: sum for summed keys, mean otherwise; a key in
+        ``metadata["info_team"]``, which every agent reports with the team's value, is the
+        mean, so the team's total counts once, not once per agent); ``cost_violation``
+        where the scenario has a cost limit (as :func:`edgelam.agents.evaluate.evaluate`).
     """
     par_env = make_parallel(env, scenario, env_kwargs)
     set_random_seed(seed)
     policies = _agent_policies(policy, par_env, seed)
     sums = info_sums(par_env.metadata)
+    over_agents = sums - info_team(par_env.metadata)
+    limit = cost_limit(env, scenario, env_kwargs)
     rows = []
     for episode in range(episodes):
         tracked = {a: EpisodeMetrics(sums) for a in par_env.possible_agents}
@@ -215,7 +229,7 @@ def evaluate_parallel(
                 tracked[agent].add(reward, infos.get(agent, {}))
 
         length = play_parallel_episode(par_env, policies, seed + episode, deterministic, track)
-        rows.append(_episode_row(episode, seed + episode, length, tracked, sums))
+        rows.append(with_cost_violation(_episode_row(episode, seed + episode, length, tracked, over_agents), limit))
     par_env.close()
     return rows
 
@@ -264,15 +278,16 @@ def play_parallel_episode(
 
 
 def _episode_row(
-    episode: int, seed: int, length: int, tracked: Mapping[str, EpisodeMetrics], sums: frozenset[str]
+    episode: int, seed: int, length: int, tracked: Mapping[str, EpisodeMetrics], summed: frozenset[str]
 ) -> dict[str, float]:
+    """One episode's row from each agent's metrics: a key in ``summed`` is summed over agents, others averaged."""
     row: dict[str, float] = {"episode": episode, "seed": seed, "length": length}
     per_agent = {agent: m.row() for agent, m in tracked.items()}
     row["return"] = float(np.mean([r["return"] for r in per_agent.values()]))
     metrics = dict.fromkeys(k for r in per_agent.values() for k in r if k not in ("return", "length"))
     for key in metrics:
         values = [r[key] for r in per_agent.values() if key in r]
-        row[key] = float(np.sum(values) if key in sums else np.mean(values))
+        row[key] = float(np.sum(values) if key in summed else np.mean(values))
     for agent, agent_row in per_agent.items():
         for key, value in agent_row.items():
             if key != "length":

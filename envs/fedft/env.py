@@ -414,6 +414,9 @@ class FedFTPowerEnv(ParallelEnv):
         "is_parallelizable": True,
         "metric_directions": {"loss": "min"},
         "info_sums": ("energy_j", "total_energy_j"),
+        # keys every agent reports with the round's team value (power_rewards_infos' shared keys)
+        "info_team": ("loss", "num_participants", "total_energy_j", "round_latency_s", "virtual_queue",
+                      "uplink_bits", "downlink_bits", "global_reward", "cost", "max_epsilon"),
         "info_units": FEDFT_INFO_UNITS,
     }
 
