@@ -3,8 +3,10 @@
 ``edgelam results [--only ENV ...] [--out runs/results] [--doc docs/results.md]``
 runs :func:`edgelam.agents.compare.compare` for each entry (resumable: finished
 training runs in ``out/<env>`` are reused), then writes one Markdown page with each
-env's table, its settings, the paired verdicts of its policies (``paired.csv``: "beats",
-"ties" or "loses to" by a Wilcoxon signed-rank test over the shared evaluation episodes),
+env's table (the return, then the mean episode cost and the violation rate against the
+scenario's cost limit where it has one, then the key metrics), its settings, the paired
+verdicts of its policies (``paired.csv``: "beats", "ties" or "loses to" by a Wilcoxon
+signed-rank test over the shared evaluation episodes),
 the wall time and the machine. Numbers in the page are exactly those of each run's
 ``results.csv``. Verdicts come only from the paired test: an entry's note explains the
 ranking and names no verdict itself (:data:`VERDICT_WORDS` are refused in notes).
@@ -23,7 +25,7 @@ from pathlib import Path
 import torch
 
 from edgelam.agents.common import env_name, markdown_table
-from edgelam.agents.compare import PAIRED_NOTE, CompareSettings, compare, paired_lines
+from edgelam.agents.compare import PAIRED_NOTE, CompareSettings, compare, cost_note, paired_lines
 from edgelam.envs.core.config import bounds, build, configs_dir
 
 # words that state a verdict; in docs/results.md they come from the paired test alone
@@ -113,6 +115,7 @@ def run_results(
             f"{e.episodes} evaluation episodes per policy and seed. "
             "Mean ± 95% CI; `*` marks the best policy of a column.",
             "",
+            *([cost_note(res.cost_limit, res.cost_unit), ""] if res.cost_limit is not None else []),
             *markdown_table(res.table),
             "",
             f"Paired verdicts. {PAIRED_NOTE}",

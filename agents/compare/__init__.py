@@ -7,6 +7,10 @@ steps since the last checkpoint), evaluates every trained agent and every baseli
 with :func:`edgelam.agents.evaluate.evaluate` on the same episodes (reset seeds
 ``eval_seed + i``), and aggregates per policy: the mean and Student-t 95% CI of
 the return and of every physical metric, pooled over training seeds and episodes.
+Where the env reports a cost (``info["cost"]``), each episode's ``cost`` (its sum) and,
+where the scenario has a limit, ``cost_violation`` (1 above it) are metrics too: the table
+shows the mean episode cost and the violation rate beside the return, and the settings
+record ``cost_limit`` and ``cost_unit``. The paired verdicts stay on the return.
 
 Files written into ``out_dir``:
 
@@ -44,7 +48,7 @@ from edgelam.agents.compare.plan import (
     compare_settings,
     plan_compare,
 )
-from edgelam.agents.compare.report import PAIRED_NOTE, CompareResult, finish_compare, machine_info
+from edgelam.agents.compare.report import PAIRED_NOTE, CompareResult, cost_note, finish_compare, machine_info
 from edgelam.agents.compare.run import JobResult, run_job
 from edgelam.agents.compare.table import (
     MAX_TABLE_METRICS,
@@ -69,6 +73,7 @@ __all__ = [
     "best_policies",
     "compare",
     "compare_settings",
+    "cost_note",
     "finish_compare",
     "format_cell",
     "machine_info",

@@ -17,6 +17,7 @@ from typing import Any
 from edgelam import baselines as baseline_registry
 from edgelam.agents.common import (
     check_env_id,
+    cost_limit,
     is_adversarial,
     is_parallel,
     make_env,
@@ -133,7 +134,12 @@ class CompareJob:
 
 @dataclass
 class ComparePlan:
-    """The settings of a compare, resolved and validated, and its jobs (see :func:`plan_compare`)."""
+    """The settings of a compare, resolved and validated, and its jobs (see :func:`plan_compare`).
+
+    ``cost_limit`` is the scenario's per-episode cost limit (:func:`edgelam.agents.common.cost_limit`;
+    ``None`` without a budget) every episode's ``cost_violation`` is measured against, in ``cost_unit``
+    (the env's ``metadata["info_units"]["cost"]``, else ``None``).
+    """
 
     env_id: str
     scenario: str
@@ -150,6 +156,8 @@ class ComparePlan:
     adversarial: bool
     eval_adversary: str | Path
     jobs: list[CompareJob]
+    cost_limit: float | None = None
+    cost_unit: str | None = None
 
 
 def plan_compare(settings: CompareSettings) -> ComparePlan:
@@ -227,6 +235,8 @@ def plan_compare(settings: CompareSettings) -> ComparePlan:
         adversarial=adversarial,
         eval_adversary=eval_adversary,
         jobs=jobs,
+        cost_limit=cost_limit(env_id, scenario, env_kwargs),
+        cost_unit=(metadata.get("info_units") or {}).get("cost"),
     )
 
 

@@ -70,6 +70,9 @@ class CompareResult:
             ``{"job": key, "error": text}``; empty when every job finished.
         paired: the paired verdict of every pair of policies on the return
             (:func:`edgelam.agents.metrics.paired_verdicts`), agents first.
+        cost_limit: the per-episode cost limit each episode's ``cost_violation`` is measured
+            against (``None`` where the scenario has no budget), in ``cost_unit``.
+        cost_unit: the unit of ``cost`` (``J``, ``USD``), or ``None``.
     """
 
     out_dir: Path
@@ -85,6 +88,8 @@ class CompareResult:
     files: dict[str, Path]
     failed: list[dict[str, Any]] = field(default_factory=list)
     paired: list[dict[str, Any]] = field(default_factory=list)
+    cost_limit: float | None = None
+    cost_unit: str | None = None
 
 
 def machine_info() -> dict[str, Any]:
@@ -166,6 +171,8 @@ def finish_compare(
         "episodes": plan.episodes,
         "eval_seed": plan.eval_seed,
         "quick": plan.quick,
+        "cost_limit": plan.cost_limit,
+        "cost_unit": plan.cost_unit,
     }
     if plan.adversarial:
         settings["eval_adversary"] = str(plan.eval_adversary)
@@ -213,6 +220,17 @@ def finish_compare(
         files=files,
         failed=list(failed),
         paired=paired,
+        cost_limit=plan.cost_limit,
+        cost_unit=plan.cost_unit,
+    )
+
+
+def cost_note(limit: float, unit: str | None) -> str:
+    """What the cost columns are, with the limit they are held to (report.md, docs/results.md)."""
+    unit = f" {unit}" if unit else ""
+    return (
+        f"`cost`: the episode's sum of `info[\"cost\"]`{' (' + unit.strip() + ')' if unit else ''}; "
+        f"`cost_violation`: the share of episodes whose cost is above the scenario's limit of {limit:.4g}{unit}."
     )
 
 
@@ -272,6 +290,7 @@ def _write_report(
         "Mean ± Student-t 95% CI half-width over training seeds x evaluation episodes "
         "(baselines: over episodes). Best per column in bold with `*`; ↑ higher is better, ↓ lower.",
         "",
+        *([cost_note(settings["cost_limit"], settings["cost_unit"]), ""] if settings["cost_limit"] is not None else []),
         markdown_report_table(table),
         "",
         "## Paired verdicts",

@@ -12,7 +12,7 @@ from typing import Any
 
 from rich.table import Table
 
-from edgelam.agents.common import markdown_table
+from edgelam.agents.common import COST_KEY, VIOLATION_KEY, markdown_table
 from edgelam.agents.metrics import verdict_sentence
 
 # columns of the printed table besides the return: not per-agent, not the episode length
@@ -54,16 +54,18 @@ def table_metrics(
     cost_keys: Sequence[str] = (),
     max_metrics: int = MAX_TABLE_METRICS,
 ) -> list[str]:
-    """The headline table's columns: the return, then the env's key metrics (those with a direction),
-    then its budget (cost) keys, each only where the policies differ in it; at most ``max_metrics``
-    besides the return. Every metric stays in results.csv/json."""
+    """The headline table's columns: the return and, where the episodes have them, the episode cost
+    and the violation rate (``cost``, ``cost_violation``); then the env's key metrics (those with a
+    direction), then its budget keys, each only where the policies differ in it, at most
+    ``max_metrics`` of them. Every metric stays in results.csv/json."""
     present = list(dict.fromkeys(m for metrics in summary.values() for m in metrics if m not in _HIDDEN))
     present = [m for m in present if "/" not in m]
     directions = directions or {}
-    keyed = [m for m in present if m != "return" and direction_of(directions, m) is not None]
+    beside = [m for m in (COST_KEY, VIOLATION_KEY) if m in present]
+    keyed = [m for m in present if m not in ("return", *beside) and direction_of(directions, m) is not None]
     costs = [m for m in present if m in cost_keys and m not in keyed]
     chosen = [m for m in [*keyed, *costs] if _policy_dependent(summary, m)]
-    return ["return", *chosen[:max_metrics]]
+    return ["return", *beside, *chosen[:max_metrics]]
 
 
 def tradeoff_pair(metrics: Sequence[str]) -> tuple[str, str] | None:
