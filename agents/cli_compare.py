@@ -94,7 +94,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         print(f"not written: no trial beat the entry as it stands (gain {result.gain:.4g})", file=sys.stderr)
     elif args.write:
         command = " ".join(["edgelam tune", *(sys.argv[2:] if sys.argv[1:2] == ["tune"] else [args.env])])
-        written = write_best(result, command)
+        written = write_best(result, command, settings=settings)
     summary = {**dataclasses.asdict(result), "gain": result.gain, "written": str(written) if written else None}
     summary["study"] = str(summary.pop("folder"))
     if args.json:

@@ -77,6 +77,51 @@ def machine() -> str:
     )
 
 
+def tuning_section(folder: Path | None = None) -> list[str]:
+    """The "Tuning" section: one row per study record of ``configs/agents/tuning/`` (written by
+    ``edgelam tune --write``): its budget, trials, wall time, and the tuned against the untuned
+    entry on the test split with the paired gain and its Wilcoxon verdict."""
+    import json
+
+    records = sorted((folder or configs_dir() / "agents" / "tuning").glob("*.json"))
+    if not records:
+        return []
+    rows = [["env", "algo", "scenario", "steps / trial", "trials (pruned)", "study wall time", "untuned (test)",
+             "tuned (test)", "paired gain", "verdict"]]
+    commands = []
+    for path in records:
+        r = json.loads(path.read_text())
+        t, s = r["test"], r["settings"] if "settings" in r else {}
+        rows.append([
+            r["env_id"], r["algo"], f"`{s.get('scenario', 'default')}`", f"{r['budget']:,}",
+            f"{r['complete'] + r['pruned']} ({r['pruned']})", f"{r['wall_s'] / 60:.0f} min",
+            f"{t['untuned']['mean']:.4g} ± {t['untuned']['ci95']:.2g}",
+            f"{t['tuned']['mean']:.4g} ± {t['tuned']['ci95']:.2g}",
+            f"{t['gain']['mean']:.4g} ± {t['gain']['ci95']:.2g}",
+            f"tuned {t['verdict']} untuned (p = {t['p_value']:.2g})",
+        ])
+        commands.append(f"- {r['env_id']}, {r['date']}: `{r['command']}`")
+    return [
+        "## Tuning",
+        "",
+        "Optuna studies (`edgelam tune`: TPE sampler, median pruner) of an entry of",
+        "`configs/agents/hyperparams/`. Trials are validated on seeds 20000+i. Once a study ends, the best",
+        "trial's model and the entry as it stood before (trained the same way, same budget) are evaluated",
+        f"on the test split ({records and json.loads(records[0].read_text())['test']['episodes']} episodes "
+        "from seed 10000, which tuning never sees); the gain is their paired",
+        "difference per episode (mean ± 95% CI) and the verdict a Wilcoxon signed-rank test at 95%.",
+        "The records are `configs/agents/tuning/<env>.<algo>.json`; the tuned settings are the entries",
+        "the agents above train with.",
+        "",
+        *markdown_table(rows),
+        "",
+        "Commands:",
+        "",
+        *commands,
+        "",
+    ]
+
+
 def run_results(
     only: Sequence[str] | None = None,
     out_dir: str | Path = "runs/results",
@@ -134,6 +179,7 @@ def run_results(
         "(finished training runs are reused; each section gives its runs' training time).",
         "",
         *sections,
+        *tuning_section(),
     ]
     doc = Path(doc)
     doc.parent.mkdir(parents=True, exist_ok=True)

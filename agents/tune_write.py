@@ -15,7 +15,7 @@ import yaml
 
 from edgelam.agents import hyperparams as hp
 from edgelam.agents.common import env_dir
-from edgelam.agents.tune import VALIDATION_SEED, TuneResult
+from edgelam.agents.tune import VALIDATION_SEED, TuneResult, TuneSettings
 from edgelam.envs.core.config import configs_dir
 
 
@@ -34,9 +34,11 @@ def record_path(env_id: str, algo: str, folder: Path | None = None) -> Path:
     return (folder or configs_dir() / "agents" / "tuning") / f"{env_dir(env_id)}.{algo}.json"
 
 
-def write_best(result: TuneResult, command: str, path: Path | None = None, records: Path | None = None) -> Path:
+def write_best(result: TuneResult, command: str, path: Path | None = None, records: Path | None = None,
+               settings: TuneSettings | None = None) -> Path:
     """Replace (or add) the env's entry in the algorithm's file with the best trial, the study in a comment;
-    the study's record (settings, scores, held-out gain, command) goes to :func:`record_path` (in ``records``)."""
+    the study's record (scores, held-out gain, command, and the study's ``settings`` when given) goes to
+    :func:`record_path` (in ``records``)."""
     path = path or hp.hyperparams_file(result.algo)
     entry = {**hp.entry(result.env_id, result.algo, path), **result.best_params, "n_timesteps": result.budget}
     entry["policy_kwargs"] = _policy_kwargs_text(entry["policy_kwargs"])
@@ -82,6 +84,9 @@ def write_best(result: TuneResult, command: str, path: Path | None = None, recor
     record = record_path(result.env_id, result.algo, records)
     record.parent.mkdir(parents=True, exist_ok=True)
     document = {k: v for k, v in asdict(result).items() if k != "folder"}
+    if settings is not None:
+        document["settings"] = {**{k: v for k, v in asdict(settings).items() if k != "out"},
+                                "vectorized": settings.vectorized}
     record.write_text(json.dumps({**document, "command": command, "date": date, "validation_gain": result.gain},
                                  indent=2, default=str) + "\n")
     return path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import pytest
 
@@ -48,3 +49,23 @@ def test_results_settings_are_validated(tmp_path):
     bad.write_text("- env: edgelam/SplitInference-v0\n  episodes: 0\n")
     with pytest.raises(ValueError, match="episodes"):
         load_entries(bad)
+
+
+def test_tuning_section_gives_each_study_record_its_row(tmp_path):
+    from edgelam.agents.results import tuning_section
+
+    assert tuning_section(tmp_path) == []
+    record = {
+        "env_id": "edgelam/SpecDecode-v0", "algo": "ppo", "budget": 300_000, "complete": 4, "pruned": 10,
+        "wall_s": 2694.0, "settings": {"scenario": "blockage"}, "date": "2 December 2026",
+        "command": "edgelam tune edgelam/SpecDecode-v0 --write",
+        "test": {"episodes": 30, "seed": 10_000, "tuned": {"mean": -0.3063, "ci95": 0.0364},
+                 "untuned": {"mean": -0.3563, "ci95": 0.0287}, "gain": {"mean": 0.05008, "ci95": 0.0294},
+                 "verdict": "beats", "p_value": 0.00113},
+    }
+    (tmp_path / "spec_decode.ppo.json").write_text(json.dumps(record))
+    text = "\n".join(tuning_section(tmp_path))
+    row = ("| edgelam/SpecDecode-v0 | ppo | `blockage` | 300,000 | 14 (10) | 45 min | -0.3563 ± 0.029 | "
+           "-0.3063 ± 0.036 | 0.05008 ± 0.029 | tuned beats untuned (p = 0.0011) |")
+    assert row in text and "30 episodes from seed 10000" in text
+    assert "`edgelam tune edgelam/SpecDecode-v0 --write`" in text

@@ -108,12 +108,14 @@ def test_write_best_replaces_the_entry_and_keeps_the_others(tmp_path):
                    "verdict": "beats", "p_value": 1e-6}
     records = tmp_path / "tuning"
     for _ in range(2):  # writing twice leaves one entry
-        write_best(result, "edgelam tune edgelam/SplitInference-v0 --trials 12", path, records)
+        write_best(result, "edgelam tune edgelam/SplitInference-v0 --trials 12", path, records,
+                   TuneSettings(env_id="edgelam/SplitInference-v0", scenario="congested_edge", trials=12))
     text = path.read_text()
     assert "paired gain 11 ± 0.5 (Wilcoxon: tuned beats untuned)" in text
     record = json.loads((records / "split_inference.ppo.json").read_text())
     assert record["test"] == result.test and record["validation_gain"] == 10.0 and record["budget"] == 20_000
     assert record["command"].endswith("--trials 12") and "folder" not in record
+    assert record["settings"]["scenario"] == "congested_edge" and record["settings"]["vectorized"] is True
     assert text.count("edgelam/SplitInference-v0:") == 1
     assert text.count("Tuned by `edgelam tune edgelam/SplitInference") == 1
     assert "best trial 7 -40 ± 1.5; the entry before tuning -50 ± 2" in text
