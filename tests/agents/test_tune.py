@@ -22,8 +22,9 @@ def _settings(tmp_path, **kw) -> TuneSettings:
                         episodes=3, out=tmp_path / "study", **kw)
 
 
-def test_a_study_evaluates_on_validation_seeds_only_and_continues(tmp_path, monkeypatch):
-    seeds = []
+def _evaluated_seeds(monkeypatch) -> list[int]:
+    """The reset seed of every evaluate() call tune makes from now on (appended as they happen)."""
+    seeds: list[int] = []
     real = tune_mod.evaluate
 
     def spy(*args, **kwargs):
@@ -31,6 +32,11 @@ def test_a_study_evaluates_on_validation_seeds_only_and_continues(tmp_path, monk
         return real(*args, **kwargs)
 
     monkeypatch.setattr(tune_mod, "evaluate", spy)
+    return seeds
+
+
+def test_a_study_evaluates_on_validation_seeds_only_and_continues(tmp_path, monkeypatch):
+    seeds = _evaluated_seeds(monkeypatch)
     result = tune(_settings(tmp_path), log=lambda m: None)
     assert set(seeds) == {VALIDATION_SEED}  # never the test split (compare / results: 10000 + i)
     assert result.complete + result.pruned == 3 and result.complete >= 1
@@ -51,14 +57,7 @@ def test_a_study_evaluates_on_validation_seeds_only_and_continues(tmp_path, monk
 def test_the_held_out_gain_pairs_the_two_models_on_the_test_split(tmp_path, monkeypatch):
     settings = _settings(tmp_path, trials=2, test_episodes=4)
     result = tune(settings, log=lambda m: None)
-    seeds = []
-    real = tune_mod.evaluate
-
-    def spy(*args, **kwargs):
-        seeds.append(kwargs["seed"])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(tune_mod, "evaluate", spy)
+    seeds = _evaluated_seeds(monkeypatch)
     gain = held_out_gain(result, settings)
     assert seeds == [TEST_SEED, TEST_SEED]  # the test split, which the study never saw
     returns = {}
