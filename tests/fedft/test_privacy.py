@@ -325,7 +325,11 @@ def test_power_env_reports_each_agents_own_epsilon():
 @pytest.mark.slow
 def test_live_dp_sgd_visibly_slows_the_real_loss():
     """Tiny live scenario (2 devices, 2 topics), equal allocation, 6 rounds, seed 0: without DP the validation loss
-    falls by more than twice what it falls with DP-SGD (sigma 1, clip 0.5); the accountant runs in live too."""
+    falls by more than twice what it falls with DP-SGD (sigma 1, clip 0.5); the accountant runs in live too.
+
+    Measured at ed41b90 (each row's local sequences from its own seed): the loss falls by 0.023, 0.028
+    and 0.034 without DP on seeds 0, 1 and 2, and by -0.004 to -0.006 with DP-SGD, so the floor on the
+    plain decrease (it really learns) is 0.015, below the spread of the seeds."""
     tiny = {"num_devices": 2, "num_topics": 2, "channel.bandwidth_hz": 2.0e6}
     drops, last = {}, {}
     for name, kwargs in (("plain", {"scenario": "default"}), ("private", {"scenario": "private"})):
@@ -337,5 +341,5 @@ def test_live_dp_sgd_visibly_slows_the_real_loss():
         drops[name], last[name] = start - info["loss"], info
     print(f"6 live rounds: loss decrease {drops['plain']:.4f} without DP, {drops['private']:.4f} with DP-SGD, "
           f"epsilon {last['private']['epsilon']:.3f}")
-    assert drops["plain"] > 0.03 and drops["private"] < 0.5 * drops["plain"]
+    assert drops["plain"] > 0.015 and drops["private"] < 0.5 * drops["plain"]
     assert "epsilon" not in last["plain"] and last["private"]["epsilon"] > 0
