@@ -14,6 +14,7 @@ ranking and names no verdict itself (:data:`VERDICT_WORDS` are refused in notes)
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
@@ -81,17 +82,16 @@ def tuning_section(folder: Path | None = None) -> list[str]:
     """The "Tuning" section: one row per study record of ``configs/agents/tuning/`` (written by
     ``edgelam tune --write``): its budget, trials, wall time, and the tuned against the untuned
     entry on the test split with the paired gain and its Wilcoxon verdict."""
-    import json
-
     records = sorted((folder or configs_dir() / "agents" / "tuning").glob("*.json"))
     if not records:
         return []
     rows = [["env", "algo", "scenario", "steps / trial", "trials (pruned)", "study wall time", "untuned (test)",
              "tuned (test)", "paired gain", "verdict"]]
-    commands = []
+    commands, splits = [], set()
     for path in records:
         r = json.loads(path.read_text())
-        t, s = r["test"], r["settings"] if "settings" in r else {}
+        t, s = r["test"], r.get("settings", {})
+        splits.add((t["episodes"], t["seed"]))
         rows.append([
             r["env_id"], r["algo"], f"`{s.get('scenario', 'default')}`", f"{r['budget']:,}",
             f"{r['complete'] + r['pruned']} ({r['pruned']})", f"{r['wall_s'] / 60:.0f} min",
@@ -107,8 +107,8 @@ def tuning_section(folder: Path | None = None) -> list[str]:
         "Optuna studies (`edgelam tune`: TPE sampler, median pruner) of an entry of",
         "`configs/agents/hyperparams/`. Trials are validated on seeds 20000+i. Once a study ends, the best",
         "trial's model and the entry as it stood before (trained the same way, same budget) are evaluated",
-        f"on the test split ({records and json.loads(records[0].read_text())['test']['episodes']} episodes "
-        "from seed 10000, which tuning never sees); the gain is their paired",
+        f"on the test split ({'; '.join(f'{n} episodes from seed {seed}' for n, seed in sorted(splits))}, "
+        "which tuning never sees); the gain is their paired",
         "difference per episode (mean ± 95% CI) and the verdict a Wilcoxon signed-rank test at 95%.",
         "The records are `configs/agents/tuning/<env>.<algo>.json`; the tuned settings are the entries",
         "the agents above train with.",
