@@ -10,7 +10,7 @@ from pathlib import Path
 from rich.console import Console
 
 from edgelam.agents.cli_args import Command, add_env_options, csv_list, parse_sets, print_json
-from edgelam.agents.common import check_env_id, env_dir
+from edgelam.agents.common import TEST_SEED, check_env_id, env_dir
 from edgelam.agents.compare import CompareSettings, compare
 
 
@@ -118,7 +118,7 @@ def add_compare(command: Command) -> None:
     p.add_argument("--baselines", help="comma-separated baselines (default: all available)")
     p.add_argument("--quick", action="store_true", help="a setting that finishes in minutes on 2 cores")
     p.add_argument("--out", type=Path, help="output folder (default: runs/compare/<env>); rerun to resume")
-    p.add_argument("--eval-seed", type=int, default=10_000, help="seed of the first evaluation episode")
+    p.add_argument("--eval-seed", type=int, default=TEST_SEED, help="seed of the first evaluation episode")
     p.add_argument(
         "--eval-adversary",
         default="random",

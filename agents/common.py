@@ -36,6 +36,9 @@ from pettingzoo import ParallelEnv
 import edgelam.envs  # noqa: F401  (registers every env id)
 from edgelam.envs import registration
 
+# reset seed of the first evaluation episode of compare and results (episode i: TEST_SEED + i), the test
+# split; tuning validates on other seeds (edgelam.agents.tune.VALIDATION_SEED) and never sees these
+TEST_SEED = 10_000
 # info key of the per-step cost (Safety-Gymnasium's convention); its episode sum is held to the spec's cost_limit
 COST_KEY = "cost"
 # row key: 1.0 when the episode's cost is above the scenario's cost_limit, else 0.0

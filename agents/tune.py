@@ -37,7 +37,7 @@ import optuna
 from stable_baselines3.common.callbacks import BaseCallback
 
 from edgelam.agents import hyperparams as hp
-from edgelam.agents.common import check_env_id, env_dir, is_parallel
+from edgelam.agents.common import TEST_SEED, check_env_id, env_dir, is_parallel
 from edgelam.agents.evaluate import evaluate
 from edgelam.agents.metrics import ci95_halfwidth, paired_test
 from edgelam.agents.policies import NormalizedPolicy, load_policy
@@ -45,7 +45,6 @@ from edgelam.agents.train import train
 from edgelam.envs import registration
 
 VALIDATION_SEED = 20_000
-TEST_SEED = 10_000  # compare's and results' first evaluation seed: the test split
 NET_ARCHS = {"small": [64, 64], "medium": [128, 128], "large": [256, 256]}
 
 

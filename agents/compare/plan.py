@@ -16,6 +16,7 @@ from typing import Any
 
 from edgelam import baselines as baseline_registry
 from edgelam.agents.common import (
+    TEST_SEED,
     check_env_id,
     cost_limit,
     is_adversarial,
@@ -68,7 +69,7 @@ class CompareSettings:
     out_dir: str | Path = "runs/compare"
     quick: bool = False
     env_kwargs: Mapping[str, Any] | None = None
-    eval_seed: int = 10_000
+    eval_seed: int = TEST_SEED
     hyperparams: Mapping[str, Mapping[str, Any]] | None = None
     eval_adversary: str | Path = "random"
     vectorized: bool = False

@@ -10,9 +10,10 @@ import pytest
 
 from edgelam.agents import hyperparams as hp
 from edgelam.agents import tune as tune_mod
+from edgelam.agents.common import TEST_SEED
 from edgelam.agents.evaluate import evaluate
 from edgelam.agents.policies import load_policy
-from edgelam.agents.tune import TEST_SEED, VALIDATION_SEED, TuneSettings, held_out_gain, run_trial, tune
+from edgelam.agents.tune import VALIDATION_SEED, TuneSettings, held_out_gain, run_trial, tune
 from edgelam.agents.tune_write import write_best
 from tests.agents.conftest import TOY
 
