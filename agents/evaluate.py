@@ -12,7 +12,10 @@ Episode ``i`` resets with ``seed + i``, so every policy evaluated with the same
   convention; in the env's unit, ``metadata["info_units"]["cost"]``), where the env reports one;
 * ``cost_violation``: 1.0 if that cost is above the scenario's per-episode limit
   (:func:`edgelam.agents.common.cost_limit`, the spec's ``cost_limit``), else 0.0;
-  only where the scenario has a limit.
+  only where the scenario has a limit;
+* ``hindsight_value``, ``hindsight_exact``, ``hindsight_bound``, ``hindsight_fallback``: for the
+  ``hindsight`` baseline, its plan's value, kind and solver fallback
+  (:func:`edgelam.baselines.hindsight.plan_row`).
 
 :func:`summarize` turns rows into mean, Student-t 95% CI half-width and count.
 """
@@ -38,6 +41,7 @@ from edgelam.agents.common import (
 from edgelam.agents.marl import evaluate_parallel
 from edgelam.agents.metrics import EpisodeMetrics, summarize
 from edgelam.agents.policies import PolicySpec, accepts_masks, resolve_policy, to_env_action
+from edgelam.baselines.hindsight import plan_row
 
 __all__ = ["evaluate", "play_episode", "summarize"]
 
@@ -86,7 +90,9 @@ def evaluate(
     for episode in range(episodes):
         metrics = EpisodeMetrics(sums)
         play_episode(env, agent, seed + episode, deterministic, lambda _a, r, i, m=metrics: m.add(r, i))
-        rows.append(with_cost_violation({"episode": episode, "seed": seed + episode, **metrics.row()}, limit))
+        row = {"episode": episode, "seed": seed + episode, **metrics.row()}
+        row.update(plan_row(getattr(agent, "last_plan", None)))
+        rows.append(with_cost_violation(row, limit))
     env.close()
     return rows
 

@@ -47,6 +47,7 @@ from edgelam.agents.metrics import EpisodeMetrics
 from edgelam.agents.policies import PolicySpec, accepts_masks, resolve_policy, to_env_action
 from edgelam.agents.vec import SB3VectorAdapter
 from edgelam.baselines import Policy, RandomPolicy
+from edgelam.baselines.hindsight import plan_row
 from edgelam.envs import registration
 from edgelam.envs.core.vector import AgentRowsVectorEnv
 
@@ -229,7 +230,11 @@ def evaluate_parallel(
                 tracked[agent].add(reward, infos.get(agent, {}))
 
         length = play_parallel_episode(par_env, policies, seed + episode, deterministic, track)
-        rows.append(with_cost_violation(_episode_row(episode, seed + episode, length, tracked, over_agents), limit))
+        row = _episode_row(episode, seed + episode, length, tracked, over_agents)
+        plans = {id(p): plan_row(getattr(p, "last_plan", None)) for p in policies.values()}
+        if len(plans) == 1:  # one joint hindsight policy shared by every agent
+            row.update(next(iter(plans.values())))
+        rows.append(with_cost_violation(row, limit))
     par_env.close()
     return rows
 
