@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from functools import partial
 from pathlib import Path
 
 from rich.console import Console
@@ -10,7 +11,8 @@ from rich.console import Console
 from edgelam.agents.cli_args import Command, add_env_options, parse_sets, print_json
 from edgelam.agents.common import check_env_id, env_dir, is_adversarial, is_parallel, make_parallel
 from edgelam.agents.compare import format_cell, rich_table
-from edgelam.agents.evaluate import evaluate, summarize
+from edgelam.agents.evaluate import evaluate, score, summarize
+from edgelam.agents.metrics import SCORE_KEY
 from edgelam.agents.trainers import RARL_ITERATIONS, TrainSettings, default_timesteps, train_run, trainer_for
 from edgelam.envs.core.config import apply_overrides
 
@@ -75,6 +77,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         deterministic=not args.stochastic,
     )
     summary = summarize(rows)
+    if args.score:
+        wrap = partial(_with_adversary, args.env, adversary=args.adversary)
+        summary = {"return": summary["return"],
+                   SCORE_KEY: score(rows, args.env, args.seed, args.scenario, parse_sets(args.set), wrap), **summary}
     if args.json:
         print_json(
             {
@@ -178,6 +184,11 @@ def add_evaluate(command: Command) -> None:
     p.add_argument("--stochastic", action="store_true", help="sample actions instead of deterministic ones")
     p.add_argument(
         "--adversary", default="random", help="adversarial envs: the adversary's policy (default: random)"
+    )
+    p.add_argument(
+        "--score", action="store_true",
+        help="also the normalised score (return - random) / (hindsight - random), random and hindsight "
+        "evaluated on the same episodes",
     )
     p.set_defaults(func=cmd_evaluate)
 

@@ -39,11 +39,17 @@ from edgelam.agents.common import (
     with_cost_violation,
 )
 from edgelam.agents.marl import evaluate_parallel
-from edgelam.agents.metrics import EpisodeMetrics, summarize
+from edgelam.agents.metrics import (
+    HINDSIGHT_POLICY,
+    RANDOM_POLICY,
+    EpisodeMetrics,
+    normalised_scores,
+    summarize,
+)
 from edgelam.agents.policies import PolicySpec, accepts_masks, resolve_policy, to_env_action
 from edgelam.baselines.hindsight import plan_row
 
-__all__ = ["evaluate", "play_episode", "summarize"]
+__all__ = ["evaluate", "play_episode", "score", "summarize"]
 
 
 def evaluate(
@@ -123,3 +129,31 @@ def play_episode(
         observation, reward, terminated, truncated, info = env.step(env_action)
         on_step(env_action, reward, info)
         done = terminated or truncated
+
+
+def score(
+    rows: list[dict[str, float]],
+    env_id: str | ParallelFactory,
+    seed: int = 0,
+    scenario: str = "default",
+    env_kwargs: Mapping[str, Any] | None = None,
+    wrap: Callable[[str], Any] = lambda name: name,
+) -> tuple[float, float, int]:
+    """The normalised score of the episodes ``rows`` (as :func:`evaluate` returned them).
+
+    Evaluates the ``random`` and ``hindsight`` baselines on the same episodes (the same reset
+    seeds, from ``seed``) and returns :func:`edgelam.agents.metrics.normalised_score`'s
+    ``(score, ci95_halfwidth, n)``: random scores 0, hindsight 1. ``wrap`` turns a baseline name
+    into the policy spec to evaluate (e.g. a mapping with the adversary of an adversarial env).
+
+    Raises:
+        ValueError: the env has no ``hindsight`` baseline.
+    """
+    episodes = len(rows)
+    tagged = [{**r, "policy": "policy"} for r in rows]
+    for name in (RANDOM_POLICY, HINDSIGHT_POLICY):
+        tagged += [{**r, "policy": name} for r in evaluate(wrap(name), env_id, episodes, seed, scenario, env_kwargs)]
+    result = normalised_scores(tagged, ["policy"])
+    if "policy" not in result:
+        raise ValueError(f"score: no hindsight episodes for {env_id}")
+    return result["policy"]

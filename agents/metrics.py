@@ -179,3 +179,75 @@ def verdict_sentence(paired: Iterable[Mapping[str, Any]], policy: str) -> str:
     groups = verdicts_of(paired, policy)
     parts = [f"{v} {', '.join(names)}" for v, names in groups.items() if names]
     return f"{policy} " + ("; ".join(parts) if parts else "has no paired comparison")
+
+
+# the normalised score's reference policies and the bootstrap behind its interval
+RANDOM_POLICY = "random"
+HINDSIGHT_POLICY = "hindsight"
+HINDSIGHT_VALUE_KEY = "hindsight_value"
+SCORE_KEY = "score"
+BOOTSTRAP_RESAMPLES = 2000
+
+
+def normalised_score(
+    returns: Iterable[float], random_returns: Iterable[float], hindsight_values: Iterable[float],
+    resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0,
+) -> tuple[float, float, int]:
+    """(mean return - mean random) / (mean hindsight - mean random) over paired episodes, with its 95% CI.
+
+    The i-th values of the three sequences come from the same episode (the same reset seed): the
+    policy's return, the uniform-random policy's return and the hindsight value (the optimum, an
+    upper bound or a planner's return, :mod:`edgelam.baselines.hindsight`). Random scores 0 and
+    hindsight 1. The interval is a paired percentile bootstrap over the episodes (``resamples``
+    resamples of the episode indices, the same for numerator and denominator, from ``seed``),
+    given as the half-width of its 2.5-97.5% range; NaN when n < 2.
+
+    Returns:
+        ``(score, ci95_halfwidth, n)``; the score is NaN when hindsight is not above random on
+        average (no room to normalise by).
+
+    Raises:
+        ValueError: the sequences have different lengths or are empty.
+    """
+    p, r, h = (np.asarray(list(x), dtype=float) for x in (returns, random_returns, hindsight_values))
+    if not (p.shape == r.shape == h.shape) or p.size == 0:
+        raise ValueError(f"normalised_score: needs as many values of each, got {p.size}, {r.size}, {h.size}")
+    gap = h.mean() - r.mean()
+    if not gap > 0:
+        return math.nan, math.nan, int(p.size)
+    score = float((p.mean() - r.mean()) / gap)
+    if p.size < 2:
+        return score, math.nan, int(p.size)
+    idx = np.random.default_rng(seed).integers(0, p.size, size=(resamples, p.size))
+    gaps = h[idx].mean(axis=1) - r[idx].mean(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        boot = (p[idx].mean(axis=1) - r[idx].mean(axis=1)) / gaps
+    boot = boot[np.isfinite(boot) & (gaps > 0)]
+    if boot.size < resamples // 2:
+        return score, math.nan, int(p.size)
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return score, float((hi - lo) / 2.0), int(p.size)
+
+
+def normalised_scores(
+    rows: Iterable[Mapping[str, Any]], policies: Iterable[str],
+    random: str = RANDOM_POLICY, hindsight: str = HINDSIGHT_POLICY,
+) -> dict[str, tuple[float, float, int]]:
+    """:func:`normalised_score` of every policy in ``policies`` from episode rows tagged ``policy``.
+
+    Each policy is paired with ``random``'s return and ``hindsight``'s ``hindsight_value`` over the
+    evaluation seeds all three saw (an agent trained on several seeds enters with its mean per
+    seed). Empty when the rows have no ``random`` or no ``hindsight`` episodes.
+    """
+    rows = list(rows)
+    rand = per_seed_means(rows, random, "return")
+    best = per_seed_means(rows, hindsight, HINDSIGHT_VALUE_KEY)
+    if not rand or not best:
+        return {}
+    out = {}
+    for policy in policies:
+        mine = per_seed_means(rows, policy, "return") if policy != hindsight else best
+        seeds = sorted(set(mine) & set(rand) & set(best))
+        if seeds:
+            out[policy] = normalised_score([mine[s] for s in seeds], [rand[s] for s in seeds], [best[s] for s in seeds])
+    return out

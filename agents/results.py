@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from edgelam.agents.common import env_name, markdown_table
-from edgelam.agents.compare import PAIRED_NOTE, CompareSettings, compare, cost_note, paired_lines
+from edgelam.agents.compare import PAIRED_NOTE, CompareSettings, compare, cost_note, paired_lines, score_note
 from edgelam.envs.core.config import bounds, build, configs_dir
 
 # words that state a verdict; in docs/results.md they come from the paired test alone
@@ -160,6 +160,7 @@ def run_results(
             f"{e.episodes} evaluation episodes per policy and seed. "
             "Mean ± 95% CI; `*` marks the best policy of a column.",
             "",
+            *([note, ""] if (note := score_note(res.summary)) is not None else []),
             *([cost_note(res.cost_limit, res.cost_unit), ""] if res.cost_limit is not None else []),
             *markdown_table(res.table),
             "",

@@ -48,7 +48,15 @@ from edgelam.agents.compare.plan import (
     compare_settings,
     plan_compare,
 )
-from edgelam.agents.compare.report import PAIRED_NOTE, CompareResult, cost_note, finish_compare, machine_info
+from edgelam.agents.compare.report import (
+    PAIRED_NOTE,
+    CompareResult,
+    cost_note,
+    finish_compare,
+    hindsight_kind,
+    machine_info,
+    score_note,
+)
 from edgelam.agents.compare.run import JobResult, run_job
 from edgelam.agents.compare.table import (
     MAX_TABLE_METRICS,
@@ -76,11 +84,13 @@ __all__ = [
     "cost_note",
     "finish_compare",
     "format_cell",
+    "hindsight_kind",
     "machine_info",
     "paired_lines",
     "plan_compare",
     "rich_table",
     "run_job",
+    "score_note",
     "table_metrics",
     "tradeoff_pair",
 ]

@@ -37,7 +37,7 @@ from edgelam.agents.compare.table import (
     table_text,
     tradeoff_pair,
 )
-from edgelam.agents.metrics import ALPHA, paired_verdicts, summarize
+from edgelam.agents.metrics import ALPHA, HINDSIGHT_POLICY, SCORE_KEY, normalised_scores, paired_verdicts, summarize
 from edgelam.agents.plots import plot_learning_curves, plot_metrics, plot_tradeoff
 from edgelam.envs.registration import find_spec
 
@@ -130,9 +130,11 @@ def finish_compare(
         if result.skipped is None:
             kinds[job.name] = job.kind
     skipped = {r.key.split("/", 1)[1]: r.skipped for r in results if r.skipped is not None}
-    directions = plan.directions
+    directions = {**plan.directions, SCORE_KEY: "max"}
 
     summary = {p: summarize(r for r in rows if r["policy"] == p) for p in kinds}
+    for policy, score in normalised_scores(rows, list(kinds)).items():
+        summary[policy] = {"return": summary[policy]["return"], SCORE_KEY: score, **summary[policy]}
     all_metrics = list(dict.fromkeys(m for s in summary.values() for m in s))
     best = {}
     for metric in all_metrics:
@@ -223,6 +225,39 @@ def finish_compare(
         cost_limit=plan.cost_limit,
         cost_unit=plan.cost_unit,
     )
+
+
+def hindsight_kind(summary: Mapping[str, Mapping[str, tuple[float, float, int]]]) -> str | None:
+    """What the compare's ``hindsight`` was: ``"exact"``, ``"bound"``, ``"planner"`` or a mix, ``None`` without one."""
+    stats_of = summary.get(HINDSIGHT_POLICY)
+    if not stats_of or "hindsight_value" not in stats_of:
+        return None
+    exact, bound = stats_of["hindsight_exact"][0], stats_of["hindsight_bound"][0]
+    if exact == 1.0:
+        return "exact"
+    if bound == 1.0:
+        return "bound"
+    if exact == 0.0 and bound == 0.0:
+        return "planner"
+    return f"mixed: {exact:.0%} exact, {bound:.0%} bound"
+
+
+def score_note(summary: Mapping[str, Mapping[str, tuple[float, float, int]]]) -> str | None:
+    """What the score column is, what hindsight was and any solver fallbacks (report.md, docs/results.md)."""
+    kind = hindsight_kind(summary)
+    if kind is None:
+        return None
+    meaning = {
+        "exact": "the optimal return of each episode with its realised exogenous trace known in advance",
+        "bound": "a certified upper bound on the return of each episode given its realised exogenous trace",
+        "planner": "the return of a perfect-information planner (a reference, not a bound)",
+    }.get(kind, "per episode the optimum, an upper bound or a planner's return")
+    fallbacks = summary[HINDSIGHT_POLICY].get("hindsight_fallback", (0.0, 0.0, 0))
+    note = (f"`score` = (return − random) / (hindsight − random), 95% paired bootstrap CI over the episodes; "
+            f"random scores 0, hindsight 1. Hindsight here is **{kind}**: {meaning}.")
+    if fallbacks[0] > 0:
+        note += f" Its solver fell back on {fallbacks[0]:.0%} of the episodes (flagged `hindsight_fallback`)."
+    return note
 
 
 def cost_note(limit: float, unit: str | None) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 from rich.table import Table
 
 from edgelam.agents.common import COST_KEY, VIOLATION_KEY, markdown_table
-from edgelam.agents.metrics import verdict_sentence
+from edgelam.agents.metrics import SCORE_KEY, verdict_sentence
 
 # columns of the printed table besides the return: not per-agent, not the episode length
 _HIDDEN = frozenset({"length"})
@@ -54,14 +54,15 @@ def table_metrics(
     cost_keys: Sequence[str] = (),
     max_metrics: int = MAX_TABLE_METRICS,
 ) -> list[str]:
-    """The headline table's columns: the return and, where the episodes have them, the episode cost
-    and the violation rate (``cost``, ``cost_violation``); then the env's key metrics (those with a
+    """The headline table's columns: the return and, where the episodes have them, the normalised
+    score (``score``: random 0, hindsight 1), the episode cost and the violation rate (``cost``,
+    ``cost_violation``); then the env's key metrics (those with a
     direction), then its budget keys, each only where the policies differ in it, at most
     ``max_metrics`` of them. Every metric stays in results.csv/json."""
     present = list(dict.fromkeys(m for metrics in summary.values() for m in metrics if m not in _HIDDEN))
     present = [m for m in present if "/" not in m]
     directions = directions or {}
-    beside = [m for m in (COST_KEY, VIOLATION_KEY) if m in present]
+    beside = [m for m in (SCORE_KEY, COST_KEY, VIOLATION_KEY) if m in present]
     keyed = [m for m in present if m not in ("return", *beside) and direction_of(directions, m) is not None]
     costs = [m for m in present if m in cost_keys and m not in keyed]
     chosen = [m for m in [*keyed, *costs] if _policy_dependent(summary, m)]
