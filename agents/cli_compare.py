@@ -63,6 +63,19 @@ def cmd_results(args: argparse.Namespace) -> int:
     """Run the compare of every env in configs/agents/results.yaml and write docs/results.md."""
     from edgelam.agents.results import run_results
 
+    if args.check:
+        from edgelam.agents.results import check_entry
+
+        checked = check_entry(args.check, out_dir=args.out, doc=args.doc)
+        if args.json:
+            print_json(checked)
+        else:
+            rec, got = checked["recorded"], checked["measured"]
+            verdict = "confirmed" if checked["ok"] else "NOT confirmed"
+            same = " (identical)" if checked["identical"] else ""
+            print(f"{checked['entry']}: recorded {rec['mean']:.6g} ± {rec.get('ci95')} over {rec['n']} episodes, "
+                  f"re-evaluated {got['mean']:.6g}{same}: {verdict}")
+        return 0 if checked["ok"] else 1
     doc = run_results(only=args.only, out_dir=args.out, doc=args.doc)
     if args.json:
         print_json({"doc": str(doc)})
@@ -149,6 +162,9 @@ def add_results(command: Command) -> None:
     p.add_argument("--only", nargs="*", metavar="ENV", help="only these env ids")
     p.add_argument("--out", type=Path, default=Path("runs/results"), help="raw compare folders (resumable)")
     p.add_argument("--doc", type=Path, default=Path("docs/results.md"), help="the Markdown page to write")
+    p.add_argument("--check", metavar="ENV:POLICY",
+                   help="re-evaluate one leaderboard entry (docs/leaderboard.json beside --doc) on its test "
+                   "episodes and confirm its mean return within the recorded 95%% CI (exit 1 if not)")
     p.set_defaults(func=cmd_results)
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from edgelam.agents import leaderboard
 from edgelam.agents.common import env_name, markdown_table
 from edgelam.agents.compare import PAIRED_NOTE, CompareSettings, compare, cost_note, paired_lines, score_note
 from edgelam.envs.core.config import bounds, build, configs_dir
@@ -138,19 +139,12 @@ def run_results(
             raise ValueError(f"not in results.yaml: {', '.join(unknown)}")
         entries = [e for e in entries if e.env in only]
     sections = []
+    records = []
     start = time.perf_counter()
     for e in entries:
-        settings = CompareSettings(
-            e.env,
-            scenario=e.scenario,
-            algos=e.algos,
-            seeds=e.seeds,
-            timesteps=e.timesteps,
-            episodes=e.episodes,
-            out_dir=Path(out_dir) / env_name(e.env),
-            vectorized=e.vectorized,
-        )
+        settings = entry_settings(e, out_dir)
         res = compare(settings, progress=progress)
+        records.append(leaderboard.record(settings, res))
         train_s = [float(r["wall_time_s"]) for r in res.runs]
         lines = [
             f"## {e.env} (scenario `{e.scenario}`)",
@@ -179,10 +173,43 @@ def run_results(
         f"under `{out_dir}/<env>/`). Machine: {machine()}. Wall time of this call {total:.1f} min",
         "(finished training runs are reused; each section gives its runs' training time).",
         "",
+        "## Leaderboard",
+        "",
+        "Per env, the best online baseline and the best RL agent by normalised score (random 0, hindsight 1;",
+        "by return where the env has no hindsight yet) and the hindsight gap, 1 minus the best baseline's score.",
+        "Every entry's numbers are in `docs/leaderboard.json`; `edgelam results --check ENV:POLICY`",
+        "re-evaluates one on its test episodes and confirms it within its 95% CI.",
+        "",
+        *markdown_table(leaderboard.summary_table(records)),
+        "",
         *sections,
         *tuning_section(),
     ]
     doc = Path(doc)
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text("\n".join(page))
+    leaderboard.write(records, doc.parent / leaderboard.LEADERBOARD.name)
     return doc
+
+
+def entry_settings(e: ResultsEntry, out_dir: str | Path = "runs/results") -> CompareSettings:
+    """The compare settings of results entry ``e``, its folder under ``out_dir``."""
+    return CompareSettings(
+        e.env,
+        scenario=e.scenario,
+        algos=e.algos,
+        seeds=e.seeds,
+        timesteps=e.timesteps,
+        episodes=e.episodes,
+        out_dir=Path(out_dir) / env_name(e.env),
+        vectorized=e.vectorized,
+    )
+
+
+def check_entry(entry: str, out_dir: str | Path = "runs/results", doc: str | Path = "docs/results.md",
+                settings: str | Path | None = None) -> dict:
+    """``edgelam results --check ENV:POLICY``: :func:`edgelam.agents.leaderboard.check` against the
+    leaderboard beside ``doc``, with the compare settings of ``settings`` (default results.yaml)."""
+    entries = load_entries(Path(settings) if settings is not None else None)
+    board = Path(doc).parent / leaderboard.LEADERBOARD.name
+    return leaderboard.check(entry, [entry_settings(e, out_dir) for e in entries], out_dir, board)
