@@ -80,3 +80,8 @@ register(ENV_ID, "edge_only", lambda env: _Static(env, on_device=False))
 register(ENV_ID, "neurosurgeon", lambda env: _Search(env))
 register(ENV_ID, "oracle", lambda env: _Search(env, oracle=True))
 register(ENV_ID, "lyapunov", lambda env, v=10.0: _Search(env, lyapunov_v=v))
+
+from edgelam.baselines.hindsight import register_hindsight  # noqa: E402
+from edgelam.baselines.split_inference_hindsight import solve as _hindsight_solve  # noqa: E402
+
+register_hindsight(ENV_ID, _hindsight_solve)

@@ -109,6 +109,15 @@ class SplitInferenceEnv(gym.Env):
     J (120 J in scenario ``default``: 0.6 J x 200 requests), ``None`` without
     ``energy_budget_j``.
 
+    ## Hindsight
+    ``hindsight`` is **exact**: every (split layer, bits) is tried on each request of the
+    replayed trace and the best kept (:mod:`edgelam.baselines.split_inference_hindsight`). A
+    request's reward reads only its action, its slot's exogenous draws and the episode's
+    ergodic rate (the virtual queue, the one state actions change, is observed, never priced),
+    and the draws do not depend on the actions, so the episode's optimum is the sum of the
+    per-request optima (the ``oracle`` baseline reaches it too). Replay backend only:
+    ``backend="live"`` raises ``ValueError`` (3 (L + 1) real split executions per request).
+
     ## Episode End
     Truncated after the scenario's ``episode_length`` requests (200 by default; the id
     registers no ``max_episode_steps``, so an ``episode_length`` override is the episode
