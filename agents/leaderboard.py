@@ -27,6 +27,7 @@ import numpy as np
 
 from edgelam.agents.common import COST_KEY, VIOLATION_KEY, env_name
 from edgelam.agents.compare import CompareResult, CompareSettings, format_cell, hindsight_kind, plan_compare, run_job
+from edgelam.agents.compare.plan import eval_overrides
 from edgelam.agents.metrics import HINDSIGHT_POLICY, RANDOM_POLICY, SCORE_KEY, per_seed_means
 
 LEADERBOARD = Path("docs") / "leaderboard.json"
@@ -48,6 +49,8 @@ def record(settings: CompareSettings, res: CompareResult) -> dict[str, Any]:
         "env_id": settings.env_id,
         "scenario": str(settings.scenario),
         "env_kwargs": dict(settings.env_kwargs or {}),
+        "split": settings.split,
+        "test_overrides": eval_overrides(settings.env_id, settings.scenario, None, settings.split),
         "eval_seed": settings.eval_seed,
         "episodes": settings.episodes,
         "cost_limit": res.cost_limit,

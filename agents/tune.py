@@ -38,6 +38,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from edgelam.agents import hyperparams as hp
 from edgelam.agents.common import TEST_SEED, check_env_id, env_dir, is_parallel
+from edgelam.agents.compare.plan import eval_overrides
 from edgelam.agents.evaluate import evaluate
 from edgelam.agents.metrics import ci95_halfwidth, paired_test
 from edgelam.agents.policies import NormalizedPolicy, load_policy
@@ -259,7 +260,7 @@ class TuneResult:
 
 def held_out_gain(result: TuneResult, settings: TuneSettings) -> dict[str, Any]:
     """The best trial's and the untuned entry's trained models on the test split (episode ``i``: seed
-    ``TEST_SEED + i``, ``settings.test_episodes`` of them), paired per episode.
+    ``TEST_SEED + i``, ``settings.test_episodes`` of them, with the scenario's test shift), paired per episode.
 
     Returns ``{"episodes", "seed", "tuned", "untuned", "gain", "verdict", "p_value"}``: the two mean
     returns with their 95% half-widths, the mean paired difference (tuned - untuned) with its 95%
@@ -276,7 +277,7 @@ def held_out_gain(result: TuneResult, settings: TuneSettings) -> dict[str, Any]:
     returns = {}
     for name, folder in (("tuned", result.folder / f"trial_{trial}"), ("untuned", result.folder / "untuned")):
         rows = evaluate(load_policy(folder), s.env_id, episodes=s.test_episodes, seed=TEST_SEED,
-                        scenario=s.scenario, env_kwargs=s.env_kwargs)
+                        scenario=s.scenario, env_kwargs=eval_overrides(s.env_id, s.scenario, s.env_kwargs, "test"))
         returns[name] = [float(r["return"]) for r in rows]
     test = paired_test(returns["tuned"], returns["untuned"])
     out = {

@@ -26,6 +26,7 @@ from edgelam.agents.common import (
     metric_directions,
 )
 from edgelam.agents.trainers import TRAINERS, is_adversarial_algo
+from edgelam.envs.registration import find_spec
 
 QUICK = {"algos": ("ppo",), "seeds": (0, 1), "timesteps": 20_000, "episodes": 10}
 FULL = {"algos": ("ppo",), "seeds": (0, 1, 2), "timesteps": 100_000, "episodes": 30}
@@ -57,6 +58,10 @@ class CompareSettings:
             or baseline) is evaluated against: a baseline name or a saved policy.
         vectorized: train the agents on the env's batched vector env (RARL: each side on
             its batched game), as ``edgelam train --vector``.
+        split: what the policies are evaluated on: ``"test"`` (default), the evaluation seeds
+            with the scenario's test shift (its YAML's ``test`` block, unseen by training:
+            :meth:`edgelam.envs.core.spec.EnvSpec.test_overrides`) applied on top of ``env_kwargs``;
+            ``"train"``, the evaluation seeds on the training scenario itself.
     """
 
     env_id: str
@@ -73,6 +78,23 @@ class CompareSettings:
     hyperparams: Mapping[str, Mapping[str, Any]] | None = None
     eval_adversary: str | Path = "random"
     vectorized: bool = False
+    split: str = "test"
+
+    def __post_init__(self) -> None:
+        if self.split not in SPLITS:
+            raise ValueError(f"compare: split must be one of {SPLITS}, got {self.split!r}")
+
+
+SPLITS = ("test", "train")
+
+
+def eval_overrides(env_id: str, scenario: str, env_kwargs: Mapping[str, Any] | None, split: str) -> dict[str, Any]:
+    """The dotted overrides policies are evaluated with: ``env_kwargs``, and on the test split its shift on top."""
+    out = dict(env_kwargs or {})
+    spec = find_spec(env_id)
+    if split == "test" and spec is not None:
+        out.update(spec.test_overrides(scenario))
+    return out
 
 
 def compare_settings(settings: CompareSettings | str, fields: Mapping[str, Any]) -> CompareSettings:
@@ -109,6 +131,8 @@ class CompareJob:
         eval_adversary: on an adversarial env, the adversary evaluated against.
         strict: a baseline named by the user: a ``ValueError`` raises instead of skipping it.
         vectorized: an agent job trains on the env's batched vector env.
+        eval_env_kwargs: the dotted overrides of the evaluation episodes (the test split's shift
+            on top of ``env_kwargs``); ``None``: ``env_kwargs``.
     """
 
     env_id: str
@@ -126,6 +150,12 @@ class CompareJob:
     eval_adversary: str | Path = "random"
     strict: bool = False
     vectorized: bool = False
+    eval_env_kwargs: Mapping[str, Any] | None = None
+
+    @property
+    def evaluated_with(self) -> Mapping[str, Any]:
+        """The dotted overrides of the evaluation episodes."""
+        return self.env_kwargs if self.eval_env_kwargs is None else self.eval_env_kwargs
 
     @property
     def key(self) -> str:
@@ -159,6 +189,8 @@ class ComparePlan:
     jobs: list[CompareJob]
     cost_limit: float | None = None
     cost_unit: str | None = None
+    split: str = "test"
+    eval_env_kwargs: dict[str, Any] | None = None
 
 
 def plan_compare(settings: CompareSettings) -> ComparePlan:
@@ -190,6 +222,7 @@ def plan_compare(settings: CompareSettings) -> ComparePlan:
     timesteps = int(timesteps if timesteps is not None else defaults["timesteps"])
     episodes = int(episodes if episodes is not None else defaults["episodes"])
     names = list(baselines if baselines is not None else baseline_registry.available(env_id))
+    evaluated_with = eval_overrides(env_id, scenario, env_kwargs, settings.split)
     clash = set(names) & set(algos)
     if clash:
         raise ValueError(f"names used both as algorithm and baseline: {sorted(clash)}")
@@ -203,6 +236,7 @@ def plan_compare(settings: CompareSettings) -> ComparePlan:
         "eval_seed": eval_seed,
         "protagonist": agents[0] if adversarial else None,
         "eval_adversary": eval_adversary,
+        "eval_env_kwargs": evaluated_with if evaluated_with != dict(env_kwargs or {}) else None,
     }
     jobs = [
         CompareJob(
@@ -236,7 +270,9 @@ def plan_compare(settings: CompareSettings) -> ComparePlan:
         adversarial=adversarial,
         eval_adversary=eval_adversary,
         jobs=jobs,
-        cost_limit=cost_limit(env_id, scenario, env_kwargs),
+        cost_limit=cost_limit(env_id, scenario, evaluated_with),
+        split=settings.split,
+        eval_env_kwargs=evaluated_with,
         cost_unit=(metadata.get("info_units") or {}).get("cost"),
     )
 

@@ -175,6 +175,8 @@ def finish_compare(
         "quick": plan.quick,
         "cost_limit": plan.cost_limit,
         "cost_unit": plan.cost_unit,
+        "split": plan.split,
+        "eval_env_kwargs": dict(plan.eval_env_kwargs or {}),
     }
     if plan.adversarial:
         settings["eval_adversary"] = str(plan.eval_adversary)

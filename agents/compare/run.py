@@ -50,9 +50,9 @@ def _evaluate_job(job: CompareJob, policy: Any) -> list[dict[str, Any]]:
     if job.protagonist is not None:
         if not isinstance(policy, Mapping):
             policy = {job.protagonist: policy, "adversary": job.eval_adversary}
-        rows = evaluate(policy, job.env_id, job.episodes, job.eval_seed, job.scenario, job.env_kwargs)
+        rows = evaluate(policy, job.env_id, job.episodes, job.eval_seed, job.scenario, job.evaluated_with)
         return [_protagonist_view(row, job.protagonist) for row in rows]
-    return evaluate(policy, job.env_id, job.episodes, job.eval_seed, job.scenario, job.env_kwargs)
+    return evaluate(policy, job.env_id, job.episodes, job.eval_seed, job.scenario, job.evaluated_with)
 
 
 def run_job(job: CompareJob, progress: bool = False, console: Console | None = None) -> JobResult:

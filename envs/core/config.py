@@ -308,6 +308,42 @@ def load_scenario(
     Raises:
         ValueError: for an unknown scenario, an unreadable, malformed or empty file, or a bad value.
     """
+    data = scenario_data(env_dir, scenario)
+    test = data.pop(TEST_KEY, None) or {}
+    if overrides:
+        data = apply_overrides(data, overrides)
+    config = build(cls, data)
+    if test:  # the test split's shifted values must make a valid scenario too
+        build(cls, apply_overrides(data, test), prefix=f"{TEST_KEY}: ")
+    return config
+
+
+# keys of a scenario YAML that are not config values: the scenario it extends, and its test split's shift
+EXTENDS_KEY = "extends"
+TEST_KEY = "test"
+
+
+def _merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """``top`` over ``base``, mappings merged key by key (a non-mapping value replaces)."""
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _merge(out[key], value) if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) \
+            else value
+    return out
+
+
+def scenario_data(env_dir: str, scenario: str | Path, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The raw values of scenario ``scenario`` (a shipped name or a YAML path), ``extends`` resolved.
+
+    A scenario may start with ``extends: <shipped scenario>``: its values are that scenario's with
+    this file's merged on top (mappings key by key), so a tier states only what it changes. Its
+    ``test`` block (dotted keys) is the shift of its test split, kept under ``test``; a ``test``
+    block of the extended scenario is not inherited.
+
+    Raises:
+        ValueError: for an unknown scenario, an unreadable, malformed or empty file, an ``extends``
+            cycle, or a ``test`` block that is not a mapping.
+    """
     path = scenario_path(env_dir, scenario)
     data = read_yaml(path)
     if not data:
@@ -316,6 +352,24 @@ def load_scenario(
             f"configs/scenarios/{env_dir}/default.yaml as a start: keys left out take the config class's "
             f"defaults, which are not scenario 'default')"
         )
-    if overrides:
-        data = apply_overrides(data, overrides)
-    return build(cls, data)
+    test = data.get(TEST_KEY)
+    if test is not None and not isinstance(test, Mapping):
+        raise ValueError(f"{path}: {TEST_KEY} must be a mapping of dotted keys to the test split's values")
+    base = data.pop(EXTENDS_KEY, None)
+    if base is not None:
+        if str(base) in _seen or str(base) == str(scenario):
+            raise ValueError(f"{path}: {EXTENDS_KEY} cycle through {base!r}")
+        parent = scenario_data(env_dir, str(base), (*_seen, str(scenario)))
+        parent.pop(TEST_KEY, None)
+        data = _merge(parent, data)
+    return data
+
+
+def scenario_test_overrides(env_dir: str, scenario: str | Path) -> dict[str, Any]:
+    """The dotted overrides of scenario ``scenario``'s test split (its ``test`` block; empty without one).
+
+    The test split is what ``edgelam compare`` and ``edgelam results`` evaluate on by default: the
+    evaluation seeds (from ``TEST_SEED``) with these values shifted (unseen Doppler, loads, user or
+    device counts), which training never sees.
+    """
+    return dict(scenario_data(env_dir, scenario).get(TEST_KEY) or {})

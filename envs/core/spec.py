@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from edgelam.envs.core.config import load_scenario, scenario_names
+from edgelam.envs.core.config import load_scenario, scenario_names, scenario_test_overrides
 
 Kind = Literal["gymnasium", "pettingzoo"]
 KINDS: tuple[str, ...] = ("gymnasium", "pettingzoo")
@@ -110,6 +110,13 @@ class EnvSpec:
     def episode_length(self, scenario: str | Path = "default") -> int:
         """Steps after which the env truncates, as scenario ``scenario`` sets it."""
         return int(self.load_config(scenario).episode_length)
+
+    def test_overrides(self, scenario: str | Path = "default") -> dict[str, Any]:
+        """The dotted overrides that shift scenario ``scenario``'s test split (its YAML's ``test`` block).
+
+        Empty where the scenario has none: its test split differs from training by the seeds only.
+        """
+        return scenario_test_overrides(self.scenario_dir, scenario)
 
     def cost_limit(self, scenario: str | Path = "default", **overrides: Any) -> float | None:
         """The per-episode cost limit of scenario ``scenario`` with dotted ``overrides``, or ``None``.
