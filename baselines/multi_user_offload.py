@@ -232,3 +232,7 @@ register(ENV_ID, "greedy", lambda env: Greedy(env))
 register(ENV_ID, "cvxpy", lambda env: CvxpyAllocation(env))
 
 __all__ = ["CvxpyAllocation", "Greedy", "JointPolicy", "equal_shares", "optimal_allocation", "sqrt_allocation"]
+
+from edgelam.baselines.multi_user_offload_hindsight import policy as _hindsight_policy  # noqa: E402
+
+register(ENV_ID, "hindsight", _hindsight_policy)

@@ -112,6 +112,18 @@ class MultiUserOffloadEnv(ParallelEnv):
     agent's ``info`` also carries the global metrics ``global_reward`` (mean over users),
     ``total_latency_s`` and ``mean_quality``.
 
+    ## Hindsight
+    ``hindsight`` is **exact** for up to 6 users
+    (:mod:`edgelam.baselines.multi_user_offload_hindsight`): every slot of the replayed trace,
+    each of the 3^N tier vectors is priced by :func:`.dynamics.transition` with the
+    square-root split, the optimal split for fixed tiers, and the best is played, its split
+    set with :meth:`set_allocation`. It is exact because slots are decoupled: the rewards
+    read no state the actions change (battery and offloaded fraction are only observed) and
+    the draws do not depend on the actions. The optimum is over the documented splits
+    (shares summing to at most 1; the 1e-6 rounding slack of :meth:`set_allocation` is not
+    used). With more users it is a **planner** (per-slot single-user improvement with the
+    same split; its value is its own return, not a bound).
+
     ## Episode End
     All agents are truncated after ``episode_length`` slots; never terminated.
 

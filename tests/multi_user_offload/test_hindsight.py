@@ -1,0 +1,184 @@
+"""MultiUserOffload-v0 hindsight: per-slot enumeration of the joint tiers with the square-root split."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+import edgelam.envs  # noqa: F401  (registers the ids)
+from edgelam import baselines
+from edgelam.agents.evaluate import evaluate
+from edgelam.baselines import multi_user_offload_hindsight as muh
+from edgelam.baselines.hindsight import fork
+from edgelam.baselines.multi_user_offload import CvxpyAllocation, sqrt_allocation
+from edgelam.envs.offload.dynamics import CLOUD, DEVICE, EDGE
+from edgelam.envs.registration import make_parallel
+
+ENV_ID = "edgelam/MultiUserOffload-v0"
+SEED = 10000
+
+
+def _env(**overrides):
+    env = make_parallel(ENV_ID, **overrides)
+    env.reset(seed=SEED)
+    return env
+
+
+def _step(sim, tiers, split=None) -> float:
+    """One slot of ``sim`` (a fork) with ``tiers`` and the split (None: the env's equal shares): the mean reward."""
+    if split is not None:
+        sim.set_allocation(*split)
+    _, rewards, _, _, _ = sim.step(dict(zip(sim.possible_agents, (int(k) for k in tiers), strict=True)))
+    return float(np.mean(list(rewards.values())))
+
+
+def _sqrt_split(sim, tiers):
+    """The cvxpy baseline's own square-root split of ``tiers`` (its closed form), independent of the solver."""
+    return CvxpyAllocation(sim).allocation(np.asarray(tiers), sqrt_allocation)
+
+
+def _play(env, actions, allocations=None) -> float:
+    """Return (mean over agents) of the joint ``actions`` played on a fork, with the splits ``allocations``."""
+    sim = fork(env)
+    returns = []
+    for t, joint in enumerate(actions):
+        returns.append(_step(sim, [joint[a] for a in sim.possible_agents], None if allocations is None
+                             else allocations[t]))
+    return float(np.sum(returns))
+
+
+def test_hindsight_is_registered():
+    assert "hindsight" in baselines.available(ENV_ID)
+
+
+def test_the_played_plan_realises_its_exact_value():
+    rows = evaluate("hindsight", ENV_ID, episodes=3, seed=SEED)  # agent by agent (evaluate_parallel)
+    for row in rows:
+        assert row["length"] == 200 and row["hindsight_exact"] == 1.0 and row["hindsight_fallback"] == 0.0
+        assert row["return"] == pytest.approx(row["hindsight_value"], rel=1e-9)
+    # the joint-dict interface plays the same plan, the split included
+    env = _env(episode_length=30)
+    policy = baselines.make("hindsight", env)
+    obs, total = env.reset(seed=SEED)[0], 0.0
+    while env.agents:
+        joint, _ = policy.predict(obs, episode_start=np.array([env.step_count == 0]))
+        assert env._allocation is not None  # the plan's split, set for this step
+        obs, rewards, _, _, infos = env.step(joint)
+        assert not any(i["allocation_projected"] for i in infos.values())
+        total += float(np.mean(list(rewards.values())))
+    assert total == pytest.approx(policy.last_plan.value, rel=1e-9)
+
+
+def _brute_force(env, steps: int) -> float:
+    """max over every sequence of joint tiers (each with its square-root split) of the return, on forks."""
+    every = list(itertools.product((DEVICE, EDGE, CLOUD), repeat=env.n))
+
+    def best(sim, depth: int) -> float:
+        if depth == steps:
+            return 0.0
+        values = []
+        for tiers in every:
+            child = fork(sim)
+            values.append(_step(child, tiers, _sqrt_split(child, tiers)) + best(child, depth + 1))
+        return max(values)
+
+    return best(env, 0)
+
+
+def test_exact_value_equals_brute_force_over_every_tier_sequence_of_a_toy_episode():
+    steps = 3
+    env = _env(num_users=2, episode_length=steps)
+    plan = muh.solve(env)
+    assert plan.kind == "exact" and not plan.fallback
+    assert plan.value == pytest.approx(_brute_force(env, steps), rel=1e-9)
+    assert _play(env, plan.actions, plan.allocations) == pytest.approx(plan.value, rel=1e-9)
+
+
+def test_no_other_split_beats_the_square_root_split():
+    # the split half of the exactness claim, through the env's own set_allocation and step
+    env = _env(episode_length=10)
+    rng = np.random.default_rng(0)
+    sim = fork(env)
+    for _ in range(6):
+        tiers = rng.integers(3, size=env.n)
+        tiers[:2] = (EDGE, CLOUD)  # at least two users share the band, one the edge
+        if (tiers == EDGE).sum() < 2:
+            tiers[2] = EDGE
+        best = _step(fork(sim), tiers, _sqrt_split(sim, tiers))
+        band, compute = _sqrt_split(sim, tiers)
+        assert _step(fork(sim), tiers) <= best + 1e-12  # equal shares
+        for _ in range(20):
+            off, edge = tiers != DEVICE, tiers == EDGE
+            other_band, other_compute = np.zeros(env.n), np.zeros(env.n)
+            other_band[off] = rng.dirichlet(np.ones(off.sum()))
+            other_compute[edge] = rng.dirichlet(np.ones(edge.sum()))
+            mix = rng.uniform(0.0, 1.0)  # near and far from the optimum
+            trial = (mix * band + (1 - mix) * other_band, mix * compute + (1 - mix) * other_compute)
+            assert _step(fork(sim), tiers, trial) <= best + 1e-12
+        _step(sim, tiers)
+    # and on a fine grid of the band split of two cloud users
+    env2 = _env(num_users=2, episode_length=3)
+    best = _step(fork(env2), (CLOUD, CLOUD), _sqrt_split(env2, (CLOUD, CLOUD)))
+    grid = [_step(fork(env2), (CLOUD, CLOUD), (np.array([x, 1 - x]), np.zeros(2))) for x in np.linspace(0.01, 0.99, 99)]
+    assert max(grid) <= best + 1e-12 and max(grid) > best - 1e-3
+
+
+def test_hindsight_value_bounds_every_baseline_on_the_same_episodes():
+    episodes, kwargs = 3, {"episode_length": 40}
+    value = [r["hindsight_value"] for r in evaluate("hindsight", ENV_ID, episodes, SEED, env_kwargs=kwargs)]
+    margins = {}
+    for name in baselines.available(ENV_ID):
+        if name == "hindsight":
+            continue
+        returns = [r["return"] for r in evaluate(name, ENV_ID, episodes, SEED, env_kwargs=kwargs)]
+        for v, r in zip(value, returns, strict=True):
+            assert v >= r - 1e-9 * abs(v), name
+        margins[name] = float(np.mean(value) - np.mean(returns))
+    assert margins["random"] > 5.0 and margins["greedy"] > 0.0 and margins["cvxpy"] > 0.0
+
+
+def test_a_solver_failure_falls_back_to_the_cvxpy_baseline_flagged(monkeypatch):
+    def broken(env, exact):
+        raise RuntimeError("solver exploded")
+
+    monkeypatch.setattr(muh, "_replay", broken)
+    env = _env(episode_length=8)
+    plan = muh.solve(env)
+    assert plan.fallback and plan.kind == "planner" and "solver exploded" in plan.solver and "cvxpy" in plan.solver
+    assert _play(env, plan.actions, plan.allocations) == pytest.approx(plan.value, rel=1e-9)
+    row = evaluate("hindsight", ENV_ID, episodes=1, seed=SEED, env_kwargs={"episode_length": 8})[0]
+    assert row["hindsight_fallback"] == 1.0 and row["return"] == pytest.approx(row["hindsight_value"], rel=1e-9)
+
+    import edgelam.baselines.multi_user_offload as mu
+
+    monkeypatch.setattr(mu, "CvxpyAllocation", None)  # cvxpy fails too: every user on its device
+    plan = muh.solve(env)
+    assert plan.fallback and "device" in plan.solver
+    assert all(set(joint.values()) == {DEVICE} for joint in plan.actions)
+
+
+def test_a_solver_blind_to_the_trace_or_to_the_split_does_worse():
+    env = _env(episode_length=50)
+    plan = muh.solve(env)
+    other = _env(episode_length=50)
+    other.reset(seed=SEED + 1)
+    blind = muh.solve(other)  # another episode's trace
+    assert _play(env, blind.actions, blind.allocations) < plan.value - 0.3
+    # the right tiers without the plan's split (the env's equal shares) realise less
+    assert _play(env, plan.actions) < plan.value - 1e-3
+
+
+def test_many_users_get_the_labelled_planner_which_realises_its_value():
+    env = _env(num_users=muh.MAX_EXACT_USERS + 2, episode_length=15)
+    plan = muh.solve(env)
+    assert plan.kind == "planner" and not plan.fallback and "improvement" in plan.solver
+    assert _play(env, plan.actions, plan.allocations) == pytest.approx(plan.value, rel=1e-9)
+    # the planner is not a bound (an online policy may beat it); here it beats the greedy users
+    greedy = baselines.make("greedy", fork(env))
+    sim = greedy.env
+    total = 0.0
+    while sim.agents:
+        total += _step(sim, greedy.decide())
+    assert plan.value > total
