@@ -275,3 +275,9 @@ for _env_id in ENV_IDS:
     register(_env_id, "greedy", lambda env: _Route(env, "greedy"))
 register(ENV_IDS[0], "lyapunov", lambda env, v=1.0: _Lyapunov(env, v))
 register(ENV_IDS[0], "greedy_migrate", lambda env: _Lyapunov(env, ignore_budget=True))
+
+from edgelam.baselines import microservice_routing_hindsight, robust_routing_hindsight  # noqa: E402
+from edgelam.baselines.hindsight import register_hindsight  # noqa: E402
+
+register_hindsight(ROUTING.id, microservice_routing_hindsight.solve)
+register_hindsight(ROBUST.id, robust_routing_hindsight.solve)

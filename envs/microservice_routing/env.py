@@ -111,6 +111,17 @@ class MicroserviceRoutingEnv(gym.Env):
     ``migration.budget_j_per_step`` x ``episode_length`` J (80 J in scenario ``migration``:
     0.2 J x 400 decisions), ``None`` without ``migration.enabled`` (scenario ``default``).
 
+    ## Hindsight
+    Kind ``bound`` (:mod:`edgelam.baselines.microservice_routing_hindsight`). No exact method is
+    tractable: the FCFS backlogs couple all 400 decisions, and the users' handovers are drawn from
+    the env's generator at the finish times the actions set, so the trace itself depends on the
+    actions (the arrivals, drawn in one block at reset, do not). ``hindsight_value`` is a
+    certified upper bound: each request pays at least its cheapest chain of upload, transfers,
+    compute and delivery with no queueing, over any cell of arrival and delivery (so for every
+    handover draw), plus the SLO penalty where even that chain misses the SLO (proof sketch in the
+    module). The plan played is a perfect-information rollout planner on copies of the env's state
+    and generator (the env's own step), never worse than ``greedy`` on the episode.
+
     ## Episode End
     Truncated after the scenario's ``episode_length`` routing decisions (400 by default;
     the id registers no ``max_episode_steps``, so an ``episode_length`` override is the

@@ -57,6 +57,15 @@ class RobustRoutingEnv(ParallelEnv):
     ``infos`` carry ``latency_s``, ``energy_j``, ``e2e_latency_s``, ``slo_violated`` and
     ``queue_lengths_s`` for both agents.
 
+    ## Hindsight
+    Kind ``exact``, value 0 (:mod:`edgelam.baselines.robust_routing_hindsight`). The game is
+    zero-sum and the evaluation rows' ``return`` is the mean over the two agents, which is exactly
+    0 for every joint action sequence: the best return in hindsight is 0 and every plan attains it
+    (the normalised score is undefined, 0 / 0). The plan plays the adversary's zero action (the mean
+    of the uniform ``random`` adversary) and, for the router, the MicroserviceRouting-v0
+    perfect-information rollout planner against it, so ``return/router`` of its rows is a
+    planner's router return (no bound: the adversary is an agent, not an exogenous trace).
+
     ## Episode End
     Both agents are truncated after ``episode_length`` steps; never terminated.
 

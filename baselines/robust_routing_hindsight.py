@@ -1,0 +1,82 @@
+"""Hindsight of edgelam/RobustRouting-v0: the zero-sum game's return is 0 for every joint plan (exact).
+
+What "best return" means here. The evaluation rows of a parallel env count an episode's
+``return`` as the mean over the agents of their returns (:func:`edgelam.agents.marl.evaluate_parallel`).
+RobustRouting-v0 is zero-sum: the adversary's reward is ``0.0 - r`` for the router's ``r``
+(:func:`~edgelam.envs.robust_routing.dynamics.adversary_reward`), so its episode sum is exactly
+minus the router's (IEEE rounding is symmetric under negation) and the mean over the two agents
+is exactly 0 whatever both agents do. The best return of an episode, known in hindsight or not, is
+therefore 0, and every joint plan attains it: the kind is ``exact`` with ``value = 0``, which the
+solver checks on its own plan (its two agents' returns, replayed, must cancel; otherwise it reports
+the plan's realised mean as a ``planner`` value with ``fallback=True``). The normalised score
+(return - random) / (hindsight - random) is then undefined (0 / 0, NaN), as it should be for a
+team return that no policy can change; a router is compared on ``return/router``.
+
+What the plan plays, so that ``return/router`` of its rows is informative: the adversary plays the
+centre of its box, the zero action (the mean action of the uniform ``random`` adversary: mix
+``0.7 base + 0.3 uniform``, the scenario's arrival rate, the override cell uniform), and the router
+the MicroserviceRouting-v0 perfect-information planner against it
+(:func:`~edgelam.baselines.microservice_routing_hindsight.rollout_plan`, fortified by ``greedy``),
+stepping the env's own functions (``apply_adversary`` then ``advance``, B = 1) on a copy of the
+env's state and generator, so the router's planned return is what the env pays. It is a planner's
+value for the router, not a bound: the adversary's actions are not exogenous (they are an agent's),
+so no router-side bound is claimed.
+
+Solver failure (any exception in the planner) falls back to ``greedy`` routes against the zero
+adversary, still of value 0 (``fallback=True``, the reason in ``solver``).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+
+from edgelam.baselines.hindsight import Plan, rollout
+from edgelam.baselines.microservice_routing_hindsight import HORIZON, Step, greedy_replay, rollout_plan
+from edgelam.envs.microservice_routing.dynamics import State, advance
+from edgelam.envs.robust_routing.dynamics import AdversaryParams, apply_adversary
+from edgelam.envs.robust_routing.env import ADVERSARY, ROUTER
+
+
+def zero_adversary_step(params: Any, adversary: AdversaryParams) -> Step:
+    """The RobustRouting-v0 step with the adversary's zero action: ``apply_adversary`` then ``advance``'s rewards."""
+
+    def step(state: State, actions: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        apply_adversary(adversary, state, np.zeros((state.num_rows, adversary.action_dim)))
+        return advance(params, state, actions, rng).reward
+
+    return step
+
+
+def solve(env: Any, horizon: int = HORIZON) -> Plan:
+    """The hindsight plan of the RobustRouting-v0 episode ``env`` is in (module docstring).
+
+    Args:
+        env: the parallel env, right after ``reset``.
+        horizon: the router planner's lookahead, decisions.
+    """
+    env = getattr(env, "unwrapped", env)
+    params, state, rng = env.params, env.state, copy.deepcopy(env._rng)  # the generator the env steps with
+    steps = env.config.episode_length - int(state.step[0])
+    step = zero_adversary_step(params, env.adversary)
+    zero = np.zeros(env.adversary.action_dim, dtype=np.float32)
+    try:
+        routes, router_return, base = rollout_plan(params, state, rng, steps, step, horizon)
+        solver = (f"zero-sum: the mean over agents is 0 for every plan; router: rollout planner (horizon {horizon}, "
+                  f"fortified by greedy {base:.6g}) returns {router_return:.6g} against the zero adversary")
+        fallback = False
+    except Exception as exc:
+        solver, fallback = f"planner failed: {exc!r}", True
+        try:
+            routes, _ = greedy_replay(params, state, rng, steps, step)
+            solver = f"greedy routes against the zero adversary ({solver})"
+        except Exception as exc2:  # the last resort must not raise
+            routes = [0] * steps
+            solver = f"server 0 against the zero adversary ({solver}; greedy failed: {exc2!r})"
+    actions = [{ROUTER: np.int64(a), ADVERSARY: zero.copy()} for a in routes]
+    value, _ = rollout(env, actions)  # the mean over agents, as the evaluation rows count it
+    if value != 0.0:
+        return Plan(actions, value, "planner", f"{solver}; the agents' returns do not cancel", fallback=True)
+    return Plan(actions, 0.0, "exact", solver, fallback=fallback)
