@@ -331,3 +331,9 @@ register(POWER_ID, "min_energy", lambda env: Joint(MinEnergy(env)))
 register(POWER_ID, "lyapunov", lambda env, v=1.0: Joint(Lyapunov(env, v=v)))
 
 __all__ = ["Equal", "Joint", "Lyapunov", "MinEnergy", "closed_form_power", "min_energy_allocation"]
+
+from edgelam.baselines import fedft_hindsight  # noqa: E402  (it imports this module's solvers)
+from edgelam.baselines.hindsight import register_hindsight  # noqa: E402
+
+for _id in (ALLOCATION_ID, POWER_ID):
+    register_hindsight(_id, lambda env: fedft_hindsight.solve(env))

@@ -260,6 +260,18 @@ class FedFTAllocationEnv(gym.Env):
     ``episode_length`` J (60 J in scenario ``default``: 2 J x 30 rounds); every scenario has
     one (a budget of 0 J is a limit of 0 J).
 
+    ## Hindsight
+    Kind ``planner`` (:mod:`edgelam.baselines.fedft_hindsight`): the baseline ``hindsight`` reads
+    the episode's fading and surrogate noise from a fork of the env (the noise generator is drawn
+    only in rounds with participants, so a round's noise depends on how many earlier rounds had
+    any; the planner gives every simulated row its own block), then runs a beam search over the
+    rounds' participant sets, each with its least-energy FDMA allocation, and coordinate ascent on
+    the best sequence, every round priced by :func:`.dynamics.advance`. Not exact and not a bound:
+    the final loss couples the rounds through a product of per-topic contractions with a noise
+    index that depends on past participation (2^K sets per round, 32^30 sequences by default),
+    and no certified upper bound is implemented; ``hindsight_value`` is the plan's realised
+    return. Replay backend only (``live`` raises ValueError).
+
     ## Episode End
     Truncated after the scenario's ``episode_length`` rounds (30 by default; the id
     registers no ``max_episode_steps``, so an ``episode_length`` override is the episode
@@ -393,6 +405,11 @@ class FedFTPowerEnv(ParallelEnv):
     per-episode limit, the spec's ``cost_limit(scenario)``, is ``energy_budget_j`` x
     ``episode_length`` J (60 J in scenario ``default``: 2 J x 30 rounds), for each agent's
     episode cost (not their sum).
+
+    ## Hindsight
+    Kind ``planner``, the planner of FedFTAllocation-v0 (see there) over joint actions
+    ``{agent: [power, band request]}``; its return is the mean over agents, as the evaluation
+    counts it. Replay backend only.
 
     ## Episode End
     All agents are truncated after ``episode_length`` rounds; never terminated.
