@@ -280,4 +280,4 @@ from edgelam.baselines import microservice_routing_hindsight, robust_routing_hin
 from edgelam.baselines.hindsight import register_hindsight  # noqa: E402
 
 register_hindsight(ROUTING.id, microservice_routing_hindsight.solve)
-register_hindsight(ROBUST.id, robust_routing_hindsight.solve)
+register(ROBUST.id, "hindsight", robust_routing_hindsight.RobustHindsightPolicy)

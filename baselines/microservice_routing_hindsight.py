@@ -112,6 +112,23 @@ def greedy_replay(params: Params, state: State, rng: np.random.Generator, steps:
     return actions, total
 
 
+def lookahead_action(params: Params, state: State, rng: np.random.Generator, steps_left: int, step: Step,
+                     horizon: int = HORIZON) -> int:
+    """The valid action of the pending stage with the best ``horizon``-step lookahead (module docstring).
+
+    ``state`` (one row) and ``rng`` are left as they are: the lookahead steps a batch of copies, one per
+    valid action, with a copy of ``rng``; each copy takes its action, then ``greedy``'s routes.
+    """
+    candidates = np.flatnonzero(action_mask(params, state)[0]).astype(np.int64)
+    if len(candidates) == 1:
+        return int(candidates[0])
+    batch, trial_rng = tile(state, len(candidates)), copy.deepcopy(rng)
+    score = step(batch, candidates.copy(), trial_rng).copy()
+    for _ in range(min(horizon, steps_left) - 1):
+        score += step(batch, greedy_routes(params, batch), trial_rng)
+    return int(candidates[int(np.argmax(score))])
+
+
 def rollout_plan(params: Params, state: State, rng: np.random.Generator, steps: int, step: Step,
                  horizon: int = HORIZON) -> tuple[list[int], float, float]:
     """(actions, return, greedy's return) of the fortified rollout planner (module docstring) over ``steps``.
@@ -123,16 +140,8 @@ def rollout_plan(params: Params, state: State, rng: np.random.Generator, steps: 
     actions, total = [], 0.0
     one = np.zeros(1, dtype=np.int64)
     for t in range(steps):
-        candidates = np.flatnonzero(action_mask(params, state)[0]).astype(np.int64)
-        best = int(candidates[0])
-        if len(candidates) > 1:
-            batch, trial_rng = tile(state, len(candidates)), copy.deepcopy(rng)
-            score = step(batch, candidates.copy(), trial_rng).copy()
-            for _ in range(min(horizon, steps - t) - 1):
-                score += step(batch, greedy_routes(params, batch), trial_rng)
-            best = int(candidates[int(np.argmax(score))])
-        one[0] = best
-        actions.append(best)
+        one[0] = lookahead_action(params, state, rng, steps - t, step, horizon)
+        actions.append(int(one[0]))
         total += float(step(state, one, rng)[0])
     if base_return > total:
         return base_actions, base_return, base_return

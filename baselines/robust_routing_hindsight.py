@@ -22,6 +22,18 @@ env's state and generator, so the router's planned return is what the env pays. 
 value for the router, not a bound: the adversary's actions are not exogenous (they are an agent's),
 so no router-side bound is claimed.
 
+How it is called. Shared by both agents (``evaluate("hindsight", id)``: the rows carry
+``hindsight_value``), :class:`RobustHindsightPolicy` hands out the joint plan, the router's route
+and then the adversary's zero action of each step. As the router alone against another adversary
+(``{"router": "hindsight", "adversary": ...}``, how ``compare`` and ``evaluate --score`` run a
+baseline of an adversarial env), the plan's routes assume the zero adversary, so after the first
+route it routes online: each route is the planner's lookahead choice
+(:func:`~edgelam.baselines.microservice_routing_hindsight.lookahead_action`) from the env's true
+state and generator, the zero adversary its model of the demand to come. It tells the two apart by
+the calls: two per env step (both agents) or one. Against the zero adversary the online router
+makes the planner's choices (the same lookahead from the same states), so it returns the plan's
+router return unless the fortification chose ``greedy``'s routes.
+
 Solver failure (any exception in the planner) falls back to ``greedy`` routes against the zero
 adversary, still of value 0 (``fallback=True``, the reason in ``solver``).
 """
@@ -33,8 +45,14 @@ from typing import Any
 
 import numpy as np
 
-from edgelam.baselines.hindsight import Plan, rollout
-from edgelam.baselines.microservice_routing_hindsight import HORIZON, Step, greedy_replay, rollout_plan
+from edgelam.baselines.hindsight import HindsightPolicy, Plan, rollout
+from edgelam.baselines.microservice_routing_hindsight import (
+    HORIZON,
+    Step,
+    greedy_replay,
+    lookahead_action,
+    rollout_plan,
+)
 from edgelam.envs.microservice_routing.dynamics import State, advance
 from edgelam.envs.robust_routing.dynamics import AdversaryParams, apply_adversary
 from edgelam.envs.robust_routing.env import ADVERSARY, ROUTER
@@ -80,3 +98,40 @@ def solve(env: Any, horizon: int = HORIZON) -> Plan:
     if value != 0.0:
         return Plan(actions, value, "planner", f"{solver}; the agents' returns do not cancel", fallback=True)
     return Plan(actions, 0.0, "exact", solver, fallback=fallback)
+
+
+class RobustHindsightPolicy(HindsightPolicy):
+    """``hindsight`` of RobustRouting-v0: the joint plan when both agents call it, an online planning router
+    when only the router does (module docstring). SB3's ``predict`` interface."""
+
+    def __init__(self, env: Any, horizon: int = HORIZON) -> None:
+        super().__init__(env, lambda e: solve(e, horizon))
+        self.horizon = horizon
+        self._episode: Any = None  # the env's State of the current episode (reset builds a new one)
+        self._last_step = -1
+        self._calls = 0  # calls at env step ``_last_step``
+        self._shared = False  # both agents call: two calls at step 0
+
+    def predict(self, observation, state=None, episode_start=None, deterministic=True):
+        if isinstance(observation, dict):
+            return super().predict(observation, state, episode_start, deterministic)
+        env = getattr(self.env, "unwrapped", self.env)
+        t = int(env.state.step[0])
+        if env.state is not self._episode:
+            self._episode, self._last_step, self._calls, self._shared = env.state, -1, 0, False
+            self._start()
+        if t == self._last_step:
+            self._calls += 1
+            if t == 0:
+                self._shared = True
+            return np.zeros(env.adversary.action_dim, dtype=np.float32), state
+        self._last_step, self._calls = t, 1
+        plan = self.last_plan
+        assert plan is not None
+        if t == 0 or self._shared:
+            if t >= len(plan.actions):
+                raise ValueError(f"hindsight: the plan has {len(plan.actions)} actions and the episode asks for more")
+            return plan.actions[t][ROUTER], state
+        step = zero_adversary_step(env.params, env.adversary)
+        left = env.config.episode_length - t
+        return np.int64(lookahead_action(env.params, env.state, env._rng, left, step, self.horizon)), state

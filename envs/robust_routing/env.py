@@ -64,7 +64,9 @@ class RobustRoutingEnv(ParallelEnv):
     (the normalised score is undefined, 0 / 0). The plan plays the adversary's zero action (the mean
     of the uniform ``random`` adversary) and, for the router, the MicroserviceRouting-v0
     perfect-information rollout planner against it, so ``return/router`` of its rows is a
-    planner's router return (no bound: the adversary is an agent, not an exogenous trace).
+    planner's router return (no bound: the adversary is an agent, not an exogenous trace). Run as
+    the router alone against another adversary (as ``compare`` runs baselines here), it routes
+    online by the planner's lookahead from the env's true state and generator.
 
     ## Episode End
     Both agents are truncated after ``episode_length`` steps; never terminated.
