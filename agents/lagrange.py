@@ -13,8 +13,10 @@ from typing import Any
 import numpy as np
 
 LAGRANGE_FILE = "lagrange.json"
-# the Lagrangian keys of an entry and their defaults (OmniSafe's PPO-Lag defaults and names)
-LAGRANGIAN_KEYS: dict[str, Any] = {"lagrangian_multiplier_init": 0.001, "lambda_lr": 0.035, "lambda_optimizer": "adam"}
+# the Lagrangian keys of an entry and their defaults (OmniSafe's PPO-Lag defaults and names; cost_limit_margin,
+# edgelam's: the dual step targets (1 - margin) x the limit, a constraint tightening, 0 = the limit itself)
+LAGRANGIAN_KEYS: dict[str, Any] = {"lagrangian_multiplier_init": 0.001, "lambda_lr": 0.035, "lambda_optimizer": "adam",
+                                   "cost_limit_margin": 0.0}
 OPTIMIZERS = ("sgd", "adam")
 # Adam's constants (torch.optim.Adam's defaults, OmniSafe's optimizer)
 ADAM_BETAS = (0.9, 0.999)

@@ -15,6 +15,9 @@ dual step is projected gradient ascent on lambda:
   its scale stays between theirs however large lambda grows, so neither VecNormalize's
   running return statistics nor the value targets chase a growing scale, and as lambda grows
   the policy turns to minimising cost alone.
+* **Constraint tightening.** With ``cost_limit_margin`` = m > 0 the dual step drives J_c to
+  (1 - m) d instead of d: at J_c = d about half of the episodes end over the limit (the episode
+  cost spreads around its mean), so m trades return for a lower violation rate.
 * **Dual step.** After each rollout (:class:`DualAscentCallback`), with J_c the mean cost of
   the episodes that ended in the rollout (the previous J_c when none did; no step before the
   first episode ends), ``lambda <- max(0, lambda + lambda_lr (J_c - d))``
@@ -79,6 +82,11 @@ class LagrangianSettings:
     lagrangian_multiplier_init: float = LAGRANGIAN_KEYS["lagrangian_multiplier_init"]
     lambda_lr: float = LAGRANGIAN_KEYS["lambda_lr"]
     lambda_optimizer: str = LAGRANGIAN_KEYS["lambda_optimizer"]
+    cost_limit_margin: float = LAGRANGIAN_KEYS["cost_limit_margin"]
+
+    def target(self, limit: float) -> float:
+        """The episode cost the dual step drives towards: ``(1 - cost_limit_margin) x limit``."""
+        return (1.0 - self.cost_limit_margin) * limit
 
     @classmethod
     def parse(cls, values: Mapping[str, Any], source: str) -> LagrangianSettings:
@@ -97,7 +105,10 @@ class LagrangianSettings:
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"{source}: '{ALGO}.lambda_optimizer' must be one of {', '.join(OPTIMIZERS)}, "
                              f"got {optimizer!r}")
-        return cls(init, lr, optimizer)
+        margin = values.get("cost_limit_margin", LAGRANGIAN_KEYS["cost_limit_margin"])
+        if isinstance(margin, bool) or not isinstance(margin, int | float) or not 0.0 <= margin < 1.0:
+            raise ValueError(f"{source}: '{ALGO}.cost_limit_margin' must be a number in [0, 1), got {margin!r}")
+        return cls(init, lr, optimizer, float(margin))
 
 
 def split_entry(params: Mapping[str, Any], source: str = "hyperparams") -> tuple[dict[str, Any], LagrangianSettings]:
@@ -350,14 +361,15 @@ class LagrangianTrainer(SB3Trainer):
         Raises:
             ValueError: if the env or scenario has no budget (:func:`cost_limit`), or on a bad key.
         """
-        lagrangian = asdict(self._resolve(run)[1])
+        s = self._resolve(run)[1]
         limit = cost_limit(run.env_id, run.scenario, run.env_kwargs)
-        return {**super().settings(run), "trainer": self.name, "lagrangian": {**lagrangian, "cost_limit": limit}}
+        return {**super().settings(run), "trainer": self.name,
+                "lagrangian": {**asdict(s), "cost_limit": limit, "cost_target": s.target(limit)}}
 
     def _multiplier(self, run: TrainSettings) -> LagrangeMultiplier:
         _, s = self._resolve(run)
         limit = cost_limit(run.env_id, run.scenario, run.env_kwargs)
-        return LagrangeMultiplier(limit, s.lambda_lr, s.lambda_optimizer, value=s.lagrangian_multiplier_init)
+        return LagrangeMultiplier(s.target(limit), s.lambda_lr, s.lambda_optimizer, value=s.lagrangian_multiplier_init)
 
     def wrap_env(self, venv: VecEnv, run: TrainSettings, start: Resume) -> tuple[VecEnv, Sequence[BaseCallback]]:
         """:class:`LagrangianReward` with lambda where ``start`` left it, and its :class:`DualAscentCallback`."""

@@ -196,6 +196,22 @@ def _recomputed(ups: list[dict], lr: float, limit: float, init: float) -> list[f
     return out
 
 
+def test_the_margin_tightens_the_limit_the_dual_step_drives_towards(tmp_path):
+    hyper = {"lambda_lr": 0.01, "lagrangian_multiplier_init": 0.0, "cost_limit_margin": 0.25}
+    run = _run(tmp_path, "margin", budget_j=0.5, timesteps=512, hyperparams=hyper)
+    ups = _updates(run.out_dir)
+    target = 0.75 * 0.5 * EPISODE
+    # every step recomputed by hand against 0.75 d, not d
+    assert [u["lagrange_multiplier"] for u in ups] == pytest.approx(_recomputed(ups, 0.01, target, 0.0))
+    assert _recomputed(ups, 0.01, target, 0.0) != pytest.approx(_recomputed(ups, 0.01, 0.5 * EPISODE, 0.0))
+    meta = json.loads((run.out_dir / "meta.json").read_text())
+    assert meta["lagrangian"]["cost_limit"] == pytest.approx(0.5 * EPISODE)
+    assert meta["lagrangian"]["cost_target"] == pytest.approx(target)
+    for bad in (1.0, -0.1, "0.2"):
+        with pytest.raises(ValueError, match="cost_limit_margin"):
+            lag.LagrangianSettings.parse({"cost_limit_margin": bad}, "test")
+
+
 def test_resume_continues_from_the_lambda_of_the_checkpoint(tmp_path):
     hyper = {"lambda_lr": 0.01, "lagrangian_multiplier_init": 0.05}
     first = _run(tmp_path, "run", budget_j=0.01, timesteps=512, hyperparams=hyper, checkpoint_freq=256)
