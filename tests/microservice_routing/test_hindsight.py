@@ -15,7 +15,7 @@ from edgelam import baselines
 from edgelam.agents.evaluate import evaluate
 from edgelam.baselines import microservice_routing_hindsight as mrh
 from edgelam.baselines.hindsight import rollout
-from edgelam.envs.microservice_routing.dynamics import advance
+from edgelam.envs.microservice_routing.dynamics import BLOCK, advance
 
 ENV_ID = "edgelam/MicroserviceRouting-v0"
 SEED = 10000
@@ -49,6 +49,12 @@ def test_rows_carry_a_bound_at_or_above_the_realised_return(scenario):
     for row in rows:
         assert row["hindsight_bound"] == 1.0 and row["hindsight_exact"] == 0.0 and row["hindsight_fallback"] == 0.0
         assert row["return"] <= row["hindsight_value"]
+
+
+def test_the_bound_holds_past_the_first_block_of_arrivals():
+    row = evaluate("hindsight", ENV_ID, episodes=1, seed=SEED, env_kwargs={"episode_length": 1100})[0]
+    assert row["completed"] + 1 > BLOCK  # requests of the second block, drawn after the actions moved the generator
+    assert row["hindsight_bound"] == 1.0 and row["return"] <= row["hindsight_value"]
 
 
 @pytest.mark.parametrize(("scenario", "steps"), [("default", 4), ("migration", 3)])
