@@ -231,8 +231,8 @@ def evaluate_parallel(
 
         length = play_parallel_episode(par_env, policies, seed + episode, deterministic, track)
         row = _episode_row(episode, seed + episode, length, tracked, over_agents)
-        plans = {id(p): plan_row(getattr(p, "last_plan", None)) for p in policies.values()}
-        if len(plans) == 1:  # one joint hindsight policy shared by every agent
+        plans = {id(p): plan_row(p.last_plan) for p in policies.values() if getattr(p, "last_plan", None) is not None}
+        if len(plans) == 1:  # one hindsight policy (shared by every agent, or the protagonist's)
             row.update(next(iter(plans.values())))
         rows.append(with_cost_violation(row, limit))
     par_env.close()
