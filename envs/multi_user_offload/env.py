@@ -121,8 +121,9 @@ class MultiUserOffloadEnv(ParallelEnv):
     read no state the actions change (battery and offloaded fraction are only observed) and
     the draws do not depend on the actions. The optimum is over the documented splits
     (shares summing to at most 1; the 1e-6 rounding slack of :meth:`set_allocation` is not
-    used). With more users it is a **planner** (per-slot single-user improvement with the
-    same split; its value is its own return, not a bound).
+    used). With more users it is a **bound**: per slot, a Lagrangian relaxation of the shared
+    band and edge terms (separable over users; valid for any split ``set_allocation`` accepts)
+    bounds every policy, and single-user improvement with the square-root split is played.
 
     ## Episode End
     All agents are truncated after ``episode_length`` slots; never terminated.
