@@ -30,7 +30,7 @@ def _episode(name: str, seed: int = 0, policy_kwargs: dict | None = None, **over
 
 def test_each_baseline_has_its_defining_property():
     runs = {name: _episode(name) for name in baselines.available(ENV_ID)}
-    assert set(runs) == {"random", "device_only", "edge_only", "lyapunov", "neurosurgeon", "oracle"}
+    assert set(runs) == {"random", "device_only", "edge_only", "lyapunov", "neurosurgeon", "oracle", "hindsight"}
     layers = gym.make(ENV_ID, scenario="congested_edge").unwrapped.tables.num_layers
     full = 2  # index of 16-bit activations in (4, 8, 16)
     # the static splits: the whole model on the device / at the edge, full precision
@@ -43,6 +43,9 @@ def test_each_baseline_has_its_defining_property():
     for name, (rewards, _, _) in runs.items():
         assert np.all(oracle >= rewards - 1e-12), name
     assert oracle.sum() > runs["device_only"][0].sum() + 5.0 and oracle.sum() > runs["edge_only"][0].sum() + 5.0
+    # hindsight is exact: with rewards independent per request it is the oracle's per-request optimum
+    assert runs["hindsight"][0].sum() == pytest.approx(oracle.sum(), rel=1e-12)
+    assert all(runs["hindsight"][0] >= oracle - 1e-12)
     # neurosurgeon searches the same cost with the estimated channel: close to the oracle
     assert runs["neurosurgeon"][0].sum() >= oracle.sum() - 0.02 * abs(oracle.sum())
     # lyapunov pays return for a lower energy, and keeps its virtual queue lower
