@@ -15,7 +15,7 @@ from edgelam import baselines
 from edgelam.agents.evaluate import evaluate
 from edgelam.baselines import microservice_routing_hindsight as mrh
 from edgelam.baselines.hindsight import rollout
-from edgelam.envs.microservice_routing.dynamics import BLOCK, advance
+from edgelam.envs.microservice_routing.dynamics import BLOCK, action_mask, advance
 
 ENV_ID = "edgelam/MicroserviceRouting-v0"
 SEED = 10000
@@ -37,6 +37,28 @@ def _returns_of_every_sequence(env: gym.Env) -> np.ndarray:
         state, rng = base.state.copy(), copy.deepcopy(base.np_random)
         out.append(sum(float(advance(base.params, state, np.array([a]), rng).reward[0]) for a in seq))
     return np.array(out)
+
+
+def _best_masked_return(env: gym.Env) -> float:
+    """The best return over every sequence of valid actions of the (short) episode, by depth-first search.
+
+    An unmasked action is routed as the nearest host's would be and pays the infeasible penalty on top,
+    so the best over all sequences is the best over the valid ones.
+    """
+    base = env.unwrapped
+    params = base.params
+
+    def best(state, rng, left: int) -> float:
+        if left == 0:
+            return 0.0
+        out = -np.inf
+        for a in np.flatnonzero(action_mask(params, state)[0]):
+            s, r = state.copy(), copy.deepcopy(rng)
+            reward = float(advance(params, s, np.array([a]), r).reward[0])
+            out = max(out, reward + best(s, r, left - 1))
+        return out
+
+    return best(base.state, base.np_random, base.config.episode_length)
 
 
 def test_hindsight_is_registered():
@@ -78,6 +100,41 @@ def test_the_bound_is_the_optimum_where_nothing_queues_and_the_backhaul_is_free(
         assert best <= bound <= best + 1e-6, (seed, best, bound)
         bounds.append(bound)
     assert len(set(bounds)) > 1  # the bound reads each episode's own arrivals
+
+
+def test_the_bound_counts_the_waits_of_contending_backbones_and_stays_above_the_optimum(monkeypatch):
+    # text chats arriving together (3 stages each): two complete requests whose backbones contend, and a cut one
+    crowd = {"episode_length": 7, "demand.arrival_rate_hz": 100.0, "demand.mix": [1.0, 0.0, 0.0], **BUSY_WALKERS}
+    for seed in (SEED, SEED + 1):
+        env = _env(seed=seed, **crowd)
+        bound = mrh.solve(env).value
+        assert _best_masked_return(env) <= bound
+        with monkeypatch.context() as m:
+            m.setattr(mrh, "pair_delays", lambda *a: [])
+            assert mrh.solve(env).value > bound  # without the pair term the bound is looser (higher)
+
+
+def test_the_request_trace_is_the_same_whatever_the_router_does():
+    for scenario in ("default", "migration"):
+        env = _env(scenario, **BUSY_WALKERS)
+        base = env.unwrapped
+        rng = np.random.default_rng(1)
+
+        def random_routes(params, state, rng=rng):
+            return rng.integers(params.num_actions, size=1)
+
+        args = (base.params, base.state, base.np_random, 400)
+        greedy, other = mrh.request_trace(*args), mrh.request_trace(*args, routes=random_routes)
+        assert greedy == other and sum(n for _, _, n in greedy) == 400
+
+
+def test_a_highs_failure_only_loosens_the_bound(monkeypatch):
+    env = _env()
+    tight = mrh.solve(env)
+    monkeypatch.setitem(__import__("sys").modules, "highspy", None)  # import highspy fails
+    loose = mrh.solve(env)
+    assert "HiGHS failed" in loose.solver and loose.kind == "bound" and not loose.fallback
+    assert rollout(env, loose.actions)[0] <= tight.value < loose.value
 
 
 def test_the_planned_return_is_what_the_env_pays_with_its_own_generator():
