@@ -20,7 +20,8 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
-from edgelam.baselines import register
+from edgelam.baselines import offload_hindsight, register
+from edgelam.baselines.hindsight import register_hindsight
 from edgelam.envs.offload.dynamics import CLOUD, DEVICE, EDGE, task_cost
 from edgelam.envs.offload.spec import SPEC
 
@@ -109,3 +110,4 @@ register(ENV_ID, "threshold", lambda env, **kw: Threshold(env, **kw))
 register(ENV_ID, "greedy", lambda env: UtilitySearch(env))
 register(ENV_ID, "lyapunov", lambda env, v=1.0: UtilitySearch(env, lyapunov_v=v))
 register(ENV_ID, "oracle", lambda env: UtilitySearch(env, oracle=True))
+register_hindsight(ENV_ID, offload_hindsight.solve)

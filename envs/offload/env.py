@@ -117,6 +117,20 @@ class OffloadEnv(gym.Env):
     ``None`` without ``budget.per_task``; an episode that ends early on an empty battery is
     held to it too.
 
+    ## Hindsight
+    Kind ``exact`` where attained, else ``bound`` (``edgelam.baselines.offload_hindsight``):
+    label-setting DPs over the episode's state (task, the edge's unfinished work W, battery) on
+    the realised trace (prompts, rates, background edge work, cloud RTTs: drawn in blocks whatever
+    the tiers, read from a fork of the env), each label expanded by the three tiers with the env's
+    own ``advance``. First with the battery relaxed: labels (W, return), pruned when another has no
+    more W and no less return (exact: the edge reward falls and the Lindley map rises with W); its
+    best return over every prefix of the episode bounds any policy, since an empty battery only
+    cuts the episode short, and is ``exact`` when its plan, played, earns it (the battery does not
+    bind). Otherwise labels (W, battery, return), a battery above the most energy the remaining
+    tasks can draw counting as full and a margin, checked on the trace, where it may run out:
+    ``exact`` within its label cap, else the relaxation's value is a certified ``bound`` and the
+    best of that DP's plan and the per-task oracle is played.
+
     ## Episode End
     Truncated after the scenario's ``episode_length`` tasks (200 by default; the id
     registers no ``max_episode_steps``, so an ``episode_length`` override is the episode length);
