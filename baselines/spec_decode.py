@@ -30,7 +30,8 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
-from edgelam.baselines import register
+from edgelam.baselines import register, spec_decode_hindsight
+from edgelam.baselines.hindsight import register_hindsight
 from edgelam.envs.core.channel import rate_from_snr_bps
 from edgelam.envs.spec_decode.dynamics import round_cost
 from edgelam.envs.spec_decode.spec import SPEC
@@ -164,3 +165,4 @@ register(ENV_ID, "fixed", lambda env: _Static(*best_static_action(env)))
 register(ENV_ID, "leviathan", lambda env: _PerRound(env, "leviathan"))
 register(ENV_ID, "lyapunov", lambda env, v=10.0: _PerRound(env, "lyapunov", v))
 register(ENV_ID, "oracle", lambda env: _PerRound(env, "oracle"))
+register_hindsight(ENV_ID, spec_decode_hindsight.solve)

@@ -168,6 +168,20 @@ class SpecDecodeEnv(gym.Env):
     ``None`` without a budget; an episode cut short (empty battery, ``episode_length``
     reached) emits fewer tokens but is held to the same limit.
 
+    ## Hindsight
+    Kind ``exact`` where certified (``edgelam.baselines.spec_decode_hindsight``): a backward DP
+    over (round, requests done, position in the request) on the realised trace. Each round draws
+    ``gamma_max`` acceptance uniforms whatever gamma is, the link and loads move by the round
+    index and request j's prompt is the j-th draw, so the trace is a fixed function of the round
+    and the request; the DP's transitions are the env's compiled round run on every (request,
+    position, action) with the round's recorded state. The battery is left out of the DP: every
+    reward is <= 0, and the optimum is certified when it beats the most a policy that empties
+    the battery can earn (the least reward lost per joule over the DP's rounds x the battery).
+    With ``drift_mps`` or a ``blockage`` (the link follows the episode clock, set by the
+    latencies chosen), a block of rounds drawn within the episode, or an uncertified battery,
+    the kind is ``planner``: the DP re-solved on the trace its plan realises, against the
+    per-round oracle, the best realised return.
+
     ## Episode End
     Terminated when the last request is complete or the battery is empty; truncated after
     ``episode_length`` rounds (256 by default; the id registers no ``max_episode_steps``,
