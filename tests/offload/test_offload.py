@@ -99,6 +99,8 @@ def test_baselines_feasible_and_oracle_best(toy_dir):
     env = gym.make(ENV_ID, profile_dir=toy_dir)
     means = {}
     for name in baselines.available(ENV_ID):
+        if name == "hindsight":  # plans whole episodes from their start; tests/offload/test_hindsight.py
+            continue
         rows = _run(env, baselines.make(name, env), 400)
         assert np.all(np.isfinite(rows))
         means[name] = rows[:, 0].mean()

@@ -65,7 +65,9 @@ def test_one_device_vector_env_equals_the_single_env(scenario, overrides, seed):
             obs_v, r_v, term_v, trunc_v, info_v = vec.step(actions[t : t + 1])  # next-step autoreset
             assert np.array_equal(obs_s, obs_v[0]) and r_v[0] == 0.0 and not term_v[0] and not trunc_v[0]
             _assert_info_equal(info_s, info_v, t)
-    assert ends["terminated" if "battery_j" in overrides else "truncated"] >= 2
+    assert ends["terminated"] + ends["truncated"] >= 2
+    if "battery_j" in overrides:  # the tiers' own batteries may bind too (medium, hard)
+        assert ends["terminated"] >= 2
 
 
 def test_reset_with_a_seed_repeats_the_batch():
