@@ -118,7 +118,9 @@ class MicroserviceRoutingEnv(gym.Env):
     actions (the arrivals, drawn in one block at reset, do not). ``hindsight_value`` is a
     certified upper bound: each request pays at least its cheapest chain of upload, transfers,
     compute and delivery with no queueing, over any cell of arrival and delivery (so for every
-    handover draw), plus the SLO penalty where even that chain misses the SLO (proof sketch in the
+    handover draw), plus the waits the requests' backbone stages certainly add to each other on a
+    shared server (the dual bound of a small HiGHS MILP over their servers; a HiGHS failure only
+    drops that term), plus the SLO penalty where even that chain misses the SLO (proof sketch in the
     module). The plan played is a perfect-information rollout planner on copies of the env's state
     and generator (the env's own step), never worse than ``greedy`` on the episode.
 
