@@ -152,7 +152,8 @@ def check(entry: str, settings: Sequence[CompareSettings], out_dir: str | Path =
     if not found:
         raise ValueError(f"results --check: {env_id} is not in the results settings")
     s = replace(found[0], out_dir=Path(out_dir) / env_name(env_id), episodes=rec["episodes"],
-                eval_seed=rec["eval_seed"])
+                eval_seed=rec["eval_seed"], scenario=rec["scenario"], env_kwargs=rec.get("env_kwargs") or None,
+                split=rec.get("split", "test"))
     jobs = [j for j in plan_compare(s).jobs if j.name == policy]
     if not jobs:
         raise ValueError(f"results --check: {policy!r} is not planned for {env_id} by its results settings")
