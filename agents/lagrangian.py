@@ -311,18 +311,20 @@ class LagrangianTrainResult(TrainResult):
 
     Attributes:
         lagrange_multiplier: lambda at the end of the run.
-        cost_limit: d, the per-episode cost limit it trained against.
+        cost_limit: d, the per-episode cost limit of the env's spec.
+        cost_target: ``(1 - cost_limit_margin) x d``, the episode cost the dual step drove towards.
         lagrange_path: ``out_dir/lagrange.json``.
     """
 
     lagrange_multiplier: float = 0.0
     cost_limit: float = 0.0
+    cost_target: float = 0.0
     lagrange_path: Path = Path(LAGRANGE_FILE)
 
     def summary(self) -> dict[str, Any]:
-        """:meth:`TrainResult.summary` plus lambda, the cost limit and ``lagrange.json``."""
+        """:meth:`TrainResult.summary` plus lambda, the cost limit, its target and ``lagrange.json``."""
         return {**super().summary(), "lagrange_multiplier": self.lagrange_multiplier, "cost_limit": self.cost_limit,
-                "lagrange": self.lagrange_path}
+                "cost_target": self.cost_target, "lagrange": self.lagrange_path}
 
 
 class LagrangianTrainer(SB3Trainer):
@@ -386,8 +388,9 @@ class LagrangianTrainer(SB3Trainer):
         path = Path(run.out_dir) / LAGRANGE_FILE
         restore(multiplier, read_updates(path))
         fields = {**vars(result), "algo": self.name}
-        return LagrangianTrainResult(**fields, lagrange_multiplier=multiplier.value,
-                                     cost_limit=multiplier.cost_limit, lagrange_path=path)
+        limit = cost_limit(run.env_id, run.scenario, run.env_kwargs)
+        return LagrangianTrainResult(**fields, lagrange_multiplier=multiplier.value, cost_limit=limit,
+                                     cost_target=multiplier.cost_limit, lagrange_path=path)
 
     def fit(self, run: TrainSettings, start: Resume, progress: bool) -> LagrangianTrainResult:
         """SB3's :meth:`~edgelam.agents.train.SB3Trainer.fit` on the shaped reward."""
