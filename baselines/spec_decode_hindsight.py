@@ -29,7 +29,8 @@ rows; the DP's optimum is certified when it is >= that and its replay does not r
 
 Under drift, blockage or a block of rounds drawn within the episode the kind is ``planner``: the
 same DP re-solved on the trace its own plan realises (a few times), against the per-round
-oracle, the best realised return kept. A solver error falls back to the per-round oracle.
+oracle, the best realised return kept. A DP plan whose realised episode outlasts the trace it
+was solved on is completed by the per-round oracle's rounds. A solver error falls back to the per-round oracle.
 """
 
 from __future__ import annotations
@@ -176,17 +177,27 @@ def solve_trace(env, rows, prompts):
 
 def oracle_actions(env) -> list[np.ndarray]:
     """The per-round oracle's actions on a fork of ``env`` (the safe fallback and the planner's rival)."""
+    return completed(env, [])
+
+
+def completed(env, actions) -> list[np.ndarray]:
+    """``actions`` played on a fork of ``env``, then the per-round oracle's until the episode ends.
+
+    A DP plan covers the rounds of the trace it was solved on; where the realised episode is
+    longer (the link follows the episode clock, so other actions give other rounds) the plan
+    would run out before the episode ends. Cut at the step that ends it, if that comes earlier.
+    """
     from edgelam.baselines.spec_decode import _PerRound
 
     sim = fork(env)
     oracle = _PerRound(sim, "oracle")
-    actions = []
+    out: list[np.ndarray] = []
     while True:
-        a, _ = oracle.predict(None)
-        actions.append(a)
+        a = actions[len(out)] if len(out) < len(actions) else oracle.predict(None)[0]
+        out.append(a)
         _, _, terminated, truncated, _ = sim.step(a)
         if terminated or truncated:
-            return actions
+            return out
 
 
 def _planner(env, why: str, start: float) -> Plan:
@@ -197,6 +208,7 @@ def _planner(env, why: str, start: float) -> Plan:
     for k in range(PLANNER_PASSES):
         rows, prompts = record_trace(env, actions)
         actions, _, _ = solve_trace(env, rows, prompts)
+        actions = completed(env, actions)  # the oracle's rounds where the realised episode outlasts the trace
         candidates.append((rollout(env, actions)[0], actions, f"DP pass {k + 1}"))
     realised, best, name = max(candidates, key=lambda c: c[0])
     seconds = time.perf_counter() - start
@@ -235,6 +247,8 @@ def solve(env) -> Plan:
                     f"{name} best; the battery-free DP's optimum {value:.6g} is below {-kappa * battery:.6g}, "
                     f"the most a policy that empties the battery can earn, {seconds:.2f} s")
     if steps != len(actions) or not np.isclose(realised, value, rtol=1e-9, atol=1e-12):
-        return Plan(actions, realised, "planner", f"DP whose replay returned {realised!r}, not its value {value!r}",
-                    fallback=True)
+        actions = completed(env, actions)
+        return Plan(actions, rollout(env, actions)[0], "planner",
+                    f"DP whose replay returned {realised!r}, not its value {value!r} (the per-round oracle after "
+                    "its last round)", fallback=True)
     return Plan(actions, value, "exact", f"backward DP over (round, request, position), {seconds:.2f} s")

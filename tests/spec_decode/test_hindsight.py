@@ -132,3 +132,23 @@ def test_a_solver_failure_falls_back_to_the_oracle(monkeypatch):
 def test_live_backend_is_refused():
     with pytest.raises(ValueError, match="live backend"):
         sh.solve(types.SimpleNamespace(backend="live", config=types.SimpleNamespace(iid_alpha=None)))
+
+
+def test_a_planner_plan_lasts_the_whole_episode_on_the_hard_tier():
+    # hard's test split: drift and blockage follow the episode clock, and on seed TEST_SEED the realised
+    # episode of the DP's plan outlasts the trace the DP was solved on; the oracle's rounds complete it
+    from edgelam.agents.common import TEST_SEED
+    from edgelam.agents.compare.plan import eval_overrides
+    from edgelam.agents.evaluate import evaluate
+
+    overrides = eval_overrides(ID, "hard", None, "test")
+    (row,) = evaluate("hindsight", ID, 1, TEST_SEED, "hard", overrides)
+    assert not row["hindsight_exact"] and not row["hindsight_bound"] and not row["hindsight_fallback"]
+    assert row["return"] == pytest.approx(row["hindsight_value"], rel=1e-12)
+    env = gym.make(ID, scenario="hard", **overrides).unwrapped
+    env.reset(seed=TEST_SEED)
+    plan = sh.solve(env)
+    sim = fork(env)
+    ends = [sim.step(a)[2:4] for a in plan.actions]
+    assert any(ends[-1]) and not any(any(e) for e in ends[:-1])  # ends exactly at its last action
+    assert plan.value >= rollout(env, sh.oracle_actions(env))[0]
