@@ -158,6 +158,8 @@ def run_results(
             *([cost_note(res.cost_limit, res.cost_unit), ""] if res.cost_limit is not None else []),
             *markdown_table(res.table),
             "",
+            *([f"Not evaluated (the baseline raised on this scenario): "
+               f"{'; '.join(f'{name}: {why}' for name, why in res.skipped.items())}.", ""] if res.skipped else []),
             f"Paired verdicts. {PAIRED_NOTE}",
             "",
             *paired_lines(res.paired, res.kinds),

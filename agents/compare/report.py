@@ -73,6 +73,7 @@ class CompareResult:
         cost_limit: the per-episode cost limit each episode's ``cost_violation`` is measured
             against (``None`` where the scenario has no budget), in ``cost_unit``.
         cost_unit: the unit of ``cost`` (``J``, ``USD``), or ``None``.
+        skipped: baseline -> why it was not evaluated (it raised ``ValueError`` on this scenario).
     """
 
     out_dir: Path
@@ -90,6 +91,7 @@ class CompareResult:
     paired: list[dict[str, Any]] = field(default_factory=list)
     cost_limit: float | None = None
     cost_unit: str | None = None
+    skipped: dict[str, str] = field(default_factory=dict)
 
 
 def machine_info() -> dict[str, Any]:
@@ -226,6 +228,7 @@ def finish_compare(
         paired=paired,
         cost_limit=plan.cost_limit,
         cost_unit=plan.cost_unit,
+        skipped=skipped,
     )
 
 

@@ -101,6 +101,7 @@ def test_rerun_reuses_finished_runs_and_interrupted_runs_resume(tmp_path, tiny_p
     assert second.summary == first.summary  # the inapplicable baseline is skipped, recorded
     settings = json.loads((tmp_path / "results.json").read_text())["settings"]
     assert settings["skipped_baselines"] == {"needs_other_scenario": "needs another scenario"}
+    assert second.skipped == {"needs_other_scenario": "needs another scenario"} and not first.skipped
     with pytest.raises(ValueError, match="needs another scenario"):
         compare(
             TOY,
