@@ -122,37 +122,48 @@ def _clip(x: float, lo: float, hi: float) -> float:
 
 
 @njit
-def project_simplex_row(x: np.ndarray, out: np.ndarray, u: np.ndarray) -> None:
-    """``out`` (K,) = Euclidean projection of ``x`` (K,) onto the probability simplex (Duchi et al., ICML 2008).
+def _simplex_theta(x: np.ndarray, u: np.ndarray) -> float:
+    """The threshold theta of the simplex projection max(x - theta, 0) of ``x`` (K,) (Duchi et al., ICML 2008).
 
-    Sort descending (into the scratch ``u`` (K,)), cumulative sums minus 1, the last index rho
-    with u_rho > css_rho / (rho + 1), then max(x - css_rho / (rho + 1), 0).
+    Sorted descending into the scratch ``u`` (K,) (an insertion sort on up to 32 devices, where
+    numba's sort costs more; numba's sort above), the cumulative sums minus 1, the last index rho
+    with u_rho > css_rho / (rho + 1): theta = css_rho / (rho + 1). Ties sort in any order: the sums
+    are of the same numbers in the same (descending) order.
     """
     k = x.shape[0]
-    if k <= 32:  # insertion sort: numba's sort costs more than that on a few devices
+    if k <= 32:
         for i in range(k):
             v = x[i]
             j = i
-            while j > 0 and u[j - 1] > v:
+            while j > 0 and u[j - 1] < v:
                 u[j] = u[j - 1]
                 j -= 1
             u[j] = v
     else:
         for i in range(k):
-            u[i] = x[i]
+            u[i] = -x[i]
         u.sort()
+        for i in range(k):
+            u[i] = -u[i]
     acc = 0.0
     rho = 0
     css_rho = 0.0
     for i in range(k):
-        ui = u[k - 1 - i]
+        ui = u[i]
         acc = ui if i == 0 else acc + ui
         css = acc - 1.0
         if ui - css / (i + 1) > 0:
             rho = i
             css_rho = css
-    theta = css_rho / (rho + 1.0)
-    for i in range(k):
+    return css_rho / (rho + 1.0)
+
+
+@njit
+def project_simplex_row(x: np.ndarray, out: np.ndarray, u: np.ndarray) -> None:
+    """``out`` (K,) = Euclidean projection of ``x`` (K,) onto the probability simplex: max(x - theta, 0)
+    (:func:`_simplex_theta`; ``u`` (K,) is scratch)."""
+    theta = _simplex_theta(x, u)
+    for i in range(x.shape[0]):
         out[i] = _max0(x[i] - theta)
 
 
@@ -170,17 +181,21 @@ def allocate_rows(actions, bandwidth_hz, p_max_w, shares, bandwidth, power, gain
     """FedFTAllocation-v0's action (B, 2K) in [-1, 1] -> ``bandwidth`` (B, K) Hz and ``power`` (B, K) W.
 
     Bandwidth: the simplex projection of (a_k + 1) / 2 times the band; power (a_{K+k} + 1) / 2 p_max.
-    ``shares`` (2, K) is scratch; ``snr`` receives :func:`snr_rows` of the allocation on ``gains``.
+    ``shares`` (2, K) is scratch; ``snr`` receives the allocation's SNR on ``gains`` (as :func:`snr_rows`),
+    in the same pass.
     """
     k = bandwidth.shape[1]
+    x, u = shares[0], shares[1]
     for b in range(actions.shape[0]):
         for i in range(k):
-            shares[0, i] = (actions[b, i] + 1.0) / 2.0
-        project_simplex_row(shares[0], bandwidth[b], shares[1])
+            x[i] = (actions[b, i] + 1.0) / 2.0
+        theta = _simplex_theta(x, u)
         for i in range(k):
-            bandwidth[b, i] = bandwidth[b, i] * bandwidth_hz
-            power[b, i] = (actions[b, k + i] + 1.0) / 2.0 * p_max_w
-    snr_rows(bandwidth, power, gains, noise_w_per_hz, snr)
+            w = _max0(x[i] - theta) * bandwidth_hz
+            pw = (actions[b, k + i] + 1.0) / 2.0 * p_max_w
+            bandwidth[b, i] = w
+            power[b, i] = pw
+            snr[b, i] = pw * gains[b, i] / (noise_w_per_hz * w) if w > 0 else 0.0
 
 
 @njit
