@@ -100,6 +100,19 @@ def pairwise_sum(a: np.ndarray, lo: int, n: int) -> float:
 
 
 @njit
+def row_sum(a: np.ndarray, b: int, n: int) -> float:
+    """:func:`pairwise_sum` of row ``b`` of the 2-D ``a`` (its first ``n`` entries): below 8 entries numpy
+    sums sequentially from 0, done here on ``a[b, i]`` without a row view (the view and the call cost
+    more than the sum of a few devices); from 8 on, numpy's pairwise order on the row."""
+    if n < 8:
+        res = 0.0
+        for i in range(n):
+            res += a[b, i]
+        return res
+    return pairwise_sum(a[b], 0, n)
+
+
+@njit
 def in_unit_box(a: np.ndarray) -> bool:
     """Whether every entry of the 1-D ``a`` is a finite number in [-1, 1] (an action in the envs' Box)."""
     for i in range(a.shape[0]):
@@ -239,6 +252,7 @@ def round_cost_rows(
         any_scheduled = False
         n_part = 0
         n_drop = 0
+        total_j = compute_total_j = upload_total_j = 0.0  # numpy's sums below 8 devices: sequential from 0
         for i in range(k):
             s = bandwidth[b, i] > 0 and power[b, i] > 0
             r = rate[b, i]
@@ -254,8 +268,8 @@ def round_cost_rows(
             compute_s[b, i] = comp
             upload_s[b, i] = up
             if s:
-                upload_j[b, i] = power[b, i] * (up if up <= window else window)
-                compute_j[b, i] = energy_coeff * (f * f)
+                uj = power[b, i] * (up if up <= window else window)
+                cj = energy_coeff * (f * f)
                 finish = done if done <= deadline_s else deadline_s
                 latency = finish if not any_scheduled or finish > latency else latency
                 any_scheduled = True
@@ -264,14 +278,23 @@ def round_cost_rows(
                 n_part += part
                 n_drop += not part
             else:
-                upload_j[b, i] = 0.0
-                compute_j[b, i] = 0.0
+                uj = 0.0
+                cj = 0.0
                 device_latency_s[b, i] = 0.0
-        sums[b, 1] = pairwise_sum(compute_j[b], 0, k)
-        sums[b, 2] = pairwise_sum(upload_j[b], 0, k)
-        for i in range(k):
-            energy_j[b, i] = compute_j[b, i] + upload_j[b, i]
-        sums[b, 0] = pairwise_sum(energy_j[b], 0, k)
+            upload_j[b, i] = uj
+            compute_j[b, i] = cj
+            ej = cj + uj
+            energy_j[b, i] = ej
+            compute_total_j += cj
+            upload_total_j += uj
+            total_j += ej
+        if k >= 8:  # numpy's pairwise order
+            compute_total_j = pairwise_sum(compute_j[b], 0, k)
+            upload_total_j = pairwise_sum(upload_j[b], 0, k)
+            total_j = pairwise_sum(energy_j[b], 0, k)
+        sums[b, 0] = total_j
+        sums[b, 1] = compute_total_j
+        sums[b, 2] = upload_total_j
         sums[b, 3] = latency if any_scheduled else 0.0
         counts[b, 0] = n_part
         counts[b, 1] = n_drop
@@ -327,11 +350,13 @@ def surrogate_rows(
         fm = float(m)
         spread = sigma / math.sqrt(fm)
         for j in range(g):
-            c = 0
-            for i in range(k):
-                if participants[b, i]:
-                    c += topic_counts[b, i, j]
-            w = float(c) / float(total)
+            weights[b, j] = 0.0
+        for i in range(k):  # the participants' sequences per topic: integers, summed exactly in float64
+            if participants[b, i]:
+                for j in range(g):
+                    weights[b, j] += topic_counts[b, i, j]
+        for j in range(g):
+            w = weights[b, j] / float(total)
             weights[b, j] = w
             d = topic_decrease(topic_loss[b, j], initial_loss[j], w, fm, gain_own, gain_shared, noise_cost,
                                headroom, scale)
@@ -368,7 +393,7 @@ def settle_rows(
         previous = loss[b]
         for j in range(g):
             topic_loss[b, j] = new_topic_loss[b, j]
-        now = pairwise_sum(topic_loss[b], 0, g) / g
+        now = row_sum(topic_loss, b, g) / g
         loss[b] = now
         outcome[b, 0] = previous
         outcome[b, 1] = now
