@@ -6,7 +6,9 @@ Actions are sampled before the clock starts and only ``step()`` calls are timed
 * ``steps_per_s`` / ``mean_step_s``: one env through ``gym.make`` with its default
   wrappers (PettingZoo parallel envs: one ``step`` of all agents counts as one step);
 * ``vector_steps_per_s``: env-steps per second (batch x calls) of
-  ``gym.make_vec(id, num_envs, vectorization_mode="vector_entry_point")`` when the
+  ``gym.make_vec(id, num_envs, vectorization_mode="vector_entry_point")`` (at least
+  :data:`VECTOR_CALLS` timed calls, their autoresets included, after :data:`WARMUP_CALLS`
+  untimed ones) when the
   env registers a ``vector_entry_point``; for a PettingZoo env with a batched parallel
   game (``batched_entry_point``), agent-steps per second (games x agents x calls) of
   ``num_envs`` games (``vector_unit`` says which);
@@ -40,6 +42,8 @@ from edgelam.envs import registration
 MOBILE_ENV_ID = "mobile-small-central-v0"
 AGENT_COUNTS = (4, 64, 1024)  # agents of a PettingZoo env whose spec has an agents_key
 AGENT_STEPS = 40_000  # agent-steps timed at each agent count (at least 20 joint steps)
+VECTOR_CALLS = 200  # at least this many timed calls of a vector env or batched game (51,200 env-steps at B = 256)
+WARMUP_CALLS = 5  # untimed calls first (the first calls load compiled kernels and fill caches)
 
 
 def _time_gym(env: gym.Env, steps: int, seed: int) -> float:
@@ -77,12 +81,14 @@ def _time_parallel(env: Any, steps: int, seed: int) -> float:
 def _vector_steps_per_s(env_id: str, num_envs: int, steps: int, seed: int) -> float:
     """Env-steps per second of the registered vector env."""
     venv = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point")
-    calls = max(steps // num_envs, 10)
+    calls = max(steps // num_envs, VECTOR_CALLS)
     venv.action_space.seed(seed)
-    actions = [venv.action_space.sample() for _ in range(calls)]
+    actions = [venv.action_space.sample() for _ in range(calls + WARMUP_CALLS)]
     venv.reset(seed=seed)
+    for action in actions[:WARMUP_CALLS]:
+        venv.step(action)
     total = 0.0
-    for action in actions:
+    for action in actions[WARMUP_CALLS:]:
         began = time.perf_counter()
         venv.step(action)
         total += time.perf_counter() - began
@@ -93,7 +99,7 @@ def _vector_steps_per_s(env_id: str, num_envs: int, steps: int, seed: int) -> fl
 def _batched_agent_steps_per_s(env_id: str, num_games: int, steps: int, seed: int) -> float:
     """Agent-steps per second of the env's batched parallel game of ``num_games`` games."""
     game = registration.make_batched(env_id, num_games=num_games)
-    calls = max(steps // num_games, 10)
+    calls = max(steps // num_games, VECTOR_CALLS) + WARMUP_CALLS
     space = getattr(game, "single_action_space", None)  # a game whose agents share one space (Discrete or Box)
     if isinstance(space, gym.spaces.Box):  # uniform in the box, one (B, N, *shape) array per step
         rng = np.random.default_rng(seed)
@@ -108,13 +114,15 @@ def _batched_agent_steps_per_s(env_id: str, num_games: int, steps: int, seed: in
             agent_space.seed(seed + i)
         actions = [{a: agent_space.sample() for a, agent_space in batched.items()} for _ in range(calls)]
     game.reset(seed=seed)
+    for action in actions[:WARMUP_CALLS]:
+        game.step(action)
     total = 0.0
-    for action in actions:
+    for action in actions[WARMUP_CALLS:]:
         began = time.perf_counter()
         game.step(action)
         total += time.perf_counter() - began
     game.close()
-    return calls * num_games * game.num_agents / total
+    return (calls - WARMUP_CALLS) * num_games * game.num_agents / total
 
 
 def bench_agents(env_id: str, counts: Sequence[int] = AGENT_COUNTS, agent_steps: int = AGENT_STEPS,
