@@ -11,6 +11,7 @@ from edgelam.envs.core.queues import (
     fcfs_wait_s,
     lindley_interval,
     mm1_stationary_work_s,
+    order_within_runs,
     pollaczek_khinchine_wait_s,
     processor_sharing_time_s,
     virtual_queue_step,
@@ -148,3 +149,14 @@ def test_processor_sharing_time_is_the_slowdown_of_the_free_capacity():
     work, util = np.array([1.0, 2.0]), np.array([0.0, 0.75])
     np.testing.assert_array_equal(processor_sharing_time_s(work, util), [1.0, 8.0])
     assert processor_sharing_time_s(0.3, 0.6) == 0.3 / (1.0 - 0.6)  # share 1: bit for bit work / (1 - u)
+
+
+def test_order_within_runs_is_lexsort_by_run_then_value_with_ties_in_order():
+    rng = np.random.default_rng(3)
+    counts = rng.integers(0, 6, size=400)
+    values = np.round(rng.uniform(0.0, 1.0, size=int(counts.sum())), 1)  # many ties within runs
+    run = np.repeat(np.arange(counts.size), counts)
+    order = order_within_runs(values, counts)
+    assert np.array_equal(order, np.lexsort((values, run)))
+    assert order_within_runs(np.array([0.5, 0.2, 0.2, 0.9]), np.array([3, 0, 1])).tolist() == [1, 2, 0, 3]
+    assert order_within_runs(np.zeros(0), np.zeros(2, dtype=np.int64)).size == 0
