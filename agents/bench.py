@@ -14,7 +14,8 @@ Actions are sampled before the clock starts and only ``step()`` calls are timed
   ``num_envs`` games (``vector_unit`` says which);
 * ``agents``: for a PettingZoo env whose spec names its ``agents_key``, agent-steps per
   second of the PettingZoo env itself at N = 4, 64 and 1,024 agents (one ``step`` of
-  N agents is N agent-steps; about ``agent_steps`` timed at each N);
+  N agents is N agent-steps; about ``agent_steps`` timed at each N, at least
+  :data:`AGENT_MIN_STEPS` joint steps, after :data:`WARMUP_CALLS` untimed ones);
 * ``live_mean_step_s``: mean step time of ``backend="live"`` (the real model runs
   inside ``step``) over a few steps, for envs that accept ``backend=``;
 * ``ratio_vs_mobile_env``: ``steps_per_s`` over mobile-env's
@@ -41,7 +42,8 @@ from edgelam.envs import registration
 
 MOBILE_ENV_ID = "mobile-small-central-v0"
 AGENT_COUNTS = (4, 64, 1024)  # agents of a PettingZoo env whose spec has an agents_key
-AGENT_STEPS = 40_000  # agent-steps timed at each agent count (at least 20 joint steps)
+AGENT_STEPS = 40_000  # agent-steps timed at each agent count (at least AGENT_MIN_STEPS joint steps)
+AGENT_MIN_STEPS = 100  # joint steps timed at least, at each agent count (after WARMUP_CALLS untimed ones)
 VECTOR_CALLS = 200  # at least this many timed calls of a vector env or batched game (51,200 env-steps at B = 256)
 WARMUP_CALLS = 5  # untimed calls first (the first calls load compiled kernels and fill caches)
 
@@ -61,14 +63,19 @@ def _time_gym(env: gym.Env, steps: int, seed: int) -> float:
     return total
 
 
-def _time_parallel(env: Any, steps: int, seed: int) -> float:
-    """Seconds spent in a parallel env's ``step`` over ``steps`` pre-sampled joint actions."""
+def _time_parallel(env: Any, steps: int, seed: int, warmup: int = 0) -> float:
+    """Seconds spent in a parallel env's ``step`` over ``steps`` pre-sampled joint actions (after ``warmup``
+    untimed ones)."""
     for i, agent in enumerate(env.possible_agents):
         env.action_space(agent).seed(seed + i)
-    actions = [{a: env.action_space(a).sample() for a in env.possible_agents} for _ in range(steps)]
+    actions = [{a: env.action_space(a).sample() for a in env.possible_agents} for _ in range(steps + warmup)]
     env.reset(seed=seed)
+    for joint in actions[:warmup]:
+        env.step({a: joint[a] for a in env.agents})
+        if not env.agents:
+            env.reset()
     total = 0.0
-    for joint in actions:
+    for joint in actions[warmup:]:
         joint = {a: joint[a] for a in env.agents}
         began = time.perf_counter()
         env.step(joint)
@@ -132,8 +139,8 @@ def bench_agents(env_id: str, counts: Sequence[int] = AGENT_COUNTS, agent_steps:
     out = []
     for n in counts:
         env = make_parallel(env_id, env_kwargs={key: n})
-        steps = max(agent_steps // n, 20)
-        total = _time_parallel(env, steps, seed)
+        steps = max(agent_steps // n, AGENT_MIN_STEPS)
+        total = _time_parallel(env, steps, seed, WARMUP_CALLS)
         env.close()
         out.append({"num_agents": n, "steps": steps, "agent_steps_per_s": steps * n / total})
     return out
