@@ -78,6 +78,8 @@ to server 0 (projected to a host), its return measured on a :func:`~edgelam.base
 from __future__ import annotations
 
 import copy
+import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -252,6 +254,24 @@ def pair_delays(release: np.ndarray, service: np.ndarray) -> list[tuple[int, int
     return out
 
 
+def _quiet_highs():
+    """A ``highspy.Highs`` with its output off. HiGHS 1.16 prints its banner from C++ when the object is
+    built, before any option can be set, so the process's stdout is pointed at /dev/null meanwhile."""
+    import highspy
+
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            h = highspy.Highs()
+            h.setOptionValue("output_flag", False)
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+    return h
+
+
 def pivot_assignment_bound(cost: np.ndarray, pairs: list[tuple[int, int, int, float]], time_limit_s: float
                            ) -> tuple[float, str]:
     """A lower bound on min over pivot servers of sum_r cost[r, s_r] + sum of the pair delays of pivots sharing a
@@ -259,10 +279,7 @@ def pivot_assignment_bound(cost: np.ndarray, pairs: list[tuple[int, int, int, fl
     tolerance; sum_r min_s cost[r, s] if HiGHS fails (the larger of the two in any case)."""
     floor = float(np.min(cost, axis=1).sum())
     try:
-        import highspy
-
-        h = highspy.Highs()
-        h.setOptionValue("output_flag", False)
+        h = _quiet_highs()
         h.setOptionValue("time_limit", float(time_limit_s))
         h.setOptionValue("threads", 1)
         x = {}

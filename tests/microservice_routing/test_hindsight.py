@@ -195,3 +195,15 @@ def test_a_bound_failure_keeps_the_plan_and_is_flagged(monkeypatch):
     plan = mrh.solve(env)
     assert plan.fallback and plan.kind == "planner" and "no bound" in plan.solver
     assert rollout(env, plan.actions)[0] == plan.value
+
+
+def test_the_pivot_milp_solves_silently_and_pairs_only_tighten(capfd):
+    from edgelam.baselines.microservice_routing_hindsight import pivot_assignment_bound
+
+    cost = np.array([[1.0, 3.0], [1.0, 2.5]])  # both pivots prefer server 0
+    capfd.readouterr()
+    alone, how = pivot_assignment_bound(cost, [], 2.0)
+    shared, _ = pivot_assignment_bound(cost, [(0, 1, 0, 5.0)], 2.0)  # sharing server 0 delays by 5 s
+    assert "HiGHS" not in capfd.readouterr().out  # no banner from C++ on stdout
+    assert how.startswith("HiGHS") and alone == pytest.approx(2.0, abs=1e-5)
+    assert shared == pytest.approx(min(2.0 + 5.0, 1.0 + 2.5, 3.0 + 1.0), abs=1e-5)  # 3.5: split them
