@@ -61,10 +61,6 @@ def _best_masked_return(env: gym.Env) -> float:
     return best(base.state, base.np_random, base.config.episode_length)
 
 
-def test_hindsight_is_registered():
-    assert "hindsight" in baselines.available(ENV_ID)
-
-
 @pytest.mark.parametrize("scenario", ["default", "migration"])
 def test_rows_carry_a_bound_at_or_above_the_realised_return(scenario):
     rows = evaluate("hindsight", ENV_ID, episodes=3, seed=SEED, scenario=scenario)

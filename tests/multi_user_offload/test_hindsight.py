@@ -15,6 +15,7 @@ from edgelam.baselines.hindsight import fork
 from edgelam.baselines.multi_user_offload import CvxpyAllocation, sqrt_allocation
 from edgelam.envs.offload.dynamics import CLOUD, DEVICE, EDGE
 from edgelam.envs.registration import make_parallel
+from tests import hindsight_checks
 
 ENV_ID = "edgelam/MultiUserOffload-v0"
 SEED = 10000
@@ -49,10 +50,6 @@ def _play(env, actions, allocations=None) -> float:
     return float(np.sum(returns))
 
 
-def test_hindsight_is_registered():
-    assert "hindsight" in baselines.available(ENV_ID)
-
-
 def test_the_played_plan_realises_its_exact_value():
     rows = evaluate("hindsight", ENV_ID, episodes=3, seed=SEED)  # agent by agent (evaluate_parallel)
     for row in rows:
@@ -71,28 +68,15 @@ def test_the_played_plan_realises_its_exact_value():
     assert total == pytest.approx(policy.last_plan.value, rel=1e-9)
 
 
-def _brute_force(env, steps: int) -> float:
-    """max over every sequence of joint tiers (each with its square-root split) of the return, on forks."""
-    every = list(itertools.product((DEVICE, EDGE, CLOUD), repeat=env.n))
-
-    def best(sim, depth: int) -> float:
-        if depth == steps:
-            return 0.0
-        values = []
-        for tiers in every:
-            child = fork(sim)
-            values.append(_step(child, tiers, _sqrt_split(child, tiers)) + best(child, depth + 1))
-        return max(values)
-
-    return best(env, 0)
-
-
 def test_exact_value_equals_brute_force_over_every_tier_sequence_of_a_toy_episode():
     steps = 3
     env = _env(num_users=2, episode_length=steps)
     plan = muh.solve(env)
     assert plan.kind == "exact" and not plan.fallback
-    assert plan.value == pytest.approx(_brute_force(env, steps), rel=1e-9)
+    every = list(itertools.product((DEVICE, EDGE, CLOUD), repeat=env.n))  # each with its square-root split
+    optimum = hindsight_checks.brute_force(env, every, steps,
+                                           lambda sim, tiers: (_step(sim, tiers, _sqrt_split(sim, tiers)), False))
+    assert plan.value == pytest.approx(optimum, rel=1e-9)
     assert _play(env, plan.actions, plan.allocations) == pytest.approx(plan.value, rel=1e-9)
 
 
@@ -126,16 +110,7 @@ def test_no_other_split_beats_the_square_root_split():
 
 
 def test_hindsight_value_bounds_every_baseline_on_the_same_episodes():
-    episodes, kwargs = 3, {"episode_length": 40}
-    value = [r["hindsight_value"] for r in evaluate("hindsight", ENV_ID, episodes, SEED, env_kwargs=kwargs)]
-    margins = {}
-    for name in baselines.available(ENV_ID):
-        if name == "hindsight":
-            continue
-        returns = [r["return"] for r in evaluate(name, ENV_ID, episodes, SEED, env_kwargs=kwargs)]
-        for v, r in zip(value, returns, strict=True):
-            assert v >= r - 1e-9 * abs(v), name
-        margins[name] = float(np.mean(value) - np.mean(returns))
+    margins = hindsight_checks.hindsight_margins(ENV_ID, SEED, env_kwargs={"episode_length": 40})
     assert margins["random"] > 5.0 and margins["greedy"] > 0.0 and margins["cvxpy"] > 0.0
 
 

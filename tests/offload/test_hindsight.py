@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import types
 
 import gymnasium as gym
@@ -10,10 +9,10 @@ import numpy as np
 import pytest
 
 import edgelam.envs  # noqa: F401
-from edgelam.agents.evaluate import evaluate
-from edgelam.baselines import available, make
+from edgelam.baselines import make
 from edgelam.baselines import offload_hindsight as oh
 from edgelam.baselines.hindsight import fork, rollout
+from tests import hindsight_checks
 
 ID = "edgelam/Offload-v0"
 SEED = 10000
@@ -28,38 +27,16 @@ BINDING_BATTERY = {"scenario": "hard", "episode_length": 5, "battery_j": 2.0, "t
 
 
 def brute_force(env) -> float:
-    """The best return over every sequence of tiers from ``env``'s state, by depth-first search on a fork."""
-    sim = fork(env)
-
-    def best_from() -> float:
-        state, rng = sim.state.copy(), copy.deepcopy(sim.np_random)
-        best = -np.inf
-        for tier in range(3):
-            sim.state, sim.np_random = state.copy(), copy.deepcopy(rng)
-            _, reward, terminated, truncated, _ = sim.step(tier)
-            best = max(best, reward + (0.0 if terminated or truncated else best_from()))
-        return best
-
-    return best_from()
-
-
-def test_hindsight_is_registered():
-    assert "hindsight" in available(ID)
+    """The best return over every sequence of tiers from ``env``'s state."""
+    return hindsight_checks.brute_force(env, range(3), restore=True)
 
 
 def test_exact_plans_return_their_value():
-    rows = evaluate("hindsight", ID, episodes=3, seed=SEED)
-    for row in rows:
-        assert row["hindsight_exact"] == 1.0 and row["hindsight_fallback"] == 0.0
-        assert row["return"] == pytest.approx(row["hindsight_value"], rel=1e-9)
+    hindsight_checks.assert_exact_plans_return_their_value(ID, SEED)
 
 
 def test_hindsight_is_at_least_every_baseline():
-    value = np.array([r["hindsight_value"] for r in evaluate("hindsight", ID, episodes=3, seed=SEED)])
-    for name in available(ID):
-        if name != "hindsight":
-            returns = np.array([r["return"] for r in evaluate(name, ID, episodes=3, seed=SEED)])
-            assert np.all(value >= returns - 1e-9), name
+    hindsight_checks.hindsight_margins(ID, SEED)
 
 
 @pytest.mark.parametrize(("overrides", "seeds"), [(COUPLED, range(4)), (EMPTY_BATTERY, range(2)),

@@ -36,10 +36,6 @@ def _env(seed: int = SEED, **overrides):
     return env
 
 
-def test_hindsight_is_registered():
-    assert "hindsight" in baselines.available(ENV_ID)
-
-
 def test_the_played_plan_realises_its_exact_value_zero():
     rows = evaluate("hindsight", ENV_ID, episodes=3, seed=SEED)
     for row in rows:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import types
 
 import gymnasium as gym
@@ -11,9 +10,10 @@ import pytest
 
 import edgelam.envs  # noqa: F401
 from edgelam.agents.evaluate import evaluate
-from edgelam.baselines import available, make
+from edgelam.baselines import make
 from edgelam.baselines import spec_decode_hindsight as sh
 from edgelam.baselines.hindsight import fork, rollout
+from tests import hindsight_checks
 
 ID = "edgelam/SpecDecode-v0"
 SEED = 10000
@@ -27,38 +27,16 @@ ACTIONS = [np.array([g, v]) for g in range(3) for v in range(2)]  # the whole ac
 
 
 def brute_force(env) -> float:
-    """The best return over every sequence of actions from ``env``'s state, by depth-first search on a fork."""
-    sim = fork(env)
-
-    def best_from() -> float:
-        state, rng = sim.state.copy(), copy.deepcopy(sim.np_random)
-        best = -np.inf
-        for action in ACTIONS:
-            sim.state, sim.np_random = state.copy(), copy.deepcopy(rng)
-            _, reward, terminated, truncated, _ = sim.step(action)
-            best = max(best, reward + (0.0 if terminated or truncated else best_from()))
-        return best
-
-    return best_from()
-
-
-def test_hindsight_is_registered():
-    assert "hindsight" in available(ID)
+    """The best return over every sequence of actions from ``env``'s state."""
+    return hindsight_checks.brute_force(env, ACTIONS, restore=True)
 
 
 def test_exact_plans_return_their_value():
-    rows = evaluate("hindsight", ID, episodes=3, seed=SEED)
-    for row in rows:
-        assert row["hindsight_exact"] == 1.0 and row["hindsight_fallback"] == 0.0
-        assert row["return"] == pytest.approx(row["hindsight_value"], rel=1e-9)
+    hindsight_checks.assert_exact_plans_return_their_value(ID, SEED)
 
 
 def test_hindsight_is_at_least_every_baseline():
-    value = np.array([r["hindsight_value"] for r in evaluate("hindsight", ID, episodes=3, seed=SEED)])
-    for name in available(ID):
-        if name != "hindsight":
-            returns = np.array([r["return"] for r in evaluate(name, ID, episodes=3, seed=SEED)])
-            assert np.all(value >= returns - 1e-12), name
+    hindsight_checks.hindsight_margins(ID, SEED, rel=1e-12)
 
 
 @pytest.mark.parametrize(("scenario", "overrides", "seeds"), [
@@ -139,7 +117,6 @@ def test_a_planner_plan_lasts_the_whole_episode_on_the_hard_tier():
     # episode of the DP's plan outlasts the trace the DP was solved on; the oracle's rounds complete it
     from edgelam.agents.common import TEST_SEED
     from edgelam.agents.compare.plan import eval_overrides
-    from edgelam.agents.evaluate import evaluate
 
     overrides = eval_overrides(ID, "hard", None, "test")
     (row,) = evaluate("hindsight", ID, 1, TEST_SEED, "hard", overrides)

@@ -14,6 +14,7 @@ from edgelam.agents.evaluate import evaluate
 from edgelam.baselines import split_inference_hindsight as sih
 from edgelam.baselines.hindsight import fork, rollout
 from edgelam.envs.split_inference.dynamics import BLOCK, SLOT, State, advance
+from tests import hindsight_checks
 
 ENV_ID = "edgelam/SplitInference-v0"
 SCENARIO = "congested_edge"  # a loaded edge: the best split changes from request to request
@@ -24,10 +25,6 @@ def _env(**overrides) -> gym.Env:
     env = gym.make(ENV_ID, scenario=SCENARIO, **overrides)
     env.reset(seed=SEED)
     return env
-
-
-def test_hindsight_is_registered():
-    assert "hindsight" in baselines.available(ENV_ID)
 
 
 @pytest.mark.parametrize("overrides", [{}, {"episode_length": BLOCK + 44}], ids=["one_block", "two_blocks"])
@@ -66,22 +63,6 @@ def test_rewards_do_not_depend_on_the_history_of_actions():
         np.testing.assert_array_equal(block, first[2])
 
 
-def _brute_force(env, actions: np.ndarray, steps: int) -> float:
-    """max over every action sequence of the return, each played on forks of the env (its real step)."""
-
-    def best(sim, depth: int) -> float:
-        if depth == steps:
-            return 0.0
-        values = []
-        for action in actions:
-            child = fork(sim)
-            _, reward, _, _, _ = child.step(action.copy())
-            values.append(reward + best(child, depth + 1))
-        return max(values)
-
-    return best(env.unwrapped, 0)
-
-
 def test_exact_value_equals_brute_force_over_every_action_sequence_of_a_toy_episode():
     steps = 4
     env = _env(episode_length=steps)
@@ -90,7 +71,7 @@ def test_exact_value_equals_brute_force_over_every_action_sequence_of_a_toy_epis
     plan = sih.solve(env, action_set=subset)
     assert plan.kind == "exact" and not plan.fallback
     assert len({tuple(a) for a in plan.actions}) > 1  # not a constant action: the toy has choices to make
-    assert plan.value == pytest.approx(_brute_force(env, subset, steps), rel=1e-9)
+    assert plan.value == pytest.approx(hindsight_checks.brute_force(env, subset, steps), rel=1e-9)
     assert rollout(env, plan.actions)[0] == pytest.approx(plan.value, rel=1e-9)
     # the full action set does at least as well, and each of its actions is the request's best
     full = sih.solve(env)
@@ -103,16 +84,7 @@ def test_exact_value_equals_brute_force_over_every_action_sequence_of_a_toy_epis
 
 
 def test_hindsight_value_bounds_every_baseline_on_the_same_episodes():
-    episodes = 4
-    value = [r["hindsight_value"] for r in evaluate("hindsight", ENV_ID, episodes, SEED, scenario=SCENARIO)]
-    margins = {}
-    for name in baselines.available(ENV_ID):
-        if name == "hindsight":
-            continue
-        returns = [r["return"] for r in evaluate(name, ENV_ID, episodes, SEED, scenario=SCENARIO)]
-        for v, r in zip(value, returns, strict=True):
-            assert v >= r - 1e-9 * abs(v), name
-        margins[name] = float(np.mean(value) - np.mean(returns))
+    margins = hindsight_checks.hindsight_margins(ENV_ID, SEED, episodes=4, scenario=SCENARIO)
     # strictly better than the policies that cannot see the request's true rate and quality
     assert margins["random"] > 50.0 and margins["device_only"] > 5.0 and margins["neurosurgeon"] > 0.0
 
