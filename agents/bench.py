@@ -85,6 +85,20 @@ def _time_parallel(env: Any, steps: int, seed: int, warmup: int = 0) -> float:
     return total
 
 
+def _time_batched(env: Any, actions: Sequence[Any]) -> float:
+    """Seconds spent in ``env.step`` (a vector env or a batched game, which reset themselves) over ``actions``
+    after the first :data:`WARMUP_CALLS`, which are stepped untimed."""
+    for action in actions[:WARMUP_CALLS]:
+        env.step(action)
+    total = 0.0
+    for action in actions[WARMUP_CALLS:]:
+        began = time.perf_counter()
+        env.step(action)
+        total += time.perf_counter() - began
+    env.close()
+    return total
+
+
 def _vector_steps_per_s(env_id: str, num_envs: int, steps: int, seed: int) -> float:
     """Env-steps per second of the registered vector env."""
     venv = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point")
@@ -92,15 +106,7 @@ def _vector_steps_per_s(env_id: str, num_envs: int, steps: int, seed: int) -> fl
     venv.action_space.seed(seed)
     actions = [venv.action_space.sample() for _ in range(calls + WARMUP_CALLS)]
     venv.reset(seed=seed)
-    for action in actions[:WARMUP_CALLS]:
-        venv.step(action)
-    total = 0.0
-    for action in actions[WARMUP_CALLS:]:
-        began = time.perf_counter()
-        venv.step(action)
-        total += time.perf_counter() - began
-    venv.close()
-    return calls * num_envs / total
+    return calls * num_envs / _time_batched(venv, actions)
 
 
 def _batched_agent_steps_per_s(env_id: str, num_games: int, steps: int, seed: int) -> float:
@@ -121,15 +127,7 @@ def _batched_agent_steps_per_s(env_id: str, num_games: int, steps: int, seed: in
             agent_space.seed(seed + i)
         actions = [{a: agent_space.sample() for a, agent_space in batched.items()} for _ in range(calls)]
     game.reset(seed=seed)
-    for action in actions[:WARMUP_CALLS]:
-        game.step(action)
-    total = 0.0
-    for action in actions[WARMUP_CALLS:]:
-        began = time.perf_counter()
-        game.step(action)
-        total += time.perf_counter() - began
-    game.close()
-    return (calls - WARMUP_CALLS) * num_games * game.num_agents / total
+    return (calls - WARMUP_CALLS) * num_games * game.num_agents / _time_batched(game, actions)
 
 
 def bench_agents(env_id: str, counts: Sequence[int] = AGENT_COUNTS, agent_steps: int = AGENT_STEPS,
