@@ -210,7 +210,7 @@ def plan_compare(settings: CompareSettings) -> ComparePlan:
     adversarial = is_adversarial(agents)
     adversarial_algos = tuple(a for a in TRAINERS if is_adversarial_algo(a))
     algos = tuple(algos if algos is not None else adversarial_algos if adversarial else defaults["algos"])
-    if adversarial and (not algos or not all(is_adversarial_algo(a) for a in algos)):
+    if adversarial and not all(is_adversarial_algo(a) for a in algos):  # no algos: baselines only
         trained = " or ".join(adversarial_algos)
         raise ValueError(f"{env_id} is adversarial ({agents}): the algorithm to train is {trained}, not {algos}")
     misplaced = [a for a in algos if is_adversarial_algo(a)]

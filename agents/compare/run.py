@@ -39,10 +39,21 @@ class JobResult:
 
 
 def _protagonist_view(row: Mapping[str, Any], protagonist: str) -> dict[str, Any]:
-    """An episode row of an adversarial env seen from the protagonist (``x/<protagonist>`` -> ``x``)."""
+    """An episode row of an adversarial env seen from the protagonist (``x/<protagonist>`` -> ``x``).
+
+    A ``hindsight`` row's value is of the team return, which a zero-sum game fixes at 0
+    (RobustRouting-v0), so it says nothing of the protagonist. Seen from the protagonist, the
+    reference is what hindsight's perfect-information planner realised on the episode: its
+    ``return`` becomes the ``hindsight_value`` and the kind is ``planner`` (not exact, not a bound),
+    so the normalised score of the protagonist's return is the share of that planner's gain over
+    random.
+    """
     suffix = "/" + protagonist
     out = {k: row[k] for k in ("episode", "seed", "length")}
     out.update({k.removesuffix(suffix): v for k, v in row.items() if k.endswith(suffix)})
+    if "hindsight_value" in row and "return" in out:
+        out.update(hindsight_value=out["return"], hindsight_exact=0.0, hindsight_bound=0.0,
+                   hindsight_fallback=float(row.get("hindsight_fallback", 0.0)))
     return out
 
 

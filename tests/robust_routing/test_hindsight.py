@@ -114,3 +114,21 @@ def test_as_the_router_alone_it_plans_online_against_another_adversary():
         assert row["infeasible_action/router"] == 0.0
         # not guaranteed (no fortification against an unknown adversary), but the planner's lookahead pays here
         assert row["return/router"] > ref["return/router"]
+
+
+def test_compare_scores_the_router_against_hindsights_planner(tmp_path):
+    # the team return of every row is 0 (zero-sum); seen from the router, hindsight's reference is the
+    # router return its planner realised, labelled a planner, so the router's score is defined
+    from edgelam.agents.compare import CompareSettings, compare
+    from edgelam.agents.compare.report import hindsight_kind
+
+    settings = CompareSettings("edgelam/RobustRouting-v0", algos=(), baselines=["random", "greedy", "hindsight"],
+                               episodes=2, out_dir=tmp_path, split="train", env_kwargs={"episode_length": 40})
+    res = compare(settings)
+    assert hindsight_kind(res.summary) == "planner"
+    rows = {p: [r for r in res.episodes if r["policy"] == p] for p in ("random", "greedy", "hindsight")}
+    assert all(r["hindsight_value"] == r["return"] for r in rows["hindsight"])
+    expected = (np.mean([r["return"] for r in rows["greedy"]]) - np.mean([r["return"] for r in rows["random"]])) / (
+        np.mean([r["return"] for r in rows["hindsight"]]) - np.mean([r["return"] for r in rows["random"]]))
+    assert res.summary["greedy"]["score"][0] == pytest.approx(expected, rel=1e-9)
+    assert res.summary["hindsight"]["score"][0] == pytest.approx(1.0) and res.summary["random"]["score"][0] == 0.0
