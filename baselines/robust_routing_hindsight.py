@@ -10,7 +10,9 @@ therefore 0, and every joint plan attains it: the kind is ``exact`` with ``value
 solver checks on its own plan (its two agents' returns, replayed, must cancel; otherwise it reports
 the plan's realised mean as a ``planner`` value with ``fallback=True``). The normalised score
 (return - random) / (hindsight - random) is then undefined (0 / 0, NaN), as it should be for a
-team return that no policy can change; a router is compared on ``return/router``.
+team return that no policy can change; a router is compared on ``return/router``, and
+``compare`` scores it against the router return this plan's planner realises (kind ``planner``,
+:func:`edgelam.agents.compare.run._protagonist_view`).
 
 What the plan plays, so that ``return/router`` of its rows is informative: the adversary plays the
 centre of its box, the zero action (the mean action of the uniform ``random`` adversary: mix

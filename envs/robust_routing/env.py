@@ -66,7 +66,9 @@ class RobustRoutingEnv(ParallelEnv):
     perfect-information rollout planner against it, so ``return/router`` of its rows is a
     planner's router return (no bound: the adversary is an agent, not an exogenous trace). Run as
     the router alone against another adversary (as ``compare`` runs baselines here), it routes
-    online by the planner's lookahead from the env's true state and generator.
+    online by the planner's lookahead from the env's true state and generator. ``compare`` and
+    ``results`` see the game from the router: there the reference of the normalised score is the
+    router return this planner realises on each episode (kind ``planner``: a reference, not a bound).
 
     ## Episode End
     Both agents are truncated after ``episode_length`` steps; never terminated.
