@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -60,3 +61,24 @@ def test_block_filter_is_the_recursion_and_continues_across_blocks(gain):
     np.testing.assert_allclose(np.concatenate([first, rest], axis=1), expected, rtol=1e-12, atol=1e-12)
     h0 = x0 + 1j * rng.standard_normal(3)  # complex rows: the Gauss-Markov fading coefficient
     assert np.iscomplexobj(ar1_block(h0, 0.7, e + 0j, gain))
+
+
+def test_config_defaults_and_bounds_are_the_documented_ones():
+    # the shipped scenarios set their own values, so only this pins the class's own
+    cfg = AR1LoadConfig()
+    assert (cfg.mean, cfg.std, cfg.corr, cfg.max_util) == (0.3, 0.1, 0.9, 0.95)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.mean = 0.5  # configs are values: shared between envs and rows
+    for key, lo, hi in (("mean", 0.0, 0.95), ("std", 0.0, 0.5), ("corr", 0.0, 1.0), ("max_util", 0.0, 0.99)):
+        for inside in (lo, hi):
+            assert getattr(build(AR1LoadConfig, {key: inside}), key) == inside
+        for outside in (lo - 0.01, hi + 0.01):
+            with pytest.raises(ValueError, match=key):
+                build(AR1LoadConfig, {key: outside})
+
+
+def test_block_filter_gain_defaults_to_one():
+    rng = np.random.default_rng(5)
+    x0, e = rng.standard_normal(2), rng.standard_normal((2, 6))
+    np.testing.assert_array_equal(ar1_block(x0, 0.5, e), ar1_block(x0, 0.5, e, 1.0))
+    assert not np.array_equal(ar1_block(x0, 0.5, e), ar1_block(x0, 0.5, e, 2.0))
