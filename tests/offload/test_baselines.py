@@ -92,3 +92,13 @@ def test_threshold_boundaries_belong_to_the_smaller_model():
     conf = env.tables.confidence
     default = baselines.make("threshold", env)
     assert (default.high, default.low) == (float(np.quantile(conf, 0.5)), float(np.quantile(conf, 0.25)))
+
+
+def test_lyapunov_needs_a_budget_and_the_others_do_not():
+    env = gym.make(ENV_ID, **{"budget.per_task": None}).unwrapped
+    env.reset(seed=0)
+    assert env.config.budget.per_task is None
+    with pytest.raises(ValueError, match=r"lyapunov baseline: the scenario sets no budget\.per_task"):
+        baselines.make("lyapunov", env)
+    for name in ("greedy", "oracle"):
+        assert baselines.make(name, env).predict(None)[0] in TIERS
