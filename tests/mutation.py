@@ -1,6 +1,7 @@
 """Mutation testing of envs/core, the dynamics modules and baselines/ with cosmic-ray (``make mutation``).
 
 ``python -m tests.mutation [--only NAME ...] [--work .mutation] [--json FILE]``
+``python -m tests.mutation --recheck NAME SURVIVORS.txt [--work DIR]``
 
 Each target is one library module and the fast tests that should catch its mutants.
 The committed tree (``git archive HEAD``) is unpacked into ``--work``; the ``edgelam``
@@ -10,6 +11,10 @@ copy, never the working tree. For each target cosmic-ray applies every mutation 
 at every site, one mutant at a time, and runs the target's tests with ``-x``: a mutant is
 killed when they fail (or time out), survives when they pass. The score of a target is
 killed / (killed + survived); survivors' diffs go to ``<work>/<name>.survivors.txt``.
+
+``--recheck`` replays the survivors' diffs of an earlier run (``<name>.survivors.txt``), one at
+a time, on a fresh copy of HEAD against the target's tests as they are now: the "after" column of
+docs/testing.md (a diff that no longer applies counts as surviving).
 
 Not part of ``make test`` or CI: a target takes minutes to hours (mutants x test time).
 The scores in docs/testing.md state the command and the targets that measured them.
@@ -165,14 +170,49 @@ def run_target(name: str, work: Path, timeout_s: float) -> dict:
     }
 
 
+def recheck(name: str, survivors: Path, work: Path) -> dict:
+    """Apply each diff of ``survivors`` to a copy of HEAD in ``work`` and run ``name``'s tests; count the kills."""
+    _, module, tests = TARGETS[name]
+    prepare(work)
+    env = {**os.environ, "PYTHONPATH": str(work / ".pkg"), "OMP_NUM_THREADS": "1"}
+    command = shlex.split(f"{PYTEST} {tests}")
+    if subprocess.run(command, cwd=work, env=env, capture_output=True).returncode != 0:
+        raise RuntimeError(f"{name}: the tests fail without any mutation")
+    diffs = [d for d in survivors.read_text().split("--- mutation diff ---") if d.strip()]
+    source = (work / module).read_text()
+    counts = {"killed": 0, "survived": 0, "not_applied": 0}
+    for diff in diffs:
+        body = diff.strip("\n") + "\n"
+        applied = subprocess.run(["patch", "-p1", "-s", "-f"], input=body, text=True, cwd=work, capture_output=True)
+        added = [line[1:] for line in body.splitlines() if line.startswith("+") and not line.startswith("+++")]
+        if applied.returncode != 0 or not all(a in (work / module).read_text() for a in added):
+            counts["not_applied"] += 1
+            counts["survived"] += 1
+        else:
+            killed = subprocess.run(command, cwd=work, env=env, capture_output=True).returncode != 0
+            counts["killed" if killed else "survived"] += 1
+        (work / module).write_text(source)
+    return {"target": name, "survivors": len(diffs), **counts}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", choices=sorted(TARGETS), help="targets to run (default: all)")
     parser.add_argument("--work", default=".mutation", help="work folder (replaced)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per mutant before it counts as killed")
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--recheck", nargs=2, metavar=("NAME", "SURVIVORS"),
+                        help="replay a target's survivors' diffs against its tests as they are now")
     args = parser.parse_args(argv)
     work = Path(args.work).resolve()
+    if args.recheck:
+        name, survivors = args.recheck
+        if name not in TARGETS:
+            parser.error(f"--recheck: unknown target {name!r}")
+        out = recheck(name, Path(survivors).resolve(), work)
+        print(f"{name}: {out['survivors']} survivors replayed: {out['killed']} killed, {out['survived']} survive "
+              f"({out['not_applied']} of them no longer apply)")
+        return 0
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, check=True, capture_output=True,
                             text=True).stdout.strip()
     prepare(work)
