@@ -105,6 +105,16 @@ def prepare(work: Path) -> None:
         (pkg / folder).symlink_to(Path("..", "..", folder))
 
 
+def _env(work: Path) -> dict[str, str]:
+    """The environment the tests run in: the copy first on the path, one thread, this interpreter's ``python``."""
+    return {
+        **os.environ,
+        "PYTHONPATH": str(work / ".pkg"),
+        "OMP_NUM_THREADS": "1",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+
+
 def run_target(name: str, work: Path, timeout_s: float) -> dict:
     """Init and exec one cosmic-ray session; count its outcomes."""
     package, module, tests = TARGETS[name]
@@ -121,12 +131,7 @@ def run_target(name: str, work: Path, timeout_s: float) -> dict:
         "\n[cosmic-ray.filters.operators-filter]\n"
         f"exclude-operators = {json.dumps(EXCLUDED_OPERATORS)}\n"
     )
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(work / ".pkg"),
-        "OMP_NUM_THREADS": "1",
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
+    env = _env(work)
     began = time.perf_counter()
     # the unmutated copy must pass the target's tests, or every mutant would count as killed
     baseline = subprocess.run(shlex.split(f"{PYTEST} {tests}"), cwd=work, env=env, capture_output=True, text=True)
@@ -174,7 +179,7 @@ def recheck(name: str, survivors: Path, work: Path) -> dict:
     """Apply each diff of ``survivors`` to a copy of HEAD in ``work`` and run ``name``'s tests; count the kills."""
     _, module, tests = TARGETS[name]
     prepare(work)
-    env = {**os.environ, "PYTHONPATH": str(work / ".pkg"), "OMP_NUM_THREADS": "1"}
+    env = _env(work)
     command = shlex.split(f"{PYTEST} {tests}")
     if subprocess.run(command, cwd=work, env=env, capture_output=True).returncode != 0:
         raise RuntimeError(f"{name}: the tests fail without any mutation")
