@@ -175,7 +175,8 @@ def test_lambda_rises_above_the_limit_and_falls_to_zero_below_it(tmp_path):
     tight = _run(tmp_path, "tight", budget_j=0.01, hyperparams={"lambda_lr": 0.01, "lagrangian_multiplier_init": 0.0},
                  vectorized=True)
     ups = _updates(tight.out_dir)
-    assert tight.cost_target == pytest.approx(0.8 * tight.cost_limit)  # ppo_lagrangian.yml's margin of 0.2
+    margin = lag.resolve(SPLIT)[1].cost_limit_margin  # ppo_lagrangian.yml's entry
+    assert 0.0 < margin < 1.0 and tight.cost_target == pytest.approx((1.0 - margin) * tight.cost_limit)
     assert all(u["mean_episode_cost"] > tight.cost_limit for u in ups)
     assert all(b["lagrange_multiplier"] > a["lagrange_multiplier"] for a, b in itertools.pairwise(ups))
     assert tight.lagrange_multiplier > 0.0 and tight.cost_limit == pytest.approx(0.01 * EPISODE)
@@ -234,7 +235,7 @@ def test_resume_continues_from_the_lambda_of_the_checkpoint(tmp_path):
     assert after[:4] == before[:4] and [u["timesteps"] for u in after] == [64 * k for k in range(1, 9)]
     values = [u["lagrange_multiplier"] for u in after]
     target = meta["lagrangian"]["cost_target"]
-    assert target == pytest.approx(0.8 * 0.16)  # the file's margin of 0.2
+    assert target == pytest.approx((1.0 - lag.resolve(SPLIT)[1].cost_limit_margin) * 0.16)  # the file's margin
     assert values == pytest.approx(_recomputed(after, 0.01, target, 0.05), abs=1e-12)  # no restart at 0.05
     assert resumed.lagrange_multiplier == values[-1] > before[3]["lagrange_multiplier"]
     reused = _run(tmp_path, "run", budget_j=0.01, timesteps=512, hyperparams=hyper, resume=True)
