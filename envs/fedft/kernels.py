@@ -194,8 +194,7 @@ def allocate_rows(actions, bandwidth_hz, p_max_w, shares, bandwidth, power, gain
     """FedFTAllocation-v0's action (B, 2K) in [-1, 1] -> ``bandwidth`` (B, K) Hz and ``power`` (B, K) W.
 
     Bandwidth: the simplex projection of (a_k + 1) / 2 times the band; power (a_{K+k} + 1) / 2 p_max.
-    ``shares`` (2, K) is scratch; ``snr`` receives the allocation's SNR on ``gains`` (as :func:`snr_rows`),
-    in the same pass.
+    ``shares`` (2, K) is scratch; ``snr`` receives :func:`snr_rows` of the allocation on ``gains``.
     """
     k = bandwidth.shape[1]
     x, u = shares[0], shares[1]
@@ -204,11 +203,9 @@ def allocate_rows(actions, bandwidth_hz, p_max_w, shares, bandwidth, power, gain
             x[i] = (actions[b, i] + 1.0) / 2.0
         theta = _simplex_theta(x, u)
         for i in range(k):
-            w = _max0(x[i] - theta) * bandwidth_hz
-            pw = (actions[b, k + i] + 1.0) / 2.0 * p_max_w
-            bandwidth[b, i] = w
-            power[b, i] = pw
-            snr[b, i] = pw * gains[b, i] / (noise_w_per_hz * w) if w > 0 else 0.0
+            bandwidth[b, i] = _max0(x[i] - theta) * bandwidth_hz
+            power[b, i] = (actions[b, k + i] + 1.0) / 2.0 * p_max_w
+    snr_rows(bandwidth, power, gains, noise_w_per_hz, snr)
 
 
 @njit
