@@ -143,8 +143,8 @@ def background_interval_map(
     arrival = rng.uniform(0.0, dt_s, size=total)
     service = rng.exponential(mean_service_s, size=total)
     slot = np.repeat(np.arange(count.size), count)
-    order = order_within_runs(arrival, count)  # by slot, then by arrival time within it
-    arrival, service, slot = arrival[order], service[order], slot[order]
+    order = order_within_runs(arrival, count)  # by arrival time within each slot; the slots stay in place
+    arrival, service = arrival[order], service[order]
     work = np.bincount(slot, weights=service, minlength=count.size)
     before = np.cumsum(service) - service  # work of the earlier jobs (all slots)
     first = np.cumsum(count) - count  # index of each slot's first job
