@@ -70,16 +70,13 @@ def _time_parallel(env: Any, steps: int, seed: int, warmup: int = 0) -> float:
         env.action_space(agent).seed(seed + i)
     actions = [{a: env.action_space(a).sample() for a in env.possible_agents} for _ in range(steps + warmup)]
     env.reset(seed=seed)
-    for joint in actions[:warmup]:
-        env.step({a: joint[a] for a in env.agents})
-        if not env.agents:
-            env.reset()
     total = 0.0
-    for joint in actions[warmup:]:
+    for i, joint in enumerate(actions):
         joint = {a: joint[a] for a in env.agents}
         began = time.perf_counter()
         env.step(joint)
-        total += time.perf_counter() - began
+        if i >= warmup:
+            total += time.perf_counter() - began
         if not env.agents:
             env.reset()
     return total
@@ -88,13 +85,12 @@ def _time_parallel(env: Any, steps: int, seed: int, warmup: int = 0) -> float:
 def _time_batched(env: Any, actions: Sequence[Any]) -> float:
     """Seconds spent in ``env.step`` (a vector env or a batched game, which reset themselves) over ``actions``
     after the first :data:`WARMUP_CALLS`, which are stepped untimed."""
-    for action in actions[:WARMUP_CALLS]:
-        env.step(action)
     total = 0.0
-    for action in actions[WARMUP_CALLS:]:
+    for i, action in enumerate(actions):
         began = time.perf_counter()
         env.step(action)
-        total += time.perf_counter() - began
+        if i >= WARMUP_CALLS:
+            total += time.perf_counter() - began
     env.close()
     return total
 
@@ -112,22 +108,23 @@ def _vector_steps_per_s(env_id: str, num_envs: int, steps: int, seed: int) -> fl
 def _batched_agent_steps_per_s(env_id: str, num_games: int, steps: int, seed: int) -> float:
     """Agent-steps per second of the env's batched parallel game of ``num_games`` games."""
     game = registration.make_batched(env_id, num_games=num_games)
-    calls = max(steps // num_games, VECTOR_CALLS) + WARMUP_CALLS
+    calls = max(steps // num_games, VECTOR_CALLS)
+    n = calls + WARMUP_CALLS
     space = getattr(game, "single_action_space", None)  # a game whose agents share one space (Discrete or Box)
     if isinstance(space, gym.spaces.Box):  # uniform in the box, one (B, N, *shape) array per step
         rng = np.random.default_rng(seed)
-        size = (calls, num_games, game.num_agents, *space.shape)
+        size = (n, num_games, game.num_agents, *space.shape)
         actions = rng.uniform(space.low, space.high, size=size).astype(space.dtype)
     elif space is not None:
         rng = np.random.default_rng(seed)
-        actions = rng.integers(space.start, space.start + space.n, size=(calls, num_games, game.num_agents))
+        actions = rng.integers(space.start, space.start + space.n, size=(n, num_games, game.num_agents))
     else:  # agents with spaces of their own (RobustRouting's router and adversary): a dict of arrays per step
         batched = {a: batch_space(game.action_space(a), num_games) for a in game.possible_agents}
         for i, agent_space in enumerate(batched.values()):
             agent_space.seed(seed + i)
-        actions = [{a: agent_space.sample() for a, agent_space in batched.items()} for _ in range(calls)]
+        actions = [{a: agent_space.sample() for a, agent_space in batched.items()} for _ in range(n)]
     game.reset(seed=seed)
-    return (calls - WARMUP_CALLS) * num_games * game.num_agents / _time_batched(game, actions)
+    return calls * num_games * game.num_agents / _time_batched(game, actions)
 
 
 def bench_agents(env_id: str, counts: Sequence[int] = AGENT_COUNTS, agent_steps: int = AGENT_STEPS,
