@@ -115,6 +115,16 @@ def _env(work: Path) -> dict[str, str]:
     }
 
 
+def _check_unmutated(name: str, work: Path, env: dict[str, str]) -> list[str]:
+    """The target's test command, after checking that it passes on the unmutated copy (otherwise every
+    mutant would count as killed)."""
+    command = shlex.split(f"{PYTEST} {TARGETS[name][2]}")
+    baseline = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True)
+    if baseline.returncode != 0:
+        raise RuntimeError(f"{name}: the tests fail without any mutation:\n{baseline.stdout[-2000:]}")
+    return command
+
+
 def run_target(name: str, work: Path, timeout_s: float) -> dict:
     """Init and exec one cosmic-ray session; count its outcomes."""
     package, module, tests = TARGETS[name]
@@ -133,10 +143,7 @@ def run_target(name: str, work: Path, timeout_s: float) -> dict:
     )
     env = _env(work)
     began = time.perf_counter()
-    # the unmutated copy must pass the target's tests, or every mutant would count as killed
-    baseline = subprocess.run(shlex.split(f"{PYTEST} {tests}"), cwd=work, env=env, capture_output=True, text=True)
-    if baseline.returncode != 0:
-        raise RuntimeError(f"{name}: the tests fail without any mutation:\n{baseline.stdout[-2000:]}")
+    _check_unmutated(name, work, env)
     subprocess.run(["cosmic-ray", "init", str(config), str(session)], cwd=work, env=env, check=True)
     subprocess.run(["cr-filter-operators", str(session), str(config)], cwd=work, env=env, check=True)
     subprocess.run(["cosmic-ray", "exec", str(config), str(session)], cwd=work, env=env, check=True)
@@ -177,12 +184,10 @@ def run_target(name: str, work: Path, timeout_s: float) -> dict:
 
 def recheck(name: str, survivors: Path, work: Path) -> dict:
     """Apply each diff of ``survivors`` to a copy of HEAD in ``work`` and run ``name``'s tests; count the kills."""
-    _, module, tests = TARGETS[name]
+    module = TARGETS[name][1]
     prepare(work)
     env = _env(work)
-    command = shlex.split(f"{PYTEST} {tests}")
-    if subprocess.run(command, cwd=work, env=env, capture_output=True).returncode != 0:
-        raise RuntimeError(f"{name}: the tests fail without any mutation")
+    command = _check_unmutated(name, work, env)
     diffs = [d for d in survivors.read_text().split("--- mutation diff ---") if d.strip()]
     source = (work / module).read_text()
     counts = {"killed": 0, "survived": 0, "not_applied": 0}
