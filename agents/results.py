@@ -123,6 +123,27 @@ def tuning_section(folder: Path | None = None) -> list[str]:
     ]
 
 
+def env_sections(page: str) -> dict[str, str]:
+    """env id -> its section of a results page (from its ``## <env id> (scenario ...)`` line up to the
+    next ``## `` heading), as :func:`run_results` wrote it."""
+    out = {}
+    starts = [m.start() for m in re.finditer(r"^## ", page, flags=re.MULTILINE)]
+    for i, begin in enumerate(starts):
+        end = starts[i + 1] - 1 if i + 1 < len(starts) else len(page)
+        head = page[begin + 3:page.index("\n", begin) if "\n" in page[begin:] else len(page)]
+        if " (scenario " in head:
+            out[head.split(" (scenario ")[0]] = page[begin:end]
+    return out
+
+
+def _board_records(records: list[dict], board: Path, order: Sequence[str], merge: bool) -> list[dict]:
+    """The leaderboard table's records: those just run, and with ``merge`` the file's others, in ``order``."""
+    if not merge or not board.is_file():
+        return records
+    merged = {**leaderboard.load(board), **{r["env_id"]: r for r in records}}
+    return [merged[env] for env in order if env in merged]
+
+
 def run_results(
     only: Sequence[str] | None = None,
     out_dir: str | Path = "runs/results",
@@ -131,17 +152,31 @@ def run_results(
     settings: str | Path | None = None,
 ) -> Path:
     """Run every (or the ``only``) entries of ``settings`` (default ``configs/agents/results.yaml``)
-    and write the Markdown page; returns its path."""
+    and write the Markdown page; returns its path.
+
+    With ``only``, the page's sections of the other entries are kept as they stand in ``doc``
+    (where it exists), and the leaderboard table is built from ``docs/leaderboard.json`` beside it,
+    whose other records are kept too: rerunning one env updates its section and its row only.
+    """
     entries = load_entries(Path(settings) if settings is not None else None)
+    doc = Path(doc)
+    board = doc.parent / leaderboard.LEADERBOARD.name
+    kept: dict[str, str] = {}
     if only:
         unknown = sorted(set(only) - {e.env for e in entries})
         if unknown:
             raise ValueError(f"not in results.yaml: {', '.join(unknown)}")
-        entries = [e for e in entries if e.env in only]
+        kept = {env: text for env, text in env_sections(doc.read_text()).items() if env not in only} \
+            if doc.is_file() else {}
     sections = []
     records = []
+    order = [e.env for e in entries]
     start = time.perf_counter()
     for e in entries:
+        if only and e.env not in only:
+            if e.env in kept:
+                sections.append(kept[e.env])
+            continue
         settings = entry_settings(e, out_dir)
         res = compare(settings, progress=progress)
         records.append(leaderboard.record(settings, res))
@@ -173,7 +208,9 @@ def run_results(
         "",
         "Produced by `edgelam results` (settings in `configs/agents/results.yaml`; each env's raw files",
         f"under `{out_dir}/<env>/`). Machine: {machine()}. Wall time of this call {total:.1f} min",
-        "(finished training runs are reused; each section gives its runs' training time).",
+        "(finished training runs are reused; each section gives its runs' training time)"
+        + (f"; this call ran {', '.join(only)} only, the other sections are kept from the page before." if only
+           else "."),
         "",
         "## Leaderboard",
         "",
@@ -182,15 +219,14 @@ def run_results(
         "Every entry's numbers are in `docs/leaderboard.json`; `edgelam results --check ENV:POLICY`",
         "re-evaluates one on its test episodes and confirms it within its 95% CI.",
         "",
-        *markdown_table(leaderboard.summary_table(records)),
+        *markdown_table(leaderboard.summary_table(_board_records(records, board, order, bool(only)))),
         "",
         *sections,
         *tuning_section(),
     ]
-    doc = Path(doc)
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text("\n".join(page))
-    leaderboard.write(records, doc.parent / leaderboard.LEADERBOARD.name)
+    leaderboard.write(records, board)
     return doc
 
 

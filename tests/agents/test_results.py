@@ -69,3 +69,42 @@ def test_tuning_section_gives_each_study_record_its_row(tmp_path):
            "-0.3063 ± 0.036 | 0.05008 ± 0.029 | tuned beats untuned (p = 0.0011) |")
     assert row in text and "30 episodes from seed 10000" in text
     assert "`edgelam tune edgelam/SpecDecode-v0 --write`" in text
+
+
+def test_results_only_updates_that_envs_section_and_row_and_keeps_the_others(tmp_path):
+    from edgelam.agents.results import env_sections
+
+    def settings(note: str) -> object:
+        path = tmp_path / "results.yaml"
+        path.write_text(
+            "- env: edgelam/SplitInference-v0\n  scenario: congested_edge\n  algos: [ppo]\n  seeds: [0]\n"
+            "  timesteps: 1024\n  episodes: 2\n"
+            f"  note: {note}\n"
+            "- env: edgelam/Offload-v0\n  algos: [ppo]\n  seeds: [0]\n  timesteps: 1024\n  episodes: 2\n"
+            "  note: the first run's Offload note.\n"
+        )
+        return path
+
+    doc = tmp_path / "docs" / "results.md"
+    run_results(out_dir=tmp_path / "runs", doc=doc, settings=settings("the first run's note."))
+    before = env_sections(doc.read_text())
+    assert list(before) == ["edgelam/SplitInference-v0", "edgelam/Offload-v0"]
+    # a stale Offload section must survive verbatim: a rerun of Offload would not write this line
+    stale = before["edgelam/Offload-v0"].replace("the first run's Offload note.", "a note kept from before.")
+    doc.write_text(doc.read_text().replace(before["edgelam/Offload-v0"], stale))
+    run_results(only=["edgelam/SplitInference-v0"], out_dir=tmp_path / "runs", doc=doc,
+                settings=settings("the second run's note."))
+    page = doc.read_text()
+    after = env_sections(page)
+    assert list(after) == ["edgelam/SplitInference-v0", "edgelam/Offload-v0"]
+    assert after["edgelam/Offload-v0"] == stale
+    assert "the second run's note." in after["edgelam/SplitInference-v0"]
+    assert "the first run's note." not in page
+    assert "this call ran edgelam/SplitInference-v0 only" in page
+    board = page[page.index("## Leaderboard"):page.index("## edgelam/")]
+    assert "SplitInference-v0" in board and "Offload-v0" in board  # Offload's row from leaderboard.json
+    assert set(json.loads((tmp_path / "docs" / "leaderboard.json").read_text())) == {
+        "edgelam/SplitInference-v0", "edgelam/Offload-v0"}
+    # without --only the page is the entries run, as before
+    run_results(out_dir=tmp_path / "runs", doc=doc, settings=settings("the third run's note."))
+    assert env_sections(doc.read_text())["edgelam/Offload-v0"] != stale
