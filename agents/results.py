@@ -130,18 +130,10 @@ def env_sections(page: str) -> dict[str, str]:
     starts = [m.start() for m in re.finditer(r"^## ", page, flags=re.MULTILINE)]
     for i, begin in enumerate(starts):
         end = starts[i + 1] - 1 if i + 1 < len(starts) else len(page)
-        head = page[begin + 3:page.index("\n", begin) if "\n" in page[begin:] else len(page)]
+        head = page[begin + 3:end].partition("\n")[0]
         if " (scenario " in head:
             out[head.split(" (scenario ")[0]] = page[begin:end]
     return out
-
-
-def _board_records(records: list[dict], board: Path, order: Sequence[str], merge: bool) -> list[dict]:
-    """The leaderboard table's records: those just run, and with ``merge`` the file's others, in ``order``."""
-    if not merge or not board.is_file():
-        return records
-    merged = {**leaderboard.load(board), **{r["env_id"]: r for r in records}}
-    return [merged[env] for env in order if env in merged]
 
 
 def run_results(
@@ -166,11 +158,10 @@ def run_results(
         unknown = sorted(set(only) - {e.env for e in entries})
         if unknown:
             raise ValueError(f"not in results.yaml: {', '.join(unknown)}")
-        kept = {env: text for env, text in env_sections(doc.read_text()).items() if env not in only} \
-            if doc.is_file() else {}
+        if doc.is_file():
+            kept = {env: text for env, text in env_sections(doc.read_text()).items() if env not in only}
     sections = []
     records = []
-    order = [e.env for e in entries]
     start = time.perf_counter()
     for e in entries:
         if only and e.env not in only:
@@ -203,6 +194,10 @@ def run_results(
         ]
         sections.append("\n".join(lines))
     total = (time.perf_counter() - start) / 60
+    leaderboard.write(records, board)  # merged with the file's records of the envs not run
+    if only:  # the table's other rows are those records
+        merged = leaderboard.load(board)
+        records = [merged[e.env] for e in entries if e.env in merged]
     page = [
         "# Results: RL agents against the baselines on every env",
         "",
@@ -219,14 +214,13 @@ def run_results(
         "Every entry's numbers are in `docs/leaderboard.json`; `edgelam results --check ENV:POLICY`",
         "re-evaluates one on its test episodes and confirms it within its 95% CI.",
         "",
-        *markdown_table(leaderboard.summary_table(_board_records(records, board, order, bool(only)))),
+        *markdown_table(leaderboard.summary_table(records)),
         "",
         *sections,
         *tuning_section(),
     ]
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text("\n".join(page))
-    leaderboard.write(records, board)
     return doc
 
 
