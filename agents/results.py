@@ -43,17 +43,32 @@ class ResultsEntry:
     algos: tuple[str, ...] = ("ppo",)
     seeds: tuple[int, ...] = field(default=(0, 1), metadata=bounds(0, None))
     timesteps: int = field(default=50_000, metadata=bounds(1, None))
+    algo_timesteps: dict[str, int] = field(default_factory=dict)  # algo -> its steps, instead of `timesteps`
     episodes: int = field(default=10, metadata=bounds(1, None))
     vectorized: bool = False  # train on the env's batched vector env (RARL: each side on its batched game)
     note: str = ""  # why the table looks as it does (printed under it); no numbers, no verdicts: the run gives those
 
     def __post_init__(self) -> None:
+        for algo, steps in self.algo_timesteps.items():
+            if algo not in self.algos:
+                raise ValueError(
+                    f"results entry {self.env}: algo_timesteps.{algo}: not one of algos {list(self.algos)}")
+            if steps < 1:
+                raise ValueError(f"results entry {self.env}: algo_timesteps.{algo} must be >= 1, got {steps}")
         words = [w for w in VERDICT_WORDS if re.search(rf"\b{w}\b", self.note, flags=re.IGNORECASE)]
         if words:
             raise ValueError(
                 f"note of {self.env}: {', '.join(map(repr, words))} states a verdict; verdicts come from "
                 "the paired test (the lines above the note), the note says why"
             )
+
+
+def trained_steps(e: ResultsEntry) -> str:
+    """``"ppo, ppo_lagrangian trained 200000 steps"``; with per-algorithm budgets each algorithm's own."""
+    steps = {a: e.algo_timesteps.get(a, e.timesteps) for a in e.algos}
+    if len(set(steps.values())) <= 1:
+        return f"{', '.join(e.algos)} trained {e.timesteps if not steps else next(iter(steps.values()))} steps"
+    return ", ".join(f"{a} trained {n} steps" for a, n in steps.items())
 
 
 def load_entries(path: Path | None = None) -> list[ResultsEntry]:
@@ -175,7 +190,7 @@ def run_results(
         lines = [
             f"## {e.env} (scenario `{e.scenario}`)",
             "",
-            f"Agents {', '.join(e.algos)} trained {e.timesteps} steps on seeds {list(e.seeds)} "
+            f"Agents {trained_steps(e)} on seeds {list(e.seeds)} "
             f"(training wall time per run: {', '.join(f'{t / 60:.1f}' for t in train_s)} min); "
             f"{e.episodes} evaluation episodes per policy and seed. "
             "Mean ± 95% CI; `*` marks the best policy of a column.",
@@ -232,6 +247,7 @@ def entry_settings(e: ResultsEntry, out_dir: str | Path = "runs/results") -> Com
         algos=e.algos,
         seeds=e.seeds,
         timesteps=e.timesteps,
+        algo_timesteps=dict(e.algo_timesteps) or None,
         episodes=e.episodes,
         out_dir=Path(out_dir) / env_name(e.env),
         vectorized=e.vectorized,

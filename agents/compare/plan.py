@@ -10,9 +10,11 @@ jobs, one per (algorithm, seed) and one per baseline, that every engine runs the
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from edgelam import baselines as baseline_registry
 from edgelam.agents.common import (
@@ -43,6 +45,9 @@ class CompareSettings:
             adversarial trainers, ``("rarl",)``).
         seeds: training seeds (default ``(0, 1, 2)``; quick: ``(0, 1)``).
         timesteps: env steps per training run (default 100k; quick: 20k).
+        algo_timesteps: algorithm -> its env steps per training run, replacing ``timesteps``
+            for that algorithm (e.g. a fast on-policy agent on the batched env beside an
+            off-policy one); every key must be one of ``algos``.
         baselines: baseline names (default: every one available for the env; those
             raising ``ValueError`` on this scenario are skipped, with the reason recorded
             under ``skipped_baselines`` in the settings; a named one that fails raises).
@@ -69,6 +74,7 @@ class CompareSettings:
     algos: Sequence[str] | None = None
     seeds: Sequence[int] | None = None
     timesteps: int | None = None
+    algo_timesteps: Mapping[str, int] | None = None
     baselines: Sequence[str] | None = None
     episodes: int | None = None
     out_dir: str | Path = "runs/compare"
@@ -191,6 +197,23 @@ class ComparePlan:
     cost_unit: str | None = None
     split: str = "test"
     eval_env_kwargs: dict[str, Any] | None = None
+    algo_timesteps: dict[str, int] = field(default_factory=dict)
+
+    def steps_of(self, algo: str) -> int:
+        """Env steps of each training run of ``algo``."""
+        return self.algo_timesteps.get(algo, self.timesteps)
+
+
+def _algo_timesteps(values: Mapping[str, int] | None, algos: Sequence[str]) -> dict[str, int]:
+    """``algo_timesteps`` checked against ``algos``: ``ValueError`` naming the key."""
+    out = {}
+    for algo, steps in dict(values or {}).items():
+        if algo not in algos:
+            raise ValueError(f"compare: algo_timesteps.{algo}: not one of the algorithms trained ({', '.join(algos)})")
+        if isinstance(steps, bool) or not isinstance(steps, int | np.integer) or steps < 1:
+            raise ValueError(f"compare: algo_timesteps.{algo} must be an integer >= 1, got {steps!r}")
+        out[algo] = int(steps)
+    return out
 
 
 def plan_compare(settings: CompareSettings) -> ComparePlan:
@@ -220,6 +243,7 @@ def plan_compare(settings: CompareSettings) -> ComparePlan:
         )
     seeds = tuple(seeds if seeds is not None else defaults["seeds"])
     timesteps = int(timesteps if timesteps is not None else defaults["timesteps"])
+    algo_timesteps = _algo_timesteps(settings.algo_timesteps, algos)
     episodes = int(episodes if episodes is not None else defaults["episodes"])
     names = list(baselines if baselines is not None else baseline_registry.available(env_id))
     evaluated_with = eval_overrides(env_id, scenario, env_kwargs, settings.split)
@@ -246,7 +270,7 @@ def plan_compare(settings: CompareSettings) -> ComparePlan:
             run_dir=out_dir / "runs" / algo / f"seed_{seed}",
             hyperparams=(settings.hyperparams or {}).get(algo),
             vectorized=settings.vectorized,
-            **common,
+            **{**common, "timesteps": algo_timesteps.get(algo, timesteps)},
         )
         for algo in algos
         for seed in seeds
@@ -261,6 +285,7 @@ def plan_compare(settings: CompareSettings) -> ComparePlan:
         algos=algos,
         seeds=seeds,
         timesteps=timesteps,
+        algo_timesteps=algo_timesteps,
         episodes=episodes,
         names=names,
         eval_seed=eval_seed,

@@ -170,6 +170,7 @@ def finish_compare(
         "algos": list(plan.algos),
         "seeds": list(plan.seeds),
         "timesteps": plan.timesteps,
+        **({"algo_timesteps": dict(plan.algo_timesteps)} if plan.algo_timesteps else {}),
         "baselines": [n for n in plan.names if n not in skipped],
         "skipped_baselines": skipped,
         "episodes": plan.episodes,

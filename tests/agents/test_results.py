@@ -108,3 +108,26 @@ def test_results_only_updates_that_envs_section_and_row_and_keeps_the_others(tmp
     # without --only the page is the entries run, as before
     run_results(out_dir=tmp_path / "runs", doc=doc, settings=settings("the third run's note."))
     assert env_sections(doc.read_text())["edgelam/Offload-v0"] != stale
+
+
+def test_algo_timesteps_give_each_algorithm_its_own_budget(tmp_path):
+    from edgelam.agents.compare.plan import CompareSettings, plan_compare
+    from edgelam.agents.results import ResultsEntry, entry_settings, trained_steps
+
+    e = ResultsEntry(env="edgelam/Offload-v0", algos=("ppo", "ppo_lagrangian"), seeds=(0, 1), timesteps=3000,
+                     algo_timesteps={"ppo_lagrangian": 9000})
+    plan = plan_compare(entry_settings(e, tmp_path))
+    steps = {(j.name, j.seed): j.timesteps for j in plan.jobs if j.kind == "agent"}
+    assert steps == {("ppo", 0): 3000, ("ppo", 1): 3000, ("ppo_lagrangian", 0): 9000, ("ppo_lagrangian", 1): 9000}
+    assert plan.steps_of("ppo_lagrangian") == 9000 and plan.steps_of("ppo") == 3000
+    assert trained_steps(e) == "ppo trained 3000 steps, ppo_lagrangian trained 9000 steps"
+    alone = ResultsEntry(env="edgelam/Offload-v0", algos=("ppo",), timesteps=3000)
+    assert trained_steps(alone) == "ppo trained 3000 steps"
+    with pytest.raises(ValueError, match=r"algo_timesteps\.sac"):
+        ResultsEntry(env="edgelam/Offload-v0", algos=("ppo",), algo_timesteps={"sac": 10})
+    with pytest.raises(ValueError, match=r"algo_timesteps\.sac"):
+        plan_compare(CompareSettings("edgelam/Offload-v0", algos=("ppo",), algo_timesteps={"sac": 10},
+                                     out_dir=tmp_path))
+    with pytest.raises(ValueError, match=r"algo_timesteps\.ppo must be an integer"):
+        plan_compare(CompareSettings("edgelam/Offload-v0", algos=("ppo",), algo_timesteps={"ppo": 0},
+                                     out_dir=tmp_path))
