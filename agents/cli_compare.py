@@ -73,8 +73,10 @@ def cmd_results(args: argparse.Namespace) -> int:
             rec, got = checked["recorded"], checked["measured"]
             verdict = "confirmed" if checked["ok"] else "NOT confirmed"
             same = " (identical)" if checked["identical"] else ""
-            print(f"{checked['entry']}: recorded {rec['mean']:.6g} ± {rec.get('ci95')} over {rec['n']} episodes, "
-                  f"re-evaluated {got['mean']:.6g}{same}: {verdict}")
+            print(
+                f"{checked['entry']}: recorded {rec['mean']:.6g} ± {rec.get('ci95')} over {rec['n']} episodes, "
+                f"re-evaluated {got['mean']:.6g}{same}: {verdict}"
+            )
         return 0 if checked["ok"] else 1
     doc = run_results(only=args.only, out_dir=args.out, doc=args.doc)
     if args.json:
@@ -84,16 +86,30 @@ def cmd_results(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fixes_a_violation(result) -> bool:
+    """A constrained study's feasible best where the entry as it stands breaks the limit: written at any return."""
+    c = result.constraint
+    return c is not None and c["feasible"] and (c.get("untuned_violation") or 0.0) > c["max_violation"]
+
+
 def cmd_tune(args: argparse.Namespace) -> int:
     """Optuna study of one algorithm's hyperparameters on one env; --write puts the best into the file."""
     from edgelam.agents.tune import TuneSettings, held_out_gain, tune
     from edgelam.agents.tune_write import write_best
 
     settings = TuneSettings(
-        env_id=args.env, algo=args.algo, trials=args.trials, minutes=args.minutes, timesteps=args.timesteps,
-        evaluations=args.evaluations, episodes=args.episodes, test_episodes=args.test_episodes, seed=args.seed,
+        env_id=args.env,
+        algo=args.algo,
+        trials=args.trials,
+        minutes=args.minutes,
+        timesteps=args.timesteps,
+        evaluations=args.evaluations,
+        episodes=args.episodes,
+        test_episodes=args.test_episodes,
+        seed=args.seed,
         scenario=args.scenario,
-        env_kwargs=parse_sets(args.set), out=args.out,
+        env_kwargs=parse_sets(args.set),
+        out=args.out,
     )
     if args.engine == "ray":
         from edgelam.agents.tune_ray import tune_ray
@@ -103,8 +119,13 @@ def cmd_tune(args: argparse.Namespace) -> int:
         result = tune(settings, log=(lambda m: print(m, file=sys.stderr)) if args.json else print)
     result.test = held_out_gain(result, settings)
     written = None
-    if args.write and result.gain <= 0:
-        print(f"not written: no trial beat the entry as it stands (gain {result.gain:.4g})", file=sys.stderr)
+    why_not = None
+    if result.constraint is not None and not result.constraint["feasible"]:
+        why_not = "no trial kept the cost limit (see study.json's constraint)"
+    elif result.gain <= 0 and not _fixes_a_violation(result):
+        why_not = f"no trial beat the entry as it stands (gain {result.gain:.4g})"
+    if args.write and why_not:
+        print(f"not written: {why_not}", file=sys.stderr)
     elif args.write:
         command = " ".join(["edgelam tune", *(sys.argv[2:] if sys.argv[1:2] == ["tune"] else [args.env])])
         written = write_best(result, command, settings=settings)
@@ -162,31 +183,55 @@ def add_results(command: Command) -> None:
     p.add_argument("--only", nargs="*", metavar="ENV", help="only these env ids")
     p.add_argument("--out", type=Path, default=Path("runs/results"), help="raw compare folders (resumable)")
     p.add_argument("--doc", type=Path, default=Path("docs/results.md"), help="the Markdown page to write")
-    p.add_argument("--check", metavar="ENV:POLICY",
-                   help="re-evaluate one leaderboard entry (docs/leaderboard.json beside --doc) on its test "
-                   "episodes and confirm its mean return within the recorded 95%% CI (exit 1 if not)")
+    p.add_argument(
+        "--check",
+        metavar="ENV:POLICY",
+        help="re-evaluate one leaderboard entry (docs/leaderboard.json beside --doc) on its test "
+        "episodes and confirm its mean return within the recorded 95%% CI (exit 1 if not)",
+    )
     p.set_defaults(func=cmd_results)
+
+
+# the algorithms edgelam tune has a search space for (edgelam.agents.tune.SAMPLERS; not imported here: optuna)
+TUNE_ALGOS = ("ppo", "maskable_ppo", "a2c", "sac", "td3", "dqn", "ppo_lagrangian", "rarl")
 
 
 def add_tune(command: Command) -> None:
     """The ``tune`` subcommand."""
     p = command("tune", "Optuna study (TPE, median pruner) of an algorithm's hyperparameters on one env")
     add_env_options(p)
-    p.add_argument("--algo", default="ppo", help="ppo | a2c | dqn | sac | td3 | maskable_ppo (default: ppo)")
+    p.add_argument(
+        "--algo",
+        default="ppo",
+        choices=TUNE_ALGOS,
+        help=f"{' | '.join(TUNE_ALGOS)} (default: ppo); ppo_lagrangian's best keeps the cost limit "
+        "(docs/agents.md), rarl's goes to rarl.yml",
+    )
     p.add_argument("--trials", type=int, default=20, help="trials of the study (default: 20)")
     p.add_argument("--minutes", type=float, default=20.0, help="wall-time limit of the study (default: 20)")
     p.add_argument("--timesteps", type=int, help="env steps per trial (default: the entry's n_timesteps)")
     p.add_argument("--evaluations", type=int, default=4, help="validation points per trial, for pruning (default: 4)")
     p.add_argument("--episodes", type=int, default=10, help="validation episodes per evaluation (default: 10)")
-    p.add_argument("--test-episodes", type=int, default=30,
-                   help="test-split episodes (seeds 10000+i) the best trial and the untuned entry are compared on "
-                   "once the study ends (default: 30)")
+    p.add_argument(
+        "--test-episodes",
+        type=int,
+        default=30,
+        help="test-split episodes (seeds 10000+i) the best trial and the untuned entry are compared on "
+        "once the study ends (default: 30)",
+    )
     p.add_argument("--seed", type=int, default=0, help="sampler and training seed (default: 0)")
     p.add_argument("--out", type=Path, help="study folder, resumable (default: runs/tune/<env>/<algo>)")
-    p.add_argument("--write", action="store_true",
-                   help="write the best trial into configs/agents/hyperparams/<algo>.yml, the study beside it")
-    p.add_argument("--engine", choices=("local", "ray"), default="local",
-                   help="local (default) or ray: the trials through Ray Tune's Optuna search (needs the ray extra)")
+    p.add_argument(
+        "--write",
+        action="store_true",
+        help="write the best trial into configs/agents/hyperparams/<algo>.yml, the study beside it",
+    )
+    p.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local (default) or ray: the trials through Ray Tune's Optuna search (needs the ray extra)",
+    )
     p.add_argument("--workers", type=int, default=1, help="ray: trials at once (default: 1)")
     p.add_argument("--address", help="ray: Ray cluster to join (default: a local Ray instance)")
     p.set_defaults(func=cmd_tune)

@@ -91,6 +91,27 @@ def hyperparams_file(algo: str) -> Path:
     return agents_dir() / "hyperparams" / f"{algo}.yml"
 
 
+RARL = "rarl"
+
+
+def rarl_file() -> Path:
+    """``configs/agents/hyperparams/rarl.yml``: RARL's own PPO entries (env id -> PPO keys, shared by both sides),
+    over the env's ``ppo.yml`` entry; an env without one trains on ``ppo.yml`` alone."""
+    return agents_dir() / "hyperparams" / f"{RARL}.yml"
+
+
+def rarl_overrides(env_id: str, path: Path | None = None) -> dict[str, Any]:
+    """The env's entry of :func:`rarl_file` (PPO keys, validated as ``ppo``'s), ``{}`` where it has none
+    (no ``default`` entry: ``ppo.yml``'s is RARL's default)."""
+    path = path or rarl_file()
+    if not path.is_file():
+        return {}
+    entries = read_file(path, "ppo")
+    if DEFAULT_ENTRY in entries:
+        raise ValueError(f"{path}: no '{DEFAULT_ENTRY}' entry here (ppo.yml's is RARL's default)")
+    return dict(entries.get(env_id, {}))
+
+
 def parse_policy_kwargs(text: str, source: str = "policy_kwargs") -> dict[str, Any]:
     """rl-zoo3's string form ``"dict(net_arch=[64, 64], activation_fn=nn.Tanh)"`` as a mapping.
 
@@ -106,8 +127,9 @@ def parse_policy_kwargs(text: str, source: str = "policy_kwargs") -> dict[str, A
     def value(node: ast.AST) -> Any:
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "nn":
             if node.attr not in _NN_NAMES:
-                raise ValueError(f"{source}: unknown activation nn.{node.attr} (allowed: "
-                                 f"{', '.join('nn.' + n for n in _NN_NAMES)})")
+                raise ValueError(
+                    f"{source}: unknown activation nn.{node.attr} (allowed: {', '.join('nn.' + n for n in _NN_NAMES)})"
+                )
             return _NN_NAMES[node.attr]
         if isinstance(node, ast.Call):
             return call(node)
@@ -174,8 +196,12 @@ def validate(algo: str, params: Mapping[str, Any], source: str = "hyperparams") 
     elif not isinstance(normalize, bool):
         raise ValueError(f"{source}: '{algo}.normalize' must be a bool or a mapping, got {normalize!r}")
     n_timesteps = out.get("n_timesteps", 1)
-    if isinstance(n_timesteps, bool) or not isinstance(n_timesteps, int | float) or n_timesteps < 1 \
-            or n_timesteps != int(n_timesteps):
+    if (
+        isinstance(n_timesteps, bool)
+        or not isinstance(n_timesteps, int | float)
+        or n_timesteps < 1
+        or n_timesteps != int(n_timesteps)
+    ):
         raise ValueError(f"{source}: '{algo}.n_timesteps' must be an integer >= 1, got {n_timesteps!r}")
     if "n_timesteps" in out:
         out["n_timesteps"] = int(n_timesteps)
@@ -210,8 +236,9 @@ def read_file(path: Path, algo: str) -> dict[str, dict[str, Any]]:
             try:
                 check_env_id(entry)
             except ValueError:
-                raise ValueError(f"{path}: entry {entry!r} is neither '{DEFAULT_ENTRY}' nor a registered env id") \
-                    from None
+                raise ValueError(
+                    f"{path}: entry {entry!r} is neither '{DEFAULT_ENTRY}' nor a registered env id"
+                ) from None
         out[entry] = validate(algo, params or {}, source=f"{path}: {entry}")
     return out
 

@@ -260,8 +260,9 @@ class RarlTrainer:
     """The :class:`~edgelam.agents.trainers.Trainer` of RARL (:func:`train_rarl`) on an adversarial parallel env.
 
     A run is ``run.iterations`` phase pairs of ``run.timesteps // (2 * run.iterations)`` env steps
-    each, PPO with the env's ``configs/agents/hyperparams/ppo.yml`` entry (``run.hyperparams``:
-    overrides shared by both agents); ``run.vectorized``: each side on the env's batched game.
+    each, PPO with the env's ``configs/agents/hyperparams/ppo.yml`` entry, then its ``rarl.yml`` entry
+    where it has one (``edgelam tune --algo rarl --write``), then ``run.hyperparams``
+    (overrides shared by both agents); ``run.vectorized``: each side on the env's batched game.
     The folder holds :func:`train_rarl`'s files and a ``meta.json`` written when the run ends:
     a finished run is reused, an interrupted one restarts from scratch.
     """
@@ -277,6 +278,18 @@ class RarlTrainer:
     def phase_steps(run: TrainSettings) -> int:
         """Env steps of each phase."""
         return max(run.timesteps // (2 * run.iterations), 1)
+
+    @staticmethod
+    def default_timesteps(env_id: str) -> int:
+        """The ``n_timesteps`` of the env's ``rarl.yml`` entry, else of its ``ppo.yml`` entry."""
+        own = hp.rarl_overrides(env_id).get("n_timesteps")
+        return int(own) if own is not None else hp.default_timesteps(env_id, "ppo")
+
+    @staticmethod
+    def hyperparams(run: TrainSettings) -> dict[str, Any]:
+        """The PPO overrides of both sides: the env's ``rarl.yml`` entry
+        (:func:`~edgelam.agents.hyperparams.rarl_overrides`, none where it has none) under ``run.hyperparams``."""
+        return {**hp.rarl_overrides(run.env_id), **(run.hyperparams or {})}
 
     def settings(self, run: TrainSettings) -> dict[str, Any]:
         """Env, seed, phases, scenario and the hyperparameter overrides (``vectorized`` when set).
@@ -297,7 +310,7 @@ class RarlTrainer:
                 "phase_steps": self.phase_steps(run),
                 "scenario": str(run.scenario),
                 "env_kwargs": dict(run.env_kwargs),
-                "hyperparams": dict(run.hyperparams or {}),
+                "hyperparams": self.hyperparams(run),
                 **({"vectorized": True} if run.vectorized else {}),
             }
         )
@@ -306,9 +319,7 @@ class RarlTrainer:
         """0: the settings fix the phases, so a finished run with them is reused."""
         return 0
 
-    def _run(
-        self, run: TrainSettings, steps: int, wall: float, reused: bool, history: list[dict[str, Any]]
-    ) -> RarlRun:
+    def _run(self, run: TrainSettings, steps: int, wall: float, reused: bool, history: list[dict[str, Any]]) -> RarlRun:
         env = make_parallel(run.env_id, run.scenario, run.env_kwargs)
         agents = list(env.possible_agents)
         env.close()
@@ -346,7 +357,7 @@ class RarlTrainer:
             out_dir=run.out_dir,
             scenario=run.scenario,
             env_kwargs=run.env_kwargs,
-            hyperparams=run.hyperparams,
+            hyperparams=self.hyperparams(run),
             progress=progress,
             threads=run.threads,
             batched=run.vectorized,

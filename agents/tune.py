@@ -5,8 +5,8 @@ Optuna's TPE sampler (seeded) proposes settings from a search space per algorith
 0.8 because several edgelam envs are nearly myopic, and networks no larger than 256 x 256
 for two CPU cores). The sampled keys replace those of the env's entry in
 ``configs/agents/hyperparams/<algo>.yml``; ``n_envs`` and ``normalize`` stay the file's.
-Each trial trains with :func:`edgelam.agents.train.train` (on the env's batched vector env
-where it has one) and is evaluated ``evaluations`` times during training on validation
+Each trial trains with the algorithm's Trainer (:func:`edgelam.agents.trainers.train_run`, on the env's
+batched vector env where it has one) and is evaluated ``evaluations`` times during training on validation
 episodes: episode ``i`` resets with seed ``VALIDATION_SEED + i`` (20000 + i), while
 ``compare`` and ``results`` evaluate on 10000 + i, the test split, which tuning never sees.
 Optuna's median pruner stops a trial whose intermediate mean return is below the median of
@@ -19,6 +19,21 @@ paired difference (its 95% interval and the Wilcoxon verdict of :func:`.metrics.
 :func:`.tune_write.write_best` writes the best trial back into the file, with the study's numbers in a
 comment above the entry, and the study's record into ``configs/agents/tuning/`` (the
 Tuning section of docs/results.md).
+
+Two trainers beyond SB3's. ``ppo_lagrangian`` (:func:`sample_ppo_lagrangian`: PPO's space plus
+``lambda_lr``, log-uniform in 0.01..0.5, and ``cost_limit_margin`` in 0.1..0.5; ``lambda_optimizer``
+and the multiplier's start stay the file's) is constrained (:data:`CONSTRAINED`): each validation
+also measures the episodes' costs (sum of ``info["cost"]``) against the scenario's limit
+(:func:`edgelam.agents.lagrangian.cost_limit`) and the trial records the violation share (episodes
+over the limit, user attr ``violation``). The best trial is :func:`select_best`'s, not
+``study.best_trial``'s: the highest return among trials whose final violation share is <=
+:data:`MAX_VIOLATION` (0.10), else the lowest violation share (said in the log and in
+``study.json``'s ``constraint``). Its trials are never pruned (a median of returns would prune the
+feasible low-return ones first). ``rarl`` (:func:`sample_rarl`: PPO's space, shared by both sides)
+takes no SB3 callbacks (:func:`takes_callbacks`: an ``adversarial`` trainer), so a trial is
+validated once, at its end, unpruned: the protagonist against the ``random`` adversary, as
+``compare`` evaluates it; its best goes to ``configs/agents/hyperparams/rarl.yml``, leaving the
+env's plain PPO entry in ``ppo.yml`` as it is.
 """
 
 from __future__ import annotations
@@ -27,7 +42,7 @@ import copy
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,12 +52,13 @@ import optuna
 from stable_baselines3.common.callbacks import BaseCallback
 
 from edgelam.agents import hyperparams as hp
-from edgelam.agents.common import TEST_SEED, check_env_id, env_dir, is_parallel
+from edgelam.agents import lagrangian
+from edgelam.agents.common import TEST_SEED, check_env_id, env_dir, is_parallel, make_parallel
 from edgelam.agents.compare.plan import eval_overrides
 from edgelam.agents.evaluate import evaluate
 from edgelam.agents.metrics import ci95_halfwidth, paired_test
 from edgelam.agents.policies import NormalizedPolicy, load_policy
-from edgelam.agents.train import train
+from edgelam.agents.trainers import TRAINERS, TrainSettings, _load, default_timesteps, train_run
 from edgelam.envs import registration
 
 VALIDATION_SEED = 20_000
@@ -119,6 +135,22 @@ def sample_dqn(trial: optuna.Trial, n_envs: int) -> dict[str, Any]:
     }
 
 
+def sample_ppo_lagrangian(trial: optuna.Trial, n_envs: int) -> dict[str, Any]:
+    """PPO-Lagrangian: PPO's space plus the dual step size and the constraint tightening (``lambda_optimizer``
+    and ``lagrangian_multiplier_init`` stay the file's)."""
+    return {
+        **sample_ppo(trial, n_envs),
+        "lambda_lr": trial.suggest_float("lambda_lr", 0.01, 0.5, log=True),
+        "cost_limit_margin": trial.suggest_categorical("cost_limit_margin", [0.1, 0.2, 0.3, 0.4, 0.5]),
+    }
+
+
+def sample_rarl(trial: optuna.Trial, n_envs: int) -> dict[str, Any]:
+    """RARL: PPO's space, shared by the protagonist and the adversary (the phase pairs stay
+    :data:`~edgelam.agents.trainers.RARL_ITERATIONS`, as compare trains them)."""
+    return sample_ppo(trial, n_envs)
+
+
 SAMPLERS: dict[str, Callable[[optuna.Trial, int], dict[str, Any]]] = {
     "ppo": sample_ppo,
     "maskable_ppo": sample_ppo,
@@ -126,7 +158,51 @@ SAMPLERS: dict[str, Callable[[optuna.Trial, int], dict[str, Any]]] = {
     "sac": sample_sac,
     "td3": sample_td3,
     "dqn": sample_dqn,
+    "ppo_lagrangian": sample_ppo_lagrangian,
+    "rarl": sample_rarl,
 }
+# algorithms whose study selects on the cost constraint (:func:`select_best`)
+CONSTRAINED = frozenset({"ppo_lagrangian"})
+# the share of validation episodes over the cost limit a constrained trial may have (issue #19's target)
+MAX_VIOLATION = 0.10
+
+
+def _trainer(algo: str, callbacks: Sequence[BaseCallback] = ()) -> Any:
+    """``algo``'s Trainer, given ``callbacks`` where it takes them (an adversarial trainer takes none)."""
+    cls = _load(TRAINERS[algo])
+    return cls(algo) if cls.adversarial else cls(algo, callbacks)
+
+
+def takes_callbacks(algo: str) -> bool:
+    """Whether ``algo``'s trainer runs SB3 callbacks (validation points, pruning): not an adversarial one."""
+    return not _load(TRAINERS[algo]).adversarial
+
+
+def entry_params(env_id: str, algo: str) -> dict[str, Any]:
+    """The env's resolved entry that the study's trials override (PPO keys for ppo_lagrangian and rarl)."""
+    if algo in CONSTRAINED:
+        return lagrangian.resolve(env_id)[0]
+    if not takes_callbacks(algo):
+        return hp.resolve(env_id, "ppo", hp.rarl_overrides(env_id))
+    return hp.resolve(env_id, algo)
+
+
+def select_best(
+    trials: Sequence[Mapping[str, Any]], max_violation: float = MAX_VIOLATION
+) -> tuple[Mapping[str, Any], bool]:
+    """The best of a constrained study's finished trials (each ``{"trial", "mean", "violation"}``) and whether it is
+    feasible: the highest validation return among those whose violation share is ``<= max_violation``; where none
+    is, the lowest violation share (ties: the higher return).
+
+    Raises:
+        ValueError: on no trials.
+    """
+    if not trials:
+        raise ValueError("select_best: no trials")
+    feasible = [t for t in trials if t["violation"] <= max_violation]
+    if feasible:
+        return max(feasible, key=lambda t: t["mean"]), True
+    return min(trials, key=lambda t: (t["violation"], -t["mean"])), False
 
 
 @dataclass(frozen=True)
@@ -167,7 +243,7 @@ class TuneSettings:
     @property
     def budget(self) -> int:
         """Env steps per trial."""
-        return self.timesteps or hp.default_timesteps(self.env_id, self.algo)
+        return self.timesteps or default_timesteps(_trainer(self.algo), self.env_id)
 
     @property
     def folder(self) -> Path:
@@ -178,8 +254,30 @@ class TuneSettings:
     def vectorized(self) -> bool:
         """Train on the batched vector env (Gymnasium ids with one; PettingZoo ids batch by themselves)."""
         spec = registration.find_spec(self.env_id)
-        return bool(spec and not is_parallel(self.env_id) and spec.vector_entry_point
-                    and self.env_kwargs.get("backend", "replay") == "replay")
+        return bool(
+            spec
+            and not is_parallel(self.env_id)
+            and spec.vector_entry_point
+            and self.env_kwargs.get("backend", "replay") == "replay"
+        )
+
+
+def validate(settings: TuneSettings, policy: Any) -> dict[str, Any]:
+    """``policy`` on the validation episodes (seed ``VALIDATION_SEED + i``): ``{"mean", "ci95"}`` of the return,
+    and for a constrained algorithm ``"violation"``, the share of episodes whose cost (sum of ``info["cost"]``)
+    is over the scenario's limit (:func:`edgelam.agents.lagrangian.cost_limit`), and ``"cost"``, their mean cost."""
+    s = settings
+    rows = evaluate(
+        policy, s.env_id, episodes=s.episodes, seed=VALIDATION_SEED, scenario=s.scenario, env_kwargs=s.env_kwargs
+    )
+    returns = np.array([r["return"] for r in rows])
+    half = 1.96 * returns.std(ddof=1) / math.sqrt(len(returns)) if len(returns) > 1 else float("nan")
+    out: dict[str, Any] = {"mean": float(returns.mean()), "ci95": float(half)}
+    if s.algo in CONSTRAINED:
+        limit = lagrangian.cost_limit(s.env_id, s.scenario, s.env_kwargs)
+        costs = np.array([float(r["cost"]) for r in rows])
+        out.update(violation=float(np.mean(costs > limit)), cost=float(costs.mean()), cost_limit=float(limit))
+    return out
 
 
 class _Validation(BaseCallback):
@@ -190,26 +288,23 @@ class _Validation(BaseCallback):
         self.settings, self.every, self.trial = settings, every, trial
         self.next_at, self.scores, self.pruned = every, [], False
 
-    def score(self) -> tuple[float, float]:
-        """Mean validation return of the current policy and its 95% half-width."""
+    def score(self) -> dict[str, Any]:
+        """:func:`validate` of the current policy."""
         policy: Any = self.model
         stats = self.model.get_vec_normalize_env()
         if stats is not None:
             policy = NormalizedPolicy(self.model, copy.copy(stats))  # a frozen view; training keeps updating
-        s = self.settings
-        rows = evaluate(policy, s.env_id, episodes=s.episodes, seed=VALIDATION_SEED, scenario=s.scenario,
-                        env_kwargs=s.env_kwargs)
-        returns = np.array([r["return"] for r in rows])
-        half = 1.96 * returns.std(ddof=1) / math.sqrt(len(returns)) if len(returns) > 1 else float("nan")
-        return float(returns.mean()), float(half)
+        return validate(self.settings, policy)
 
     def _on_step(self) -> bool:
         if self.num_timesteps < self.next_at:
             return True
         self.next_at += self.every
-        mean, _ = self.score()
-        self.scores.append([int(self.num_timesteps), mean])
-        if self.trial is not None:
+        score = self.score()
+        mean = score["mean"]
+        self.scores.append([int(self.num_timesteps), mean, *([score["violation"]] if "violation" in score else [])])
+        # a constrained trial is never pruned: a median of returns would prune the feasible low-return ones
+        if self.trial is not None and self.settings.algo not in CONSTRAINED:
             self.trial.report(mean, int(self.num_timesteps))
             if self.trial.should_prune():
                 self.pruned = True
@@ -217,8 +312,9 @@ class _Validation(BaseCallback):
         return True
 
 
-def run_trial(settings: TuneSettings, params: dict[str, Any], out_dir: Path,
-              trial: optuna.Trial | None = None) -> dict[str, Any]:
+def run_trial(
+    settings: TuneSettings, params: dict[str, Any], out_dir: Path, trial: optuna.Trial | None = None
+) -> dict[str, Any]:
     """Train ``params`` (overrides of the entry) for the study's budget; its final validation score.
 
     Raises:
@@ -226,14 +322,34 @@ def run_trial(settings: TuneSettings, params: dict[str, Any], out_dir: Path,
     """
     s = settings
     validation = _Validation(s, max(s.budget // s.evaluations, 1), trial)
+    callbacks = takes_callbacks(s.algo)
+    trainer = _trainer(s.algo, [validation] if callbacks else ())
     began = time.perf_counter()
-    result = train(s.env_id, s.algo, timesteps=s.budget, seed=s.seed, out_dir=out_dir, scenario=s.scenario,
-                   env_kwargs=s.env_kwargs, hyperparams=params, vectorized=s.vectorized, callbacks=[validation])
+    run = TrainSettings(
+        s.env_id,
+        s.algo,
+        s.budget,
+        s.seed,
+        Path(out_dir),
+        s.scenario,
+        dict(s.env_kwargs),
+        params,
+        vectorized=s.vectorized,
+    )
+    result = train_run(trainer, run)
     if validation.pruned:
         raise optuna.TrialPruned(f"validation return {validation.scores[-1][1]:.4g} at step {validation.scores[-1][0]}")
-    mean, half = validation.score()
-    return {"mean": mean, "ci95": half, "curve": validation.scores, "wall_s": time.perf_counter() - began,
-            "num_timesteps": result.num_timesteps}
+    if callbacks:
+        score = validation.score()
+    else:  # validated once, at its end: the protagonist against the random adversary, as compare evaluates it
+        score = validate(s, _protagonist(s, Path(out_dir)))
+        validation.scores.append([int(result.num_timesteps), score["mean"]])
+    return {
+        **score,
+        "curve": validation.scores,
+        "wall_s": time.perf_counter() - began,
+        "num_timesteps": result.num_timesteps,
+    }
 
 
 @dataclass
@@ -251,6 +367,9 @@ class TuneResult:
     wall_s: float
     folder: Path
     test: dict[str, Any] | None = None  # :func:`held_out_gain`, once measured
+    # constrained algorithms: {"max_violation", "feasible", "trials": [{"trial", "mean", "violation", "cost"}],
+    # "untuned_violation"} (:func:`select_best`)
+    constraint: dict[str, Any] | None = None
 
     @property
     def gain(self) -> float:
@@ -276,18 +395,34 @@ def held_out_gain(result: TuneResult, settings: TuneSettings) -> dict[str, Any]:
     s = settings
     returns = {}
     for name, folder in (("tuned", result.folder / f"trial_{trial}"), ("untuned", result.folder / "untuned")):
-        rows = evaluate(load_policy(folder), s.env_id, episodes=s.test_episodes, seed=TEST_SEED,
-                        scenario=s.scenario, env_kwargs=eval_overrides(s.env_id, s.scenario, s.env_kwargs, "test"))
+        policy: Any = load_policy(folder) if takes_callbacks(s.algo) else _protagonist(s, folder)
+        rows = evaluate(
+            policy,
+            s.env_id,
+            episodes=s.test_episodes,
+            seed=TEST_SEED,
+            scenario=s.scenario,
+            env_kwargs=eval_overrides(s.env_id, s.scenario, s.env_kwargs, "test"),
+        )
         returns[name] = [float(r["return"]) for r in rows]
     test = paired_test(returns["tuned"], returns["untuned"])
     out = {
-        "trial": trial, "episodes": s.test_episodes, "seed": TEST_SEED,
+        "trial": trial,
+        "episodes": s.test_episodes,
+        "seed": TEST_SEED,
         **{name: {"mean": float(np.mean(v)), "ci95": ci95_halfwidth(v)} for name, v in returns.items()},
         "gain": {"mean": test["mean_diff"], "ci95": test["ci95"]},
-        "verdict": test["verdict"], "p_value": test["p_value"],
+        "verdict": test["verdict"],
+        "p_value": test["p_value"],
     }
     path.write_text(json.dumps(out, indent=2))
     return out
+
+
+def _protagonist(settings: TuneSettings, folder: Path) -> dict[str, Any]:
+    """An adversarial run's protagonist (its folder's ``<protagonist>/``) against the ``random`` adversary."""
+    agents = list(make_parallel(settings.env_id, settings.scenario, settings.env_kwargs).possible_agents)
+    return {agents[0]: load_policy(folder / agents[0]), "adversary": "random"}
 
 
 def untuned_score(settings: TuneSettings, folder: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -313,11 +448,14 @@ def tune(settings: TuneSettings, log: Callable[[str], None] = print) -> TuneResu
     folder = s.folder
     folder.mkdir(parents=True, exist_ok=True)
     untuned = untuned_score(s, folder, log)
-    n_envs = hp.resolve(s.env_id, s.algo)["n_envs"]
+    n_envs = entry_params(s.env_id, s.algo)["n_envs"]
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
-        study_name=f"{s.env_id}:{s.algo}", storage=f"sqlite:///{folder / 'study.db'}", load_if_exists=True,
-        direction="maximize", sampler=optuna.samplers.TPESampler(seed=s.seed),
+        study_name=f"{s.env_id}:{s.algo}",
+        storage=f"sqlite:///{folder / 'study.db'}",
+        load_if_exists=True,
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=s.seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0),
     )
 
@@ -326,7 +464,12 @@ def tune(settings: TuneSettings, log: Callable[[str], None] = print) -> TuneResu
         trial.set_user_attr("params", params)
         out = run_trial(s, params, folder / f"trial_{trial.number}", trial)
         trial.set_user_attr("ci95", out["ci95"])
-        log(f"tune: trial {trial.number}: validation return {out['mean']:.4g} ± {out['ci95']:.2g}")
+        line = f"tune: trial {trial.number}: validation return {out['mean']:.4g} ± {out['ci95']:.2g}"
+        if "violation" in out:
+            trial.set_user_attr("violation", out["violation"])
+            trial.set_user_attr("cost", out["cost"])
+            line += f", {out['violation']:.0%} of episodes over the cost limit {out['cost_limit']:.4g}"
+        log(line)
         return out["mean"]
 
     remaining = s.trials - len([t for t in study.trials if t.state.is_finished()])
@@ -336,14 +479,55 @@ def tune(settings: TuneSettings, log: Callable[[str], None] = print) -> TuneResu
     if not done:
         raise ValueError(f"tune: no trial of {s.env_id} / {s.algo} completed within {s.minutes} minutes")
     best_trial = study.best_trial
+    constraint: dict[str, Any] | None = None
+    if s.algo in CONSTRAINED:  # explicit: study.best_trial would take the highest return, feasible or not
+        records = [
+            {
+                "trial": t.number,
+                "mean": t.value,
+                "violation": t.user_attrs["violation"],
+                "cost": t.user_attrs.get("cost"),
+            }
+            for t in done
+        ]
+        chosen, feasible = select_best(records)
+        best_trial = next(t for t in done if t.number == chosen["trial"])
+        constraint = {
+            "max_violation": MAX_VIOLATION,
+            "feasible": feasible,
+            "trials": records,
+            "untuned_violation": untuned.get("violation"),
+        }
+        if not feasible:
+            log(
+                f"tune: no trial kept the cost limit on >= {1 - MAX_VIOLATION:.0%} of the validation episodes; "
+                f"the best is the lowest violation share, trial {chosen['trial']} ({chosen['violation']:.0%})"
+            )
+    best = {"mean": best_trial.value, "ci95": best_trial.user_attrs["ci95"], "trial": best_trial.number}
+    if constraint is not None:
+        best["violation"] = best_trial.user_attrs["violation"]
     result = TuneResult(
-        env_id=s.env_id, algo=s.algo, budget=s.budget, best_params=best_trial.user_attrs["params"],
-        best={"mean": best_trial.value, "ci95": best_trial.user_attrs["ci95"], "trial": best_trial.number},
-        untuned=untuned, complete=len(done),
+        env_id=s.env_id,
+        algo=s.algo,
+        budget=s.budget,
+        best_params=best_trial.user_attrs["params"],
+        best=best,
+        untuned=untuned,
+        complete=len(done),
         pruned=len([t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]),
-        wall_s=_study_seconds(study, untuned), folder=folder,
+        wall_s=_study_seconds(study, untuned),
+        folder=folder,
+        constraint=constraint,
     )
-    summary = {**asdict(result), "folder": str(folder), "gain": result.gain, "settings": {
-        **{k: v for k, v in asdict(s).items() if k != "out"}, "budget": s.budget, "vectorized": s.vectorized}}
+    summary = {
+        **asdict(result),
+        "folder": str(folder),
+        "gain": result.gain,
+        "settings": {
+            **{k: v for k, v in asdict(s).items() if k != "out"},
+            "budget": s.budget,
+            "vectorized": s.vectorized,
+        },
+    }
     (folder / "study.json").write_text(json.dumps(summary, indent=2, default=str))
     return result

@@ -17,9 +17,16 @@ from typing import Any
 
 import optuna
 
-from edgelam.agents import hyperparams as hp
 from edgelam.agents.ray_engine import init_ray, require_ray
-from edgelam.agents.tune import SAMPLERS, TuneResult, TuneSettings, run_trial, untuned_score
+from edgelam.agents.tune import (
+    CONSTRAINED,
+    SAMPLERS,
+    TuneResult,
+    TuneSettings,
+    entry_params,
+    run_trial,
+    untuned_score,
+)
 
 METRIC = "validation_return"
 
@@ -59,8 +66,11 @@ def tune_ray(settings: TuneSettings, workers: int = 1, address: str | None = Non
     """Run the study of ``settings`` on Ray Tune (``workers`` trials at once); see the module docstring.
 
     Raises:
-        ValueError: if Ray (or its Optuna search) is missing, a trial failed, or no trial finished.
+        ValueError: if Ray (or its Optuna search) is missing, a trial failed, no trial finished, or the
+            algorithm's study selects on a cost constraint (ppo_lagrangian: the local engine only).
     """
+    if settings.algo in CONSTRAINED:
+        raise ValueError(f"tune --engine ray: {settings.algo}'s study selects on the cost limit; use --engine local")
     require_ray()
     from ray import tune
     from ray.tune.schedulers import MedianStoppingRule
@@ -71,17 +81,23 @@ def tune_ray(settings: TuneSettings, workers: int = 1, address: str | None = Non
     folder.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
     untuned = untuned_score(s, folder)
-    n_envs = hp.resolve(s.env_id, s.algo)["n_envs"]
+    n_envs = entry_params(s.env_id, s.algo)["n_envs"]
 
     started = init_ray(address, quiet=True)
     try:
         tuner = tune.Tuner(
             tune.with_parameters(_trainable, settings=s, n_envs=n_envs, folder=str(folder)),
             tune_config=tune.TuneConfig(
-                search_alg=OptunaSearch(space=_Space(s.algo, n_envs), metric=METRIC, mode="max",
-                                        sampler=optuna.samplers.TPESampler(seed=s.seed)),
+                search_alg=OptunaSearch(
+                    space=_Space(s.algo, n_envs),
+                    metric=METRIC,
+                    mode="max",
+                    sampler=optuna.samplers.TPESampler(seed=s.seed),
+                ),
                 scheduler=MedianStoppingRule(metric=METRIC, mode="max", time_attr="step", min_samples_required=3),
-                num_samples=s.trials, max_concurrent_trials=workers, time_budget_s=s.minutes * 60.0,
+                num_samples=s.trials,
+                max_concurrent_trials=workers,
+                time_budget_s=s.minutes * 60.0,
             ),
             run_config=tune.RunConfig(name="study", storage_path=str(folder / "ray"), verbose=0),
         )
@@ -99,9 +115,14 @@ def tune_ray(settings: TuneSettings, workers: int = 1, address: str | None = Non
         raise ValueError(f"tune: no Ray trial of {s.env_id} / {s.algo} finished within {s.minutes} minutes")
     best = max(finals, key=lambda r: r.metrics[METRIC])
     return TuneResult(
-        env_id=s.env_id, algo=s.algo, budget=s.budget,
+        env_id=s.env_id,
+        algo=s.algo,
+        budget=s.budget,
         best_params=SAMPLERS[s.algo](optuna.trial.FixedTrial(best.config), n_envs),
         best={"mean": best.metrics[METRIC], "ci95": best.metrics["ci95"], "trial": best.metrics["trial_id"]},
-        untuned=untuned, complete=len(finals), pruned=len(grid) - len(finals),
-        wall_s=time.perf_counter() - began, folder=folder,
+        untuned=untuned,
+        complete=len(finals),
+        pruned=len(grid) - len(finals),
+        wall_s=time.perf_counter() - began,
+        folder=folder,
     )

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from edgelam.agents import hyperparams as hp
+from edgelam.agents import lagrangian
 from edgelam.agents.common import env_dir
 from edgelam.agents.tune import VALIDATION_SEED, TuneResult, TuneSettings
 from edgelam.envs.core.config import configs_dir
@@ -34,16 +35,59 @@ def record_path(env_id: str, algo: str, folder: Path | None = None) -> Path:
     return (folder or configs_dir() / "agents" / "tuning") / f"{env_dir(env_id)}.{algo}.json"
 
 
-def write_best(result: TuneResult, command: str, path: Path | None = None, records: Path | None = None,
-               settings: TuneSettings | None = None) -> Path:
+def default_path(algo: str) -> Path:
+    """The file a study of ``algo`` writes: ``configs/agents/hyperparams/<algo>.yml`` (rarl: its own ``rarl.yml``,
+    so that RARL's entry leaves the env's plain PPO entry in ``ppo.yml`` as it is)."""
+    if algo == lagrangian.ALGO:
+        return lagrangian.hyperparams_file()
+    if algo == hp.RARL:
+        return hp.rarl_file()
+    return hp.hyperparams_file(algo)
+
+
+def current_entry(env_id: str, algo: str, path: Path) -> dict[str, Any]:
+    """The keys the written entry starts from: the env's entry (else ``default``) of ``path``; rarl: its own
+    entry only (``{}`` where it has none: the rest stays ``ppo.yml``'s)."""
+    if algo == lagrangian.ALGO:
+        ppo, settings = lagrangian.resolve(env_id, path=path)
+        return {**ppo, **asdict(settings)}
+    if algo == hp.RARL:
+        return hp.rarl_overrides(env_id, path)
+    return hp.entry(env_id, algo, path)
+
+
+def _check(algo: str, entry: dict[str, Any], source: str) -> None:
+    if algo == lagrangian.ALGO:
+        lagrangian.split_entry(entry, source)
+    else:
+        hp.validate("ppo" if algo == hp.RARL else algo, entry, source=source)
+
+
+def _read(algo: str, path: Path) -> None:
+    if algo == lagrangian.ALGO:
+        lagrangian.read_file(path)
+    elif algo == hp.RARL:
+        hp.rarl_overrides("default", path)
+    else:
+        hp.read_file(path, algo)
+
+
+def write_best(
+    result: TuneResult,
+    command: str,
+    path: Path | None = None,
+    records: Path | None = None,
+    settings: TuneSettings | None = None,
+) -> Path:
     """Replace (or add) the env's entry in the algorithm's file with the best trial, the study in a comment;
     the study's record (scores, held-out gain, command, and the study's ``settings`` when given) goes to
     :func:`record_path` (in ``records``)."""
-    path = path or hp.hyperparams_file(result.algo)
-    entry = {**hp.entry(result.env_id, result.algo, path), **result.best_params, "n_timesteps": result.budget}
-    entry["policy_kwargs"] = _policy_kwargs_text(entry["policy_kwargs"])
+    path = path or default_path(result.algo)
+    entry = {**current_entry(result.env_id, result.algo, path), **result.best_params, "n_timesteps": result.budget}
+    if "policy_kwargs" in entry:
+        entry["policy_kwargs"] = _policy_kwargs_text(entry["policy_kwargs"])
     entry = {k: float(v) if isinstance(v, float) else v for k, v in entry.items()}
-    hp.validate(result.algo, entry, source=f"{path}: {result.env_id}")  # what is written reads back
+    _check(result.algo, entry, f"{path}: {result.env_id}")  # what is written reads back
     date = datetime.date.today().strftime("%-d %B %Y")
     b, u = result.best, result.untuned
     comment = [
@@ -53,6 +97,13 @@ def write_best(result: TuneResult, command: str, path: Path | None = None, recor
         f"best trial {b['trial']} {b['mean']:.4g} ± {b['ci95']:.2g}; the entry before tuning {u['mean']:.4g} ± "
         f"{u['ci95']:.2g}.",
     ]
+    if result.constraint is not None:
+        c = result.constraint
+        comment.append(
+            f"Constrained selection: the best return among trials over the cost limit on <= "
+            f"{c['max_violation']:.0%} of the validation episodes; best trial's share {b['violation']:.0%}"
+            + ("." if c["feasible"] else " (no trial was feasible: the lowest share).")
+        )
     if result.test is not None:
         t = result.test
         comment.append(
@@ -60,6 +111,7 @@ def write_best(result: TuneResult, command: str, path: Path | None = None, recor
             f"{t['tuned']['ci95']:.2g} against {t['untuned']['mean']:.4g} ± {t['untuned']['ci95']:.2g}, paired gain "
             f"{t['gain']['mean']:.4g} ± {t['gain']['ci95']:.2g} (Wilcoxon: tuned {t['verdict']} untuned)."
         )
+
     def flow(value: Any) -> str:
         return yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix("...").strip()
 
@@ -76,17 +128,23 @@ def write_best(result: TuneResult, command: str, path: Path | None = None, recor
     pattern = re.compile(rf"(?m)(^#[^\n]*\n)*^{re.escape(result.env_id)}:[^\n]*\n(^[ \t]+[^\n]*\n)*")
     match = pattern.search(text)
     if match:
-        text = text[: match.start()] + block + text[match.end():]
+        text = text[: match.start()] + block + text[match.end() :]
     else:
         text = text.rstrip("\n") + "\n\n" + block
     path.write_text(text)
-    hp.read_file(path, result.algo)
+    _read(result.algo, path)
     record = record_path(result.env_id, result.algo, records)
     record.parent.mkdir(parents=True, exist_ok=True)
     document = {k: v for k, v in asdict(result).items() if k != "folder"}
     if settings is not None:
-        document["settings"] = {**{k: v for k, v in asdict(settings).items() if k != "out"},
-                                "vectorized": settings.vectorized}
-    record.write_text(json.dumps({**document, "command": command, "date": date, "validation_gain": result.gain},
-                                 indent=2, default=str) + "\n")
+        document["settings"] = {
+            **{k: v for k, v in asdict(settings).items() if k != "out"},
+            "vectorized": settings.vectorized,
+        }
+    record.write_text(
+        json.dumps(
+            {**document, "command": command, "date": date, "validation_gain": result.gain}, indent=2, default=str
+        )
+        + "\n"
+    )
     return path

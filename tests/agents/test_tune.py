@@ -19,8 +19,16 @@ from tests.agents.conftest import TOY
 
 
 def _settings(tmp_path, **kw) -> TuneSettings:
-    return TuneSettings(env_id=TOY, trials=kw.pop("trials", 3), minutes=5, timesteps=512, evaluations=2,
-                        episodes=3, out=tmp_path / "study", **kw)
+    return TuneSettings(
+        env_id=TOY,
+        trials=kw.pop("trials", 3),
+        minutes=5,
+        timesteps=512,
+        evaluations=2,
+        episodes=3,
+        out=tmp_path / "study",
+        **kw,
+    )
 
 
 def _evaluated_seeds(monkeypatch) -> list[int]:
@@ -43,8 +51,10 @@ def test_a_study_evaluates_on_validation_seeds_only_and_continues(tmp_path, monk
     assert result.complete + result.pruned == 3 and result.complete >= 1
     assert set(result.best_params) >= {"n_steps", "batch_size", "gamma", "learning_rate", "policy_kwargs"}
     assert result.best["mean"] == max(
-        t.value for t in optuna.load_study(study_name=f"{TOY}:ppo", storage=f"sqlite:///{tmp_path}/study/study.db")
-        .trials if t.value is not None)
+        t.value
+        for t in optuna.load_study(study_name=f"{TOY}:ppo", storage=f"sqlite:///{tmp_path}/study/study.db").trials
+        if t.value is not None
+    )
     saved = json.loads((tmp_path / "study" / "study.json").read_text())
     assert saved["gain"] == pytest.approx(result.best["mean"] - result.untuned["mean"])
     assert saved["settings"]["budget"] == 512
@@ -99,17 +109,36 @@ def test_write_best_replaces_the_entry_and_keeps_the_others(tmp_path):
     shutil.copy(hp.hyperparams_file("ppo"), path)
     before = hp.read_file(path, "ppo")
     result = tune_mod.TuneResult(
-        env_id="edgelam/SplitInference-v0", algo="ppo", budget=20_000,
+        env_id="edgelam/SplitInference-v0",
+        algo="ppo",
+        budget=20_000,
         best_params={"n_steps": 64, "gamma": 0.95, "policy_kwargs": {"net_arch": [128, 128], "activation_fn": "relu"}},
-        best={"mean": -40.0, "ci95": 1.5, "trial": 7}, untuned={"mean": -50.0, "ci95": 2.0},
-        complete=9, pruned=3, wall_s=600.0, folder=tmp_path)
-    result.test = {"trial": 7, "episodes": 30, "seed": 10_000, "tuned": {"mean": -41.0, "ci95": 1.0},
-                   "untuned": {"mean": -52.0, "ci95": 2.5}, "gain": {"mean": 11.0, "ci95": 0.5},
-                   "verdict": "beats", "p_value": 1e-6}
+        best={"mean": -40.0, "ci95": 1.5, "trial": 7},
+        untuned={"mean": -50.0, "ci95": 2.0},
+        complete=9,
+        pruned=3,
+        wall_s=600.0,
+        folder=tmp_path,
+    )
+    result.test = {
+        "trial": 7,
+        "episodes": 30,
+        "seed": 10_000,
+        "tuned": {"mean": -41.0, "ci95": 1.0},
+        "untuned": {"mean": -52.0, "ci95": 2.5},
+        "gain": {"mean": 11.0, "ci95": 0.5},
+        "verdict": "beats",
+        "p_value": 1e-6,
+    }
     records = tmp_path / "tuning"
     for _ in range(2):  # writing twice leaves one entry
-        write_best(result, "edgelam tune edgelam/SplitInference-v0 --trials 12", path, records,
-                   TuneSettings(env_id="edgelam/SplitInference-v0", scenario="congested_edge", trials=12))
+        write_best(
+            result,
+            "edgelam tune edgelam/SplitInference-v0 --trials 12",
+            path,
+            records,
+            TuneSettings(env_id="edgelam/SplitInference-v0", scenario="congested_edge", trials=12),
+        )
     text = path.read_text()
     assert "paired gain 11 ± 0.5 (Wilcoxon: tuned beats untuned)" in text
     record = json.loads((records / "split_inference.ppo.json").read_text())
@@ -127,7 +156,8 @@ def test_write_best_replaces_the_entry_and_keeps_the_others(tmp_path):
     assert "activation_fn=nn.ReLU" in text  # rl-zoo3's string form, which rl-zoo3 evaluates
     assert entry["batch_size"] == before["edgelam/SplitInference-v0"]["batch_size"]  # untuned keys kept
     assert {k: v for k, v in after.items() if k != "edgelam/SplitInference-v0"} == {
-        k: v for k, v in before.items() if k != "edgelam/SplitInference-v0"}
+        k: v for k, v in before.items() if k != "edgelam/SplitInference-v0"
+    }
 
 
 def test_bad_settings_are_refused():
@@ -139,3 +169,153 @@ def test_bad_settings_are_refused():
         TuneSettings(env_id=TOY, minutes=0)
     with pytest.raises(ValueError, match="unknown env id 'edgelam/Nope-v0'"):
         TuneSettings(env_id="edgelam/Nope-v0")
+
+
+# -- ppo_lagrangian: the study selects on the cost constraint ---------------------------------------
+
+SPLIT = "edgelam/SplitInference-v0"
+
+
+def test_select_best_takes_the_best_feasible_trial_not_the_best_return():
+    trials = [
+        {"trial": 0, "mean": 10.0, "violation": 0.5},  # the highest return, over the limit on half the episodes
+        {"trial": 1, "mean": 2.0, "violation": 0.1},  # feasible (<= 0.10)
+        {"trial": 2, "mean": 1.0, "violation": 0.0},  # feasible, lower return
+    ]
+    best, feasible = tune_mod.select_best(trials)
+    assert (best["trial"], feasible) == (1, True)  # return alone would pick trial 0
+    best, feasible = tune_mod.select_best([{**t, "violation": t["violation"] + 0.3} for t in trials])
+    assert (best["trial"], feasible) == (2, False)  # none feasible: the lowest violation share
+    with pytest.raises(ValueError, match="no trials"):
+        tune_mod.select_best([])
+
+
+def test_a_ppo_lagrangian_study_records_violations_and_picks_by_the_constraint(tmp_path, monkeypatch):
+    monkeypatch.setitem(tune_mod.SAMPLERS, "ppo_lagrangian", _tiny_lagrangian)
+    settings = TuneSettings(
+        env_id=SPLIT,
+        algo="ppo_lagrangian",
+        trials=2,
+        minutes=5,
+        timesteps=512,
+        evaluations=2,
+        episodes=3,
+        out=tmp_path / "study",
+        env_kwargs={"episode_length": 16, "energy_budget_j": 3.0},
+    )
+    logged: list[str] = []
+    result = tune(settings, log=logged.append)
+    saved = json.loads((tmp_path / "study" / "study.json").read_text())
+    records = saved["constraint"]["trials"]
+    assert len(records) == 2 and all(0.0 <= r["violation"] <= 1.0 for r in records)
+    chosen, feasible = tune_mod.select_best(records)
+    assert result.best["trial"] == chosen["trial"] and saved["constraint"]["feasible"] is feasible
+    assert result.best["violation"] == chosen["violation"] and "violation" in result.untuned
+    assert any("over the cost limit" in line for line in logged)
+    assert set(result.best_params) >= {"lambda_lr", "cost_limit_margin", "n_steps"}
+    path = tmp_path / "ppo_lagrangian.yml"
+    shutil.copy(tune_mod.lagrangian.hyperparams_file(), path)
+    write_best(result, "edgelam tune --algo ppo_lagrangian", path, tmp_path / "tuning")
+    ppo, lagr = tune_mod.lagrangian.read_file(path)[SPLIT]
+    assert lagr.lambda_lr == pytest.approx(result.best_params["lambda_lr"])
+    assert ppo["n_steps"] == result.best_params["n_steps"] and ppo["n_timesteps"] == 512
+    assert "Constrained selection" in path.read_text()
+
+
+def _tiny_lagrangian(trial, n_envs):
+    """The real space's Lagrangian keys over a PPO small enough for the test's budget."""
+    params = tune_mod.sample_ppo_lagrangian(trial, n_envs)
+    return {**params, "n_steps": 32, "batch_size": 64, "n_epochs": 1, "policy_kwargs": {"net_arch": [16]}}
+
+
+def test_a_constrained_trial_is_never_pruned(tmp_path):
+    trial = _PruneNow()
+    settings = TuneSettings(
+        env_id=SPLIT,
+        algo="ppo_lagrangian",
+        timesteps=256,
+        evaluations=2,
+        episodes=2,
+        out=tmp_path,
+        env_kwargs={"episode_length": 16, "energy_budget_j": 3.0},
+    )
+    out = run_trial(settings, {"n_envs": 2, "n_steps": 32, "batch_size": 64, "n_epochs": 1}, tmp_path / "t", trial)
+    assert trial.reported == [] and len(out["curve"]) == 2 and "violation" in out
+
+
+# -- rarl: no callbacks, validated once at its end against the random adversary ----------------------
+
+
+def test_a_rarl_study_validates_the_protagonist_at_its_end_and_writes_rarl_yml(tmp_path, monkeypatch):
+    monkeypatch.setitem(tune_mod.SAMPLERS, "rarl", _tiny_rarl)
+    seeds = _evaluated_seeds(monkeypatch)
+    settings = TuneSettings(
+        env_id="edgelam/RobustRouting-v0",
+        algo="rarl",
+        trials=1,
+        minutes=5,
+        timesteps=512,
+        evaluations=4,
+        episodes=2,
+        test_episodes=2,
+        out=tmp_path / "study",
+    )
+    result = tune(settings, log=lambda m: None)
+    assert result.complete == 1 and result.pruned == 0
+    assert seeds == [VALIDATION_SEED, VALIDATION_SEED]  # the untuned entry's and the trial's, once each
+    assert len(result.untuned["curve"]) == 1  # one validation point: the end
+    gain = held_out_gain(result, settings)
+    assert gain["episodes"] == 2
+    path = tmp_path / "rarl.yml"
+    shutil.copy(hp.rarl_file(), path)
+    write_best(result, "edgelam tune --algo rarl", path, tmp_path / "tuning")
+    entry = hp.rarl_overrides("edgelam/RobustRouting-v0", path)
+    assert entry["n_steps"] == 32 and entry["n_timesteps"] == 512
+    assert hp.rarl_overrides("edgelam/SplitInference-v0", path) == {}
+
+
+def _tiny_rarl(trial, n_envs):
+    params = tune_mod.sample_rarl(trial, n_envs)
+    return {**params, "n_envs": 2, "n_steps": 32, "batch_size": 64, "n_epochs": 1, "policy_kwargs": {"net_arch": [16]}}
+
+
+def test_rarl_without_a_rarl_yml_entry_trains_on_ppo_yml_alone():
+    from edgelam.agents.rarl import RarlTrainer
+    from edgelam.agents.trainers import TrainSettings
+
+    run = TrainSettings("edgelam/RobustRouting-v0", "rarl", hyperparams={"n_steps": 64})
+    assert hp.rarl_overrides("edgelam/RobustRouting-v0") == {}
+    assert RarlTrainer().settings(run)["hyperparams"] == {"n_steps": 64}
+    assert RarlTrainer.default_timesteps("edgelam/RobustRouting-v0") == hp.default_timesteps(
+        "edgelam/RobustRouting-v0", "ppo"
+    )
+
+
+def test_the_cli_offers_every_search_space():
+    from edgelam.agents.cli_compare import TUNE_ALGOS
+
+    assert set(TUNE_ALGOS) == set(tune_mod.SAMPLERS) >= {"ppo_lagrangian", "rarl"}
+
+
+def test_the_study_picks_the_feasible_trial_over_a_higher_return_one(tmp_path, monkeypatch):
+    outcomes = iter([(0.0, 0.0), (10.0, 0.5), (1.0, 0.0)])  # (return, violation): untuned, trial 0, trial 1
+
+    def fake_run_trial(settings, params, out_dir, trial=None):
+        mean, violation = next(outcomes)
+        return {
+            "mean": mean,
+            "ci95": 0.1,
+            "violation": violation,
+            "cost": 1.0,
+            "cost_limit": 2.0,
+            "curve": [],
+            "wall_s": 0.01,
+            "num_timesteps": 1,
+        }
+
+    monkeypatch.setattr(tune_mod, "run_trial", fake_run_trial)
+    settings = TuneSettings(env_id=SPLIT, algo="ppo_lagrangian", trials=2, out=tmp_path / "study")
+    result = tune(settings, log=lambda m: None)
+    assert (result.best["trial"], result.best["mean"], result.constraint["feasible"]) == (1, 1.0, True)
+    saved = json.loads((tmp_path / "study" / "study.json").read_text())
+    assert [r["violation"] for r in saved["constraint"]["trials"]] == [0.5, 0.0]
