@@ -60,6 +60,7 @@ def record(settings: CompareSettings, res: CompareResult) -> dict[str, Any]:
         "cost_unit": res.cost_unit,
         "hindsight": hindsight_kind(res.summary),
         "policies": policies,
+        "paired": [{k: v[k] for k in ("policy", "other", "verdict", "p_value")} for v in res.paired],
     }
 
 
@@ -96,26 +97,63 @@ def _cell(entry: Mapping[str, Any] | None) -> str:
     return format_cell(entry["mean"], math.nan if ci is None else ci)
 
 
+_INVERSE = {"beats": "loses to", "loses to": "beats", "ties": "ties"}
+
+
+def verdict(r: Mapping[str, Any], policy: str, other: str) -> tuple[str, float] | None:
+    """The paired verdict "``policy`` <verdict> ``other``" on the return and its p-value, from record ``r``
+    (``None`` where the record holds no paired test of the two)."""
+    for v in r.get("paired", ()):
+        if (v["policy"], v["other"]) == (policy, other):
+            return v["verdict"], float(v["p_value"])
+        if (v["policy"], v["other"]) == (other, policy):
+            return _INVERSE[v["verdict"]], float(v["p_value"])
+    return None
+
+
+def best_pair(r: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """The best online baseline and the best RL agent of record ``r`` (by score where it has one)."""
+    policies = r["policies"]
+    metric = SCORE_KEY if any(SCORE_KEY in v for v in policies.values()) else "return"
+    base, agent = _best(policies, "baseline", metric), _best(policies, "agent", metric)
+    return (base[0] if base else None), (agent[0] if agent else None)
+
+
+def agent_tally(records: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
+    """verdict -> the envs where the best RL agent has it against the best online baseline (paired test);
+    ``"-"``: no agent, or no paired test in the record."""
+    out: dict[str, list[str]] = {"beats": [], "ties": [], "loses to": [], "-": []}
+    for r in records:
+        base, agent = best_pair(r)
+        v = verdict(r, agent, base) if base and agent else None
+        out[v[0] if v else "-"].append(r["env_id"].split("/")[-1])
+    return out
+
+
 def summary_table(records: Sequence[Mapping[str, Any]]) -> list[list[str]]:
     """The table across envs: header, then per env the best online baseline and RL agent by score.
 
     Ranked by the normalised score where the env has one (hindsight known), by the return otherwise.
     The hindsight gap is 1 - the best online baseline's score: the headroom left above it. The
-    references (:data:`REFERENCES`) are not ranked.
+    references (:data:`REFERENCES`) are not ranked. "agent vs baseline" is the paired test on the
+    return of the best agent against the best baseline (:func:`verdict`), ``-`` where the record has none.
     """
     table = [["env", "scenario", "hindsight", "best baseline", "its score", "best agent", "its score",
-              "hindsight gap"]]
+              "agent vs baseline", "hindsight gap"]]
     for r in records:
         policies = r["policies"]
         metric = SCORE_KEY if any(SCORE_KEY in v for v in policies.values()) else "return"
         base, agent = _best(policies, "baseline", metric), _best(policies, "agent", metric)
-        gap = "-"
+        gap, paired = "-", None
+        if base is not None and agent is not None:
+            paired = verdict(r, agent[0], base[0])
         if base is not None and metric == SCORE_KEY:
             gap = f"{1.0 - base[1][SCORE_KEY]['mean']:.3g}"
         table.append([
             r["env_id"].split("/")[-1], f"`{r['scenario']}`", r.get("hindsight") or "none",
             base[0] if base else "-", _cell(base[1].get(SCORE_KEY)) if base else "-",
-            agent[0] if agent else "-", _cell(agent[1].get(SCORE_KEY)) if agent else "-", gap,
+            agent[0] if agent else "-", _cell(agent[1].get(SCORE_KEY)) if agent else "-",
+            f"{paired[0]} (p = {paired[1]:.2g})" if paired else "-", gap,
         ])
     return table
 

@@ -63,6 +63,19 @@ class ResultsEntry:
             )
 
 
+def tally_lines(records: list[dict]) -> list[str]:
+    """The line under the leaderboard: on how many envs the best RL agent beats, ties or loses to the best
+    online baseline (the table's "agent vs baseline" column, the paired test on the return)."""
+    tally = leaderboard.agent_tally(records)
+    ranked = len(records) - len(tally["-"])
+    if not ranked:
+        return []
+    parts = [f"{verdict} it on {len(envs)} ({', '.join(envs)})" for verdict, envs in tally.items()
+             if verdict != "-" and envs]
+    return [f"The best RL agent against the best online baseline, paired test on the return over the same test "
+            f"episodes, on the {ranked} envs with both: {'; '.join(parts)}.", ""]
+
+
 def trained_steps(e: ResultsEntry) -> str:
     """``"ppo, ppo_lagrangian trained 200000 steps"``; with per-algorithm budgets each algorithm's own."""
     steps = {a: e.algo_timesteps.get(a, e.timesteps) for a in e.algos}
@@ -231,6 +244,7 @@ def run_results(
         "",
         *markdown_table(leaderboard.summary_table(records)),
         "",
+        *tally_lines(records),
         *sections,
         *tuning_section(),
     ]

@@ -40,6 +40,34 @@ def test_results_write_the_leaderboard_and_the_table_across_envs(board):
     best = max((p for p, v in rec["policies"].items() if p not in leaderboard.REFERENCES),
                key=lambda p: rec["policies"][p].get("score", rec["policies"][p]["return"])["mean"])
     assert table[1][3] == best  # the best online baseline, the references (random, hindsight) left out
+    # the agent-vs-baseline column is the run's own paired verdict of the two (paired.csv)
+    with open(tmp / "runs" / "Offload" / "paired.csv") as f:
+        import csv
+
+        pairs = {(r["policy"], r["other"]): r["verdict"] for r in csv.DictReader(f)}
+    assert table[1][7].split(" (p = ")[0] == pairs[("ppo", best)]
+    assert "The best RL agent against the best online baseline" in page
+
+
+def _record(env: str, paired: list[dict]) -> dict:
+    score = {"mean": 0.0, "ci95": 0.01, "n": 10}
+    return {"env_id": env, "scenario": "hard", "hindsight": "exact", "paired": paired, "policies": {
+        "ppo": {"kind": "agent", "score": {**score, "mean": 0.8}},
+        "greedy": {"kind": "baseline", "score": {**score, "mean": 0.9}},
+        "lyapunov": {"kind": "baseline", "score": {**score, "mean": 0.7}},
+        "hindsight": {"kind": "baseline", "score": {**score, "mean": 1.0}},
+    }}
+
+
+def test_agent_vs_baseline_is_the_paired_verdict_of_the_best_two_read_from_either_side():
+    pair = {"policy": "ppo", "other": "greedy", "verdict": "loses to", "p_value": 0.01}
+    ahead = {"policy": "greedy", "other": "ppo", "verdict": "loses to", "p_value": 0.02}  # stored the other way
+    noise = {"policy": "ppo", "other": "lyapunov", "verdict": "beats", "p_value": 0.001}  # not the best baseline
+    records = [_record("edgelam/A-v0", [noise, pair]), _record("edgelam/B-v0", [ahead]),
+               _record("edgelam/C-v0", [noise])]
+    table = leaderboard.summary_table(records)
+    assert [row[7] for row in table[1:]] == ["loses to (p = 0.01)", "beats (p = 0.02)", "-"]
+    assert leaderboard.agent_tally(records) == {"beats": ["B-v0"], "ties": [], "loses to": ["A-v0"], "-": ["C-v0"]}
 
 
 def test_check_confirms_a_baseline_and_a_saved_agent_and_refuses_a_tampered_record(board):
