@@ -38,12 +38,16 @@ FEASIBLE_SHARE = 0.95  # the cheapest plan keeps the limit on at least this shar
 BINDING_SHARE = 0.10  # hindsight exceeds it on at least this share
 
 
-class _SplitMinEnergy:
-    """Each request's least device energy over every (split layer, bits), at its true rate: the cheapest
-    plan of an episode, since a request's energy depends on its own action and the exogenous trace only."""
+class _Plan:
+    """A plan that reads the env's true state (SB3's ``predict``; ``evaluate`` takes ``env -> plan``)."""
 
     def __init__(self, env: gym.Env) -> None:
         self.env = env.unwrapped
+
+
+class _SplitMinEnergy(_Plan):
+    """Each request's least device energy over every (split layer, bits), at its true rate: the cheapest
+    plan of an episode, since a request's energy depends on its own action and the exogenous trace only."""
 
     def predict(
         self, observation: Any, state: Any = None, episode_start: Any = None, deterministic: bool = True
@@ -55,13 +59,10 @@ class _SplitMinEnergy:
         return np.array(np.unravel_index(int(np.argmin(energy)), energy.shape), dtype=np.int64), state
 
 
-class _SpecFrugal:
+class _SpecFrugal(_Plan):
     """Each round's (gamma, draft) of least device energy per emitted token, with the true link rate and the
     true acceptances of the round (``accepted_if``): a frugal plan, a witness that the limit can be kept (the
     link follows the episode clock, so no plan is the cheapest of every episode for certain)."""
-
-    def __init__(self, env: gym.Env) -> None:
-        self.env = env.unwrapped
 
     def predict(
         self, observation: Any, state: Any = None, episode_start: Any = None, deterministic: bool = True
