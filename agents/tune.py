@@ -58,7 +58,15 @@ from edgelam.agents.compare.plan import eval_overrides
 from edgelam.agents.evaluate import evaluate
 from edgelam.agents.metrics import ci95_halfwidth, paired_test
 from edgelam.agents.policies import NormalizedPolicy, load_policy
-from edgelam.agents.trainers import TRAINERS, TrainSettings, _load, default_timesteps, train_run
+from edgelam.agents.trainers import (
+    TRAINERS,
+    TrainSettings,
+    _load,
+    default_timesteps,
+    is_adversarial_algo,
+    train_run,
+    trainer_for,
+)
 from edgelam.envs import registration
 
 VALIDATION_SEED = 20_000
@@ -169,13 +177,12 @@ MAX_VIOLATION = 0.10
 
 def _trainer(algo: str, callbacks: Sequence[BaseCallback] = ()) -> Any:
     """``algo``'s Trainer, given ``callbacks`` where it takes them (an adversarial trainer takes none)."""
-    cls = _load(TRAINERS[algo])
-    return cls(algo) if cls.adversarial else cls(algo, callbacks)
+    return _load(TRAINERS[algo])(algo, callbacks) if takes_callbacks(algo) else trainer_for(algo)
 
 
 def takes_callbacks(algo: str) -> bool:
     """Whether ``algo``'s trainer runs SB3 callbacks (validation points, pruning): not an adversarial one."""
-    return not _load(TRAINERS[algo]).adversarial
+    return not is_adversarial_algo(algo)
 
 
 def entry_params(env_id: str, algo: str) -> dict[str, Any]:
