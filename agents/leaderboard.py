@@ -111,12 +111,15 @@ def verdict(r: Mapping[str, Any], policy: str, other: str) -> tuple[str, float] 
     return None
 
 
-def best_pair(r: Mapping[str, Any]) -> tuple[str | None, str | None]:
-    """The best online baseline and the best RL agent of record ``r`` (by score where it has one)."""
+_Best = tuple[str, Mapping[str, Any]] | None
+
+
+def best_pair(r: Mapping[str, Any]) -> tuple[str, _Best, _Best]:
+    """The ranking metric of record ``r`` (the score where it has one, else the return), and its best
+    online baseline and best RL agent, each ``(name, entry)`` or ``None``."""
     policies = r["policies"]
     metric = SCORE_KEY if any(SCORE_KEY in v for v in policies.values()) else "return"
-    base, agent = _best(policies, "baseline", metric), _best(policies, "agent", metric)
-    return (base[0] if base else None), (agent[0] if agent else None)
+    return metric, _best(policies, "baseline", metric), _best(policies, "agent", metric)
 
 
 def agent_tally(records: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
@@ -124,8 +127,8 @@ def agent_tally(records: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
     ``"-"``: no agent, or no paired test in the record."""
     out: dict[str, list[str]] = {"beats": [], "ties": [], "loses to": [], "-": []}
     for r in records:
-        base, agent = best_pair(r)
-        v = verdict(r, agent, base) if base and agent else None
+        _, base, agent = best_pair(r)
+        v = verdict(r, agent[0], base[0]) if base and agent else None
         out[v[0] if v else "-"].append(r["env_id"].split("/")[-1])
     return out
 
@@ -141,9 +144,7 @@ def summary_table(records: Sequence[Mapping[str, Any]]) -> list[list[str]]:
     table = [["env", "scenario", "hindsight", "best baseline", "its score", "best agent", "its score",
               "agent vs baseline", "hindsight gap"]]
     for r in records:
-        policies = r["policies"]
-        metric = SCORE_KEY if any(SCORE_KEY in v for v in policies.values()) else "return"
-        base, agent = _best(policies, "baseline", metric), _best(policies, "agent", metric)
+        metric, base, agent = best_pair(r)
         gap, paired = "-", None
         if base is not None and agent is not None:
             paired = verdict(r, agent[0], base[0])

@@ -28,6 +28,7 @@ import torch
 from edgelam.agents import leaderboard
 from edgelam.agents.common import env_name, markdown_table
 from edgelam.agents.compare import PAIRED_NOTE, CompareSettings, compare, cost_note, paired_lines, score_note
+from edgelam.agents.compare.plan import algo_timesteps_checked
 from edgelam.envs.core.config import bounds, build, configs_dir
 
 # words that state a verdict; in docs/results.md they come from the paired test alone
@@ -49,12 +50,10 @@ class ResultsEntry:
     note: str = ""  # why the table looks as it does (printed under it); no numbers, no verdicts: the run gives those
 
     def __post_init__(self) -> None:
-        for algo, steps in self.algo_timesteps.items():
-            if algo not in self.algos:
-                raise ValueError(
-                    f"results entry {self.env}: algo_timesteps.{algo}: not one of algos {list(self.algos)}")
-            if steps < 1:
-                raise ValueError(f"results entry {self.env}: algo_timesteps.{algo} must be >= 1, got {steps}")
+        try:
+            algo_timesteps_checked(self.algo_timesteps, self.algos)
+        except ValueError as exc:
+            raise ValueError(f"results entry {self.env}: {exc}") from None
         words = [w for w in VERDICT_WORDS if re.search(rf"\b{w}\b", self.note, flags=re.IGNORECASE)]
         if words:
             raise ValueError(
@@ -80,7 +79,7 @@ def trained_steps(e: ResultsEntry) -> str:
     """``"ppo, ppo_lagrangian trained 200000 steps"``; with per-algorithm budgets each algorithm's own."""
     steps = {a: e.algo_timesteps.get(a, e.timesteps) for a in e.algos}
     if len(set(steps.values())) <= 1:
-        return f"{', '.join(e.algos)} trained {e.timesteps if not steps else next(iter(steps.values()))} steps"
+        return f"{', '.join(e.algos)} trained {next(iter(steps.values()), e.timesteps)} steps"
     return ", ".join(f"{a} trained {n} steps" for a, n in steps.items())
 
 

@@ -204,14 +204,14 @@ class ComparePlan:
         return self.algo_timesteps.get(algo, self.timesteps)
 
 
-def _algo_timesteps(values: Mapping[str, int] | None, algos: Sequence[str]) -> dict[str, int]:
+def algo_timesteps_checked(values: Mapping[str, int] | None, algos: Sequence[str]) -> dict[str, int]:
     """``algo_timesteps`` checked against ``algos``: ``ValueError`` naming the key."""
     out = {}
     for algo, steps in dict(values or {}).items():
         if algo not in algos:
-            raise ValueError(f"compare: algo_timesteps.{algo}: not one of the algorithms trained ({', '.join(algos)})")
+            raise ValueError(f"algo_timesteps.{algo}: not one of the algorithms trained ({', '.join(algos)})")
         if isinstance(steps, bool) or not isinstance(steps, int | np.integer) or steps < 1:
-            raise ValueError(f"compare: algo_timesteps.{algo} must be an integer >= 1, got {steps!r}")
+            raise ValueError(f"algo_timesteps.{algo} must be an integer >= 1, got {steps!r}")
         out[algo] = int(steps)
     return out
 
@@ -243,7 +243,7 @@ def plan_compare(settings: CompareSettings) -> ComparePlan:
         )
     seeds = tuple(seeds if seeds is not None else defaults["seeds"])
     timesteps = int(timesteps if timesteps is not None else defaults["timesteps"])
-    algo_timesteps = _algo_timesteps(settings.algo_timesteps, algos)
+    algo_timesteps = algo_timesteps_checked(settings.algo_timesteps, algos)
     episodes = int(episodes if episodes is not None else defaults["episodes"])
     names = list(baselines if baselines is not None else baseline_registry.available(env_id))
     evaluated_with = eval_overrides(env_id, scenario, env_kwargs, settings.split)
