@@ -1,6 +1,6 @@
 """Mutation testing of envs/core, the dynamics modules and baselines/ with cosmic-ray (``make mutation``).
 
-``python -m tests.mutation [--only NAME ...] [--work .mutation] [--json FILE]``
+``python -m tests.mutation [--only NAME ...] [--work .mutation] [--json FILE] [--sample N [--seed S]]``
 ``python -m tests.mutation --recheck NAME SURVIVORS.txt [--work DIR]``
 
 Each target is one library module and the fast tests that should catch its mutants.
@@ -11,6 +11,9 @@ copy, never the working tree. For each target cosmic-ray applies every mutation 
 at every site, one mutant at a time, and runs the target's tests with ``-x``: a mutant is
 killed when they fail (or time out), survives when they pass. The score of a target is
 killed / (killed + survived); survivors' diffs go to ``<work>/<name>.survivors.txt``.
+``--sample N`` runs a uniform random sample of N of a target's mutants (seeded by ``--seed``, drawn
+from the mutants left after the operator exclusions, in job-id order) and marks the rest skipped
+("not sampled"): the score is then an estimate, reported with its Wilson 95% interval.
 
 ``--recheck`` replays the survivors' diffs of an earlier run (``<name>.survivors.txt``), one at
 a time, on a fresh copy of HEAD against the target's tests as they are now: the "after" column of
@@ -24,7 +27,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import random
 import shlex
 import shutil
 import subprocess
@@ -125,8 +130,37 @@ def _check_unmutated(name: str, work: Path, env: dict[str, str]) -> list[str]:
     return command
 
 
-def run_target(name: str, work: Path, timeout_s: float) -> dict:
-    """Init and exec one cosmic-ray session; count its outcomes."""
+NOT_SAMPLED = "not sampled"
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (95% at z = 1.96); (nan, nan) for n = 0."""
+    if n == 0:
+        return float("nan"), float("nan")
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def keep_sample(session: Path, size: int, seed: int) -> tuple[int, int]:
+    """Mark all but a seeded uniform sample of ``size`` pending mutants of ``session`` skipped ("not sampled").
+
+    Returns (pending before, kept)."""
+    from cosmic_ray.work_db import use_db
+    from cosmic_ray.work_item import WorkerOutcome, WorkResult
+
+    with use_db(str(session)) as db:
+        pending = sorted(item.job_id for item in db.pending_work_items)
+        kept = set(random.Random(seed).sample(pending, min(size, len(pending))))
+        for job_id in pending:
+            if job_id not in kept:
+                db.set_result(job_id, WorkResult(worker_outcome=WorkerOutcome.SKIPPED, output=NOT_SAMPLED))
+    return len(pending), len(kept)
+
+
+def run_target(name: str, work: Path, timeout_s: float, sample: int | None = None, seed: int = 0) -> dict:
+    """Init and exec one cosmic-ray session (on a seeded sample of ``sample`` mutants if given); count its outcomes."""
     package, module, tests = TARGETS[name]
     config = work / f"{name}.toml"
     session = work / f"{name}.sqlite"
@@ -146,10 +180,13 @@ def run_target(name: str, work: Path, timeout_s: float) -> dict:
     _check_unmutated(name, work, env)
     subprocess.run(["cosmic-ray", "init", str(config), str(session)], cwd=work, env=env, check=True)
     subprocess.run(["cr-filter-operators", str(session), str(config)], cwd=work, env=env, check=True)
+    population = None
+    if sample is not None:
+        population, _ = keep_sample(session, sample, seed)
     subprocess.run(["cosmic-ray", "exec", str(config), str(session)], cwd=work, env=env, check=True)
     dump = subprocess.run(["cosmic-ray", "dump", str(session)], cwd=work, env=env, check=True,
                           capture_output=True, text=True).stdout
-    counts = {"killed": 0, "survived": 0, "timeout": 0, "excluded": 0, "other": 0}
+    counts = {"killed": 0, "survived": 0, "timeout": 0, "excluded": 0, "not_sampled": 0, "other": 0}
     survivors = []
     for line in dump.splitlines():
         item, result = json.loads(line)
@@ -157,7 +194,7 @@ def run_target(name: str, work: Path, timeout_s: float) -> dict:
             counts["other"] += 1
             continue
         if result.get("worker_outcome") == "skipped":
-            counts["excluded"] += 1
+            counts["not_sampled" if result.get("output") == NOT_SAMPLED else "excluded"] += 1
         elif result.get("worker_outcome") == "abnormal":
             counts["timeout"] += 1
         elif result.get("test_outcome") == "killed":
@@ -170,6 +207,7 @@ def run_target(name: str, work: Path, timeout_s: float) -> dict:
     (work / f"{name}.survivors.txt").write_text("\n".join(survivors))
     caught = counts["killed"] + counts["timeout"]
     total = caught + counts["survived"]
+    low, high = wilson_interval(caught, total)
     return {
         "target": name,
         "package": package,
@@ -178,6 +216,9 @@ def run_target(name: str, work: Path, timeout_s: float) -> dict:
         **counts,
         "mutants": total,
         "score": caught / total if total else float("nan"),
+        "score_ci95": [low, high] if sample is not None else None,
+        "population": population if sample is not None else total,
+        "seed": seed if sample is not None else None,
         "wall_time_s": time.perf_counter() - began,
     }
 
@@ -211,10 +252,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default=".mutation", help="work folder (replaced)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per mutant before it counts as killed")
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--sample", type=int, help="run a seeded uniform sample of this many mutants per target")
+    parser.add_argument("--seed", type=int, default=0, help="seed of --sample")
     parser.add_argument("--recheck", nargs=2, metavar=("NAME", "SURVIVORS"),
                         help="replay a target's survivors' diffs against its tests as they are now")
     args = parser.parse_args(argv)
     work = Path(args.work).resolve()
+    if args.sample is not None and args.sample < 1:
+        parser.error(f"--sample must be a positive number of mutants, got {args.sample}")
     if args.recheck:
         name, survivors = args.recheck
         if name not in TARGETS:
@@ -226,14 +271,17 @@ def main(argv: list[str] | None = None) -> int:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, check=True, capture_output=True,
                             text=True).stdout.strip()
     prepare(work)
-    results = [{**run_target(name, work, args.timeout), "commit": commit} for name in (args.only or TARGETS)]
+    results = []
+    for name in args.only or TARGETS:
+        results.append({**run_target(name, work, args.timeout, args.sample, args.seed), "commit": commit})
+        if args.json:  # after each target, so a long run's finished targets are on disk
+            Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     print(f"commit {commit}")
-    print(f"{'target':32} {'mutants':>8} {'killed':>7} {'timeout':>8} {'survived':>9} {'score':>7}")
+    print(f"{'target':32} {'of':>6} {'mutants':>8} {'killed':>7} {'timeout':>8} {'survived':>9} {'score':>7}  95% CI")
     for r in results:
-        print(f"{r['target']:32} {r['mutants']:8d} {r['killed']:7d} {r['timeout']:8d} {r['survived']:9d} "
-              f"{r['score']:7.1%}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        ci = "" if r["score_ci95"] is None else f"  {r['score_ci95'][0]:.1%} - {r['score_ci95'][1]:.1%}"
+        print(f"{r['target']:32} {r['population']:6d} {r['mutants']:8d} {r['killed']:7d} {r['timeout']:8d} "
+              f"{r['survived']:9d} {r['score']:7.1%}{ci}")
     return 0
 
 
