@@ -192,7 +192,7 @@ def add_results(command: Command) -> None:
     p.set_defaults(func=cmd_results)
 
 
-# the algorithms edgelam tune has a search space for (edgelam.agents.tune.SAMPLERS; not imported here: optuna)
+# the algorithms edgelam tune has a search space for (edgelam.agents.tune_space.SAMPLERS; not imported here: optuna)
 TUNE_ALGOS = ("ppo", "maskable_ppo", "a2c", "sac", "td3", "dqn", "ppo_lagrangian", "rarl")
 
 

@@ -1,7 +1,7 @@
 """``edgelam tune --engine ray``: the study of :mod:`edgelam.agents.tune` through Ray Tune, for a cluster.
 
 Ray Tune's ``OptunaSearch`` proposes the trials with the same TPE sampler (seeded) over the
-same search space (:data:`edgelam.agents.tune.SAMPLERS`, run define-by-run), and Ray's
+same search space (:data:`edgelam.agents.tune_space.SAMPLERS`, run define-by-run), and Ray's
 ``MedianStoppingRule`` plays the median pruner; each trial runs
 :func:`edgelam.agents.tune.run_trial` on a worker, reports its validation returns to Tune and
 trains in ``<out>/ray_trials/<trial id>``. The untuned entry is evaluated on the driver, as in
@@ -20,13 +20,13 @@ import optuna
 from edgelam.agents.ray_engine import init_ray, require_ray
 from edgelam.agents.tune import (
     CONSTRAINED,
-    SAMPLERS,
     TuneResult,
     TuneSettings,
     entry_params,
     run_trial,
     untuned_score,
 )
+from edgelam.agents.tune_space import SAMPLERS
 
 METRIC = "validation_return"
 

@@ -10,6 +10,7 @@ import pytest
 
 from edgelam.agents import hyperparams as hp
 from edgelam.agents import tune as tune_mod
+from edgelam.agents import tune_space
 from edgelam.agents.common import TEST_SEED
 from edgelam.agents.evaluate import evaluate
 from edgelam.agents.policies import load_policy
@@ -191,7 +192,7 @@ def test_select_best_takes_the_best_feasible_trial_not_the_best_return():
 
 
 def test_a_ppo_lagrangian_study_records_violations_and_picks_by_the_constraint(tmp_path, monkeypatch):
-    monkeypatch.setitem(tune_mod.SAMPLERS, "ppo_lagrangian", _tiny_lagrangian)
+    monkeypatch.setitem(tune_space.SAMPLERS, "ppo_lagrangian", _tiny_lagrangian)
     settings = TuneSettings(
         env_id=SPLIT,
         algo="ppo_lagrangian",
@@ -224,7 +225,7 @@ def test_a_ppo_lagrangian_study_records_violations_and_picks_by_the_constraint(t
 
 def _tiny_lagrangian(trial, n_envs):
     """The real space's Lagrangian keys over a PPO small enough for the test's budget."""
-    params = tune_mod.sample_ppo_lagrangian(trial, n_envs)
+    params = tune_space.sample_ppo_lagrangian(trial, n_envs)
     return {**params, "n_steps": 32, "batch_size": 64, "n_epochs": 1, "policy_kwargs": {"net_arch": [16]}}
 
 
@@ -247,7 +248,7 @@ def test_a_constrained_trial_is_never_pruned(tmp_path):
 
 
 def test_a_rarl_study_validates_the_protagonist_at_its_end_and_writes_rarl_yml(tmp_path, monkeypatch):
-    monkeypatch.setitem(tune_mod.SAMPLERS, "rarl", _tiny_rarl)
+    monkeypatch.setitem(tune_space.SAMPLERS, "rarl", _tiny_rarl)
     seeds = _evaluated_seeds(monkeypatch)
     settings = TuneSettings(
         env_id="edgelam/RobustRouting-v0",
@@ -275,7 +276,7 @@ def test_a_rarl_study_validates_the_protagonist_at_its_end_and_writes_rarl_yml(t
 
 
 def _tiny_rarl(trial, n_envs):
-    params = tune_mod.sample_rarl(trial, n_envs)
+    params = tune_space.sample_rarl(trial, n_envs)
     return {**params, "n_envs": 2, "n_steps": 32, "batch_size": 64, "n_epochs": 1, "policy_kwargs": {"net_arch": [16]}}
 
 
@@ -294,7 +295,7 @@ def test_rarl_without_a_rarl_yml_entry_trains_on_ppo_yml_alone():
 def test_the_cli_offers_every_search_space():
     from edgelam.agents.cli_compare import TUNE_ALGOS
 
-    assert set(TUNE_ALGOS) == set(tune_mod.SAMPLERS) >= {"ppo_lagrangian", "rarl"}
+    assert set(TUNE_ALGOS) == set(tune_space.SAMPLERS) >= {"ppo_lagrangian", "rarl"}
 
 
 def test_the_study_picks_the_feasible_trial_over_a_higher_return_one(tmp_path, monkeypatch):
