@@ -135,7 +135,8 @@ def test_pyproject_filters_turn_the_deprecated_cache_argument_into_an_error(call
         def call():
             lm.model(input_ids=ids, past_key_values=DynamicCache(), use_cache=True)
 
-    else:  # a direct call from a module named edgelam.*: attributed to that module
+    else:  # a direct call from a module named edgelam.*: attributed to that module, or to the
+        # `kernels` wrapper that newer transformers put around attention forwards
         code = compile("attn.forward(h, position_embeddings=pe, past_key_values=DynamicCache())", "probe", "exec")
         scope = {"__name__": "edgelam.envs.lam.probe", "DynamicCache": DynamicCache}
         scope.update(attn=layer.self_attn, h=h, pe=position_embeddings)
