@@ -1,0 +1,206 @@
+"""Model caching at an edge server: a catalogue of models that share parameter blocks, and the
+classic replacement and placement policies over a request trace (the building blocks of the
+edge model cache envs, issue #17).
+
+A :class:`Catalogue` has blocks (sizes in bytes) and models, each a set of blocks: task models
+that are LoRA adapters on one backbone share the backbone block, so a cache that holds several
+of them stores it once (TrimCaching: Qu, Lin, Liu et al., 2024). A cache is a set of models; its
+footprint is the bytes of the union of their blocks (:meth:`Catalogue.footprint`).
+
+Replacement policies run on demand: a request for a cached model is a hit; on a miss the model
+is fetched and inserted unless it alone exceeds the capacity (then it is served without being
+kept), evicting cached models in the policy's order until the footprint fits.
+
+* :func:`lru_hits`: evict the least recently requested model.
+* :func:`lfu_hits`: evict the model with the fewest requests so far, counting the requests of
+  models that were evicted since ("perfect" LFU); ties go to the least recently requested.
+* :func:`belady_hits`: Belady's MIN for models of one size (Belady, IBM Systems Journal 5(2),
+  1966), with bypass: on a miss with a full cache, of the cached models and the requested one
+  the one requested again farthest in the future (or never) is left out. It maximises the hits of
+  any policy, online or not, on the trace (Mattson, Gecsei, Slutz and Traiger, IBM Systems
+  Journal 9(2), 1970); tests/core/test_caching.py checks it against an exhaustive search.
+* :func:`static_placement`: the fixed set that maximises the summed value of its models within
+  the capacity, shared blocks counted once: the MILP max sum v_i x_i s.t. x_i <= y_b for each
+  block b of model i, sum_b bytes_b y_b <= C, x, y binary, solved exactly by HiGHS through
+  ``scipy.optimize.milp`` (Huangfu and Hall, Math. Prog. Comp. 10, 2018). With value =
+  popularity x quality gain it is the static popularity placement baseline of the issue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """``block_bytes[k]``: the size of block k; ``blocks[i]``: the blocks model i is made of;
+    ``names[i]``: its name."""
+
+    block_bytes: tuple[int, ...]
+    blocks: tuple[tuple[int, ...], ...]
+    names: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        sizes = np.asarray(self.block_bytes)
+        if sizes.ndim != 1 or len(sizes) == 0 or not np.all(np.isfinite(sizes)) or np.any(sizes <= 0):
+            raise ValueError(f"block_bytes: need one or more sizes > 0, got {self.block_bytes!r}")
+        if len(self.names) != len(self.blocks) or len(set(self.names)) != len(self.names):
+            raise ValueError(f"names: need one distinct name per model, got {self.names!r} for {len(self.blocks)}")
+        for name, bs in zip(self.names, self.blocks, strict=True):
+            if not bs or any(not 0 <= b < len(sizes) for b in bs) or len(set(bs)) != len(bs):
+                raise ValueError(f"blocks of model {name!r}: need distinct block indices in [0, {len(sizes)}), "
+                                 f"got {bs!r}")
+
+    @classmethod
+    def unshared(cls, model_bytes: Sequence[int], names: Sequence[str] | None = None) -> Catalogue:
+        """Models that share nothing: model i is block i."""
+        names = tuple(names) if names is not None else tuple(f"m{i}" for i in range(len(model_bytes)))
+        return cls(tuple(int(b) for b in model_bytes), tuple((i,) for i in range(len(model_bytes))), names)
+
+    @property
+    def n_models(self) -> int:
+        return len(self.blocks)
+
+    def footprint(self, models: Iterable[int]) -> int:
+        """Bytes stored to hold ``models``: every block of theirs, once."""
+        used = {b for m in models for b in self.blocks[m]}
+        return int(sum(self.block_bytes[b] for b in used))
+
+    def model_bytes(self, model: int) -> int:
+        """Bytes of one model on its own (what a fetch into an empty cache moves)."""
+        return self.footprint((model,))
+
+
+def _trace(trace: Sequence[int] | np.ndarray, n_models: int) -> list[int]:
+    t = np.asarray(trace)
+    if t.ndim != 1 or (t.size and not np.issubdtype(t.dtype, np.integer)):
+        raise ValueError(f"trace: need a 1-d sequence of model indices, got {trace!r}")
+    if t.size and (t.min() < 0 or t.max() >= n_models):
+        raise ValueError(f"trace: model indices must be in [0, {n_models}), got {t.min()}..{t.max()}")
+    return t.astype(np.int64).tolist()
+
+
+def _capacity(capacity: float) -> float:
+    c = float(capacity)
+    if not np.isfinite(c) or c < 0:
+        raise ValueError(f"capacity: need a finite number >= 0, got {capacity!r}")
+    return c
+
+
+def _evicting(trace: Sequence[int], catalogue: Catalogue, capacity: float, lfu: bool) -> np.ndarray:
+    requests = _trace(trace, catalogue.n_models)
+    cap = _capacity(capacity)
+    cache: set[int] = set()
+    last = [-1] * catalogue.n_models
+    count = [0] * catalogue.n_models
+    hits = np.zeros(len(requests), dtype=bool)
+    for t, m in enumerate(requests):
+        count[m] += 1
+        if m in cache:
+            hits[t] = True
+        elif catalogue.model_bytes(m) <= cap:
+            while catalogue.footprint(cache | {m}) > cap:
+                victim = min(cache, key=(lambda i: (count[i], last[i])) if lfu else (lambda i: last[i]))
+                cache.discard(victim)
+            cache.add(m)
+        last[m] = t
+    return hits
+
+
+def lru_hits(trace: Sequence[int] | np.ndarray, catalogue: Catalogue, capacity: float) -> np.ndarray:
+    """Hit (True) or miss of each request of ``trace`` (model indices) under LRU within ``capacity`` bytes."""
+    return _evicting(trace, catalogue, capacity, lfu=False)
+
+
+def lfu_hits(trace: Sequence[int] | np.ndarray, catalogue: Catalogue, capacity: float) -> np.ndarray:
+    """Hit or miss of each request under perfect LFU (ties: least recent) within ``capacity`` bytes."""
+    return _evicting(trace, catalogue, capacity, lfu=True)
+
+
+def belady_hits(trace: Sequence[int] | np.ndarray, n_models: int, capacity_models: int) -> np.ndarray:
+    """Hit or miss of each request under Belady's MIN with bypass, for ``n_models`` models of one
+    size and room for ``capacity_models`` of them: the most hits any policy gets on ``trace``."""
+    if int(n_models) != n_models or n_models < 1:
+        raise ValueError(f"n_models: need an integer >= 1, got {n_models!r}")
+    if int(capacity_models) != capacity_models or capacity_models < 0:
+        raise ValueError(f"capacity_models: need an integer >= 0, got {capacity_models!r}")
+    requests = _trace(trace, int(n_models))
+    never = len(requests)
+    next_use = [never] * len(requests)
+    seen = [never] * int(n_models)
+    for t in range(len(requests) - 1, -1, -1):
+        next_use[t] = seen[requests[t]]
+        seen[requests[t]] = t
+    cache: dict[int, int] = {}  # cached model -> its next request
+    hits = np.zeros(len(requests), dtype=bool)
+    for t, m in enumerate(requests):
+        if m in cache:
+            hits[t] = True
+            cache[m] = next_use[t]
+            continue
+        if capacity_models == 0:
+            continue
+        if len(cache) < capacity_models:
+            cache[m] = next_use[t]
+            continue
+        farthest = max(cache, key=cache.__getitem__)
+        if cache[farthest] > next_use[t]:  # else the requested model is the one left out
+            del cache[farthest]
+            cache[m] = next_use[t]
+    return hits
+
+
+@dataclass(frozen=True)
+class Placement:
+    """``models``: the placed set (indices); ``value``: its summed value; ``footprint``: its bytes;
+    ``status``: ``"optimal"``, or ``"fallback"`` with ``message`` when HiGHS did not prove optimality
+    (then ``models`` is the greedy value-per-byte set, feasible but not certified)."""
+
+    models: tuple[int, ...]
+    value: float
+    footprint: int
+    status: str
+    message: str = ""
+
+
+def _greedy_placement(values: np.ndarray, catalogue: Catalogue, cap: float) -> tuple[int, ...]:
+    chosen: set[int] = set()
+    for m in np.argsort(-values / np.array([catalogue.model_bytes(i) for i in range(catalogue.n_models)]),
+                        kind="stable"):
+        if values[m] > 0 and catalogue.footprint(chosen | {int(m)}) <= cap:
+            chosen.add(int(m))
+    return tuple(sorted(chosen))
+
+
+def static_placement(values: Sequence[float] | np.ndarray, catalogue: Catalogue, capacity: float,
+                     time_limit_s: float = 10.0) -> Placement:
+    """The set of models of largest summed ``values`` whose footprint fits ``capacity`` bytes (module docstring)."""
+    from scipy.optimize import Bounds, LinearConstraint, milp
+
+    v = np.asarray(values, dtype=np.float64)
+    if v.shape != (catalogue.n_models,) or not np.all(np.isfinite(v)):
+        raise ValueError(f"values: need {catalogue.n_models} finite numbers (one per model), got {values!r}")
+    cap = _capacity(capacity)
+    n, k = catalogue.n_models, len(catalogue.block_bytes)
+    # variables: x_0..x_{n-1} (model placed), y_0..y_{k-1} (block stored)
+    c = np.concatenate([-v, np.zeros(k)])
+    rows = []
+    for i, bs in enumerate(catalogue.blocks):
+        for b in bs:
+            row = np.zeros(n + k)
+            row[i], row[n + b] = 1.0, -1.0
+            rows.append(row)
+    link = LinearConstraint(np.array(rows), -np.inf, 0.0)
+    room = LinearConstraint(np.concatenate([np.zeros(n), np.asarray(catalogue.block_bytes, float)])[None], -np.inf, cap)
+    res = milp(c, constraints=[link, room], integrality=np.ones(n + k), bounds=Bounds(0, 1),
+               options={"time_limit": float(time_limit_s)})
+    if res.status == 0 and res.x is not None:
+        models = tuple(int(i) for i in np.flatnonzero(res.x[:n] > 0.5))
+        status, message = "optimal", ""
+    else:
+        models = _greedy_placement(v, catalogue, cap)
+        status, message = "fallback", f"HiGHS: {res.message}"
+    return Placement(models, float(v[list(models)].sum()), catalogue.footprint(models), status, message)

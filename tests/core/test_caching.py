@@ -1,0 +1,145 @@
+"""edgelam.envs.core.caching: footprints with shared blocks, LRU and LFU against hand-traced
+hits, Belady's MIN against an exhaustive search, the HiGHS placement against enumeration."""
+
+from __future__ import annotations
+
+import functools
+import itertools
+
+import numpy as np
+import pytest
+
+from edgelam.envs.core import caching as C
+
+# a 100-byte backbone with two 10-byte adapters on it (models 0 and 1), a 50-byte general model (2)
+SHARED = C.Catalogue((100, 10, 10, 50), ((0, 1), (0, 2), (3,)), ("edge+a", "edge+b", "device"))
+A, B, Cm, D = 0, 1, 2, 3
+UNIT4 = C.Catalogue.unshared([1, 1, 1, 1], names="ABCD")
+
+
+def test_footprint_stores_a_shared_backbone_once():
+    assert SHARED.footprint([0, 1]) == 120  # not 110 + 110
+    assert SHARED.footprint([0, 1, 2]) == 170
+    assert SHARED.model_bytes(1) == 110
+    assert SHARED.footprint([]) == 0
+
+
+def test_lru_and_lfu_match_hand_traces():
+    # capacity 2: A A B C A. LRU evicts A at C (A last used at 1, B at 2), so the last A misses;
+    # LFU evicts B (1 request against A's 2), so the last A hits.
+    trace = [A, A, B, Cm, A]
+    assert C.lru_hits(trace, UNIT4, 2).tolist() == [False, True, False, False, False]
+    assert C.lfu_hits(trace, UNIT4, 2).tolist() == [False, True, False, False, True]
+    # capacity 3: A B C A D B A. LRU: D evicts B (oldest), B evicts C: hits at 3 and 6.
+    trace = [A, B, Cm, A, D, B, A]
+    assert np.flatnonzero(C.lru_hits(trace, UNIT4, 3)).tolist() == [3, 6]
+    # LFU: D evicts B (count 1, older than C); B (count now 2) evicts C (1, older than D): same hits
+    assert np.flatnonzero(C.lfu_hits(trace, UNIT4, 3)).tolist() == [3, 6]
+    # perfect LFU keeps the counts of evicted models: capacity 2, A A B C B C A. C evicts B (1 < 2),
+    # B (now 2) evicts C (1), C (now 2) ties A at 2 and evicts it (older), A (3) evicts B (2, older
+    # than C). An LFU that forgot an evicted model's count would evict B at the second C and hit A.
+    assert C.lfu_hits([A, A, B, Cm, B, Cm, A], UNIT4, 2).tolist() == [False, True] + [False] * 5
+
+
+def test_lru_with_shared_blocks_evicts_until_the_footprint_fits():
+    # capacity 125: edge+a (110), edge+b (+10 -> 120, fits beside it), device (50): 170 > 125, so LRU
+    # evicts edge+a (160 > 125 still) then edge+b (50); edge+b misses, evicting device (160 > 125);
+    # edge+a misses and fits beside it (120); edge+b hits.
+    trace = [0, 1, 2, 1, 0, 1]
+    hits = C.lru_hits(trace, SHARED, 125)
+    assert hits.tolist() == [False] * 5 + [True]
+    # a model larger than the capacity is served but never kept, and evicts nothing
+    # (device, 50 bytes, stays through a request for edge+a, 110)
+    assert C.lru_hits([2, 0, 0, 2], SHARED, 60).tolist() == [False, False, False, True]
+    assert C.lfu_hits([2, 0, 0, 2], SHARED, 60).tolist() == [False, False, False, True]
+
+
+def _brute_force_hits(trace: list[int], capacity: int) -> int:
+    """The most hits of any demand policy with bypass (unit sizes), by exhaustive search."""
+
+    @functools.cache
+    def best(t: int, cache: frozenset) -> int:
+        if t == len(trace):
+            return 0
+        m = trace[t]
+        if m in cache:
+            return 1 + best(t + 1, cache)
+        options = [best(t + 1, cache)]  # bypass
+        if len(cache) < capacity:
+            options.append(best(t + 1, cache | {m}))
+        else:
+            options += [best(t + 1, (cache - {v}) | {m}) for v in cache]
+        return max(options)
+
+    return best(0, frozenset())
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_belady_hits_equal_an_exhaustive_search_and_bound_lru_and_lfu(seed):
+    rng = np.random.default_rng(seed)
+    n, k = int(rng.integers(3, 6)), int(rng.integers(1, 4))
+    trace = rng.integers(0, n, size=int(rng.integers(8, 15))).tolist()
+    hits = C.belady_hits(trace, n, k)
+    assert int(hits.sum()) == _brute_force_hits(trace, k), (trace, k)
+    unit = C.Catalogue.unshared([1] * n)
+    assert hits.sum() >= C.lru_hits(trace, unit, k).sum()
+    assert hits.sum() >= C.lfu_hits(trace, unit, k).sum()
+
+
+def test_belady_evicts_the_model_needed_farthest():
+    # capacity 2: A B C B A. At C, A is next needed at 4, B at 3 and C never: MIN leaves C out
+    # (LRU would evict A and miss it at 4)
+    assert C.belady_hits([A, B, Cm, B, A], 4, 2).tolist() == [False, False, False, True, True]
+
+
+def _enumerate_best(values: np.ndarray, catalogue: C.Catalogue, capacity: int) -> float:
+    best = 0.0
+    for r in range(catalogue.n_models + 1):
+        for subset in itertools.combinations(range(catalogue.n_models), r):
+            if catalogue.footprint(subset) <= capacity:
+                best = max(best, float(values[list(subset)].sum()))
+    return best
+
+
+def test_placement_counts_the_shared_backbone_once():
+    # two adapters (value 5 each, 120 bytes together) beat the general model (8, 50 bytes); a
+    # placement that summed model sizes (220 bytes) would pick the general model alone
+    p = C.static_placement([5.0, 5.0, 8.0], SHARED, 125)
+    assert p.status == "optimal" and p.models == (0, 1) and p.value == 10.0 and p.footprint == 120
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_placement_equals_enumeration_on_random_shared_catalogues(seed):
+    rng = np.random.default_rng(100 + seed)
+    k = int(rng.integers(3, 7))
+    sizes = tuple(int(s) for s in rng.integers(1, 40, size=k))
+    blocks = tuple(tuple(int(b) for b in rng.choice(k, size=int(rng.integers(1, 3)), replace=False))
+                   for _ in range(int(rng.integers(3, 8))))
+    cat = C.Catalogue(sizes, blocks, tuple(f"m{i}" for i in range(len(blocks))))
+    values = rng.uniform(-1, 5, size=cat.n_models)
+    capacity = int(rng.integers(0, sum(sizes)))
+    p = C.static_placement(values, cat, capacity)
+    assert p.status == "optimal"
+    assert p.footprint <= capacity
+    assert p.value == pytest.approx(_enumerate_best(values, cat, capacity), abs=1e-6)
+
+
+def test_bad_inputs_raise_value_errors_naming_the_argument():
+    with pytest.raises(ValueError, match="block_bytes"):
+        C.Catalogue((100, 0), ((0,), (1,)), ("a", "b"))
+    with pytest.raises(ValueError, match="blocks of model 'b'"):
+        C.Catalogue((100, 10), ((0,), (2,)), ("a", "b"))
+    with pytest.raises(ValueError, match="names"):
+        C.Catalogue((100, 10), ((0,), (1,)), ("a", "a"))
+    with pytest.raises(ValueError, match="capacity"):
+        C.lru_hits([0, 1], SHARED, -1)
+    with pytest.raises(ValueError, match="trace"):
+        C.lfu_hits([0, 3], SHARED, 100)
+    with pytest.raises(ValueError, match="trace"):
+        C.lru_hits([0.5, 1.0], SHARED, 100)
+    with pytest.raises(ValueError, match="capacity_models"):
+        C.belady_hits([0, 1], 2, -1)
+    with pytest.raises(ValueError, match="values"):
+        C.static_placement([1.0, 2.0], SHARED, 100)
+    with pytest.raises(ValueError, match="values"):
+        C.static_placement([1.0, np.nan, 2.0], SHARED, 100)
