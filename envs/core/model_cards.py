@@ -31,6 +31,9 @@ import numpy as np
 
 from edgelam.envs.core.config import bounds, build, configs_dir, read_yaml
 
+# the projections of a Llama/Qwen decoder layer a LoRA adapter can sit on
+LORA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
 
 def _out(x: np.ndarray) -> np.ndarray | float:
     return x[()] if x.ndim == 0 else x
@@ -123,6 +126,19 @@ class ModelCard:
         """L per-layer params + embedding + untied LM head + final norm d."""
         head = 0 if self.tied_embeddings else self.lm_head_params
         return self.num_layers * self.params_per_layer + self.embedding_params + head + self.d_model
+
+    def lora_params(self, rank: int, targets: tuple[str, ...] = LORA_PROJECTIONS) -> int:
+        """Parameters of a LoRA adapter of ``rank`` on the ``targets`` projections of every layer
+        (Hu et al., ICLR 2022): A is r x in and B is out x r, so r (in + out) per projection."""
+        if int(rank) != rank or rank < 1:
+            raise ValueError(f"rank: need an integer >= 1, got {rank!r}")
+        d, f, q, kv = self.d_model, self.ffn_dim, self.q_dim, self.kv_dim
+        dims = {"q_proj": (d, q), "k_proj": (d, kv), "v_proj": (d, kv), "o_proj": (q, d),
+                "gate_proj": (d, f), "up_proj": (d, f), "down_proj": (f, d)}
+        unknown = [t for t in targets if t not in dims]
+        if unknown or not targets:
+            raise ValueError(f"targets: need names among {', '.join(dims)}, got {targets!r}")
+        return self.num_layers * int(rank) * sum(dims[t][0] + dims[t][1] for t in targets)
 
     # -- FLOPs and bytes ------------------------------------------------------------------------------
 

@@ -106,6 +106,20 @@ def test_cards_load_and_params_match_reported():
     assert cards["Llama-2-7B"].activation_bytes(np.array([1, 10]), 8).tolist() == [4096, 40960]
 
 
+def test_lora_params_are_what_peft_reports():
+    """PEFT prints "trainable params: 24,313,856" for Llama-3.2-3B with r = 16 on every linear layer
+    of the decoder (q, k, v, o, gate, up, down): 28 layers x 16 x 54,272 (in + out summed)."""
+    l3 = get_model_card("Llama-3.2-3B")
+    assert l3.lora_params(16) == 24_313_856
+    assert l3.lora_params(8) == 12_156_928
+    # attention only, q and v (the original LoRA setting): 28 x 8 x ((3072 + 3072) + (3072 + 1024))
+    assert l3.lora_params(8, ("q_proj", "v_proj")) == 28 * 8 * 10_240
+    with pytest.raises(ValueError, match="rank"):
+        l3.lora_params(0)
+    with pytest.raises(ValueError, match="targets"):
+        l3.lora_params(8, ("lm_head",))
+
+
 def test_flops_per_token_are_two_per_weight_plus_attention():
     cards = load_model_cards()
     l2 = cards["Llama-2-7B"]
