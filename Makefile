@@ -12,6 +12,9 @@ MUTATION_STAMP := $(VENV)/.edgelam-mutation-installed
 DOCS_STAMP := $(VENV)/.edgelam-docs-installed
 # targets of tests/mutation.py to run (names in its TARGETS; empty: all of them, many hours on 2 cores)
 MUTATION_TARGETS ?=
+# mutants per target to sample (seeded, uniformly; empty: every mutant) and the sample's seed
+MUTATION_SAMPLE ?=
+MUTATION_SEED ?= 0
 # a second environment with the `ray` extra (Ray Tune, RLlib), which pins gymnasium 1.2.x
 RAY_VENV  ?= .venv-ray
 RAY_PY    := $(RAY_VENV)/bin/python
@@ -76,7 +79,8 @@ results: $(STAMP)
 # mutation testing of envs/core, the dynamics modules and baselines/ on a copy of HEAD (docs/testing.md);
 # not part of `make test` or CI: e.g. make mutation MUTATION_TARGETS="core.queues split_inference.dynamics"
 mutation: $(MUTATION_STAMP)
-	$(PY) -m tests.mutation $(if $(MUTATION_TARGETS),--only $(MUTATION_TARGETS)) --work .mutation --json .mutation/results.json
+	$(PY) -m tests.mutation $(if $(MUTATION_TARGETS),--only $(MUTATION_TARGETS)) \
+		$(if $(MUTATION_SAMPLE),--sample $(MUTATION_SAMPLE) --seed $(MUTATION_SEED)) --work .mutation --json .mutation/results.json
 
 # the env pages and the CLI page are generated from the code (edgelam.agents.docs_site, also the
 # mkdocs hook), then the site is built into site/ with every warning an error
