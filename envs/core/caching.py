@@ -24,6 +24,14 @@ kept), evicting cached models in the policy's order until the footprint fits.
   block b of model i, sum_b bytes_b y_b <= C, x, y binary, solved exactly by HiGHS through
   ``scipy.optimize.milp`` (Huangfu and Hall, Math. Prog. Comp. 10, 2018). With value =
   popularity x quality gain it is the static popularity placement baseline of the issue.
+
+Requests (:func:`zipf_pmf`, :func:`request_trace`): tasks are requested with Zipf popularity,
+p_k proportional to k^-s over the popularity ranks k = 1..n (Breslau, Cao, Fan, Phillips and
+Shenker, INFOCOM 1999: web requests follow Zipf with s of 0.64-0.83). Each user group ranks the
+tasks its own way (its task mix); the ranking drifts by a swap of two neighbouring ranks at
+random times (a Poisson process of ``swap_rate`` swaps per request), so a task's popularity
+changes in steps while the shape of the distribution stays Zipf. A share ``private`` of the
+requests carries sensitive data (Tian et al.: served by the task model straight from the cloud).
 """
 
 from __future__ import annotations
@@ -204,3 +212,59 @@ def static_placement(values: Sequence[float] | np.ndarray, catalogue: Catalogue,
         models = _greedy_placement(v, catalogue, cap)
         status, message = "fallback", f"HiGHS: {res.message}"
     return Placement(models, float(v[list(models)].sum()), catalogue.footprint(models), status, message)
+
+
+def zipf_pmf(n: int, exponent: float) -> np.ndarray:
+    """Zipf probabilities of the ranks 1..n: k^-s / sum_j j^-s."""
+    if int(n) != n or n < 1:
+        raise ValueError(f"n: need an integer >= 1, got {n!r}")
+    if not np.isfinite(exponent) or exponent < 0:
+        raise ValueError(f"exponent: need a finite number >= 0, got {exponent!r}")
+    w = np.arange(1, int(n) + 1, dtype=np.float64) ** -float(exponent)
+    return w / w.sum()
+
+
+@dataclass(frozen=True)
+class RequestTrace:
+    """``task[t]``, ``group[t]`` and ``private[t]`` of each request t, and ``rank[t, g, :]`` the task
+    at each popularity rank of group g when request t arrives."""
+
+    task: np.ndarray
+    group: np.ndarray
+    private: np.ndarray
+    rank: np.ndarray
+
+
+def request_trace(rng: np.random.Generator, length: int, n_tasks: int, exponent: float,
+                  group_weights: Sequence[float] = (1.0,), swap_rate: float = 0.0,
+                  private: float = 0.0) -> RequestTrace:
+    """``length`` requests (see the module docstring): a group by ``group_weights``, a task by the Zipf
+    law of ``exponent`` over that group's current ranking (each group starts from its own random
+    permutation), swaps of neighbouring ranks at ``swap_rate`` per request and group, and a private
+    flag with probability ``private``."""
+    if int(length) != length or length < 0:
+        raise ValueError(f"length: need an integer >= 0, got {length!r}")
+    pmf = zipf_pmf(n_tasks, exponent)
+    w = np.asarray(group_weights, dtype=np.float64)
+    if w.ndim != 1 or len(w) == 0 or not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
+        raise ValueError(f"group_weights: need one or more finite weights >= 0, not all 0, got {group_weights!r}")
+    if not np.isfinite(swap_rate) or swap_rate < 0:
+        raise ValueError(f"swap_rate: need a finite number >= 0, got {swap_rate!r}")
+    if not 0.0 <= private <= 1.0:
+        raise ValueError(f"private: need a probability in [0, 1], got {private!r}")
+    length, n, groups = int(length), int(n_tasks), len(w)
+    ranking = np.stack([rng.permutation(n) for _ in range(groups)])
+    group = rng.choice(groups, size=length, p=w / w.sum())
+    rank_drawn = rng.choice(n, size=length, p=pmf)
+    swaps = rng.poisson(swap_rate, size=(length, groups)) if swap_rate > 0 else np.zeros((length, groups), int)
+    at = rng.integers(0, max(n - 1, 1), size=(length, groups, max(int(swaps.max(initial=0)), 1)))
+    rank = np.empty((length, groups, n), dtype=np.int64)
+    task = np.empty(length, dtype=np.int64)
+    for t in range(length):
+        for g in range(groups):
+            for i in range(swaps[t, g] if n > 1 else 0):
+                k = at[t, g, i]
+                ranking[g, k], ranking[g, k + 1] = ranking[g, k + 1], ranking[g, k]
+        rank[t] = ranking
+        task[t] = ranking[group[t], rank_drawn[t]]
+    return RequestTrace(task, group, rng.random(length) < private, rank)

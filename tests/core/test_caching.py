@@ -143,3 +143,56 @@ def test_bad_inputs_raise_value_errors_naming_the_argument():
         C.static_placement([1.0, 2.0], SHARED, 100)
     with pytest.raises(ValueError, match="values"):
         C.static_placement([1.0, np.nan, 2.0], SHARED, 100)
+
+
+def test_zipf_pmf_is_the_normalised_power_law():
+    np.testing.assert_allclose(C.zipf_pmf(3, 1.0), [6 / 11, 3 / 11, 2 / 11])
+    np.testing.assert_allclose(C.zipf_pmf(4, 0.0), [0.25] * 4)
+    np.testing.assert_allclose(C.zipf_pmf(2, 2.0), [0.8, 0.2])
+
+
+def test_requests_of_a_fixed_ranking_follow_zipf_over_it():
+    from scipy.stats import chisquare
+
+    trace = C.request_trace(np.random.default_rng(0), 20_000, 6, 0.8, private=0.3)
+    assert (trace.rank == trace.rank[0]).all()  # no drift
+    counts = np.bincount(trace.task, minlength=6)
+    expected = np.empty(6)
+    expected[trace.rank[0, 0]] = C.zipf_pmf(6, 0.8) * 20_000  # the task at rank k has p_k
+    assert chisquare(counts, expected).pvalue > 1e-3
+    assert trace.private.mean() == pytest.approx(0.3, abs=0.015)
+    # the most requested task is the group's first rank, not task 0
+    assert int(np.argmax(counts)) == int(trace.rank[0, 0, 0])
+
+
+def test_each_group_draws_from_its_own_ranking():
+    trace = C.request_trace(np.random.default_rng(1), 20_000, 5, 1.2, group_weights=(3.0, 1.0))
+    assert trace.group.mean() == pytest.approx(0.25, abs=0.015)
+    for g in range(2):
+        counts = np.bincount(trace.task[trace.group == g], minlength=5)
+        assert np.argsort(-counts).tolist() == trace.rank[0, g].tolist(), g
+    assert trace.rank[0, 0].tolist() != trace.rank[0, 1].tolist()  # seed 1: two different mixes
+
+
+def test_drift_swaps_neighbouring_ranks_at_its_rate():
+    trace = C.request_trace(np.random.default_rng(2), 20_000, 8, 1.0, swap_rate=0.01)
+    changed = np.flatnonzero((trace.rank[1:, 0] != trace.rank[:-1, 0]).any(axis=1)) + 1
+    assert 140 <= len(changed) <= 260  # Poisson mean 20,000 x (1 - e^-0.01) = 199
+    for t in changed[:50]:
+        moved = np.flatnonzero(trace.rank[t, 0] != trace.rank[t - 1, 0])
+        if len(moved) == 2:  # one swap: two neighbours exchanged
+            assert moved[1] == moved[0] + 1
+            assert trace.rank[t, 0, moved[0]] == trace.rank[t - 1, 0, moved[1]]
+        assert sorted(trace.rank[t, 0]) == list(range(8))
+    again = C.request_trace(np.random.default_rng(2), 20_000, 8, 1.0, swap_rate=0.01)
+    assert np.array_equal(again.task, trace.task) and np.array_equal(again.rank, trace.rank)
+
+
+def test_bad_request_settings_raise_value_errors_naming_the_key():
+    rng = np.random.default_rng(0)
+    for kwargs, key in [({"n_tasks": 0}, "n"), ({"exponent": -1.0}, "exponent"), ({"length": -5}, "length"),
+                        ({"group_weights": (0.0, 0.0)}, "group_weights"), ({"swap_rate": -0.1}, "swap_rate"),
+                        ({"private": 1.5}, "private")]:
+        args = {"length": 10, "n_tasks": 4, "exponent": 1.0, **kwargs}
+        with pytest.raises(ValueError, match=f"^{key}:"):
+            C.request_trace(rng, **args)
