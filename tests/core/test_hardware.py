@@ -65,6 +65,8 @@ GOOD_ENTRY = """
         ("  peak_tflops: 3\n", r"unknown config key 'box\.peak_tflops'"),
         ("  kind: fog\n", r"box\.kind: 'fog' is not allowed"),
         ("  memory_efficiency: 1.5\n", r"box\.memory_efficiency: 1\.5 is out of range"),
+        ("  memory_efficiency: 0.0\n", r"box\.memory_efficiency: 0\.0 is out of range"),
+        ("  power_active_w: 100000.5\n", r"box\.power_active_w: 100000\.5 is out of range"),
         ("  power_idle_w: 20.0\n", r"box\.power_idle_w: 20\.0 W exceeds power_active_w"),
         ("  source: ''\n", r"box\.source: every hardware entry must cite"),
         ("  name: other\n", r"unknown config key 'box\.name'"),
@@ -84,6 +86,8 @@ def test_good_tmp_catalog_and_bad_yaml(tmp_path):
     path.write_text("box:" + GOOD_ENTRY)
     hw = load_hardware_catalog(path)["box"]
     assert hw.compute_efficiency == 0.5 and hw.memory_efficiency == 0.85
+    path.write_text("box:" + GOOD_ENTRY + "  memory_efficiency: 0.5\n")
+    assert load_hardware_catalog(path)["box"].memory_efficiency == 0.5
     path.write_text("box: [1, 2\n")
     with pytest.raises(ValueError, match="bad YAML"):
         load_hardware_catalog(path)
@@ -227,6 +231,9 @@ def test_decode_of_7b_on_a100_is_memory_bound_at_weight_bandwidth():
     expected = 32 * layer_bytes / (2.039e12 * 0.85) + head_s
     assert per_token_s == pytest.approx(expected, rel=1e-12)
     assert energy == pytest.approx(400.0 * per_token_s)
+    # the head alone: its energy is the active power over its own time
+    head_7_s, head_7_j = lm_head_cost(hw, card, 7)
+    assert head_7_s > head_s and head_7_j == pytest.approx(400.0 * head_7_s, rel=1e-12)
 
 
 def test_prefill_of_long_prompt_is_compute_bound():
@@ -299,3 +306,5 @@ def test_shipped_model_can_be_priced():
     assert flops / flops_s > moved / bytes_s
     t, _ = model_cost(hw, card, "prefill", 2048, 2048, start=0, end=1)
     assert t == pytest.approx(flops / flops_s, rel=1e-12)
+    with pytest.raises(ValueError, match="start/end"):
+        model_cost(hw, card, "prefill", 2048, 2048, start=-1, end=1)
