@@ -164,6 +164,12 @@ def test_card_from_hf_config_matches_yaml_card():
         "q",
     )  # fmt: skip
     assert qwen.qkv_bias and qwen.total_params == get_model_card("Qwen2.5-0.5B").total_params
+    # Llama's and Qwen2's configs default to an untied head (transformers' LlamaConfig, Qwen2Config)
+    untied = ModelCard.from_hf_config({k: v for k, v in LLAMA_32_1B_HF.items() if k != "tie_word_embeddings"}, "u")
+    assert not untied.tied_embeddings
+    assert untied.total_params == yaml_card.total_params + yaml_card.lm_head_params
+    # the activation handed over at a split is 16-bit unless said otherwise: d x 2 bytes per token
+    assert yaml_card.activation_bytes(3) == 3 * 2048 * 2
 
 
 def test_card_from_transformers_config_object():
@@ -186,6 +192,14 @@ def test_card_errors(tmp_path):
     path.write_text("m:\n  num_layers: 2\n  d_model: 8\n  num_heads: 2\n  num_kv_heads: 3\n  ffn_dim: 16\n"
                     "  vocab_size: 10\n")  # fmt: skip
     with pytest.raises(ValueError, match="num_kv_heads"):
+        load_model_cards(path)
+    # the smallest shapes are allowed, a reported size below one parameter is not
+    path.write_text("m:\n  num_layers: 1\n  d_model: 1\n  num_heads: 1\n  num_kv_heads: 1\n  ffn_dim: 1\n"
+                    "  vocab_size: 1\n")  # fmt: skip
+    assert load_model_cards(path)["m"].total_params == 1 * (2 * 1 + 2 * 1 + 3 * 1 + 2) + 1 + 1 + 1
+    path.write_text("m:\n  num_layers: 2\n  d_model: 8\n  num_heads: 2\n  num_kv_heads: 2\n  ffn_dim: 16\n"
+                    "  vocab_size: 10\n  params_reported: 0.5\n")  # fmt: skip
+    with pytest.raises(ValueError, match=r"m\.params_reported: 0\.5 is out of range"):
         load_model_cards(path)
 
 
