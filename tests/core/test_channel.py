@@ -27,6 +27,8 @@ from edgelam.envs.core.channel import (
     rate_from_snr_bps,
     shannon_rate_bps,
     snr_linear,
+    transfer_time_one_s,
+    transfer_time_s,
 )
 from edgelam.envs.core.config import build
 
@@ -102,6 +104,7 @@ def test_los_probability_matches_tr38901_table_7_4_2_1():
     d = np.array([10.0, 50.0, 200.0, 800.0])
     umi = make_path_loss("UMi", 3.5e9)
     np.testing.assert_allclose(umi.los_probability(d), [1.0, 0.519585, 0.093518, 0.022500], atol=1e-6)
+    assert umi.los_probability(18.0) == 1.0 and umi.los_probability(18.5) == pytest.approx(0.989140, abs=1e-6)
     uma = make_path_loss("UMa", 3.5e9)
     np.testing.assert_allclose(uma.los_probability(d), [1.0, 0.649402, 0.128048, 0.022503], atol=1e-6)
 
@@ -192,6 +195,8 @@ def test_fading_reset_is_unit_power_rayleigh_and_validates():
         GaussMarkovFading(4, 1.5)
     with pytest.raises(ValueError, match="n_links"):
         GaussMarkovFading(0, 0.5)
+    with pytest.raises(ValueError, match=r"rho: expected a number or shape \(3,\)"):
+        GaussMarkovFading(3, np.array([0.9, 0.5]))
 
 
 # -- link -------------------------------------------------------------------------------------------
@@ -210,6 +215,9 @@ def test_link_without_randomness_is_pure_path_loss():
     assert block_gain.shape == (3, 4)
     np.testing.assert_allclose(block_gain, np.repeat(gain[:, None], 4, axis=1))
     np.testing.assert_allclose(block_rate[:, -1], link.rate_bps)
+    # below 10 m (the lower validity limit of TR 38.901's formulas) a link is priced at 10 m
+    near, _, _ = WirelessLink(cfg, n_links=3).reset(np.random.default_rng(0), np.array([5.0, 10.0, 12.0]))
+    assert near[0] == near[1] > near[2]
 
 
 def test_link_is_deterministic_and_fades_around_the_mean():
@@ -248,6 +256,9 @@ def test_link_and_config_validation():
         build(ChannelConfig, {"speed": 3})
     with pytest.raises(ValueError, match=r"carrier_hz: .* out of range"):
         build(ChannelConfig, {"carrier_hz": 1e12})
+    assert build(ChannelConfig, {"carrier_hz": 0.5e9}).carrier_hz == 0.5e9  # TR 38.901's lowest carrier
+    with pytest.raises(ValueError, match=r"h_ut_m: .* out of range"):
+        build(ChannelConfig, {"h_ut_m": 1.0})  # the UMi/UMa formulas hold for 1.5 m <= h_UT <= 22.5 m
     link = WirelessLink(ChannelConfig(), 2)
     with pytest.raises(ValueError, match="distances_m"):
         link.reset(np.random.default_rng(0), np.array([10.0, -1.0]))
@@ -279,6 +290,7 @@ def test_trace_round_trip_hold_and_cyclic(tmp_path):
         ("time_s,rate_bps\n0,1\n1,fast\n", r"trace\.csv:3: non-numeric"),
         ("time_s,rate_bps\n0,1\n1,-5\n", r"trace\.csv:3: negative rate_bps"),
         ("time_s,rate_bps\n0,1\n0,5\n", r"trace\.csv:3: time_s 0\.0 does not increase"),
+        ("time_s,rate_bps\n0,1\n2,5\n1,3\n", r"trace\.csv:4: time_s 1\.0 does not increase \(previous 2\.0\)"),
         ("time_s,rate_bps\n0,nan\n", r"trace\.csv:2: non-finite"),
         ("time_s,rate_bps\n", r"no data rows"),
         ("", r"empty file"),
@@ -327,3 +339,15 @@ def test_rate_from_snr_is_shannon_and_its_scalar_path_equals_its_array_path():
     np.testing.assert_allclose(scalar, rates, rtol=1e-15, atol=0.0)
     p, g = 0.2, 1e-10
     assert rate_from_snr_bps(5e6, p * g / (NOISE_PSD_W_PER_HZ * 5e6)) == pytest.approx(shannon_rate_bps(5e6, p, g))
+
+
+def test_transfer_time_is_bits_over_rate_then_the_ergodic_rate_past_one_coherence_interval():
+    assert transfer_time_s(8000.0, 1e6, None, 1.0) == pytest.approx(8e-3)  # the plain-float path
+    assert transfer_time_s(8000, 1_000_000, None, 1.0) == pytest.approx(8e-3)  # other Python numbers
+    rates = np.array([1e6, 2e6])
+    np.testing.assert_allclose(transfer_time_s(np.array([8000.0, 16000.0]), rates, None, 1.0), [8e-3, 8e-3])
+    # 3 Mbit at 1 Mbit/s for a 1 s coherence interval, then 2 Mbit at the ergodic 2 Mbit/s: 2 s
+    assert transfer_time_one_s(3e6, 1e6, 2e6, 1.0) == pytest.approx(2.0)
+    assert transfer_time_one_s(0.5e6, 1e6, 2e6, 1.0) == pytest.approx(0.5)
+    assert transfer_time_s(3e6, 1e6, 2e6, 1.0) == pytest.approx(2.0)
+    assert transfer_time_s(3_000_000, 1_000_000, 2_000_000, 1) == pytest.approx(2.0)
