@@ -128,6 +128,8 @@ def test_infeasible_instances_return_the_flagged_fallback():
     np.testing.assert_allclose(p, np.full(5, 0.2))
     _, _, status = min_energy_allocation(g, 1e12, 1.0, 2e5, N0, 0.2, return_status=True)
     assert status.startswith("fallback: infeasible")
+    _, _, status = min_energy_allocation(g, 1.0, 1.0, 0.0, N0, 0.2, return_status=True)
+    assert status == "fallback: infeasible (a gain, deadline or band is not positive)"
 
 
 # -- environments -----------------------------------------------------------------------------------
@@ -331,3 +333,48 @@ def test_live_is_deterministic_and_close_to_the_surrogate():
     assert live_drop > 0
     assert live[0] == pytest.approx(float(surrogate.initial_loss[:5].mean()), abs=1e-4)
     assert abs(live_drop - predicted_drop) < 0.01 + 0.25 * live_drop
+
+
+def test_min_energy_leaves_out_the_weakest_device_when_all_together_are_infeasible():
+    """Four devices each make the deadline alone on the band; together they cannot, since the weak one
+    needs nearly all of it. The baseline drops the device of least headroom (only it) and solves again."""
+    from types import SimpleNamespace
+
+    from edgelam.baselines.fedft import DEADLINE_MARGIN, MinEnergy
+
+    band, p_max, window = 2e5, 0.2, 1.0
+    usable = window * (1.0 - DEADLINE_MARGIN)
+    bits = 6 * usable * band  # 6 bit/s/Hz over the whole band: rate grows about linearly with the band
+    # gains at which each device alone on the band at p_max uploads h x bits in the usable window
+    gains = np.array([(2 ** (h * bits / usable / band) - 1) * N0 * band / p_max for h in (2.5, 1.05, 3.0, 3.5)])
+    cfg = SimpleNamespace(bandwidth_hz=band, p_max_w=p_max, noise_w_per_hz=N0)
+    fed = SimpleNamespace(cfg=cfg, k=4, gains=gains, bits=bits, upload_window_s=np.full(4, window))
+    policy = MinEnergy(SimpleNamespace(unwrapped=SimpleNamespace(fed=fed)))
+    assert policy.candidates().all()
+    # a device whose upload alone fills 99.9% of the usable window (the window less the margin) is no candidate
+    fed.gains = np.append(gains, (2 ** (0.999 * bits / usable / band) - 1) * N0 * band / p_max)
+    fed.k, fed.upload_window_s = 5, np.full(5, window)
+    assert policy.candidates().tolist() == [True] * 4 + [False]
+    fed.gains, fed.k, fed.upload_window_s = gains, 4, np.full(4, window)
+    _, _, status = policy.allocate(np.ones(4, bool))
+    assert status.startswith("fallback: solver status infeasible")
+    scheduled, b, p, status = policy.schedule()
+    assert scheduled.tolist() == [True, False, True, True] and policy.left_out == 1
+    assert status.startswith("optimal") and b[1] == 0.0 and p[1] == 0.0
+    rate = upload_rate_bps(b[scheduled], p[scheduled], gains[scheduled], N0)
+    assert np.all(rate * usable >= bits * (1 - 1e-4)) and b.sum() <= band * (1 + 1e-6)
+
+
+def test_encoded_powers_decode_to_at_least_the_powers_asked_for():
+    """The baselines' actions are float32: _encode rounds each power code up so that the env's decoding,
+    (a + 1) / 2 p_max, never gives a device less power than the solver asked for."""
+    from types import SimpleNamespace
+
+    from edgelam.baselines.fedft import _encode
+
+    fed = SimpleNamespace(cfg=SimpleNamespace(p_max_w=0.2))
+    power = np.random.default_rng(0).uniform(1e-4, 0.2, 2000)
+    action = _encode(fed, np.full(2000, 1e3), power)
+    decoded = (action[2000:].astype(np.float64) + 1.0) / 2.0 * 0.2
+    assert np.all(decoded >= power) and np.all(action[2000:] <= 1.0)
+    assert np.max(decoded - power) < 1e-7  # rounded up by about one float32 step, no more
