@@ -223,8 +223,9 @@ def run_target(name: str, work: Path, timeout_s: float, sample: int | None = Non
     }
 
 
-def recheck(name: str, survivors: Path, work: Path) -> dict:
-    """Apply each diff of ``survivors`` to a copy of HEAD in ``work`` and run ``name``'s tests; count the kills."""
+def recheck(name: str, survivors: Path, work: Path, timeout_s: float = 120.0) -> dict:
+    """Apply each diff of ``survivors`` to a copy of HEAD in ``work`` and run ``name``'s tests; count the kills
+    (a run past ``timeout_s`` counts as killed, as in cosmic-ray's sessions)."""
     module = TARGETS[name][1]
     prepare(work)
     env = _env(work)
@@ -240,7 +241,11 @@ def recheck(name: str, survivors: Path, work: Path) -> dict:
             counts["not_applied"] += 1
             counts["survived"] += 1
         else:
-            killed = subprocess.run(command, cwd=work, env=env, capture_output=True).returncode != 0
+            try:
+                run = subprocess.run(command, cwd=work, env=env, capture_output=True, timeout=timeout_s)
+                killed = run.returncode != 0
+            except subprocess.TimeoutExpired:
+                killed = True
             counts["killed" if killed else "survived"] += 1
         (work / module).write_text(source)
     return {"target": name, "survivors": len(diffs), **counts}
@@ -264,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         name, survivors = args.recheck
         if name not in TARGETS:
             parser.error(f"--recheck: unknown target {name!r}")
-        out = recheck(name, Path(survivors).resolve(), work)
+        out = recheck(name, Path(survivors).resolve(), work, args.timeout)
         print(f"{name}: {out['survivors']} survivors replayed: {out['killed']} killed, {out['survived']} survive "
               f"({out['not_applied']} of them no longer apply)")
         return 0
