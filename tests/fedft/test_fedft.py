@@ -378,3 +378,65 @@ def test_encoded_powers_decode_to_at_least_the_powers_asked_for():
     decoded = (action[2000:].astype(np.float64) + 1.0) / 2.0 * 0.2
     assert np.all(decoded >= power) and np.all(action[2000:] <= 1.0)
     assert np.max(decoded - power) < 1e-7  # rounded up by about one float32 step, no more
+
+
+def _drawn(overrides: dict, rows: int = 4000):
+    from edgelam.envs.core.config import load_scenario
+    from edgelam.envs.fedft.config import FedFTConfig
+    from edgelam.envs.fedft.dynamics import Params, initial
+
+    cfg = load_scenario(FedFTConfig, "fed_ft_allocation", "default", overrides)
+    params = Params.build(cfg)
+    state, _ = initial(params, np.random.default_rng(0), rows)
+    return cfg, params, state
+
+
+def test_drawn_devices_follow_the_configured_laws():
+    """Rayleigh fading multiplies the large-scale gain (|h|^2 ~ Exp(1)); LOS states follow TR 38.901's
+    probability at each device's distance; data sizes cover [lo, hi] inclusive; the Gauss-Markov
+    fading keeps unit power (innovation^2 + rho^2 = 1)."""
+    cfg, params, state = _drawn({"channel": {"shadowing": False, "los": "prob"}})
+    ratio = state.gains / state.large_scale_gain
+    assert ratio.mean() == pytest.approx(1.0, abs=0.02)
+    assert np.mean(ratio < 1.0) == pytest.approx(1 - np.exp(-1.0), abs=0.01)
+    d = np.maximum(state.distances_m, 10.0)
+    pl = params.path_loss
+    los_gain = 10 ** (-np.asarray(pl.path_loss_db(d, True)) / 10)
+    nlos_gain = 10 ** (-np.asarray(pl.path_loss_db(d, False)) / 10)
+    is_los = np.isclose(state.large_scale_gain, los_gain, rtol=1e-9, atol=0.0)
+    assert np.all(is_los | np.isclose(state.large_scale_gain, nlos_gain, rtol=1e-9, atol=0.0))
+    assert is_los.mean() == pytest.approx(float(np.mean(pl.los_probability(d))), abs=0.01)
+    lo, hi = cfg.samples_per_device
+    assert state.data_sizes.min() == lo and state.data_sizes.max() == hi
+    assert params.innovation**2 + params.rho**2 == pytest.approx(1.0, abs=1e-12)
+    from scipy.special import j0
+
+    # 10 ms slots at 3 km/h and 3.5 GHz: f_d = v f_c / c = 9.72 Hz (c = 3e8 m/s as TR 38.901 takes it),
+    # rho = J0(2 pi f_d T) = 0.909 (Jakes)
+    slow_cfg, slow, _ = _drawn({"channel": {"slot_s": 0.01}}, rows=2)
+    assert slow_cfg.channel.speed_mps == pytest.approx(3 / 3.6)
+    assert slow.rho == pytest.approx(j0(2 * np.pi * (3 / 3.6) * 3.5e9 / 3e8 * 0.01), rel=1e-9)
+    assert slow.innovation == pytest.approx(np.sqrt(1 - slow.rho**2), rel=1e-12)
+
+
+def test_downlink_time_is_bits_over_an_equal_share_of_the_band():
+    from edgelam.envs.fedft.dynamics import downlink_time_s
+
+    g, band, psd = np.array([1e-10, 1e-11, 1e-12, 1e-13]), 1e6, 1e-9
+    share = band / 4
+    expected = 1e6 / (share * np.log2(1 + psd * share * g / (N0 * share)))
+    np.testing.assert_allclose(downlink_time_s(1e6, g, band, psd, N0), expected, rtol=1e-12)
+    assert downlink_time_s(0.0, g, band, psd, N0).tolist() == [0.0] * 4
+
+
+def test_split_bits_are_activations_labels_gradients_and_adapters():
+    from edgelam.envs.fedft.dynamics import ADAPTER_BITS, LABEL_BITS, ModelCosts
+
+    costs = ModelCosts(num_layers=4, hidden_size=192, seq_len=64, layer_flops=np.ones(4), head_flops=1.0,
+                       lora_values_per_rank=np.array([768.0, 768.0, 768.0, 768.0]))
+    up, down = costs.split_bits(device_layers=2, batch_size=8, local_steps=3, wire_bits=8, rank=4)
+    activations = 8 * 64 * 192 * 8
+    labels = 8 * 63 * LABEL_BITS
+    assert up == 3 * (activations + labels) + 2 * 768 * 4 * ADAPTER_BITS
+    assert down == 3 * activations
+    assert costs.split_bits(0, 8, 3, 8, 4) == (3 * (activations + labels), 0.0)
