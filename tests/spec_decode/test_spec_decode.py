@@ -311,3 +311,43 @@ def test_round_latency_is_bounded_in_a_deep_fade():
         if terminated or truncated:
             env.reset()
     assert worst < 1.0  # compute + RTT + at most two slots: no round holds one fade for minutes
+
+
+def _fake_link(rho: float, last_bps: float, mean_snr: float, bandwidth_hz: float = 1e6):
+    from types import SimpleNamespace
+
+    channel = SimpleNamespace(fading=True, bandwidth_hz=bandwidth_hz, rho=rho)
+    base = SimpleNamespace(config=SimpleNamespace(channel=channel), estimated_rate_bps=lambda: last_bps,
+                           estimated_mean_snr=lambda: mean_snr)
+    return SimpleNamespace(unwrapped=base)
+
+
+def test_predicted_rates_follow_the_gauss_markov_prediction():
+    """h' = rho |h| + sqrt(1 - rho^2) w over 32 fixed draws of w ~ CN(0, 1) (seed 0): at rho = 1 the next
+    round's rate is this round's, at rho = 0 it is b log2(1 + mean_snr |w|^2), whatever this round was."""
+    from edgelam.baselines.spec_decode import predicted_rates
+
+    b, mean_snr = 1e6, 40.0
+    last = b * np.log2(1 + 10.0)  # this round: SNR 10, a quarter of the mean
+    np.testing.assert_allclose(predicted_rates(_fake_link(1.0, last, mean_snr, b)), [last] * 32, rtol=1e-12)
+    w = np.random.default_rng(0).standard_normal((2, 32)) / np.sqrt(2.0)
+    block = b * np.log2(1 + mean_snr * (w[0] ** 2 + w[1] ** 2))
+    np.testing.assert_allclose(predicted_rates(_fake_link(0.0, last, mean_snr, b)), block, rtol=1e-12)
+    # in between: mean power rho^2 |h|^2 + (1 - rho^2) in expectation, |h|^2 = 10 / 40
+    rho = 0.6
+    power = (2 ** (np.array(predicted_rates(_fake_link(rho, last, mean_snr, b))) / b) - 1) / mean_snr
+    a, s = rho * np.sqrt(0.25), np.sqrt(1 - rho**2)
+    np.testing.assert_allclose(power, (a + s * w[0]) ** 2 + (s * w[1]) ** 2, rtol=1e-9)
+
+
+def test_leviathan_with_a_heavy_energy_weight_spends_the_least_energy_per_token():
+    """Its per-round cost is latency + w_E energy: at w_E = 1000 per J (the bound) it all but minimises
+    energy per token, so it spends no more per token than at the default weight (where latency, which
+    costs energy too, already keeps it near the least) and within 1% of the least of the other online
+    baselines."""
+    seeds = [0, 1]
+    heavy = _episodes("leviathan", seeds, reward={"energy_weight_per_j": 1000.0})
+    others = {name: _episodes(name, seeds) for name in ("autoregressive", "fixed", "leviathan")}
+    for i, ep in enumerate(heavy):
+        assert ep["j_per_token"] <= others["leviathan"][i]["j_per_token"] + 1e-12
+        assert ep["j_per_token"] <= 1.01 * min(runs[i]["j_per_token"] for runs in others.values())
