@@ -120,3 +120,39 @@ def test_migration_moves_a_replica():
     assert info["migration_energy_j"] == pytest.approx(base.tables.weight_bytes[ms] * 8 * 2e-8)
 
 
+
+
+def test_card_scaling_prices_the_projector_and_the_backbone_by_hand():
+    """At Llama-3.2-3B (d = 3072, 28 layers), the image captioning projector maps the encoder's 196 tokens
+    of width 256 to d through a 256 x d and a d x d matrix: its weights, FLOPs and bytes by hand."""
+    from edgelam.envs.core.model_cards import get_model_card
+    from edgelam.envs.microservice_routing.catalog import load_catalog
+    from edgelam.envs.microservice_routing.dynamics import scaled_stages
+
+    card = get_model_card("Llama-3.2-3B")
+    catalog = load_catalog()
+    pipelines, weights = scaled_stages(catalog, card, 16)
+    assert weights["backbone"] == 28 * card.weight_bytes_per_layer(16)
+    stages = pipelines["image_captioning"]
+    proj = stages[[s["microservice"] for s in stages].index("input_projector")]
+    assert proj["out_shape"] == [1, 196, 192]  # the executed edge model's width in the catalog
+    assert weights["input_projector"] == (256 * 3072 + 3072 * 3072) * 2
+    assert proj["flops"] == 2 * 196 * (256 * 3072 + 3072 * 3072)
+    assert proj["out_bytes"] == 196 * 3072 * 2  # fp16 activations at the card's width (x 3072 / 192)
+    assert proj["mem_bytes"] == weights["input_projector"] + proj["in_bytes"] + proj["out_bytes"]
+
+
+def test_params_price_transfers_and_normalise_the_demand_mix():
+    env = gym.make(ENV_ID, demand={"mix": [2.0, 1.0, 1.0]})
+    params = env.unwrapped.params
+    np.testing.assert_allclose(params.base_mix, [0.5, 0.25, 0.25])
+    t = params.tables
+    e_bit = env.unwrapped.config.transfer_energy_j_per_bit
+    for p, stages in enumerate(t.stage_ms):
+        for j in range(len(stages)):
+            assert params.send_j[p, j] == pytest.approx(t.stage_in_bytes[p][j] * 8 * e_bit, rel=1e-12)
+            # between two servers: bytes x 8 / link rate + one hop; on the same server nothing
+            assert params.transfer_s[p, j, 0, 1] == pytest.approx(
+                t.stage_in_bytes[p][j] * 8 / t.link_bps[0][1] + env.unwrapped.config.hop_latency_s, rel=1e-12)
+            assert params.transfer_s[p, j, 1, 1] == 0.0
+    env.close()
