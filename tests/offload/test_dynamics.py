@@ -183,3 +183,47 @@ def test_bad_actions_raise_and_leave_the_state_as_it_was():
     with pytest.raises(ValueError, match="quality"):
         advance(params, state, np.array([0, 1, 2]), rng, quality=np.zeros(2))
     _assert_states_equal(state, before)
+
+
+def test_cloud_rtts_are_log_normal_around_their_mean_with_ar1_log_correlation():
+    """z_t = c z_{t-1} + sqrt(1 - c^2) e_t stays N(0, 1); rtt = mean exp(sigma z - sigma^2 / 2) has that mean."""
+    from types import SimpleNamespace
+
+    from edgelam.envs.offload.dynamics import cloud_rtts
+
+    rng = np.random.default_rng(0)
+    wan = SimpleNamespace(corr=0.8, rtt_mean_s=0.05, rtt_log_std=0.5)
+    rtt, last = cloud_rtts(wan, rng.standard_normal((1, 200_000)), rng.standard_normal(1))
+    assert rtt.mean() == pytest.approx(0.05, rel=0.02)
+    log = np.log(rtt[0] / 0.05)
+    assert log.std() == pytest.approx(0.5, rel=0.02)
+    assert log.mean() == pytest.approx(-0.125, abs=0.01)  # -sigma^2 / 2
+    assert np.corrcoef(log[1:], log[:-1])[0, 1] == pytest.approx(0.8, abs=0.01)
+    assert last[0] == pytest.approx(log[-1] / 0.5 + 0.25, rel=1e-9)
+
+
+def test_uplink_rates_carry_unit_mean_rayleigh_fading_power():
+    """The rates invert to the fading power |h|^2 of a Gauss-Markov CN(0, 1) process: Exp(1)."""
+    from edgelam.envs.core.channel import ChannelConfig
+    from edgelam.envs.offload.dynamics import uplink_rates
+
+    rng = np.random.default_rng(1)
+    ch = ChannelConfig(model="UMi", fading=True, speed_mps=30.0, slot_s=0.01)
+    n = 100_000
+    innovation = (rng.standard_normal((1, n)) + 1j * rng.standard_normal((1, n))) / np.sqrt(2)
+    h0 = (rng.standard_normal(1) + 1j * rng.standard_normal(1)) / np.sqrt(2)
+    g = np.array([1e-11])
+    rates, _ = uplink_rates(ch, g, innovation, h0)
+    noise_w = ch.noise_psd_w_per_hz * 10 ** (ch.noise_figure_db / 10) * ch.bandwidth_hz
+    power = (2 ** (rates[0] / ch.bandwidth_hz) - 1) * noise_w / (ch.tx_power_w * g[0])
+    assert power.mean() == pytest.approx(1.0, abs=0.03)
+    assert np.mean(power < 1.0) == pytest.approx(1 - np.exp(-1.0), abs=0.01)
+
+
+def test_tier_tables_price_the_request_and_the_answer_bits():
+    env = OffloadEnv()
+    t, cfg = env.tables, env.config
+    np.testing.assert_array_equal(t.up_bits, 8.0 * (t.prompt_tokens * cfg.token_id_bytes + cfg.request_overhead_bytes))
+    assert t.down_bits == 8.0 * cfg.decode_tokens * cfg.token_id_bytes
+    assert t.down_s == pytest.approx(t.down_bits / cfg.downlink_rate_bps, rel=1e-12)
+    env.close()
