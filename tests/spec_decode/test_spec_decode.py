@@ -351,3 +351,48 @@ def test_leviathan_with_a_heavy_energy_weight_spends_the_least_energy_per_token(
     for i, ep in enumerate(heavy):
         assert ep["j_per_token"] <= others["leviathan"][i]["j_per_token"] + 1e-12
         assert ep["j_per_token"] <= 1.01 * min(runs[i]["j_per_token"] for runs in others.values())
+
+
+def test_each_rounds_link_is_tr38901_path_loss_and_shadowing_at_the_moved_distance():
+    """Fading off, NLOS, drifting away at 20 m/s: every round's rate is b log2(1 + P g / (N0 F b)) with
+    g = 10^(-(PL(d) + S) / 10) at the device's new distance d and its shadowing S (TR 38.901 UMi; Shannon)."""
+    from edgelam.envs.core.channel import make_path_loss
+    from edgelam.envs.spec_decode import dynamics as dyn
+
+    env = SpecDecodeEnv(channel={"los": "nlos", "fading": False}, drift_mps=20.0)
+    env.reset(seed=4)
+    ch = env.config.channel
+    pl = make_path_loss("UMi", ch.carrier_hz)
+    noise_w = ch.noise_psd_w_per_hz * 10 ** (ch.noise_figure_db / 10) * ch.bandwidth_hz
+    distances = []
+    for _ in range(6):
+        env.step(np.array([2, 0]))
+        real = env.state.real[0]
+        d = float(real[dyn.DISTANCE])
+        distances.append(d)
+        assert real[dyn.PATH_LOSS] == pytest.approx(float(pl.path_loss_db(d, False)), rel=1e-9)
+        gain = 10 ** (-(real[dyn.PATH_LOSS] + real[dyn.SHADOWING]) / 10)
+        assert real[dyn.LARGE_SCALE_GAIN] == pytest.approx(gain, rel=1e-9)
+        assert env.true_rate_bps == pytest.approx(ch.bandwidth_hz * np.log2(1 + ch.tx_power_w * gain / noise_w),
+                                                  rel=1e-9)
+    assert np.all(np.diff(distances) > 0)
+
+
+def test_a_round_costs_draft_forward_verify_verdict_and_rtt_by_hand():
+    """Device drafts gamma = 3 tokens (10 ms each), sends 100 bytes at 0.8 Mbit/s (1 ms), the edge verifies
+    (50 ms), the 50-byte verdict comes back (0.5 ms), plus a 20 ms RTT; idle loads (no slowdown)."""
+    from edgelam.envs.spec_decode.dynamics import accepted_run, round_cost_one
+
+    lat, energy = round_cost_one(False, 3, 0.01, 0.05, 0.04, 100, 50, 0.02, 2.0, 0.5, 0.2, 1.0, 8e5, 8e5, 0.0, 0.0)
+    assert lat == pytest.approx(0.03 + 0.001 + 0.05 + 0.0005 + 0.02, rel=1e-12)
+    # drafting at P_active, sending at P_tx, idle while the edge verifies, the verdict returns and the RTT runs
+    assert energy == pytest.approx(2.0 * 0.03 + 0.2 * 0.001 + 0.5 * (0.05 + 0.0005 + 0.02), rel=1e-12)
+    # edge drafts: the device verifies (at P_active) and sends the verdict back (at P_tx)
+    lat, energy = round_cost_one(True, 3, 0.01, 0.05, 0.04, 100, 50, 0.02, 2.0, 0.5, 0.2, 1.0, 8e5, 8e5, 0.0, 0.0)
+    assert lat == pytest.approx(0.03 + 0.001 + 0.05 + 0.0005 + 0.02, rel=1e-12)
+    assert energy == pytest.approx(2.0 * 0.05 + 0.2 * 0.0005 + 0.5 * (0.03 + 0.001 + 0.02), rel=1e-12)
+    # sequential acceptance: token i is accepted iff u_i < beta[pos + i], up to the first rejection
+    beta = [0.2, 0.1, 0.9, 0.9, 0.9]
+    assert accepted_run(beta, 1, 4, [0.05, 0.5, 0.95, 0.0]) == 2
+    assert accepted_run(beta, 1, 1, [0.05, 0.5, 0.95, 0.0]) == 1
+    assert accepted_run(beta, 0, 4, [0.25, 0.0, 0.0, 0.0]) == 0
