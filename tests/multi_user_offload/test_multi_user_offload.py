@@ -144,3 +144,28 @@ def test_supersuit_parameter_sharing_for_sb3(toy_dir):
         np.testing.assert_allclose(rewards, ref_rewards, rtol=1e-6)  # SB3 stores rewards as float32
         assert len(set(np.round(rewards, 6))) > 1
     venv.close()
+
+
+def test_slots_draw_log_normal_rtts_and_play_battery_and_offloading_by_hand():
+    """The cloud RTT is log-normal around wan.rtt_mean_s with an AR(1) log-latent that stays N(0, 1);
+    a slot drains each battery by its energy and records the share of users that offloaded."""
+    from edgelam.envs.multi_user_offload import dynamics as dyn
+    from edgelam.envs.multi_user_offload.env import parallel_env as muo_parallel_env
+
+    env = muo_parallel_env()
+    params = env.params
+    wan = params.config.wan
+    rng = np.random.default_rng(0)
+    state, _ = dyn.initial(params, rng, 20_000)
+    assert state.cloud_rtt_s.mean() == pytest.approx(wan.rtt_mean_s, rel=0.02)
+    assert np.log(state.cloud_rtt_s).std() == pytest.approx(wan.rtt_log_std, rel=0.03)
+    n = params.num_users
+    tiers = np.tile(np.arange(n) % 3, (20_000, 1))
+    after, _, info = dyn.transition(params, state, tiers, dyn.draw_exogenous(rng, params, 20_000))
+    np.testing.assert_allclose(after.battery_j, state.battery_j - info["energy_j"], rtol=1e-12)
+    assert np.all(after.offloaded_fraction == np.count_nonzero(tiers[0] != 0) / n)
+    assert after.cloud_rtt_s.mean() == pytest.approx(wan.rtt_mean_s, rel=0.02)
+    assert np.corrcoef(after.rtt_latent, state.rtt_latent)[0, 1] == pytest.approx(wan.corr, abs=0.02)
+    assert after.rtt_latent.std() == pytest.approx(1.0, abs=0.02)
+    np.testing.assert_array_equal(after.last_cloud_rtt_s, state.cloud_rtt_s)
+    env.close()
