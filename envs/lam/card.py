@@ -11,6 +11,7 @@ function's output for the shipped files.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from . import SHIPPED_MODELS, family_card
@@ -117,8 +118,41 @@ def render(card: dict | None = None, manifest: dict | None = None) -> str:
             for m, q in summary["offload"].items()
         ),
         "",
+        *_toolbox_lines(),
     ]
     return "\n".join(lines)
+
+
+def _toolbox_lines() -> list[str]:
+    """The edge model toolbox's quality tables (:mod:`.toolbox`), if it has been built."""
+    from .toolbox import LORA_RANK, load_quality, quality_path
+
+    if not quality_path().is_file():
+        return []
+    q = load_quality()
+    manifest = json.loads(quality_path().with_suffix(".json").read_text())
+    steps = manifest["lora"]["steps"]
+    lines = [
+        "## The edge model toolbox (task adapters)",
+        "",
+        f"Five tasks partition the corpus by top-level package; each has a LoRA adapter (rank {LORA_RANK}, every"
+        f" projection of `edge`, {steps} steps, {q.adapter_bytes[0]:,} bytes in fp16) trained on its training files by"
+        f" `{manifest['command']}`. Top-1 accuracy, teacher-forced on each task's held-out 256-token windows"
+        " (`envs/lam/profiles/toolbox_quality.npz`; `tests/lam/test_toolbox.py` remeasures a column):",
+        "",
+        "| model | " + " | ".join(f"{t} ({n:,} tokens)" for t, n in zip(q.tasks, q.tokens, strict=True)) + " |",
+        "|---|" + "---|" * len(q.tasks),
+    ]
+    for i, m in enumerate(q.models):
+        cells = []
+        for j, _ in enumerate(q.tasks):
+            best = q.top1[i, j] == q.top1[:, j].max() or (m.startswith("edge+") and
+                                                          q.top1[i, j] == max(q.top1[q.row(f"edge+{t}"), j]
+                                                                              for t in q.tasks))
+            cells.append(f"**{q.top1[i, j]:.3f}**" if best else f"{q.top1[i, j]:.3f}")
+        lines.append(f"| `{m}` | " + " | ".join(cells) + " |")
+    lines += ["", "Bold: the best of a column, and the best adapter of a column.", ""]
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:
