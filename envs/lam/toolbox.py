@@ -32,6 +32,8 @@ that built the family, and torch) trains the adapters and writes
 held-out token ids) and ``profiles/toolbox_quality.npz`` (the quality tables) with a manifest.
 :func:`load_quality` reads the shipped tables without torch; :func:`measure_quality` recomputes
 them from the shipped adapters and tokens, which is what tests/lam/test_toolbox.py checks.
+:func:`toolbox_catalogue` prices the cacheable models at the size of real model cards, as a
+:class:`~edgelam.envs.core.caching.Catalogue` whose task models share their backbone.
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ from typing import Any
 
 import numpy as np
 
-from edgelam.envs.core.model_cards import LORA_PROJECTIONS
+from edgelam.envs.core.caching import Catalogue
+from edgelam.envs.core.model_cards import LORA_PROJECTIONS, ModelCard
 
 from . import assets_dir
 
@@ -137,6 +140,27 @@ def load_adapters(path: str | Path | None = None) -> dict[str, dict[str, np.ndar
             task, _, name = key.partition("/")
             out[task][name] = z[key]
     return out
+
+
+def toolbox_catalogue(quality: Quality, backbone: ModelCard, small: ModelCard, weight_bits: int = 16,
+                      adapter_bits: int = 16) -> Catalogue:
+    """The cacheable models of ``quality`` priced at real size: ``edge`` is the ``backbone`` card's weights,
+    ``device`` the ``small`` card's, and ``edge+<task>`` the backbone plus that task's LoRA adapter
+    (:meth:`~edgelam.envs.core.model_cards.ModelCard.lora_params` at :data:`LORA_RANK` on
+    :data:`LORA_TARGETS`), the backbone a block they all share. ``cloud`` is not cacheable (it is the
+    cloud's) and is left out. Model order: ``device``, ``edge``, then the adapters in task order."""
+    for bits, key in ((weight_bits, "weight_bits"), (adapter_bits, "adapter_bits")):
+        if bits not in (4, 8, 16, 32):
+            raise ValueError(f"{key}: {bits!r} is not one of 4, 8, 16, 32")
+    adapter = int(backbone.lora_params(LORA_RANK, LORA_TARGETS) * adapter_bits // 8)
+    blocks = (int(backbone.total_weight_bytes(weight_bits)), int(small.total_weight_bytes(weight_bits)),
+              *(adapter for _ in quality.tasks))
+    models = ((1,), (0,), *((0, 2 + j) for j in range(len(quality.tasks))))
+    names = ("device", "edge", *(f"edge+{t}" for t in quality.tasks))
+    missing = [n for n in names if n not in quality.models]
+    if missing:
+        raise ValueError(f"quality: no measured row for {missing} (rows: {', '.join(quality.models)})")
+    return Catalogue(blocks, models, names)
 
 
 def _windows(ids: np.ndarray) -> np.ndarray:

@@ -113,3 +113,23 @@ def test_the_toolbox_was_built_on_the_familys_corpus(shipped):
     assert sum(t["heldout_files"] for t in tasks.values()) == family["heldout_files"]
     assert [tasks[t]["heldout_windows"] * (tb.SEQ_LEN - 1) for t in shipped.tasks] == shipped.tokens.tolist()
     assert manifest["lora"]["steps"] == tb.STEPS and manifest["lora"]["rank"] == tb.LORA_RANK
+
+
+def test_the_catalogue_prices_the_toolbox_at_real_size_with_one_backbone(shipped):
+    """At Llama-3.2-3B (backbone) and Llama-3.2-1B (small general model), fp16: an adapter is PEFT's
+    12,156,928 parameters at r = 8 (24.3 MB), and two task models cost one backbone plus two adapters."""
+    from edgelam.envs.core.model_cards import get_model_card
+
+    big, small = get_model_card("Llama-3.2-3B"), get_model_card("Llama-3.2-1B")
+    cat = tb.toolbox_catalogue(shipped, big, small)
+    assert cat.names == ("device", "edge", "edge+gui", "edge+packaging", "edge+concurrency", "edge+web", "edge+core")
+    backbone, adapter = 2 * big.total_params, 2 * 12_156_928
+    assert cat.model_bytes(cat.names.index("edge")) == backbone
+    assert cat.model_bytes(cat.names.index("device")) == 2 * small.total_params
+    gui, web = cat.names.index("edge+gui"), cat.names.index("edge+web")
+    assert cat.model_bytes(gui) == backbone + adapter
+    assert cat.footprint([gui, web, cat.names.index("edge")]) == backbone + 2 * adapter
+    int8 = tb.toolbox_catalogue(shipped, big, small, weight_bits=8)
+    assert int8.model_bytes(gui) == big.total_params + adapter  # int8 weights, fp16 adapter
+    with pytest.raises(ValueError, match="weight_bits"):
+        tb.toolbox_catalogue(shipped, big, small, weight_bits=3)
