@@ -169,3 +169,57 @@ def test_slots_draw_log_normal_rtts_and_play_battery_and_offloading_by_hand():
     assert after.rtt_latent.std() == pytest.approx(1.0, abs=0.02)
     np.testing.assert_array_equal(after.last_cloud_rtt_s, state.cloud_rtt_s)
     env.close()
+
+
+def test_the_joint_objective_is_the_negated_team_reward_of_the_slot():
+    """JointPolicy._objective, given the true qualities and the slot's true RTT, is minus the sum of the users'
+    rewards the env pays for those tiers at those shares: the baselines score tiers by the env's reward."""
+    from edgelam.baselines.multi_user_offload import Greedy
+
+    env = make_parallel(ENV_ID)
+    env.reset(seed=5)
+    base = env.unwrapped if hasattr(env, "unwrapped") else env
+    policy = Greedy(base)
+    n = base.n
+    tiers = np.array([(DEVICE, EDGE, CLOUD)[i % 3] for i in range(n)])
+    base.state.last_cloud_rtt_s[:] = base.state.cloud_rtt_s  # the estimate the policy prices with = the truth
+    band, compute = equal_shares(tiers[None])
+    quality = base.tables.quality[base.prompts]
+    expected = policy._objective(tiers, band[0], compute[0], quality)
+    _, rewards, _, _, infos = env.step({a: int(tiers[i]) for i, a in enumerate(env.possible_agents)})
+    assert -sum(rewards.values()) == pytest.approx(expected, rel=1e-9)
+    assert infos[env.possible_agents[2]]["cloud_cost_usd"] > 0  # the cloud term is in play
+    env.close()
+
+
+def test_greedy_users_price_an_equal_share_among_last_slots_offloaders():
+    """After a slot in which every user offloaded, each user assumes it shares the band and the edge with all
+    n - 1 others: its tier is the argmin of its own cost at share 1 / n (the env's slot_costs and reward weights)."""
+    from edgelam.baselines.multi_user_offload import Greedy
+
+    env = make_parallel(ENV_ID)
+    env.reset(seed=6)
+    env.step({a: int(EDGE) for a in env.possible_agents})
+    base = env.unwrapped if hasattr(env, "unwrapped") else env
+    n, cfg, w = base.n, base.config, base.config.reward
+    assert base.offloaded_fraction == 1.0
+    policy = Greedy(base)
+    quality = policy.expected_quality()
+    share = np.full(n, 1.0 / n)
+    cost = np.empty((n, 3))
+    for k in (DEVICE, EDGE, CLOUD):
+        lat, en, usd, _ = slot_costs(base.tables, base.prompts, np.full(n, k), base.spectral_efficiency, share, share,
+                                     cfg.channel.bandwidth_hz, cfg.edge_background_util, base.last_cloud_rtt_s)
+        cost[:, k] = w.latency_weight * lat + w.energy_weight_per_j * en + w.cloud_cost_weight_per_usd * usd
+        cost[:, k] -= w.quality_weight * quality[:, k]
+    np.testing.assert_array_equal(policy.decide(), np.argmin(cost, axis=1))
+    env.close()
+
+
+def test_optimal_allocation_splits_any_total_in_proportion_to_sqrt_a():
+    a = np.array([1.0, 4.0, 9.0])
+    x = optimal_allocation(a, total=2.0)
+    np.testing.assert_allclose(x, 2.0 * np.sqrt(a) / np.sqrt(a).sum(), rtol=1e-4)
+    assert x.sum() == pytest.approx(2.0, rel=1e-6) and x.sum() <= 2.0 + 1e-12
+    with pytest.raises(ValueError, match="a: every coefficient must be > 0"):
+        optimal_allocation(np.array([1.0, 0.0]))
