@@ -225,7 +225,8 @@ def run_target(name: str, work: Path, timeout_s: float, sample: int | None = Non
 
 def recheck(name: str, survivors: Path, work: Path, timeout_s: float = 120.0) -> dict:
     """Apply each diff of ``survivors`` to a copy of HEAD in ``work`` and run ``name``'s tests; count the kills
-    (a run past ``timeout_s`` counts as killed, as in cosmic-ray's sessions)."""
+    (a run past ``timeout_s`` counts as killed, as in cosmic-ray's sessions). The diffs still alive are
+    written to ``work/<name>.survivors.txt``."""
     module = TARGETS[name][1]
     prepare(work)
     env = _env(work)
@@ -233,6 +234,7 @@ def recheck(name: str, survivors: Path, work: Path, timeout_s: float = 120.0) ->
     diffs = [d for d in survivors.read_text().split("--- mutation diff ---") if d.strip()]
     source = (work / module).read_text()
     counts = {"killed": 0, "survived": 0, "not_applied": 0}
+    alive: list[str] = []
     for diff in diffs:
         body = diff.strip("\n") + "\n"
         applied = subprocess.run(["patch", "-p1", "-s", "-f"], input=body, text=True, cwd=work, capture_output=True)
@@ -240,6 +242,7 @@ def recheck(name: str, survivors: Path, work: Path, timeout_s: float = 120.0) ->
         if applied.returncode != 0 or not all(a in (work / module).read_text() for a in added):
             counts["not_applied"] += 1
             counts["survived"] += 1
+            alive.append(diff)
         else:
             try:
                 run = subprocess.run(command, cwd=work, env=env, capture_output=True, timeout=timeout_s)
@@ -247,7 +250,10 @@ def recheck(name: str, survivors: Path, work: Path, timeout_s: float = 120.0) ->
             except subprocess.TimeoutExpired:
                 killed = True
             counts["killed" if killed else "survived"] += 1
+            if not killed:
+                alive.append(diff)
         (work / module).write_text(source)
+    (work / f"{name}.survivors.txt").write_text("".join(f"--- mutation diff ---{d}" for d in alive))
     return {"target": name, "survivors": len(diffs), **counts}
 
 
