@@ -223,3 +223,29 @@ def test_optimal_allocation_splits_any_total_in_proportion_to_sqrt_a():
     assert x.sum() == pytest.approx(2.0, rel=1e-6) and x.sum() <= 2.0 + 1e-12
     with pytest.raises(ValueError, match="a: every coefficient must be > 0"):
         optimal_allocation(np.array([1.0, 0.0]))
+
+
+def test_observation_entries_and_a_split_without_compute_for_an_edge_user():
+    """The observation is what its docstring says, by hand; a controller's split that gives an edge user no
+    compute is replaced by equal shares and flagged."""
+    from edgelam.envs.multi_user_offload import dynamics as dyn
+    from edgelam.envs.multi_user_offload.env import parallel_env as muo_parallel_env
+
+    env = muo_parallel_env()
+    params, rng = env.params, np.random.default_rng(3)
+    state, _ = dyn.initial(params, rng, 4)
+    state.last_cloud_rtt_s[:] = [0.05, 3.0, 12.0, 0.2]
+    obs = dyn.observation(params, state)
+    tokens = params.tables.prompt_tokens[state.prompt]
+    np.testing.assert_allclose(obs[..., 1], np.minimum(tokens / 128.0, 32.0), rtol=1e-6)
+    np.testing.assert_allclose(obs[:, 0, 4], [0.05, 3.0, 10.0, 0.2], rtol=1e-6)  # clipped at 10 s
+    n = params.num_users
+    tiers = np.full((4, n), EDGE)
+    band = np.full((4, n), 1.0 / n)
+    compute = band.copy()
+    compute[0, 0] = 0.0  # game 0: an edge user without compute
+    requested = np.ones(4, bool)
+    _, _, info = dyn.transition(params, state, tiers, dyn.draw_exogenous(rng, params, 4), (requested, band, compute))
+    assert info["allocation_projected"].tolist() == [True, False, False, False]
+    np.testing.assert_allclose(info["compute_share"][0], 1.0 / n)
+    env.close()
