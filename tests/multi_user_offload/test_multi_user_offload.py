@@ -261,3 +261,22 @@ def test_observation_entries_and_a_split_without_compute_for_an_edge_user():
     assert info["allocation_projected"].tolist() == [True, False, False, False]
     np.testing.assert_allclose(info["compute_share"][0], 1.0 / n)
     env.close()
+
+
+def test_joint_policies_expect_each_tiers_quality_from_a_least_squares_line_in_confidence():
+    """expected_quality = clip(b_k conf + a_k, 0, 1), (b_k, a_k) the least-squares line of tier k's measured
+    quality against the device confidence over the profile's prompts."""
+    from edgelam.baselines.multi_user_offload import Greedy
+
+    env = make_parallel(ENV_ID)
+    env.reset(seed=2)
+    base = env.unwrapped if hasattr(env, "unwrapped") else env
+    t = base.tables
+    conf = base.device_confidence
+    expected = np.empty((base.n, 3))
+    for k in range(3):
+        slope, intercept = np.polyfit(t.confidence, t.quality[:, k], 1)
+        expected[:, k] = np.clip(slope * conf + intercept, 0.0, 1.0)
+    np.testing.assert_allclose(Greedy(base).expected_quality(), expected, rtol=1e-12)
+    assert len(np.unique(conf)) > 1  # the users' tasks differ
+    env.close()
