@@ -280,3 +280,25 @@ def test_joint_policies_expect_each_tiers_quality_from_a_least_squares_line_in_c
     np.testing.assert_allclose(Greedy(base).expected_quality(), expected, rtol=1e-12)
     assert len(np.unique(conf)) > 1  # the users' tasks differ
     env.close()
+
+
+def test_cvxpy_allocation_attains_the_exhaustive_optimum_of_its_objective():
+    """On 8 hard-tier slots (8 users), the relaxed-and-rounded decisions with the local search reach the
+    least expected objective at the square-root split over all 3^8 tier vectors."""
+    import itertools
+
+    from edgelam.baselines.multi_user_offload import CvxpyAllocation, sqrt_allocation
+
+    env = make_parallel(ENV_ID, scenario="hard")
+    base = env.unwrapped if hasattr(env, "unwrapped") else env
+    every = [np.array(t) for t in itertools.product((DEVICE, EDGE, CLOUD), repeat=base.n)]
+    for seed in range(8):
+        env.reset(seed=seed)
+        policy = CvxpyAllocation(base)
+        quality = policy.expected_quality()
+        tiers = policy.decide()
+        assert policy.solver_status == "optimal"
+        got = policy._objective(tiers, *policy.allocation(tiers, sqrt_allocation), quality)
+        best = min(policy._objective(t, *policy.allocation(t, sqrt_allocation), quality) for t in every)
+        assert got == pytest.approx(best, abs=1e-9), seed
+    env.close()
