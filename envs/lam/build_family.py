@@ -84,6 +84,15 @@ def corpus_files(stdlib: Path) -> list[Path]:
     return out
 
 
+def read_corpus(stdlib: Path) -> tuple[list[str], list[str], str]:
+    """(relative paths, texts, sha256 digest) of :func:`corpus_files`: the digest the card records."""
+    files = corpus_files(stdlib)
+    rels = [str(f.relative_to(stdlib)) for f in files]
+    texts = [f.read_text(encoding="utf-8", errors="replace") for f in files]
+    digest = hashlib.sha256("\n".join(rels).encode() + b"".join(t.encode() for t in texts)).hexdigest()
+    return rels, texts, digest
+
+
 def is_heldout(rel: str) -> bool:
     return zlib.crc32(rel.encode()) % HELDOUT_MOD == 0
 
@@ -315,13 +324,10 @@ def main(argv: list[str] | None = None) -> None:
     def log(msg: str) -> None:
         print(msg, flush=True)
 
-    files = corpus_files(args.stdlib)
-    rels = [str(f.relative_to(args.stdlib)) for f in files]
-    texts = [f.read_text(encoding="utf-8", errors="replace") for f in files]
+    rels, texts, corpus_sha = read_corpus(args.stdlib)
     train_texts = [t for r, t in zip(rels, texts, strict=True) if not is_heldout(r)]
     held_texts = [t for r, t in zip(rels, texts, strict=True) if is_heldout(r)]
-    corpus_sha = hashlib.sha256("\n".join(rels).encode() + b"".join(t.encode() for t in texts)).hexdigest()
-    log(f"corpus: {len(files)} files, {len(held_texts)} held out, sha256 {corpus_sha[:16]}")
+    log(f"corpus: {len(rels)} files, {len(held_texts)} held out, sha256 {corpus_sha[:16]}")
 
     tok_dir = out / "tokenizer"
     if (tok_dir / "tokenizer.json").exists():
@@ -351,7 +357,7 @@ def main(argv: list[str] | None = None) -> None:
             "source": "CPython standard library Lib/*.py (non-test, < 300 kB, no encodings/pydoc_data)",
             "licence": "PSF-2.0 (Python Software Foundation License Version 2, CPython's LICENSE)",
             "python_version": ".".join(map(str, __import__("sys").version_info[:3])),
-            "files": len(files),
+            "files": len(rels),
             "heldout_files": len(held_texts),
             "heldout_rule": f"crc32(relative path) % {HELDOUT_MOD} == 0",
             "sha256": corpus_sha,

@@ -39,7 +39,6 @@ them from the shipped adapters and tokens, which is what tests/lam/test_toolbox.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sysconfig
 import time
@@ -168,25 +167,6 @@ def _windows(ids: np.ndarray) -> np.ndarray:
     return ids[: n * SEQ_LEN].reshape(n, SEQ_LEN)
 
 
-def _score(module: Any, windows: np.ndarray) -> tuple[float, float, int]:
-    """Top-1 accuracy, mean cross-entropy (nats/token) and positions scored of a causal LM on ``windows``."""
-    import torch
-
-    hits = 0
-    nll = 0.0
-    count = 0
-    with torch.no_grad():
-        for start in range(0, len(windows), BATCH):
-            x = torch.as_tensor(windows[start : start + BATCH].astype(np.int64))
-            logits = module(input_ids=x).logits[:, :-1].double()
-            target = x[:, 1:]
-            hits += int((logits.argmax(-1) == target).sum())
-            nll += float(torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
-                                                           reduction="sum"))
-            count += target.numel()
-    return hits / count, nll / count, count
-
-
 def measure_quality(
     adapters: dict[str, dict[str, np.ndarray]] | None = None,
     heldout: dict[str, np.ndarray] | None = None,
@@ -197,6 +177,7 @@ def measure_quality(
     ``tasks`` limits the columns (and the adapter rows) measured; default all of :data:`TASKS`."""
     import torch
 
+    from .build_family import heldout_metrics
     from .lora import attach_lora, load_lora_state, lora_bytes
     from .model import load
 
@@ -219,9 +200,9 @@ def measure_quality(
             load_lora_state(lm, {k: torch.as_tensor(v.astype(np.float32)) for k, v in state.items()})
         else:
             lm = load(name)
-        lm.model.eval()
         for j, task in enumerate(tasks):
-            top1[i, j], loss[i, j], tokens[j] = _score(lm.model, heldout[task])
+            loss[i, j], top1[i, j] = heldout_metrics(lm.model, heldout[task])
+            tokens[j] = heldout[task].shape[0] * (SEQ_LEN - 1)
     adapter_bytes = np.array(
         [lora_bytes({k: torch.as_tensor(v) for k, v in adapters[t].items()}, bits=16) for t in tasks], dtype=np.int64
     )
@@ -232,14 +213,11 @@ def build(stdlib: Path, steps: int, seed: int, out_assets: Path, out_profile: Pa
     """Train every task's adapter, measure the tables and write them (see the module docstring)."""
     import torch
 
-    from .build_family import corpus_files, encode_stream, is_heldout
+    from .build_family import encode_stream, is_heldout, read_corpus
     from .lora import attach_lora, lora_state, train_lora_steps
     from .model import load
 
-    files = corpus_files(stdlib)
-    rels = [f.relative_to(stdlib).as_posix() for f in files]
-    texts = [f.read_text(encoding="utf-8", errors="replace") for f in files]
-    corpus_sha = hashlib.sha256("\n".join(rels).encode() + b"".join(t.encode() for t in texts)).hexdigest()
+    rels, texts, corpus_sha = read_corpus(stdlib)
     tokenizer = load("edge").tokenizer
     train_ids: dict[str, np.ndarray] = {}
     heldout: dict[str, np.ndarray] = {}
