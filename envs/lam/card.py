@@ -143,13 +143,11 @@ def _toolbox_lines() -> list[str]:
         "| model | " + " | ".join(f"{t} ({n:,} tokens)" for t, n in zip(q.tasks, q.tokens, strict=True)) + " |",
         "|---|" + "---|" * len(q.tasks),
     ]
+    adapters = [q.row(f"edge+{t}") for t in q.tasks]
+    best_of_column, best_adapter = q.top1.max(axis=0), q.top1[adapters].max(axis=0)
     for i, m in enumerate(q.models):
-        cells = []
-        for j, _ in enumerate(q.tasks):
-            best = q.top1[i, j] == q.top1[:, j].max() or (m.startswith("edge+") and
-                                                          q.top1[i, j] == max(q.top1[q.row(f"edge+{t}"), j]
-                                                                              for t in q.tasks))
-            cells.append(f"**{q.top1[i, j]:.3f}**" if best else f"{q.top1[i, j]:.3f}")
+        bold = (q.top1[i] == best_of_column) | ((i in adapters) & (q.top1[i] == best_adapter))
+        cells = [f"**{v:.3f}**" if b else f"{v:.3f}" for v, b in zip(q.top1[i], bold, strict=True)]
         lines.append(f"| `{m}` | " + " | ".join(cells) + " |")
     lines += ["", "Bold: the best of a column, and the best adapter of a column.", ""]
     return lines
