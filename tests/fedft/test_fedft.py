@@ -345,14 +345,16 @@ def test_min_energy_leaves_out_the_weakest_device_when_all_together_are_infeasib
     band, p_max, window = 2e5, 0.2, 1.0
     usable = window * (1.0 - DEADLINE_MARGIN)
     bits = 6 * usable * band  # 6 bit/s/Hz over the whole band: rate grows about linearly with the band
-    # gains at which each device alone on the band at p_max uploads h x bits in the usable window
-    gains = np.array([(2 ** (h * bits / usable / band) - 1) * N0 * band / p_max for h in (2.5, 1.05, 3.0, 3.5)])
+    def gain(h):  # Shannon inverted: alone on the band at p_max, h x bits in the usable window
+        return (2 ** (h * bits / usable / band) - 1) * N0 * band / p_max
+
+    gains = np.array([gain(h) for h in (2.5, 1.05, 3.0, 3.5)])
     cfg = SimpleNamespace(bandwidth_hz=band, p_max_w=p_max, noise_w_per_hz=N0)
     fed = SimpleNamespace(cfg=cfg, k=4, gains=gains, bits=bits, upload_window_s=np.full(4, window))
     policy = MinEnergy(SimpleNamespace(unwrapped=SimpleNamespace(fed=fed)))
     assert policy.candidates().all()
     # a device whose upload alone fills 99.9% of the usable window (the window less the margin) is no candidate
-    fed.gains = np.append(gains, (2 ** (0.999 * bits / usable / band) - 1) * N0 * band / p_max)
+    fed.gains = np.append(gains, gain(0.999))
     fed.k, fed.upload_window_s = 5, np.full(5, window)
     assert policy.candidates().tolist() == [True] * 4 + [False]
     fed.gains, fed.k, fed.upload_window_s = gains, 4, np.full(4, window)
