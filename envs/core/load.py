@@ -81,3 +81,15 @@ def ar1_block(x0: np.ndarray, corr: float, innovations: np.ndarray, gain: float 
         (B, T) x_1 .. x_T (``x[:, -1]`` continues the next block).
     """
     return lfilter([gain], [1.0, -corr], innovations, axis=1, zi=(corr * x0)[:, None])[0]
+
+
+def lognormal_ar1_block(mean: float, log_std: float, corr: float, shocks: np.ndarray,
+                        z0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(values (B, T), last latent (B,)): a log-normal process around ``mean`` with AR(1) log-correlation.
+
+    z_t = corr z_{t-1} + sqrt(1 - corr^2) shock_t (stationary N(0, 1) from a N(0, 1) ``z0``), value =
+    mean exp(log_std z - log_std^2 / 2), so the mean is preserved (E exp(s z) = exp(s^2 / 2)). The WAN
+    round trip of the offload envs and the backhaul rate of the model cache envs.
+    """
+    z = ar1_block(z0, corr, shocks, gain=math.sqrt(1.0 - corr**2))
+    return mean * np.exp(log_std * z - 0.5 * log_std**2), z[:, -1].copy()

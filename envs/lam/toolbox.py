@@ -141,25 +141,35 @@ def load_adapters(path: str | Path | None = None) -> dict[str, dict[str, np.ndar
     return out
 
 
-def toolbox_catalogue(quality: Quality, backbone: ModelCard, small: ModelCard, weight_bits: int = 16,
-                      adapter_bits: int = 16) -> Catalogue:
-    """The cacheable models of ``quality`` priced at real size: ``edge`` is the ``backbone`` card's weights,
-    ``device`` the ``small`` card's, and ``edge+<task>`` the backbone plus that task's LoRA adapter
-    (:meth:`~edgelam.envs.core.model_cards.ModelCard.lora_params` at :data:`LORA_RANK` on
-    :data:`LORA_TARGETS`), the backbone a block they all share. ``cloud`` is not cacheable (it is the
-    cloud's) and is left out. Model order: ``device``, ``edge``, then the adapters in task order."""
+def toolbox_catalogue(tasks: tuple[str, ...] | list[str], backbone: ModelCard, small: ModelCard,
+                      weight_bits: int = 16, adapter_bits: int = 16, *, big: ModelCard | None = None,
+                      merged: bool = False) -> Catalogue:
+    """The cacheable models of the toolbox of ``tasks`` priced at real size: ``device`` is the ``small``
+    card's weights, ``edge`` the ``backbone`` card's, ``edge+<task>`` the backbone with that task's LoRA
+    adapter (:meth:`~edgelam.envs.core.model_cards.ModelCard.lora_params` at :data:`LORA_RANK` on
+    :data:`LORA_TARGETS`, ``adapter_bits`` per parameter) and, with ``big``, ``cloud`` the big card's
+    weights cached at the edge. The backbone is one block that ``edge`` and every task model share;
+    ``merged=True`` deploys each task model instead as its own copy of the backbone with the adapter
+    merged into the weights (its own block, the backbone's size). Model order: ``device``, ``edge``, the
+    task models in ``tasks`` order, then ``cloud``."""
     for bits, key in ((weight_bits, "weight_bits"), (adapter_bits, "adapter_bits")):
         if bits not in (4, 8, 16, 32):
             raise ValueError(f"{key}: {bits!r} is not one of 4, 8, 16, 32")
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        raise ValueError(f"tasks: unknown toolbox task(s) {unknown} (known: {', '.join(TASKS)})")
+    n = len(tasks)
+    weights = int(backbone.total_weight_bytes(weight_bits))
     adapter = int(backbone.lora_params(LORA_RANK, LORA_TARGETS) * adapter_bits // 8)
-    blocks = (int(backbone.total_weight_bytes(weight_bits)), int(small.total_weight_bytes(weight_bits)),
-              *(adapter for _ in quality.tasks))
-    models = ((1,), (0,), *((0, 2 + j) for j in range(len(quality.tasks))))
-    names = ("device", "edge", *(f"edge+{t}" for t in quality.tasks))
-    missing = [n for n in names if n not in quality.models]
-    if missing:
-        raise ValueError(f"quality: no measured row for {missing} (rows: {', '.join(quality.models)})")
-    return Catalogue(blocks, models, names)
+    blocks = [weights, int(small.total_weight_bytes(weight_bits)), *((weights if merged else adapter,) * n)]
+    task_blocks = tuple((2 + j,) if merged else (0, 2 + j) for j in range(n))
+    models = [(1,), (0,), *task_blocks]
+    names = ["device", "edge", *(f"edge+{t}" for t in tasks)]
+    if big is not None:
+        blocks.append(int(big.total_weight_bytes(weight_bits)))
+        models.append((2 + n,))
+        names.append("cloud")
+    return Catalogue(tuple(blocks), tuple(models), tuple(names))
 
 
 def _windows(ids: np.ndarray) -> np.ndarray:
@@ -178,8 +188,7 @@ def measure_quality(
     import torch
 
     from .build_family import heldout_metrics
-    from .lora import attach_lora, load_lora_state, lora_bytes
-    from .model import load
+    from .lora import lora_bytes
 
     adapters = load_adapters() if adapters is None else adapters
     heldout = load_heldout() if heldout is None else heldout
@@ -193,13 +202,7 @@ def measure_quality(
     tokens = np.zeros(len(tasks), dtype=np.int64)
     torch.manual_seed(0)
     for i, name in enumerate(models):
-        if "+" in name:
-            lm = load("edge", fresh=True)
-            attach_lora(lm, rank=LORA_RANK, alpha=LORA_ALPHA, targets=LORA_TARGETS)
-            state = adapters[name.split("+", 1)[1]]
-            load_lora_state(lm, {k: torch.as_tensor(v.astype(np.float32)) for k, v in state.items()})
-        else:
-            lm = load(name)
+        lm = toolbox_model(name, adapters)
         for j, task in enumerate(tasks):
             loss[i, j], top1[i, j] = heldout_metrics(lm.model, heldout[task])
             tokens[j] = heldout[task].shape[0] * (SEQ_LEN - 1)
@@ -207,6 +210,99 @@ def measure_quality(
         [lora_bytes({k: torch.as_tensor(v) for k, v in adapters[t].items()}, bits=16) for t in tasks], dtype=np.int64
     )
     return Quality(tuple(models), tasks, top1, loss, tokens, adapter_bytes)
+
+
+# the models of the per-window profile, in the order of the edge model cache's catalogue (envs/model_cache)
+WINDOW_MODELS: tuple[str, ...] = ("device", "edge", *(f"edge+{t}" for t in TASKS), "cloud")
+
+
+def windows_path() -> Path:
+    return Path(__file__).resolve().parent / "profiles" / "toolbox_windows.npz"
+
+
+def toolbox_model(name: str, adapters: dict[str, dict[str, np.ndarray]] | None = None):
+    """The model ``name`` of :data:`WINDOW_MODELS` as an ``LM``: a shipped general model, or a private copy
+    of ``edge`` with the task's shipped adapter attached (``edge+<task>``)."""
+    import torch
+
+    from .lora import attach_lora, load_lora_state
+    from .model import load
+
+    if name not in WINDOW_MODELS:
+        raise ValueError(f"unknown toolbox model {name!r} (known: {', '.join(WINDOW_MODELS)})")
+    if "+" not in name:
+        return load(name)
+    adapters = load_adapters() if adapters is None else adapters
+    lm = load("edge", fresh=True)
+    attach_lora(lm, rank=LORA_RANK, alpha=LORA_ALPHA, targets=LORA_TARGETS)
+    state = adapters[name.split("+", 1)[1]]
+    load_lora_state(lm, {k: torch.as_tensor(v.astype(np.float32)) for k, v in state.items()})
+    return lm
+
+
+def window_top1(model, windows: np.ndarray) -> np.ndarray:
+    """Teacher-forced next-token top-1 accuracy of ``model`` on each window (rows of ``windows``), shape (n,).
+
+    The mean over a task's windows is that task's column of :func:`measure_quality` (every window
+    scores ``SEQ_LEN - 1`` positions)."""
+    import torch
+
+    model.eval()
+    x = torch.from_numpy(np.asarray(windows).astype(np.int64))
+    out = np.empty(len(x))
+    with torch.no_grad():
+        for i in range(0, len(x), 20):
+            batch = x[i : i + 20]
+            logits = model(input_ids=batch).logits
+            out[i : i + len(batch)] = (logits[:, :-1].argmax(-1) == batch[:, 1:]).double().mean(-1).numpy()
+    return out
+
+
+@dataclass(frozen=True)
+class Windows:
+    """The per-window profile: ``top1[m, w]`` of model ``models[m]`` on held-out window w; window w is of
+    task ``task[w]`` (index into ``tasks``) and is that task's window ``index[w]``."""
+
+    models: tuple[str, ...]
+    tasks: tuple[str, ...]
+    top1: np.ndarray
+    task: np.ndarray
+    index: np.ndarray
+
+    def windows_of(self, task: int) -> np.ndarray:
+        """Indices w of the windows of task ``task``."""
+        return np.flatnonzero(self.task == task)
+
+
+def measure_windows(heldout: dict[str, np.ndarray] | None = None,
+                    adapters: dict[str, dict[str, np.ndarray]] | None = None) -> Windows:
+    """Run every model of :data:`WINDOW_MODELS` on every held-out window of every task (torch)."""
+    import torch
+
+    heldout = load_heldout() if heldout is None else heldout
+    torch.manual_seed(0)
+    task = np.concatenate([np.full(len(heldout[t]), j) for j, t in enumerate(TASKS)]).astype(np.int64)
+    index = np.concatenate([np.arange(len(heldout[t])) for t in TASKS]).astype(np.int64)
+    windows = np.concatenate([heldout[t] for t in TASKS])
+    top1 = np.stack([window_top1(toolbox_model(m, adapters).model, windows) for m in WINDOW_MODELS])
+    return Windows(WINDOW_MODELS, tuple(TASKS), top1, task, index)
+
+
+def load_windows(path: str | Path | None = None) -> Windows:
+    """The shipped per-window profile (no torch needed)."""
+    p = Path(path) if path is not None else windows_path()
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: no toolbox window profile; run python -m edgelam.envs.lam.toolbox --windows")
+    with np.load(p) as z:
+        return Windows(tuple(str(m) for m in z["models"]), tuple(str(t) for t in z["tasks"]),
+                       z["top1"].astype(np.float64), z["task"].astype(np.int64), z["index"].astype(np.int64))
+
+
+def save_windows(w: Windows, path: str | Path | None = None) -> Path:
+    p = Path(path) if path is not None else windows_path()
+    np.savez_compressed(p, models=np.array(w.models), tasks=np.array(w.tasks), top1=w.top1, task=w.task,
+                        index=w.index)
+    return p
 
 
 def build(stdlib: Path, steps: int, seed: int, out_assets: Path, out_profile: Path, log=print) -> dict[str, Any]:
@@ -261,6 +357,8 @@ def build(stdlib: Path, steps: int, seed: int, out_assets: Path, out_profile: Pa
         "train_loss": {t: {"first": c[0], "last20": float(np.mean(c[-20:]))} for t, c in curves.items()},
     }
     out_profile.with_suffix(".json").write_text(json.dumps(manifest, indent=2) + "\n")
+    save_windows(measure_windows(load_heldout(out_assets / "heldout.npz"), load_adapters(out_assets / "adapters.npz")),
+                 out_profile.parent / windows_path().name)
     return manifest
 
 
@@ -272,7 +370,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--stdlib", type=Path, default=Path(sysconfig.get_paths()["stdlib"]))
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--windows", action="store_true",
+                    help="only (re)record the per-window profile from the shipped adapters and held-out windows")
     args = ap.parse_args(argv)
+    if args.windows:
+        torch.set_num_threads(args.threads)
+        print(f"wrote {save_windows(measure_windows())}")
+        return
     if args.steps < 1:
         ap.error(f"--steps must be >= 1, got {args.steps}")
     torch.set_num_threads(args.threads)

@@ -51,7 +51,7 @@ from edgelam.envs.core.channel import (
 )
 from edgelam.envs.core.hardware import HardwareSpec, model_cost
 from edgelam.envs.core.jit import lindley_interval, njit, transfer_time_one_s, virtual_queue_step
-from edgelam.envs.core.load import ar1_block
+from edgelam.envs.core.load import ar1_block, lognormal_ar1_block
 from edgelam.envs.core.model_cards import ModelCard
 from edgelam.envs.core.queues import background_interval_map, mm1_stationary_work_s
 from edgelam.envs.offload.config import OffloadConfig
@@ -293,9 +293,7 @@ def cloud_rtts(wan, shock: np.ndarray, z0: np.ndarray) -> tuple[np.ndarray, np.n
 
     z_t = c z_{t-1} + sqrt(1 - c^2) shock_t, rtt = mean exp(sigma z - sigma^2 / 2) (mean preserved).
     """
-    z = ar1_block(z0, wan.corr, shock, gain=math.sqrt(1.0 - wan.corr**2))
-    rtt = wan.rtt_mean_s * np.exp(wan.rtt_log_std * z - 0.5 * wan.rtt_log_std**2)
-    return rtt, z[:, -1].copy()
+    return lognormal_ar1_block(wan.rtt_mean_s, wan.rtt_log_std, wan.corr, shock, z0)
 
 
 def draw_exogenous(

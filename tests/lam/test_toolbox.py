@@ -121,7 +121,7 @@ def test_the_catalogue_prices_the_toolbox_at_real_size_with_one_backbone(shipped
     from edgelam.envs.core.model_cards import get_model_card
 
     big, small = get_model_card("Llama-3.2-3B"), get_model_card("Llama-3.2-1B")
-    cat = tb.toolbox_catalogue(shipped, big, small)
+    cat = tb.toolbox_catalogue(shipped.tasks, big, small)
     assert cat.names == ("device", "edge", "edge+gui", "edge+packaging", "edge+concurrency", "edge+web", "edge+core")
     backbone, adapter = 2 * big.total_params, 2 * 12_156_928
     assert cat.model_bytes(cat.names.index("edge")) == backbone
@@ -129,7 +129,33 @@ def test_the_catalogue_prices_the_toolbox_at_real_size_with_one_backbone(shipped
     gui, web = cat.names.index("edge+gui"), cat.names.index("edge+web")
     assert cat.model_bytes(gui) == backbone + adapter
     assert cat.footprint([gui, web, cat.names.index("edge")]) == backbone + 2 * adapter
-    int8 = tb.toolbox_catalogue(shipped, big, small, weight_bits=8)
+    int8 = tb.toolbox_catalogue(shipped.tasks, big, small, weight_bits=8)
     assert int8.model_bytes(gui) == big.total_params + adapter  # int8 weights, fp16 adapter
     with pytest.raises(ValueError, match="weight_bits"):
-        tb.toolbox_catalogue(shipped, big, small, weight_bits=3)
+        tb.toolbox_catalogue(shipped.tasks, big, small, weight_bits=3)
+    with pytest.raises(ValueError, match="unknown toolbox task"):
+        tb.toolbox_catalogue(("gui", "gaming"), big, small)
+    # merged task models: each its own backbone-sized copy, nothing shared; the big model at the end
+    merged = tb.toolbox_catalogue(("gui", "web"), big, small, big=get_model_card("Llama-3.1-8B"), merged=True)
+    assert merged.names == ("device", "edge", "edge+gui", "edge+web", "cloud")
+    assert merged.footprint([1, 2, 3]) == 3 * backbone
+    assert merged.model_bytes(4) == 2 * get_model_card("Llama-3.1-8B").total_params
+
+
+def test_the_window_profile_averages_to_the_shipped_table_and_reruns_live(shipped):
+    """Each model's per-window accuracies average, over a task's windows (255 scored positions each), to
+    that task's entry of the quality table; and three windows rerun live give the profile's numbers."""
+    w = tb.load_windows()
+    assert w.models == tb.WINDOW_MODELS and w.tasks == shipped.tasks
+    for name in w.models:
+        for j in range(len(w.tasks)):
+            mean = w.top1[w.models.index(name), w.windows_of(j)].mean()
+            assert mean == pytest.approx(shipped.top1[shipped.row(name), j], abs=1e-9), (name, j)
+    heldout = tb.load_heldout()
+    picks = [int(w.windows_of(1)[3]), int(w.windows_of(4)[0]), int(w.windows_of(4)[17])]
+    windows = np.stack([heldout[w.tasks[w.task[i]]][w.index[i]] for i in picks])
+    for name in ("edge+packaging", "cloud"):
+        live = tb.window_top1(tb.toolbox_model(name).model, windows)
+        np.testing.assert_allclose(live, w.top1[w.models.index(name), picks], atol=1e-12)
+    with pytest.raises(ValueError, match="unknown toolbox model 'edge\\+nope'"):
+        tb.toolbox_model("edge+nope")
