@@ -30,6 +30,7 @@ SPEC_MODULES: tuple[str, ...] = (
     "edgelam.envs.multi_user_offload.spec",
     "edgelam.envs.robust_routing.spec",
     "edgelam.envs.fedft.spec",
+    "edgelam.envs.model_cache.spec",
 )
 
 SPECS: tuple[EnvSpec, ...] = tuple(s for m in SPEC_MODULES for s in importlib.import_module(m).SPECS)

@@ -87,9 +87,10 @@ class _SpecFrugal(_Plan):
 CHEAPEST: dict[str, Callable[[gym.Env], Any]] = {
     "edgelam/SplitInference-v0": _SplitMinEnergy,
     "edgelam/SpecDecode-v0": _SpecFrugal,
+    "edgelam/EdgeModelCache-v0": "always_cloud",  # forwarding downloads nothing: the cheapest of every episode
 }
 # the envs whose plan above is the cheapest of every episode (the others: a witness only)
-EXACT_CHEAPEST = {"edgelam/SplitInference-v0"}
+EXACT_CHEAPEST = {"edgelam/SplitInference-v0", "edgelam/EdgeModelCache-v0"}
 
 
 def _test_costs(env_id: str, policy: Any) -> tuple[np.ndarray, float]:

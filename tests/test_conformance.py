@@ -56,6 +56,7 @@ DESIGN_GYM_IDS = {
     "edgelam/SpecDecode-v0",
     "edgelam/MicroserviceRouting-v0",
     "edgelam/FedFTAllocation-v0",
+    "edgelam/EdgeModelCache-v0",
 }
 DESIGN_PARALLEL_IDS = {
     "edgelam/MultiUserOffload-v0",
@@ -63,7 +64,7 @@ DESIGN_PARALLEL_IDS = {
     "edgelam/FedFTPower-v0",
 }
 # in the design's table, not built yet: each moves into a set above when it is registered
-DESIGN_PENDING_IDS = {"edgelam/EdgeModelCache-v0", "edgelam/CooperativeModelCache-v0"}
+DESIGN_PENDING_IDS = {"edgelam/CooperativeModelCache-v0"}
 
 
 def test_every_design_id_is_registered_or_pending():

@@ -24,6 +24,7 @@ import edgelam.envs  # noqa: F401  (registers the ids)
 from edgelam.envs.core.spec import load_attribute
 from edgelam.envs.fedft.vector import FedFTAllocationVectorEnv
 from edgelam.envs.microservice_routing.vector import MicroserviceRoutingVectorEnv
+from edgelam.envs.model_cache.vector import EdgeModelCacheVectorEnv
 from edgelam.envs.offload.vector import OffloadVectorEnv
 from edgelam.envs.registration import SPECS, find_spec, make_batched
 from edgelam.envs.spec_decode.vector import SpecDecodeVectorEnv
@@ -50,6 +51,8 @@ BUDGETED_KEY = {
     "spec_decode": "energy_j",
     "microservice_migration": "migration_energy_j",
     "fedft_allocation": "energy_j",
+    "model_cache_bytes": "backhaul_bytes",
+    "model_cache_energy": "energy_j",
 }
 # the cases whose step budget is not b: SpecDecode-v0's is b per emitted token
 STEP_BUDGET = {"spec_decode": lambda info, b: b * info["tokens"]}
@@ -141,6 +144,8 @@ TIGHT = {
     "spec_decode": ({"energy_budget_j_per_token": 0.02}, 0.02),
     "microservice_migration": ({"scenario": "migration", "migration.budget_j_per_step": 0.0}, 0.0),
     "fedft_allocation": ({"energy_budget_j": 1.0}, 1.0),
+    "model_cache_bytes": ({"budget.per_request": 0.0}, 0.0),
+    "model_cache_energy": ({"budget.metric": "energy_j", "budget.per_request": 0.0}, 0.0),
 }
 
 
@@ -197,6 +202,7 @@ VECTOR_ENVS = {
     "edgelam/SpecDecode-v0": (SpecDecodeVectorEnv, {}),
     "edgelam/MicroserviceRouting-v0": (MicroserviceRoutingVectorEnv, {"scenario": "migration"}),
     "edgelam/FedFTAllocation-v0": (FedFTAllocationVectorEnv, {}),
+    "edgelam/EdgeModelCache-v0": (EdgeModelCacheVectorEnv, {}),
 }
 
 
@@ -244,6 +250,8 @@ HAND_LIMITS = {
         "migration", lambda y: y["migration"]["budget_j_per_step"] * y["episode_length"], "episode_length"),
     "edgelam/FedFTAllocation-v0": ("dense", lambda y: y["energy_budget_j"] * y["episode_length"], "episode_length"),
     "edgelam/FedFTPower-v0": ("split", lambda y: y["energy_budget_j"] * y["episode_length"], "episode_length"),
+    "edgelam/EdgeModelCache-v0": (
+        "hard", lambda y: y["budget"]["per_request"] * y["episode_length"], "episode_length"),
 }
 
 
@@ -327,7 +335,7 @@ def test_the_docstrings_cost_paragraph_states_the_spec_cost_limit(env_id):
     doc = _env_class(spec).__doc__
     paragraph = doc[doc.index("Cost (Safety-Gymnasium's convention)"):].split("\n\n", 1)[0]
     assert "``info[\"cost\"]``" in paragraph and "``cost_limit(scenario)``" in paragraph
-    stated = re.findall(r"([\d.]+) J in scenario ``(\w+)``", paragraph)
+    stated = re.findall(r"([\d.]+(?:e\d+)?) (?:J|B) in scenario ``(\w+)``", paragraph)  # joules or bytes
     assert stated, paragraph
     for value, scenario in stated:
         assert float(value) == pytest.approx(spec.cost_limit(scenario), rel=1e-12), (scenario, value)

@@ -52,6 +52,7 @@ LONG_EPISODE: dict[str, dict[str, Any]] = {
     "edgelam/MultiUserOffload-v0": {"episode_length": 1_000_000},
     "edgelam/RobustRouting-v0": {"episode_length": 1_000_000, "demand.arrival_rate_hz": 7.0},
     "edgelam/FedFTPower-v0": {"episode_length": 100_000},
+    "edgelam/EdgeModelCache-v0": {"episode_length": 1_000_000},
 }
 # info keys of queue-like values that are stable under random actions in the default scenario
 STABLE_QUEUES: dict[str, tuple[str, ...]] = {
@@ -63,6 +64,7 @@ STABLE_QUEUES: dict[str, tuple[str, ...]] = {
     "edgelam/MultiUserOffload-v0": (),
     "edgelam/RobustRouting-v0": ("queue_lengths_s",),
     "edgelam/FedFTPower-v0": (),
+    "edgelam/EdgeModelCache-v0": ("cached_bytes",),
 }
 
 

@@ -19,6 +19,7 @@ import pytest
 
 import edgelam.envs  # noqa: F401  (registers the ids)
 from edgelam.envs.microservice_routing.vector import MicroserviceRoutingVectorEnv
+from edgelam.envs.model_cache.vector import EdgeModelCacheVectorEnv
 from edgelam.envs.offload.vector import OffloadVectorEnv
 from edgelam.envs.registration import make_parallel
 from edgelam.envs.spec_decode.vector import SpecDecodeVectorEnv
@@ -63,6 +64,16 @@ CASES = {
         6.0,
     ),
     "fedft_allocation": Case("edgelam/FedFTAllocation-v0", {"energy_budget_j": 3.0}, _energy, 3.0),
+    # random actions download ~1.3 GB a request on average, in bursts: 1.6 GB a request both fills and drains
+    "model_cache_bytes": Case(
+        "edgelam/EdgeModelCache-v0",
+        {"budget.per_request": 1.6e9},
+        lambda info, b: info["backhaul_bytes"] - b,
+        1.6e9,
+    ),
+    "model_cache_energy": Case(
+        "edgelam/EdgeModelCache-v0", {"budget.metric": "energy_j", "budget.per_request": 15.0}, _energy, 15.0
+    ),
 }
 
 
@@ -153,6 +164,7 @@ def test_fedft_power_virtual_queue_replays_from_every_agents_info():
 
 
 VECTOR_CASES = {
+    "model_cache_bytes": (EdgeModelCacheVectorEnv, CASES["model_cache_bytes"]),
     "microservice_migration": (MicroserviceRoutingVectorEnv, CASES["microservice_migration"]),
     "split_inference": (SplitInferenceVectorEnv, CASES["split_inference"]),
     "offload_energy": (OffloadVectorEnv, CASES["offload_energy"]),
