@@ -24,6 +24,8 @@ kept), evicting cached models in the policy's order until the footprint fits.
   block b of model i, sum_b bytes_b y_b <= C, x, y binary, solved exactly by HiGHS through
   ``scipy.optimize.milp`` (Huangfu and Hall, Math. Prog. Comp. 10, 2018). With value =
   popularity x quality gain it is the static popularity placement baseline of the issue.
+* :func:`assignment_placement`: the same with each task served by its best cached model (a capacitated
+  facility location: a model's value depends on the others cached) and a cost per stored block.
 
 Requests (:func:`zipf_pmf`, :func:`request_trace`): tasks are requested with Zipf popularity,
 p_k proportional to k^-s over the popularity ranks k = 1..n (Breslau, Cao, Fan, Phillips and
@@ -212,6 +214,76 @@ def static_placement(values: Sequence[float] | np.ndarray, catalogue: Catalogue,
         models = _greedy_placement(v, catalogue, cap)
         status, message = "fallback", f"HiGHS: {res.message}"
     return Placement(models, float(v[list(models)].sum()), catalogue.footprint(models), status, message)
+
+
+def assignment_placement(gain: Sequence[Sequence[float]] | np.ndarray, demand: Sequence[float] | np.ndarray,
+                         catalogue: Catalogue, capacity: float, block_cost: Sequence[float] | np.ndarray | None = None,
+                         time_limit_s: float = 10.0) -> Placement:
+    """The cache that maximises the demand-weighted gain of serving each task with its best cached model,
+    less the cost of the blocks it stores, within ``capacity`` bytes (shared blocks counted once).
+
+    ``gain[m, j]``: what serving one request of task j with model m earns over the fallback (the cloud;
+    a negative gain is never taken); ``demand[j]``: the requests of task j expected; ``block_cost[b]``:
+    the cost of storing block b (e.g. its download, 0 for a block already stored). The MILP (a
+    capacitated facility location over shared blocks)::
+
+        max  sum_j demand_j sum_m gain_mj z_mj - sum_b block_cost_b y_b
+        s.t. z_mj <= x_m,  sum_m z_mj <= 1,  x_m <= y_b (b a block of m),  sum_b bytes_b y_b <= capacity,
+             x, y binary, z in [0, 1]
+
+    is solved by HiGHS through ``scipy.optimize.milp``; for a binary x the best z serves each task by
+    its best cached model, so z needs no integrality. ``value`` is the objective; on a solver failure
+    the status is ``"fallback"``: the greedy set of :func:`static_placement` on the summed positive gains.
+    """
+    from scipy.optimize import Bounds, LinearConstraint, milp
+
+    g = np.asarray(gain, dtype=np.float64)
+    n, k = catalogue.n_models, len(catalogue.block_bytes)
+    if g.ndim != 2 or g.shape[0] != n or not np.all(np.isfinite(g)):
+        raise ValueError(f"gain: need a finite ({n}, tasks) array, got shape {np.shape(gain)}")
+    t = g.shape[1]
+    d = np.asarray(demand, dtype=np.float64)
+    if d.shape != (t,) or not np.all(np.isfinite(d)) or np.any(d < 0):
+        raise ValueError(f"demand: need {t} finite numbers >= 0 (one per task), got {demand!r}")
+    c_b = np.zeros(k) if block_cost is None else np.asarray(block_cost, dtype=np.float64)
+    if c_b.shape != (k,) or not np.all(np.isfinite(c_b)):
+        raise ValueError(f"block_cost: need {k} finite numbers (one per block), got {block_cost!r}")
+    cap = _capacity(capacity)
+    nz = n * t  # z_mj at n + k + m t + j
+    size = n + k + nz
+    c = np.zeros(size)
+    c[n:n + k] = c_b
+    c[n + k:] = -(np.clip(g, 0.0, None) * d[None, :]).ravel()
+    rows = []
+    for m in range(n):
+        for j in range(t):
+            row = np.zeros(size)
+            row[n + k + m * t + j], row[m] = 1.0, -1.0
+            rows.append(row)
+        for b in catalogue.blocks[m]:
+            row = np.zeros(size)
+            row[m], row[n + b] = 1.0, -1.0
+            rows.append(row)
+    for j in range(t):
+        row = np.zeros(size)
+        row[n + k + j:size:t] = 1.0
+        rows.append(row)
+    room = np.zeros(size)
+    room[n:n + k] = catalogue.block_bytes
+    rows.append(room)
+    hi = np.zeros(len(rows))
+    hi[-t - 1:-1] = 1.0
+    hi[-1] = cap
+    integrality = np.concatenate([np.ones(n + k), np.zeros(nz)])
+    res = milp(c, constraints=[LinearConstraint(np.array(rows), -np.inf, hi)], integrality=integrality,
+               bounds=Bounds(0, 1), options={"time_limit": float(time_limit_s)})
+    if res.status == 0 and res.x is not None:
+        models = tuple(int(i) for i in np.flatnonzero(res.x[:n] > 0.5))
+        return Placement(models, float(-res.fun), catalogue.footprint(models), "optimal")
+    values = (np.clip(g, 0.0, None) * d[None, :]).sum(axis=1)
+    models = _greedy_placement(values, catalogue, cap)
+    return Placement(models, float(values[list(models)].sum()), catalogue.footprint(models), "fallback",
+                     f"HiGHS: {res.message}")
 
 
 def zipf_pmf(n: int, exponent: float) -> np.ndarray:

@@ -196,3 +196,29 @@ def test_bad_request_settings_raise_value_errors_naming_the_key():
         args = {"length": 10, "n_tasks": 4, "exponent": 1.0, **kwargs}
         with pytest.raises(ValueError, match=f"^{key}:"):
             C.request_trace(rng, **args)
+
+
+def test_assignment_placement_equals_an_exhaustive_search_over_every_cache():
+    """Random gains (some negative), demands, block costs and capacities on a catalogue with shared blocks:
+    HiGHS's optimum is the best of every subset that fits, each task served by its best cached model."""
+    rng = np.random.default_rng(1)
+    cat = C.Catalogue((5, 3, 2, 2, 4), ((0,), (0, 1), (0, 2), (3,), (4,), (1, 3)), tuple("abcdef"))
+    for _ in range(25):
+        gain, demand = rng.normal(0, 1, (6, 3)), rng.uniform(0, 5, 3)
+        cost, cap = rng.uniform(0, 2, 5), rng.uniform(3, 12)
+        plan = C.assignment_placement(gain, demand, cat, cap, cost)
+        best = -np.inf
+        for r in range(7):
+            for s in itertools.combinations(range(6), r):
+                if cat.footprint(s) <= cap:
+                    stored = {b for m in s for b in cat.blocks[m]}
+                    value = sum(demand[j] * max([0.0, *(gain[m, j] for m in s)]) for j in range(3))
+                    best = max(best, value - sum(cost[b] for b in stored))
+        assert plan.status == "optimal" and plan.value == pytest.approx(best, abs=1e-6)
+        assert plan.footprint <= cap
+    with pytest.raises(ValueError, match="gain"):
+        C.assignment_placement(np.zeros((2, 3)), np.ones(3), cat, 10.0)
+    with pytest.raises(ValueError, match="demand"):
+        C.assignment_placement(np.zeros((6, 3)), -np.ones(3), cat, 10.0)
+    with pytest.raises(ValueError, match="block_cost"):
+        C.assignment_placement(np.zeros((6, 3)), np.ones(3), cat, 10.0, np.ones(2))
