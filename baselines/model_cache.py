@@ -48,13 +48,23 @@ class _Pricing:
         self.m = self.params.num_models
         self.quality = np.ascontiguousarray(expected_quality(self.params))
         self.forward = self.m * (self.m + 1) + self.m
+        self.capacity = float(self.params.config.capacity_bytes)
 
     def price(self, action: int, mask: int | None = None) -> tuple:
         """:func:`serve`'s tuple for ``action`` on the pending request (expected quality, last RTT)."""
-        e, p, t = self.env, self.params, self.params.tables
+        e = self.env
         mask = e.cache_mask if mask is None else mask
-        return serve(p.consts, t.footprint, t.missing, t.compute_s, t.energy_j, self.quality, mask, action, e.task,
-                     e.private, e.backhaul_rate_bps, e.last_rtt_s)
+        return self.serve(mask, action, e.task, e.private, e.backhaul_rate_bps, e.last_rtt_s, self.neighbour())
+
+    def serve(self, mask: int, action: int, task: int, private: bool, rate: float, rtt: float, neighbour: int) -> tuple:
+        """:func:`serve` at the task's expected quality (``task`` indexes :attr:`quality`'s columns)."""
+        p, t = self.params, self.params.tables
+        return serve(p.consts, self.capacity, t.footprint, t.missing, t.compute_s, t.energy_j, self.quality, mask,
+                     action, task, private, rate, rtt, neighbour)
+
+    def neighbour(self) -> int:
+        """Bitmask of the models a neighbour holds (0 for a lone edge)."""
+        return 0
 
     def action(self, serve_with: int, op: int | None = None) -> int:
         return serve_with * (self.m + 1) + (self.m if op is None else op)
@@ -107,7 +117,7 @@ class Replacement(_Pricing):
         mask = e.cache_mask
         op = None
         if not mask >> own & 1:
-            fp, cap = self.params.tables.footprint, self.params.config.capacity_bytes
+            fp, cap = self.params.tables.footprint, self.capacity
             if fp[mask | 1 << own] > cap:
                 cached = [i for i in range(self.m) if mask >> i & 1]
                 if cached:
@@ -137,19 +147,17 @@ class Placement(_Pricing):
 
     def _gains(self) -> np.ndarray:
         """(M, n) expected reward of serving a request of each task with each model, cached, over the cloud."""
-        p, t = self.params, self.params.tables
+        p = self.params
         cfg = p.config
         full = (1 << self.m) - 1
         rate, rtt = self.env.backhaul_rate_bps, self.env.last_rtt_s
         share = cfg.requests.private_share
         gains = np.empty((self.m, p.num_tasks))
         for j in range(p.num_tasks):
-            fwd = [serve(p.consts, t.footprint, t.missing, t.compute_s, t.energy_j, self.quality, full, self.forward,
-                         j, private, rate, rtt)[0] for private in (False, True)]
+            fwd = [self.serve(full, self.forward, j, private, rate, rtt, 0)[0] for private in (False, True)]
             fallback = (1.0 - share) * fwd[0] + share * fwd[1]
             for s in range(self.m):
-                gains[s, j] = serve(p.consts, t.footprint, t.missing, t.compute_s, t.energy_j, self.quality, full,
-                                    self.action(s), j, False, rate, rtt)[0] - fallback
+                gains[s, j] = self.serve(full, self.action(s), j, False, rate, rtt, 0)[0] - fallback
         return gains
 
     def _solve(self) -> None:
@@ -163,7 +171,7 @@ class Placement(_Pricing):
         cost = np.array([0.0 if b in stored else per_byte * size for b, size in enumerate(cat.block_bytes)])
         horizon = min(self.period, e.steps_left)
         demand = e.popularity * horizon
-        plan = assignment_placement(self._gains(), demand, cat, p.config.capacity_bytes, cost)
+        plan = assignment_placement(self._gains(), demand, cat, self.capacity, cost)
         self.target, self.status = plan.models, plan.status
 
     def predict(self, observation, state=None, episode_start=None, deterministic=True):
@@ -176,7 +184,7 @@ class Placement(_Pricing):
         extra = [i for i in range(self.m) if mask >> i & 1 and i not in self.target]
         if extra:
             return np.int64(serve_action - self.m + extra[0]), state
-        fp, cap = self.params.tables.footprint, self.params.config.capacity_bytes
+        fp, cap = self.params.tables.footprint, self.capacity
         for i in self.target:
             if not mask >> i & 1 and fp[mask | 1 << i] <= cap:
                 return np.int64(serve_action - self.m + i), state

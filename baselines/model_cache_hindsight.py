@@ -45,10 +45,9 @@ def trace(env) -> dict[str, np.ndarray]:
 
 
 @njit
-def _dp(consts, footprint, missing, compute_s, energy_j, top1, window, private, rate, rtt, mask0):
+def _dp(consts, cap, footprint, missing, compute_s, energy_j, top1, window, private, rate, rtt, mask0):
     m = compute_s.shape[0]
     n_states, n_actions, steps = 1 << m, (m + 1) * (m + 1), window.shape[0]
-    cap = consts[6]
     value = np.full((steps + 1, n_states), -np.inf)
     best = np.zeros((steps, n_states), dtype=np.int64)
     for c in range(n_states):
@@ -60,8 +59,8 @@ def _dp(consts, footprint, missing, compute_s, energy_j, top1, window, private, 
                 continue
             top, arg = -np.inf, 0
             for a in range(n_actions):
-                out = serve(consts, footprint, missing, compute_s, energy_j, top1, c, a, window[t], private[t],
-                            rate[t], rtt[t])
+                out = serve(consts, cap, footprint, missing, compute_s, energy_j, top1, c, a, window[t], private[t],
+                            rate[t], rtt[t], 0)
                 v = out[0] + value[t + 1, out[1]]
                 if v > top:
                     top, arg = v, a
@@ -71,8 +70,8 @@ def _dp(consts, footprint, missing, compute_s, energy_j, top1, window, private, 
     for t in range(steps):
         a = best[t, c]
         plan[t] = a
-        c = serve(consts, footprint, missing, compute_s, energy_j, top1, c, a, window[t], private[t], rate[t],
-                  rtt[t])[1]
+        c = serve(consts, cap, footprint, missing, compute_s, energy_j, top1, c, a, window[t], private[t], rate[t],
+                  rtt[t], 0)[1]
     return value[0, mask0], plan
 
 
@@ -84,8 +83,8 @@ def solve(env) -> Plan:
     try:
         tr = trace(sim)
         p, t = sim.params, sim.tables
-        value, plan = _dp(p.consts, t.footprint, t.missing, t.compute_s, t.energy_j, t.top1, tr["window"],
-                          tr["private"], tr["rate_bps"], tr["rtt_s"], sim.cache_mask)
+        value, plan = _dp(p.consts, float(p.config.capacity_bytes), t.footprint, t.missing, t.compute_s, t.energy_j,
+                          t.top1, tr["window"], tr["private"], tr["rate_bps"], tr["rtt_s"], sim.cache_mask)
         actions = [int(a) for a in plan]
         realised, _ = rollout(sim, actions)
         if abs(realised - value) > _TOL * max(1.0, abs(value)):

@@ -150,3 +150,60 @@ class ModelCacheConfig:
 def model_names(tasks: tuple[str, ...]) -> tuple[str, ...]:
     """The cacheable models, in catalogue order: ``device``, ``edge``, ``edge+<task>`` per task, ``cloud``."""
     return ("device", "edge", *(f"edge+{t}" for t in tasks), "cloud")
+
+
+@dataclass(frozen=True)
+class MetroConfig:
+    """The metro link between neighbouring edge sites: a model a neighbour holds is downloaded from it at
+    ``rate_bps`` after ``rtt_s``, priced ``weight_per_gb`` per GB in the reward (the backhaul's price is
+    ``reward.backhaul_weight_per_gb``), and counts against no backhaul budget."""
+
+    rate_bps: float = field(default=25e9, metadata=bounds(1e3, 1e13))
+    rtt_s: float = field(default=0.002, metadata=bounds(0.0, 5.0))
+    weight_per_gb: float = field(default=0.05, metadata=bounds(0.0, 1e6))
+
+
+@dataclass(frozen=True)
+class MembershipConfig:
+    """Edges join and leave (Tian et al.'s node management): before each request an online edge leaves
+    with probability ``leave_prob`` (its toolbox is lost) and an offline one rejoins with ``join_prob``
+    (with an empty toolbox); ``initially_offline`` edges (the last ones) start offline."""
+
+    leave_prob: float = field(default=0.0, metadata=bounds(0.0, 1.0))
+    join_prob: float = field(default=0.0, metadata=bounds(0.0, 1.0))
+    initially_offline: int = field(default=0, metadata=bounds(0, 63))
+
+
+@dataclass(frozen=True)
+class CooperativeCacheConfig(ModelCacheConfig):
+    """One CooperativeModelCache-v0 scenario: ``num_edges`` edges of EdgeModelCache-v0, each with its own
+    users, storage (``capacities_bytes``, one per edge; None: ``capacity_bytes`` for every edge) and
+    request stream, joined by a metro link; every field is validated on load."""
+
+    num_edges: int = field(default=3, metadata=bounds(1, 64))
+    capacities_bytes: tuple[float, ...] | None = field(default=None, metadata=bounds(0.0, None))
+    metro: MetroConfig = field(default_factory=MetroConfig)
+    membership: MembershipConfig = field(default_factory=MembershipConfig)
+
+    def edge_capacities(self) -> tuple[float, ...]:
+        """The storage of each edge, in bytes."""
+        return self.capacities_bytes if self.capacities_bytes is not None else (self.capacity_bytes,) * self.num_edges
+
+    def validate(self) -> None:
+        """The single edge's checks for every edge's capacity, and the counts -> ValueError naming the key."""
+        from dataclasses import replace
+
+        if self.capacities_bytes is not None and len(self.capacities_bytes) != self.num_edges:
+            raise ValueError(f"capacities_bytes: need one capacity per edge ({self.num_edges}), "
+                             f"got {len(self.capacities_bytes)}")
+        if self.membership.initially_offline > self.num_edges:
+            raise ValueError(f"membership.initially_offline: {self.membership.initially_offline} is more than "
+                             f"num_edges {self.num_edges}")
+        for i, cap in enumerate(self.edge_capacities()):
+            try:
+                ModelCacheConfig.validate(replace(self, capacity_bytes=cap))
+            except ValueError as err:
+                if str(err).startswith("capacity_bytes"):
+                    key = "capacity_bytes" if self.capacities_bytes is None else f"capacities_bytes[{i}]"
+                    raise ValueError(f"{key}{str(err)[len('capacity_bytes'):]}") from None
+                raise

@@ -131,12 +131,12 @@ def build_tables(cfg: ModelCacheConfig) -> Tables:
 
 # the scalars of Params.consts, and their positions, which the kernels read them by
 _CONSTS = ("quality_weight", "latency_weight", "energy_weight_per_j", "cloud_cost_weight_per_usd",
-           "backhaul_weight_per_gb", "privacy_penalty", "capacity_bytes", "backhaul_rtt_s", "access_s", "cloud_s",
+           "backhaul_weight_per_gb", "privacy_penalty", "backhaul_rtt_s", "access_s", "cloud_s",
            "cloud_usd", "has_budget", "budget", "budget_bytes", "popularity_decay", "rate_mean_bps", "rtt_mean_s",
-           "episode_length", "horizon")
-(_QUALITY_W, _LATENCY_W, _ENERGY_W, _CLOUD_W, _BACKHAUL_W, _PRIVACY_W, _CAPACITY, _BACKHAUL_RTT, _ACCESS, _CLOUD_S,
- _CLOUD_USD, _HAS_BUDGET, _BUDGET, _BUDGET_BYTES, _DECAY, _RATE_MEAN, _RTT_MEAN, _EPISODE,
- _HORIZON) = range(len(_CONSTS))
+           "metro_rate_bps", "metro_rtt_s", "metro_weight_per_gb", "episode_length", "horizon")
+(_QUALITY_W, _LATENCY_W, _ENERGY_W, _CLOUD_W, _BACKHAUL_W, _PRIVACY_W, _BACKHAUL_RTT, _ACCESS, _CLOUD_S,
+ _CLOUD_USD, _HAS_BUDGET, _BUDGET, _BUDGET_BYTES, _DECAY, _RATE_MEAN, _RTT_MEAN, _METRO_RATE, _METRO_RTT, _METRO_W,
+ _EPISODE, _HORIZON) = range(len(_CONSTS))
 
 
 @dataclass(frozen=True)
@@ -153,6 +153,7 @@ class Params:
     @classmethod
     def build(cls, config: ModelCacheConfig, tables: Tables | None = None, horizon: int | None = None) -> Params:
         cfg, w, budget = config, config.reward, config.budget.per_request
+        metro = getattr(cfg, "metro", None)
         t = build_tables(cfg) if tables is None else tables
         mask = 0
         for name in cfg.initial_cache or ():
@@ -164,12 +165,15 @@ class Params:
             "quality_weight": w.quality_weight, "latency_weight": w.latency_weight,
             "energy_weight_per_j": w.energy_weight_per_j, "cloud_cost_weight_per_usd": w.cloud_cost_weight_per_usd,
             "backhaul_weight_per_gb": w.backhaul_weight_per_gb, "privacy_penalty": w.privacy_penalty,
-            "capacity_bytes": cfg.capacity_bytes, "backhaul_rtt_s": cfg.backhaul.rtt_s, "access_s": t.access_s,
+            "backhaul_rtt_s": cfg.backhaul.rtt_s, "access_s": t.access_s,
             "cloud_s": t.cloud_s, "cloud_usd": t.cloud_usd, "has_budget": float(budget is not None),
             "budget": 0.0 if budget is None else budget,
             "budget_bytes": float(cfg.budget.metric == "backhaul_bytes"),
             "popularity_decay": cfg.requests.popularity_decay, "rate_mean_bps": cfg.backhaul.rate_mean_bps,
             "rtt_mean_s": cfg.wan.rtt_mean_s, "episode_length": float(cfg.episode_length),
+            # a neighbour's copy (CooperativeModelCache-v0; the single edge has none: never read there)
+            "metro_rate_bps": metro.rate_bps if metro else 1.0, "metro_rtt_s": metro.rtt_s if metro else 0.0,
+            "metro_weight_per_gb": metro.weight_per_gb if metro else 0.0,
             "horizon": float(cfg.episode_length if horizon is None else horizon),
         }
         pmf = zipf_pmf(len(cfg.requests.tasks), cfg.requests.zipf_exponent)
@@ -206,19 +210,27 @@ class Params:
 
 
 @njit
-def serve(consts, footprint, missing, compute_s, energy_j, top1, mask, action, window, private, rate_bps, rtt_s):
-    """One request served from cache ``mask`` with ``action`` (module docstring), in Python numbers.
+def serve(consts, capacity, footprint, missing, compute_s, energy_j, top1, mask, action, window, private, rate_bps,
+          rtt_s, neighbour):
+    """One request served from cache ``mask`` (of an edge storing at most ``capacity`` bytes) with ``action``
+    (module docstring), in Python numbers.
+
+    ``neighbour``: bitmask of the models a neighbouring edge holds (CooperativeModelCache-v0; 0 for a
+    lone edge): those are downloaded over the metro link (its RTT, rate and price per GB) instead of
+    the backhaul.
 
     Returns (reward, next mask, latency_s, energy_j, cloud_cost_usd, backhaul_bytes, quality, hit, kept,
-    prefetched, privacy_violation, cost): ``hit`` 1 when the serving model was cached (-1 when forwarded),
-    ``kept`` 1 when a fetched model joined the cache (0 dropped, -1 nothing fetched), ``prefetched`` 1
-    when the op prefetched a model (0 it did not fit, -1 no prefetch asked), ``cost`` the budgeted metric.
+    prefetched, privacy_violation, cost, metro_bytes): ``hit`` 1 when the serving model was cached (-1
+    when forwarded), ``kept`` 1 when a fetched model joined the cache (0 dropped, -1 nothing fetched),
+    ``prefetched`` 1 when the op prefetched a model (0 it did not fit, -1 no prefetch asked), ``cost``
+    the budgeted metric (backhaul bytes, not metro ones, or the edge energy).
     """
     m = compute_s.shape[0]
     s, op = action // (m + 1), action % (m + 1)
     new = mask
     usd = 0.0
     fetched = 0.0
+    metro = 0.0
     hit = -1.0
     kept = -1.0
     prefetched = -1.0
@@ -235,8 +247,12 @@ def serve(consts, footprint, missing, compute_s, energy_j, top1, mask, action, w
         quality = top1[s, window]
         hit = 1.0 if (mask >> s) & 1 else 0.0
         if hit == 0.0:
-            fetched = missing[mask, s]
-            latency += consts[_BACKHAUL_RTT] + fetched * 8.0 / rate_bps
+            if (neighbour >> s) & 1:
+                metro = missing[mask, s]
+                latency += consts[_METRO_RTT] + metro * 8.0 / consts[_METRO_RATE]
+            else:
+                fetched = missing[mask, s]
+                latency += consts[_BACKHAUL_RTT] + fetched * 8.0 / rate_bps
     prefetch = -1
     if op < m:
         if (mask >> op) & 1:
@@ -245,19 +261,23 @@ def serve(consts, footprint, missing, compute_s, energy_j, top1, mask, action, w
             prefetch = op
     if s < m and hit == 0.0:
         kept = 0.0
-        if op != s and footprint[new | (1 << s)] <= consts[_CAPACITY]:
+        if op != s and footprint[new | (1 << s)] <= capacity:
             new = new | (1 << s)
             kept = 1.0
     if prefetch >= 0:
         prefetched = 0.0
-        if footprint[new | (1 << prefetch)] <= consts[_CAPACITY]:
-            fetched += missing[new, prefetch]
+        if footprint[new | (1 << prefetch)] <= capacity:
+            if (neighbour >> prefetch) & 1:
+                metro += missing[new, prefetch]
+            else:
+                fetched += missing[new, prefetch]
             new = new | (1 << prefetch)
             prefetched = 1.0
     reward = (consts[_QUALITY_W] * quality - consts[_LATENCY_W] * latency - consts[_ENERGY_W] * energy
-              - consts[_CLOUD_W] * usd - consts[_BACKHAUL_W] * fetched / GB - consts[_PRIVACY_W] * violation)
+              - consts[_CLOUD_W] * usd - consts[_BACKHAUL_W] * fetched / GB - consts[_METRO_W] * metro / GB
+              - consts[_PRIVACY_W] * violation)
     cost = fetched if consts[_BUDGET_BYTES] > 0.0 else energy
-    return reward, new, latency, energy, usd, fetched, quality, hit, kept, prefetched, violation, cost
+    return reward, new, latency, energy, usd, fetched, quality, hit, kept, prefetched, violation, cost, metro
 
 
 @dataclass(frozen=True, slots=True)
@@ -423,16 +443,17 @@ def restart_rows(params: Params, state: State, rows: np.ndarray, starts: Starts)
 # what a step did, one row per column of Outcome.table: its info key, then reward, cost, truncated
 OUTCOME_ROWS = ("latency_s", "energy_j", "quality", "cloud_cost_usd", "backhaul_bytes", "hit", "kept", "prefetched",
                 "privacy_violation", "model", "task", "private", "cached_bytes", "backhaul_rate_bps",
-                "virtual_queue", "reward", "cost", "truncated")
+                "virtual_queue", "reward", "cost", "truncated", "metro_bytes")
 _NUM_OUTCOMES = len(OUTCOME_ROWS)
 _NO_VALUES = np.zeros(0)
 
 
 @njit
-def _step_rows(actions, k, consts, footprint, missing, compute_s, energy_j, top1, quality_in, task, window, private,
-               rate, rtt, step, cache, virtual_queue, popularity, last_rtt, out):
+def _step_rows(actions, k, consts, capacity, footprint, missing, compute_s, energy_j, top1, quality_in, neighbour, task,
+               window, private, rate, rtt, step, cache, virtual_queue, popularity, last_rtt, out):
     """Serve every row's pending request (slot ``k``) with ``actions[b]`` (:func:`serve`), in place.
-    ``quality_in`` (B,) replaces the profile's quality when not empty (the live backend)."""
+    ``quality_in`` (B,) replaces the profile's quality when not empty (the live backend); ``neighbour``
+    (B,) the models each row's neighbours hold (zeros for lone edges); ``capacity`` (B,) each row's storage."""
     m = compute_s.shape[0]
     n_actions = (m + 1) * (m + 1)
     for b in range(actions.shape[0]):  # checked before any row changes
@@ -441,9 +462,9 @@ def _step_rows(actions, k, consts, footprint, missing, compute_s, energy_j, top1
     decay, has_budget, budget, horizon = consts[_DECAY], consts[_HAS_BUDGET] > 0.0, consts[_BUDGET], consts[_HORIZON]
     for b in range(actions.shape[0]):
         a = actions[b]
-        (reward, new, latency, energy, usd, fetched, quality, hit, kept, prefetched, violation,
-         cost) = serve(consts, footprint, missing, compute_s, energy_j, top1, cache[b], a, window[b, k],
-                       private[b, k], rate[b, k], rtt[b, k])
+        (reward, new, latency, energy, usd, fetched, quality, hit, kept, prefetched, violation, cost,
+         metro) = serve(consts, capacity[b], footprint, missing, compute_s, energy_j, top1, cache[b], a,
+                        window[b, k], private[b, k], rate[b, k], rtt[b, k], neighbour[b])
         if quality_in.shape[0]:
             reward += consts[_QUALITY_W] * (quality_in[b] - quality)
             quality = quality_in[b]
@@ -460,11 +481,12 @@ def _step_rows(actions, k, consts, footprint, missing, compute_s, energy_j, top1
         out[5, b], out[6, b], out[7, b], out[8, b], out[9, b] = hit, kept, prefetched, violation, a // (m + 1)
         out[10, b], out[11, b], out[12, b], out[13, b] = j, private[b, k], footprint[new], rate[b, k]
         out[14, b], out[15, b], out[16, b], out[17, b] = virtual_queue[b], reward, cost, step[b] >= horizon
+        out[18, b] = metro
 
 
 @njit
-def _observe(k, consts, footprint, task, private, group, rate, step, cache, virtual_queue, popularity, last_rtt,
-             obs):
+def _observe(k, consts, capacity, footprint, task, private, group, rate, step, cache, virtual_queue, popularity,
+             last_rtt, obs):
     """Fill ``obs`` (B, D) float32 with every row's view of its pending request (slot ``k``; env docstring)."""
     n, m = popularity.shape[1], 0
     while (1 << m) < footprint.shape[0]:
@@ -481,7 +503,7 @@ def _observe(k, consts, footprint, task, private, group, rate, step, cache, virt
         for i in range(m):
             obs[b, base + i] = 1.0 if (cache[b] >> i) & 1 else 0.0
         base += m
-        obs[b, base] = max(consts[_CAPACITY] - footprint[cache[b]], 0.0) / consts[_CAPACITY]
+        obs[b, base] = max(capacity[b] - footprint[cache[b]], 0.0) / capacity[b]
         for i in range(n):
             obs[b, base + 1 + i] = popularity[b, i]
         base += 1 + n
@@ -491,12 +513,14 @@ def _observe(k, consts, footprint, task, private, group, rate, step, cache, virt
         obs[b, base + 3] = step[b] / consts[_EPISODE]
 
 
-def observation(params: Params, state: State) -> np.ndarray:
-    """(B, D) float32 observation of every row's pending request (layout in the env docstring)."""
+def observation(params: Params, state: State, capacity: np.ndarray | None = None) -> np.ndarray:
+    """(B, D) float32 observation of every row's pending request (layout in the env docstring); ``capacity``
+    (B,) each row's storage (default: the scenario's ``capacity_bytes``)."""
     s, blk = state, state.requests
     obs = np.empty((s.num_rows, params.obs_dim), dtype=np.float32)
-    _observe(s.slot, params.consts, params.tables.footprint, blk.task, blk.private, blk.group, blk.rate_bps, s.step,
-             s.cache, s.virtual_queue, s.popularity, s.last_rtt_s, obs)
+    capacity = np.full(s.num_rows, params.config.capacity_bytes) if capacity is None else capacity
+    _observe(s.slot, params.consts, capacity, params.tables.footprint, blk.task, blk.private, blk.group, blk.rate_bps,
+             s.step, s.cache, s.virtual_queue, s.popularity, s.last_rtt_s, obs)
     return obs
 
 
@@ -535,7 +559,8 @@ class Outcome:
 
 
 def advance(params: Params, state: State, actions: np.ndarray, rng: np.random.Generator,
-            quality: np.ndarray | None = None) -> Outcome:
+            quality: np.ndarray | None = None, neighbour: np.ndarray | None = None,
+            capacity: np.ndarray | None = None) -> Outcome:
     """Serve every row's pending request with its action, writing ``state`` in place; what the step did.
 
     Raises:
@@ -550,14 +575,17 @@ def advance(params: Params, state: State, actions: np.ndarray, rng: np.random.Ge
     if quality is not None and quality.shape != (b,):
         raise ValueError(f"quality: expected shape ({b},), got {quality.shape}")
     table = np.empty((_NUM_OUTCOMES, b))
-    _step_rows(actions, s.slot, params.consts, t.footprint, t.missing, t.compute_s, t.energy_j, t.top1,
-               _NO_VALUES if quality is None else quality, blk.task, blk.window, blk.private, blk.rate_bps, blk.rtt_s,
+    neighbour = np.zeros(b, dtype=np.int64) if neighbour is None else neighbour
+    capacity = np.full(b, params.config.capacity_bytes) if capacity is None else capacity
+    _step_rows(actions, s.slot, params.consts, capacity, t.footprint, t.missing, t.compute_s, t.energy_j, t.top1,
+               _NO_VALUES if quality is None else quality, neighbour, blk.task, blk.window, blk.private, blk.rate_bps,
+               blk.rtt_s,
                s.step, s.cache, s.virtual_queue, s.popularity, s.last_rtt_s, table)
     s.slot += 1
     if s.slot >= CHUNK:
         s.requests, s.z_rate, s.z_rtt = draw_exogenous(rng, params, s.ranking, s.z_rate, s.z_rtt)
         s.slot = 0
-    return Outcome(table, observation(params, s))
+    return Outcome(table, observation(params, s, capacity))
 
 
 def expected_quality(params: Params) -> np.ndarray:

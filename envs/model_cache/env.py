@@ -18,7 +18,7 @@ from edgelam.envs.model_cache.spec import SPEC
 BACKENDS = ("replay", "live")
 
 RENDER_PANELS = (
-    Panel("serving model (index; M = forwarded)", ("model_index",), steps=True),
+    Panel("serving model (0 device, 1 edge, 2.. task models, then cloud, forwarded)", ("model_index",), steps=True),
     Panel("quality (top-1 accuracy)", ("quality",)),
     Panel("latency", ("latency_s",), "s"),
     Panel("backhaul moved", ("backhaul_bytes",), "GB", scale=1e-9),
@@ -211,7 +211,7 @@ class EdgeModelCacheEnv(gym.Env):
             quality = self._quality
         out = advance(self.params, self.state, self._action, self.np_random, quality)
         (latency, energy, q, usd, fetched, hit, kept, prefetched, violation, model, task, private, cached, rate, vq,
-         reward, cost, truncated) = out.table[:, 0].tolist()
+         reward, cost, truncated, _) = out.table[:, 0].tolist()
         names = self.tables.names
         info = {
             "latency_s": latency,
