@@ -27,6 +27,25 @@ def test_a_tier_states_only_what_it_changes(tmp_path):
     assert tier.reward == base.reward and tier.episode_length == base.episode_length
 
 
+def test_a_scenario_extends_a_yaml_path_relative_to_its_own_folder(tmp_path):
+    """CooperativeModelCache-v0's default extends EdgeModelCache-v0's (``../model_cache/default.yaml``): every
+    value of the lone edge's default is there, its own keys on top; a path resolves from the file's folder."""
+    from edgelam.envs.model_cache.config import CooperativeCacheConfig, ModelCacheConfig
+
+    edge = load_scenario(ModelCacheConfig, "model_cache")
+    team = load_scenario(CooperativeCacheConfig, "cooperative_cache")
+    assert team.reward == edge.reward and team.requests == edge.requests and team.capacity_bytes == edge.capacity_bytes
+    assert team.num_edges == 3 and team.description != edge.description
+    (tmp_path / "sub").mkdir()
+    _tier(tmp_path, "extends: default\nbattery_j: 100.0\n", "base.yaml")
+    nested = _tier(tmp_path / "sub", "extends: ../base.yaml\nchannel:\n  speed_mps: 3.0\n")
+    tier = load_scenario(OffloadConfig, "offload", nested)
+    assert tier.battery_j == 100.0 and tier.channel.speed_mps == 3.0
+    loop = _tier(tmp_path, "extends: ./loop.yaml\nbattery_j: 5.0\n", "loop.yaml")
+    with pytest.raises(ValueError, match="cycle"):
+        load_scenario(OffloadConfig, "offload", loop)
+
+
 def test_extends_cycles_and_bad_test_blocks_are_refused(tmp_path):
     a = _tier(tmp_path, f"extends: {tmp_path / 'b.yaml'}\nbattery_j: 1.0\n", "a.yaml")
     _tier(tmp_path, f"extends: {a}\nbattery_j: 2.0\n", "b.yaml")

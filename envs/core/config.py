@@ -335,7 +335,8 @@ def _merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
 def scenario_data(env_dir: str, scenario: str | Path, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
     """The raw values of scenario ``scenario`` (a shipped name or a YAML path), ``extends`` resolved.
 
-    A scenario may start with ``extends: <shipped scenario>``: its values are that scenario's with
+    A scenario may start with ``extends: <shipped scenario>`` (or a YAML path, relative to this file's
+    folder, e.g. another env's ``../model_cache/default.yaml``): its values are that scenario's with
     this file's merged on top (mappings key by key), so a tier states only what it changes. Its
     ``test`` block (dotted keys) is the shift of its test split, kept under ``test``; a ``test``
     block of the extended scenario is not inherited.
@@ -357,9 +358,12 @@ def scenario_data(env_dir: str, scenario: str | Path, _seen: tuple[str, ...] = (
         raise ValueError(f"{path}: {TEST_KEY} must be a mapping of dotted keys to the test split's values")
     base = data.pop(EXTENDS_KEY, None)
     if base is not None:
-        if str(base) in _seen or str(base) == str(scenario):
+        text = str(base)
+        if (text.endswith((".yaml", ".yml")) or "/" in text) and not Path(text).is_absolute():
+            text = str((path.parent / text).resolve())  # a YAML path is relative to this file's folder
+        if text in _seen or text == str(scenario) or text == str(path.resolve()):
             raise ValueError(f"{path}: {EXTENDS_KEY} cycle through {base!r}")
-        parent = scenario_data(env_dir, str(base), (*_seen, str(scenario)))
+        parent = scenario_data(env_dir, text, (*_seen, str(scenario)))
         parent.pop(TEST_KEY, None)
         data = _merge(parent, data)
     return data
