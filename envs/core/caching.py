@@ -26,6 +26,8 @@ kept), evicting cached models in the policy's order until the footprint fits.
   popularity x quality gain it is the static popularity placement baseline of the issue.
 * :func:`assignment_placement`: the same with each task served by its best cached model (a capacitated
   facility location: a model's value depends on the others cached) and a cost per stored block.
+* :func:`joint_placement`: the caches of several edges at once, a model's first copy downloaded from the
+  cloud and the others from a neighbour (the cooperative placement of CooperativeModelCache-v0).
 
 Requests (:func:`zipf_pmf`, :func:`request_trace`): tasks are requested with Zipf popularity,
 p_k proportional to k^-s over the popularity ranks k = 1..n (Breslau, Cao, Fan, Phillips and
@@ -284,6 +286,98 @@ def assignment_placement(gain: Sequence[Sequence[float]] | np.ndarray, demand: S
     models = _greedy_placement(values, catalogue, cap)
     return Placement(models, float(values[list(models)].sum()), catalogue.footprint(models), "fallback",
                      f"HiGHS: {res.message}")
+
+
+def joint_placement(gain: np.ndarray, demand: np.ndarray, catalogue: Catalogue, capacities: Sequence[float],
+                    stored: np.ndarray, first_cost: Sequence[float], copy_cost: Sequence[float],
+                    time_limit_s: float = 10.0) -> tuple[tuple[tuple[int, ...], ...], float, str, str]:
+    """The caches of E cooperating edges that maximise their summed gain less the downloads: each task of
+    each edge served by its best model cached there (:func:`assignment_placement` per edge), a model held
+    by no edge yet downloaded once from the cloud (``first_cost[m]``) and every other copy from a
+    neighbour (``copy_cost[m]`` each), nothing for a model an edge holds already (``stored[e, m]``).
+
+    ``gain`` (M, n) as in :func:`assignment_placement`; ``demand`` (E, n) each edge's expected requests;
+    ``capacities`` (E,) bytes. The MILP adds u_m (the first copy of m comes from the cloud) with
+    u_m >= x_em for every edge e when no edge holds m, and prices u_m (first - copy) + x_em copy. The
+    download costs are per model (its blocks not counted as shared across models). Returns (the models
+    of each edge, the objective, ``"optimal"`` or ``"fallback"``, HiGHS's message on a fallback: each
+    edge's own :func:`assignment_placement` then).
+    """
+    from scipy.optimize import Bounds, LinearConstraint, milp
+
+    g = np.asarray(gain, dtype=np.float64)
+    d = np.asarray(demand, dtype=np.float64)
+    held = np.asarray(stored, dtype=bool)
+    caps = [_capacity(c) for c in capacities]
+    m, k = catalogue.n_models, len(catalogue.block_bytes)
+    e = len(caps)
+    if g.ndim != 2 or g.shape[0] != m or not np.all(np.isfinite(g)):
+        raise ValueError(f"gain: need a finite ({m}, tasks) array, got shape {np.shape(gain)}")
+    t = g.shape[1]
+    if d.shape != (e, t) or not np.all(np.isfinite(d)) or np.any(d < 0):
+        raise ValueError(f"demand: need an ({e}, {t}) array of numbers >= 0, got shape {d.shape}")
+    if held.shape != (e, m):
+        raise ValueError(f"stored: need an ({e}, {m}) bool array, got shape {held.shape}")
+    first, copy = np.asarray(first_cost, dtype=np.float64), np.asarray(copy_cost, dtype=np.float64)
+    if first.shape != (m,) or copy.shape != (m,) or not (np.all(np.isfinite(first)) and np.all(np.isfinite(copy))):
+        raise ValueError(f"first_cost, copy_cost: need {m} finite numbers each")
+    nx, ny, nz = e * m, e * k, e * m * t
+    size = nx + ny + nz + m  # x_em, y_eb, z_emj, u_m
+
+    def xi(ei, mi):
+        return ei * m + mi
+
+    def yi(ei, b):
+        return nx + ei * k + b
+
+    def zi(ei, mi, j):
+        return nx + ny + (ei * m + mi) * t + j
+
+    c = np.zeros(size)
+    rows, hi = [], []
+    for ei in range(e):
+        for mi in range(m):
+            if not held[ei, mi]:
+                c[xi(ei, mi)] = copy[mi]
+            for j in range(t):
+                c[zi(ei, mi, j)] = -max(g[mi, j], 0.0) * d[ei, j]
+                row = np.zeros(size)
+                row[zi(ei, mi, j)], row[xi(ei, mi)] = 1.0, -1.0
+                rows.append(row)
+                hi.append(0.0)
+            for b in catalogue.blocks[mi]:
+                row = np.zeros(size)
+                row[xi(ei, mi)], row[yi(ei, b)] = 1.0, -1.0
+                rows.append(row)
+                hi.append(0.0)
+        for j in range(t):
+            row = np.zeros(size)
+            for mi in range(m):
+                row[zi(ei, mi, j)] = 1.0
+            rows.append(row)
+            hi.append(1.0)
+        row = np.zeros(size)
+        row[nx + ei * k:nx + (ei + 1) * k] = catalogue.block_bytes
+        rows.append(row)
+        hi.append(caps[ei])
+    for mi in range(m):
+        u = nx + ny + nz + mi
+        if held[:, mi].any():
+            continue  # a neighbour has it: every copy comes over the metro, u_m stays 0
+        c[u] = first[mi] - copy[mi]
+        for ei in range(e):
+            row = np.zeros(size)
+            row[xi(ei, mi)], row[u] = 1.0, -1.0
+            rows.append(row)
+            hi.append(0.0)
+    integrality = np.concatenate([np.ones(nx + ny), np.zeros(nz), np.ones(m)])
+    res = milp(c, constraints=[LinearConstraint(np.array(rows), -np.inf, np.array(hi))], integrality=integrality,
+               bounds=Bounds(0, 1), options={"time_limit": float(time_limit_s)})
+    if res.status == 0 and res.x is not None:
+        x = res.x[:nx].reshape(e, m) > 0.5
+        return tuple(tuple(int(i) for i in np.flatnonzero(x[ei])) for ei in range(e)), float(-res.fun), "optimal", ""
+    own = [assignment_placement(g, d[ei], catalogue, caps[ei]).models for ei in range(e)]
+    return tuple(own), float("nan"), "fallback", f"HiGHS: {res.message}"
 
 
 def zipf_pmf(n: int, exponent: float) -> np.ndarray:

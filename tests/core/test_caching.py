@@ -222,3 +222,32 @@ def test_assignment_placement_equals_an_exhaustive_search_over_every_cache():
         C.assignment_placement(np.zeros((6, 3)), -np.ones(3), cat, 10.0)
     with pytest.raises(ValueError, match="block_cost"):
         C.assignment_placement(np.zeros((6, 3)), np.ones(3), cat, 10.0, np.ones(2))
+
+
+def test_joint_placement_equals_an_exhaustive_search_over_both_edges_caches():
+    """Two edges, a first copy priced above the others, some models held already: HiGHS's optimum is the best
+    pair of caches by exhaustive search under the same pricing."""
+    rng = np.random.default_rng(0)
+    cat = C.Catalogue((3, 2, 2, 4), ((0,), (0, 1), (2,), (3,)), tuple("abcd"))
+    subsets = [s for r in range(5) for s in itertools.combinations(range(4), r)]
+    for _ in range(15):
+        gain, demand, caps = rng.normal(0.5, 1, (4, 2)), rng.uniform(0, 4, (2, 2)), rng.uniform(3, 8, 2)
+        held = rng.random((2, 4)) < 0.2
+        if any(cat.footprint(np.flatnonzero(held[e])) > caps[e] for e in range(2)):
+            held[:] = False
+        first, copy = rng.uniform(1, 3, 4), rng.uniform(0, 1, 4)
+        models, value, status, _ = C.joint_placement(gain, demand, cat, caps, held, first, copy)
+        best = -np.inf
+        for s0, s1 in itertools.product(subsets, subsets):
+            if cat.footprint(s0) > caps[0] or cat.footprint(s1) > caps[1]:
+                continue
+            v = 0.0
+            for e, s in enumerate((s0, s1)):
+                v += sum(demand[e, j] * max([0.0, *(gain[m, j] for m in s)]) for j in range(2))
+                v -= sum(copy[m] for m in s if not held[e, m])
+            v -= sum(first[m] - copy[m] for m in range(4) if not held[:, m].any() and (m in s0 or m in s1))
+            best = max(best, v)
+        assert status == "optimal" and value == pytest.approx(best, abs=1e-6)
+        assert all(cat.footprint(models[e]) <= caps[e] for e in range(2))
+    with pytest.raises(ValueError, match="stored"):
+        C.joint_placement(gain, demand, cat, caps, np.zeros((3, 4), bool), first, copy)
