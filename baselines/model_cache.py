@@ -48,7 +48,8 @@ class _Pricing:
         self.m = self.params.num_models
         self.quality = np.ascontiguousarray(expected_quality(self.params))
         self.forward = self.m * (self.m + 1) + self.m
-        self.capacity = float(self.params.config.capacity_bytes)
+        # an edge of CooperativeModelCache-v0 (an EdgeView) has its own storage and neighbours
+        self.capacity = float(getattr(self.env, "capacity_bytes", self.params.config.capacity_bytes))
 
     def price(self, action: int, mask: int | None = None) -> tuple:
         """:func:`serve`'s tuple for ``action`` on the pending request (expected quality, last RTT)."""
@@ -64,7 +65,7 @@ class _Pricing:
 
     def neighbour(self) -> int:
         """Bitmask of the models a neighbour holds (0 for a lone edge)."""
-        return 0
+        return int(getattr(self.env, "neighbour_mask", 0))
 
     def action(self, serve_with: int, op: int | None = None) -> int:
         return serve_with * (self.m + 1) + (self.m if op is None else op)
@@ -109,7 +110,7 @@ class Replacement(_Pricing):
 
     def predict(self, observation, state=None, episode_start=None, deterministic=True):
         e = self.env
-        t = int(e.state.step[0])
+        t = e.step_count
         if t == 0:
             self._start()
         own = 2 + e.task
@@ -142,8 +143,6 @@ class Placement(_Pricing):
         self.period, self.v = int(period), v
         self.target: tuple[int, ...] = ()
         self.status = ""
-        cat = self.params.tables.catalogue
-        self._block_of = [set(bs) for bs in cat.blocks]
 
     def _gains(self) -> np.ndarray:
         """(M, n) expected reward of serving a request of each task with each model, cached, over the cloud."""
@@ -175,20 +174,25 @@ class Placement(_Pricing):
         self.target, self.status = plan.models, plan.status
 
     def predict(self, observation, state=None, episode_start=None, deterministic=True):
-        e = self.env
-        if int(e.state.step[0]) % self.period == 0:
+        if self.env.step_count % self.period == 0:
             self._solve()
+        return self.act(), state
+
+    def act(self) -> np.int64:
+        """The action that moves the cache towards :attr:`target` (one eviction or prefetch) and serves the
+        pending request from the cache or the cloud."""
+        e = self.env
         mask = e.cache_mask
         energy = self.v is not None and self.params.config.budget.metric == "energy_j"
         serve_action = self.best_cached(mask, e.virtual_queue / self.v if energy else 0.0)
         extra = [i for i in range(self.m) if mask >> i & 1 and i not in self.target]
         if extra:
-            return np.int64(serve_action - self.m + extra[0]), state
+            return np.int64(serve_action - self.m + extra[0])
         fp, cap = self.params.tables.footprint, self.capacity
         for i in self.target:
             if not mask >> i & 1 and fp[mask | 1 << i] <= cap:
-                return np.int64(serve_action - self.m + i), state
-        return np.int64(serve_action), state
+                return np.int64(serve_action - self.m + i)
+        return np.int64(serve_action)
 
 
 register(ENV_ID, "always_cloud", lambda env: AlwaysCloud(env))

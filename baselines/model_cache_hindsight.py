@@ -23,7 +23,7 @@ import numpy as np
 
 from edgelam.baselines.hindsight import Plan, fork, rollout
 from edgelam.envs.core.jit import njit
-from edgelam.envs.model_cache.dynamics import serve
+from edgelam.envs.model_cache.dynamics import cheapest_download, serve
 
 _TOL = 1e-6  # |realised - value| allowed (float sums in another order)
 
@@ -45,22 +45,39 @@ def trace(env) -> dict[str, np.ndarray]:
 
 
 @njit
-def _dp(consts, cap, footprint, missing, compute_s, energy_j, top1, window, private, rate, rtt, mask0):
+def dp(consts, cap, footprint, missing, compute_s, energy_j, top1, window, private, rate, rtt, online, relax, mask0):
+    """Best return and plan of one edge over a known trace (module docstring), a compiled backward DP.
+
+    ``online`` (T,) bool: an offline slot forwards with no op from an empty cache (its toolbox lost;
+    CooperativeModelCache-v0's churn, all True for a lone edge). ``relax``: every download priced at the
+    cheaper of the backhaul and the metro link (:func:`~edgelam.envs.model_cache.dynamics.cheapest_download`),
+    the relaxation of the cooperative bound; False for the lone edge, which prices its own backhaul.
+    """
     m = compute_s.shape[0]
     n_states, n_actions, steps = 1 << m, (m + 1) * (m + 1), window.shape[0]
+    forward = m * (m + 1) + m
+    everything = n_states - 1
     value = np.full((steps + 1, n_states), -np.inf)
     best = np.zeros((steps, n_states), dtype=np.int64)
     for c in range(n_states):
         if footprint[c] <= cap or c == mask0:
             value[steps, c] = 0.0
     for t in range(steps - 1, -1, -1):
+        k = cheapest_download(consts, rate[t]) if relax else consts
+        neighbour = everything if relax else 0
+        if not online[t]:
+            out = serve(k, cap, footprint, missing, compute_s, energy_j, top1, 0, forward, window[t], private[t],
+                        rate[t], rtt[t], 0)
+            for c in range(n_states):
+                value[t, c], best[t, c] = out[0] + value[t + 1, 0], forward
+            continue
         for c in range(n_states):
             if not (footprint[c] <= cap or c == mask0):
                 continue
             top, arg = -np.inf, 0
             for a in range(n_actions):
-                out = serve(consts, cap, footprint, missing, compute_s, energy_j, top1, c, a, window[t], private[t],
-                            rate[t], rtt[t], 0)
+                out = serve(k, cap, footprint, missing, compute_s, energy_j, top1, c, a, window[t], private[t],
+                            rate[t], rtt[t], neighbour)
                 v = out[0] + value[t + 1, out[1]]
                 if v > top:
                     top, arg = v, a
@@ -68,6 +85,8 @@ def _dp(consts, cap, footprint, missing, compute_s, energy_j, top1, window, priv
     plan = np.empty(steps, dtype=np.int64)
     c = mask0
     for t in range(steps):
+        if not online[t]:
+            c = 0
         a = best[t, c]
         plan[t] = a
         c = serve(consts, cap, footprint, missing, compute_s, energy_j, top1, c, a, window[t], private[t], rate[t],
@@ -83,8 +102,10 @@ def solve(env) -> Plan:
     try:
         tr = trace(sim)
         p, t = sim.params, sim.tables
-        value, plan = _dp(p.consts, float(p.config.capacity_bytes), t.footprint, t.missing, t.compute_s, t.energy_j,
-                          t.top1, tr["window"], tr["private"], tr["rate_bps"], tr["rtt_s"], sim.cache_mask)
+        online = np.ones(len(tr["window"]), dtype=np.bool_)
+        value, plan = dp(p.consts, float(p.config.capacity_bytes), t.footprint, t.missing, t.compute_s, t.energy_j,
+                         t.top1, tr["window"], tr["private"], tr["rate_bps"], tr["rtt_s"], online, False,
+                         sim.cache_mask)
         actions = [int(a) for a in plan]
         realised, _ = rollout(sim, actions)
         if abs(realised - value) > _TOL * max(1.0, abs(value)):

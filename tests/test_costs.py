@@ -252,6 +252,8 @@ HAND_LIMITS = {
     "edgelam/FedFTPower-v0": ("split", lambda y: y["energy_budget_j"] * y["episode_length"], "episode_length"),
     "edgelam/EdgeModelCache-v0": (
         "hard", lambda y: y["budget"]["per_request"] * y["episode_length"], "episode_length"),
+    "edgelam/CooperativeModelCache-v0": (
+        "hard", lambda y: y["budget"]["per_request"] * y["episode_length"], "episode_length"),
 }
 
 

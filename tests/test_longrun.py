@@ -53,6 +53,7 @@ LONG_EPISODE: dict[str, dict[str, Any]] = {
     "edgelam/RobustRouting-v0": {"episode_length": 1_000_000, "demand.arrival_rate_hz": 7.0},
     "edgelam/FedFTPower-v0": {"episode_length": 100_000},
     "edgelam/EdgeModelCache-v0": {"episode_length": 1_000_000},
+    "edgelam/CooperativeModelCache-v0": {"episode_length": 1_000_000},
 }
 # info keys of queue-like values that are stable under random actions in the default scenario
 STABLE_QUEUES: dict[str, tuple[str, ...]] = {
@@ -65,6 +66,7 @@ STABLE_QUEUES: dict[str, tuple[str, ...]] = {
     "edgelam/RobustRouting-v0": ("queue_lengths_s",),
     "edgelam/FedFTPower-v0": (),
     "edgelam/EdgeModelCache-v0": ("cached_bytes",),
+    "edgelam/CooperativeModelCache-v0": ("cached_bytes",),
 }
 
 

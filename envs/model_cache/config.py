@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from edgelam.envs.core.config import bounds, choices
@@ -181,7 +182,8 @@ class CooperativeCacheConfig(ModelCacheConfig):
     request stream, joined by a metro link; every field is validated on load."""
 
     num_edges: int = field(default=3, metadata=bounds(1, 64))
-    capacities_bytes: tuple[float, ...] | None = field(default=None, metadata=bounds(0.0, None))
+    # one per edge (checked in validate(): the count against num_edges, each against the smallest model)
+    capacities_bytes: tuple[float, ...] | None = None
     metro: MetroConfig = field(default_factory=MetroConfig)
     membership: MembershipConfig = field(default_factory=MembershipConfig)
 
@@ -200,6 +202,8 @@ class CooperativeCacheConfig(ModelCacheConfig):
             raise ValueError(f"membership.initially_offline: {self.membership.initially_offline} is more than "
                              f"num_edges {self.num_edges}")
         for i, cap in enumerate(self.edge_capacities()):
+            if not math.isfinite(cap):
+                raise ValueError(f"capacities_bytes[{i}]: need a finite number of bytes, got {cap!r}")
             try:
                 ModelCacheConfig.validate(replace(self, capacity_bytes=cap))
             except ValueError as err:

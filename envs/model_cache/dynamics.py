@@ -280,6 +280,19 @@ def serve(consts, capacity, footprint, missing, compute_s, energy_j, top1, mask,
     return reward, new, latency, energy, usd, fetched, quality, hit, kept, prefetched, violation, cost, metro
 
 
+@njit
+def cheapest_download(consts, rate_bps):
+    """A copy of ``consts`` whose metro link is the cheaper of the backhaul (at ``rate_bps``) and the metro
+    on every count -- the larger rate, the smaller RTT and price per GB -- so that :func:`serve` with
+    every model at a neighbour prices each download at no more than either source: the relaxation of
+    CooperativeModelCache-v0's hindsight bound."""
+    out = consts.copy()
+    out[_METRO_RATE] = max(consts[_METRO_RATE], rate_bps)
+    out[_METRO_RTT] = min(consts[_METRO_RTT], consts[_BACKHAUL_RTT])
+    out[_METRO_W] = min(consts[_METRO_W], consts[_BACKHAUL_W])
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class Exogenous:
     """The next ``CHUNK`` requests of B edges, drawn ahead (what no decision changes); arrays (B, CHUNK)
@@ -597,4 +610,5 @@ def expected_quality(params: Params) -> np.ndarray:
 
 
 __all__ = ["CHUNK", "GB", "Exogenous", "Outcome", "Params", "Starts", "State", "Tables", "advance", "build_tables",
-           "draw_exogenous", "draw_starts", "expected_quality", "initial", "observation", "restart_rows", "serve"]
+           "cheapest_download", "draw_exogenous", "draw_starts", "expected_quality", "initial", "observation",
+           "restart_rows", "serve"]

@@ -188,6 +188,11 @@ class EdgeModelCacheEnv(gym.Env):
         return float(self.state.virtual_queue[0])
 
     @property
+    def step_count(self) -> int:
+        """Requests served in this episode."""
+        return int(self.state.step[0])
+
+    @property
     def steps_left(self) -> int:
         return int(self.params.consts[-1]) - int(self.state.step[0])
 

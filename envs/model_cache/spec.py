@@ -1,4 +1,4 @@
-"""EdgeModelCache-v0: the spec of its id (registered by :mod:`edgelam.envs.registration`)."""
+"""EdgeModelCache-v0 and CooperativeModelCache-v0: the specs of their ids (registered by ``envs.registration``)."""
 
 from __future__ import annotations
 
@@ -15,4 +15,17 @@ SPEC = EnvSpec(
     cost_keys=("virtual_queue",),
 )
 
-SPECS: tuple[EnvSpec, ...] = (SPEC,)
+COOPERATIVE_SPEC = EnvSpec(
+    id="edgelam/CooperativeModelCache-v0",
+    kind="pettingzoo",
+    entry_point="edgelam.envs.model_cache.cooperative:parallel_env",
+    batched_entry_point="edgelam.envs.model_cache.cooperative:CooperativeCacheGames",
+    config="edgelam.envs.model_cache.config:CooperativeCacheConfig",
+    scenario_dir="cooperative_cache",
+    baselines="edgelam.baselines.cooperative_cache",
+    agents_key="num_edges",
+    backends=("replay", "live"),
+    cost_keys=("virtual_queue",),
+)
+
+SPECS: tuple[EnvSpec, ...] = (SPEC, COOPERATIVE_SPEC)

@@ -72,7 +72,7 @@ def test_a_failing_solver_falls_back_to_forwarding_and_says_so(monkeypatch):
     def broken(*args):
         raise RuntimeError("no DP today")
 
-    monkeypatch.setattr(model_cache_hindsight, "_dp", broken)
+    monkeypatch.setattr(model_cache_hindsight, "dp", broken)
     plan = model_cache_hindsight.solve(env)
     assert plan.fallback and plan.kind == "planner" and "no DP today" in plan.solver
     assert set(plan.actions) == {8 * 9 + 8} and len(plan.actions) == 20
