@@ -172,7 +172,7 @@ class MembershipConfig:
 
     leave_prob: float = field(default=0.0, metadata=bounds(0.0, 1.0))
     join_prob: float = field(default=0.0, metadata=bounds(0.0, 1.0))
-    initially_offline: int = field(default=0, metadata=bounds(0, 63))
+    initially_offline: int = field(default=0, metadata=bounds(0, 1024))
 
 
 @dataclass(frozen=True)
@@ -181,7 +181,7 @@ class CooperativeCacheConfig(ModelCacheConfig):
     users, storage (``capacities_bytes``, one per edge; None: ``capacity_bytes`` for every edge) and
     request stream, joined by a metro link; every field is validated on load."""
 
-    num_edges: int = field(default=3, metadata=bounds(1, 64))
+    num_edges: int = field(default=3, metadata=bounds(1, 1024))
     # one per edge (checked in validate(): the count against num_edges, each against the smallest model)
     capacities_bytes: tuple[float, ...] | None = None
     metro: MetroConfig = field(default_factory=MetroConfig)

@@ -11,6 +11,7 @@ from pettingzoo import ParallelEnv
 
 from edgelam.envs.core.actions import check_batch_integers
 from edgelam.envs.core.config import load_scenario
+from edgelam.envs.core.jit import njit
 from edgelam.envs.core.render import RENDER_FPS, RENDER_MODES, Panel, Renderer, merge_agents
 from edgelam.envs.core.vector import check_batch_arguments, partial_reset_mask
 from edgelam.envs.model_cache.config import CooperativeCacheConfig
@@ -30,6 +31,27 @@ RENDER_PANELS = (
     Panel("metro moved per edge", ("metro_bytes",), "GB", scale=1e-9),
     Panel("toolbox stored per edge", ("cached_bytes",), "GB", scale=1e-9),
 )
+
+
+@njit
+def _neighbours(cache, online, n, m, out):
+    """``out[r]``: the OR of the caches of the other online edges of row r's game (rows g n .. g n + n - 1)."""
+    count = np.zeros(m, dtype=np.int64)
+    for g in range(cache.shape[0] // n):
+        count[:] = 0
+        for i in range(n):
+            r = g * n + i
+            if online[r]:
+                for j in range(m):
+                    count[j] += (cache[r] >> j) & 1
+        for i in range(n):
+            r = g * n + i
+            own = cache[r] if online[r] else 0
+            mask = 0
+            for j in range(m):
+                if count[j] - ((own >> j) & 1) > 0:
+                    mask |= 1 << j
+            out[r] = mask
 
 
 class CooperativeCacheGames:
@@ -102,12 +124,9 @@ class CooperativeCacheGames:
 
     def neighbour_masks(self) -> np.ndarray:
         """(B N,) the models held by the other online edges of each edge's game (OR of their caches)."""
-        caches = np.where(self.online, self.state.cache.reshape(self.num_games, self.num_agents), 0)
-        out = np.zeros_like(caches)
-        for i in range(self.num_agents):
-            others = np.delete(caches, i, axis=1)
-            out[:, i] = np.bitwise_or.reduce(others, axis=1) if others.shape[1] else 0
-        return out.ravel()
+        out = np.empty(self.num_games * self.num_agents, dtype=np.int64)
+        _neighbours(self.state.cache, self.online.ravel(), self.num_agents, self.num_models, out)
+        return out
 
     def _observations(self) -> np.ndarray:
         base = observation(self.params, self.state, self.capacity)
@@ -343,16 +362,15 @@ class CooperativeModelCacheEnv(ParallelEnv):
             joint[0, i] = int(arr)
         obs, reward, _, truncated, info = self.game.step(joint)
         names = (*self.tables.names, "cloud_forward")
-        infos: dict[str, dict[str, Any]] = {}
         glob = {"edges_online": int(info["edges_online"][0]), "team_reward": float(info["team_reward"][0])}
+        keys = [k for k in STEP_KEYS if k != "model"] + ["model_index"]
+        if self._budget is not None:
+            keys.append("virtual_queue")
+        columns = {k: info[k][0].tolist() for k in keys}
+        infos: dict[str, dict[str, Any]] = {}
         for i, agent in enumerate(self.possible_agents):
-            row = {k: info[k][0, i].item() for k in STEP_KEYS if k not in ("model", "online", "private")}
-            row["model"] = names[int(info["model_index"][0, i])]
-            row["model_index"] = int(info["model_index"][0, i])
-            row["online"] = bool(info["online"][0, i])
-            row["private"] = bool(info["private"][0, i])
-            if self._budget is not None:
-                row["virtual_queue"] = float(info["virtual_queue"][0, i])
+            row = {k: columns[k][i] for k in keys}
+            row["model"] = names[row["model_index"]]
             infos[agent] = {**row, **glob}
         rewards = dict(zip(self.possible_agents, reward[0].tolist(), strict=True))
         done = bool(truncated[0, 0])
