@@ -220,10 +220,11 @@ def serve(consts, capacity, footprint, missing, compute_s, energy_j, top1, mask,
     the backhaul.
 
     Returns (reward, next mask, latency_s, energy_j, cloud_cost_usd, backhaul_bytes, quality, hit, kept,
-    prefetched, privacy_violation, cost, metro_bytes): ``hit`` 1 when the serving model was cached (-1
-    when forwarded), ``kept`` 1 when a fetched model joined the cache (0 dropped, -1 nothing fetched),
-    ``prefetched`` 1 when the op prefetched a model (0 it did not fit, -1 no prefetch asked), ``cost``
-    the budgeted metric (backhaul bytes, not metro ones, or the edge energy).
+    prefetched, privacy_violation, cost, metro_bytes): ``hit`` 1 when the request was served from the
+    toolbox (a cached model), else 0 (downloaded or forwarded: the hit ratio is its mean); ``kept`` 1
+    when a downloaded model joined the cache (0 dropped, -1 nothing downloaded); ``prefetched`` 1 when
+    the op prefetched a model (0 it did not fit, -1 no prefetch asked); ``cost`` the budgeted metric
+    (backhaul bytes, not metro ones, or the edge energy).
     """
     m = compute_s.shape[0]
     s, op = action // (m + 1), action % (m + 1)
@@ -231,7 +232,7 @@ def serve(consts, capacity, footprint, missing, compute_s, energy_j, top1, mask,
     usd = 0.0
     fetched = 0.0
     metro = 0.0
-    hit = -1.0
+    hit = 0.0
     kept = -1.0
     prefetched = -1.0
     violation = 0.0
@@ -246,7 +247,7 @@ def serve(consts, capacity, footprint, missing, compute_s, energy_j, top1, mask,
         energy = energy_j[s]
         quality = top1[s, window]
         hit = 1.0 if (mask >> s) & 1 else 0.0
-        if hit == 0.0:
+        if hit == 0.0:  # a download before serving
             if (neighbour >> s) & 1:
                 metro = missing[mask, s]
                 latency += consts[_METRO_RTT] + metro * 8.0 / consts[_METRO_RATE]
@@ -259,7 +260,7 @@ def serve(consts, capacity, footprint, missing, compute_s, energy_j, top1, mask,
             new = new & ~(1 << op)
         elif op != s:
             prefetch = op
-    if s < m and hit == 0.0:
+    if s < m and hit == 0.0:  # the downloaded model joins the cache if it fits
         kept = 0.0
         if op != s and footprint[new | (1 << s)] <= capacity:
             new = new | (1 << s)

@@ -63,7 +63,7 @@ def test_forwarding_prices_the_wan_and_the_cloud_and_flags_private_requests():
     for _ in range(300):
         private, rtt = env.private, float(env.state.pending("rtt_s")[0])
         _, _, _, _, info = env.step(act(FORWARD))
-        assert info["model"] == "cloud_forward" and info["hit"] == -1.0 and info["energy_j"] == 0.0
+        assert info["model"] == "cloud_forward" and info["hit"] == 0.0 and info["energy_j"] == 0.0
         assert info["cloud_cost_usd"] == pytest.approx(256 * 1e-6)
         assert info["latency_s"] == pytest.approx(env.tables.access_s + rtt + env.tables.cloud_s, rel=1e-12)
         assert info["privacy_violation"] == float(private) and info["private"] == private
