@@ -80,7 +80,8 @@ class EdgeView:
 
     @property
     def virtual_queue(self) -> float:
-        return float(self.game.state.virtual_queue[self.i])
+        """The team's queue (the budget is the team's), which every edge's drift-plus-penalty prices."""
+        return float(self.game.team_queue[0])
 
     @property
     def step_count(self) -> int:
@@ -148,7 +149,7 @@ class Cooperative(JointPolicy):
 
     def _solve(self) -> None:
         p = self.env.params
-        cfg = p.config
+        cfg = self.env.config
         cat = p.tables.catalogue
         m = p.num_models
         gains = self.placers[0]._gains()

@@ -49,7 +49,8 @@ class _Pricing:
         self.quality = np.ascontiguousarray(expected_quality(self.params))
         self.forward = self.m * (self.m + 1) + self.m
         # an edge of CooperativeModelCache-v0 (an EdgeView) has its own storage and neighbours
-        self.capacity = float(getattr(self.env, "capacity_bytes", self.params.config.capacity_bytes))
+        self.config = self.env.config  # the scenario (an EdgeView: its team's, whose budget the rows do not keep)
+        self.capacity = float(getattr(self.env, "capacity_bytes", self.config.capacity_bytes))
 
     def price(self, action: int, mask: int | None = None) -> tuple:
         """:func:`serve`'s tuple for ``action`` on the pending request (expected quality, last RTT)."""
@@ -137,7 +138,7 @@ class Placement(_Pricing):
             raise ValueError(f"placement baseline: period must be an integer >= 1, got {period!r}")
         if v is not None and (not np.isfinite(v) or v <= 0):
             raise ValueError(f"lyapunov baseline: v must be a finite number > 0, got {v!r}")
-        if v is not None and self.params.config.budget.per_request is None:
+        if v is not None and self.config.budget.per_request is None:
             raise ValueError("lyapunov baseline: the scenario sets no budget.per_request "
                              "(e.g. budget.per_request=2e7)")
         self.period, self.v = int(period), v
@@ -147,7 +148,7 @@ class Placement(_Pricing):
     def _gains(self) -> np.ndarray:
         """(M, n) expected reward of serving a request of each task with each model, cached, over the cloud."""
         p = self.params
-        cfg = p.config
+        cfg = self.config
         full = (1 << self.m) - 1
         rate, rtt = self.env.backhaul_rate_bps, self.env.last_rtt_s
         share = cfg.requests.private_share
@@ -164,8 +165,8 @@ class Placement(_Pricing):
         cat = p.tables.catalogue
         mask = e.cache_mask
         stored = {b for i in range(self.m) if mask >> i & 1 for b in cat.blocks[i]}
-        per_byte = p.config.reward.backhaul_weight_per_gb / GB
-        if self.v is not None and p.config.budget.metric == "backhaul_bytes":
+        per_byte = self.config.reward.backhaul_weight_per_gb / GB
+        if self.v is not None and self.config.budget.metric == "backhaul_bytes":
             per_byte += e.virtual_queue / GB / (self.v * GB)  # Z in GB, priced 1 / V per GB downloaded
         cost = np.array([0.0 if b in stored else per_byte * size for b, size in enumerate(cat.block_bytes)])
         horizon = min(self.period, e.steps_left)
@@ -183,7 +184,7 @@ class Placement(_Pricing):
         pending request from the cache or the cloud."""
         e = self.env
         mask = e.cache_mask
-        energy = self.v is not None and self.params.config.budget.metric == "energy_j"
+        energy = self.v is not None and self.config.budget.metric == "energy_j"
         serve_action = self.best_cached(mask, e.virtual_queue / self.v if energy else 0.0)
         extra = [i for i in range(self.m) if mask >> i & 1 and i not in self.target]
         if extra:

@@ -253,7 +253,7 @@ HAND_LIMITS = {
     "edgelam/EdgeModelCache-v0": (
         "hard", lambda y: y["budget"]["per_request"] * y["episode_length"], "episode_length"),
     "edgelam/CooperativeModelCache-v0": (
-        "hard", lambda y: y["budget"]["per_request"] * y["episode_length"], "episode_length"),
+        "hard", lambda y: y["budget"]["per_request"] * y["num_edges"] * y["episode_length"], "episode_length"),
 }
 
 

@@ -187,6 +187,12 @@ class CooperativeCacheConfig(ModelCacheConfig):
     metro: MetroConfig = field(default_factory=MetroConfig)
     membership: MembershipConfig = field(default_factory=MembershipConfig)
 
+    def cost_limit(self) -> float | None:
+        """Per-episode limit of the team's ``info["cost"]``: ``budget.per_request`` x ``num_edges`` x
+        ``episode_length`` (each edge's budget, summed), or None without a budget."""
+        budget = self.budget.per_request
+        return None if budget is None else budget * self.num_edges * self.episode_length
+
     def edge_capacities(self) -> tuple[float, ...]:
         """The storage of each edge, in bytes."""
         return self.capacities_bytes if self.capacities_bytes is not None else (self.capacity_bytes,) * self.num_edges

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,7 @@ from pettingzoo import ParallelEnv
 from edgelam.envs.core.actions import check_batch_integers
 from edgelam.envs.core.config import load_scenario
 from edgelam.envs.core.jit import njit
+from edgelam.envs.core.queues import virtual_queue_step
 from edgelam.envs.core.render import RENDER_FPS, RENDER_MODES, Panel, Renderer, merge_agents
 from edgelam.envs.core.vector import check_batch_arguments, partial_reset_mask
 from edgelam.envs.model_cache.config import CooperativeCacheConfig
@@ -23,6 +25,8 @@ BACKENDS = ("replay", "live")
 STEP_KEYS = ("latency_s", "energy_j", "quality", "cloud_cost_usd", "backhaul_bytes", "metro_bytes", "hit", "kept",
              "prefetched", "privacy_violation", "model", "task", "private", "online", "cached_bytes", "cost")
 GAME_KEYS = ("edges_online", "team_reward")
+# keys every agent reports with its game's team value (counted once by the evaluation rows)
+TEAM_KEYS = ("cost", "virtual_queue", "edges_online", "team_reward")
 
 RENDER_PANELS = (
     Panel("serving model per edge (0 device, 1 edge, 2.. task models, then cloud, forwarded)", ("model_index",),
@@ -82,7 +86,9 @@ class CooperativeCacheGames:
         self.config: CooperativeCacheConfig = load_scenario(CooperativeCacheConfig, SPEC.scenario_dir, scenario,
                                                             overrides)
         cfg = self.config
-        self.params = Params.build(cfg)
+        # the rows keep no queue of their own: the budget is the team's (team_queue below)
+        self.params = Params.build(replace(cfg, budget=replace(cfg.budget, per_request=None)))
+        self.team_budget = None if cfg.budget.per_request is None else cfg.budget.per_request * cfg.num_edges
         self.tables = self.params.tables
         self.num_games, self.num_agents = num_games, cfg.num_edges
         self.episode_length = cfg.episode_length
@@ -105,6 +111,7 @@ class CooperativeCacheGames:
         self.state: State = initial(self.params, np.random.default_rng(0), num_games * self.num_agents)
         self.online = np.ones((num_games, self.num_agents), dtype=bool)
         self._needs_reset = np.zeros(num_games, dtype=bool)
+        self.team_queue = np.zeros(num_games)  # the team's backhaul (or energy) virtual queue of each game
         self._live = None  # the PettingZoo env's live backend (LiveToolboxQuality), set by it
 
     def observation_space(self, agent: str) -> spaces.Box:
@@ -134,6 +141,8 @@ class CooperativeCacheGames:
         bits = (self.neighbour_masks()[:, None] >> np.arange(m)) & 1
         online = self.online.ravel().astype(np.float32)
         frac = np.repeat(self.online.mean(axis=1), self.num_agents).astype(np.float32)
+        if self.team_budget:  # the observation's queue entry: the team's queue / (10 team budget)
+            base[:, -2] = np.minimum(np.repeat(self.team_queue, self.num_agents) / (10.0 * self.team_budget), 100.0)
         obs = np.concatenate([base, bits.astype(np.float32), online[:, None], frac[:, None]], axis=1)
         return obs.reshape(self.num_games, self.num_agents, -1)
 
@@ -149,12 +158,14 @@ class CooperativeCacheGames:
         self.online = self._initial_online(self.num_games)
         self._start(self.online, np.arange(self.num_games * self.num_agents))
         self._needs_reset = np.zeros(self.num_games, dtype=bool)
+        self.team_queue = np.zeros(self.num_games)
         return {"online": self.online.copy()}
 
     def _reset_some(self, games: np.ndarray) -> None:
         rows = (games[:, None] * self.num_agents + np.arange(self.num_agents)).ravel()
         restart_rows(self.params, self.state, rows, draw_starts(self.np_random, self.params, len(rows)))
         self.online[games] = self._initial_online(len(games))
+        self.team_queue[games] = 0.0
         self._start(self.online, rows)
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):
@@ -207,6 +218,12 @@ class CooperativeCacheGames:
         info["online"] = self.online.copy()
         info["edges_online"] = self.online.sum(axis=1)
         info["team_reward"] = reward.mean(axis=1)
+        # the team's cost of the step in every edge's row, and its queue (Neely 2010) against the summed budget
+        team_cost = out.cost.reshape(shape).sum(axis=1)
+        if self.team_budget is not None:
+            self.team_queue = virtual_queue_step(self.team_queue, team_cost, self.team_budget)
+            info["virtual_queue"] = np.repeat(self.team_queue[:, None], self.num_agents, axis=1)
+        info["cost"] = np.repeat(team_cost[:, None], self.num_agents, axis=1)
         terminated = np.zeros(shape, dtype=bool)
         if resetting.any():
             games = np.flatnonzero(resetting)
@@ -253,10 +270,13 @@ class CooperativeModelCacheEnv(ParallelEnv):
     ``metro.weight_per_gb`` per GB; ``info`` carries ``team_reward`` (the mean over the edges, the
     return edgelam's evaluation reports) and ``edges_online``.
 
-    Cost (Safety-Gymnasium's convention): each agent's ``info["cost"]`` is its own ``budget.metric``
-    (backhaul bytes, not metro ones, or edge energy), its ``info["virtual_queue"]`` its own queue;
-    the spec's ``cost_limit(scenario)`` is ``budget.per_request`` x ``episode_length``, per edge:
-    4e9 B in scenario ``hard`` (8 MB x 500 requests), ``None`` without a budget.
+    Cost (Safety-Gymnasium's convention): the budget is the team's, ``budget.per_request`` per request
+    and edge. Every agent's ``info["cost"]`` is the team's ``budget.metric`` of the step (the edges'
+    backhaul bytes summed, not metro ones, or their edge energy) and ``info["virtual_queue"]`` the
+    team's queue Z <- max(Z + cost - N budget, 0); both are listed in ``metadata["info_team"]``, so an
+    episode row counts them once. The spec's ``cost_limit(scenario)`` is ``budget.per_request`` x
+    ``num_edges`` x ``episode_length``: 1.6e10 B in scenario ``hard`` (8 MB x 4 edges x 500
+    requests), ``None`` without a budget.
 
     ## Hindsight
     Kind ``bound`` (``edgelam.baselines.cooperative_cache``): with every edge's requests, rates,
@@ -290,6 +310,10 @@ class CooperativeModelCacheEnv(ParallelEnv):
         "render_modes": RENDER_MODES,
         "render_fps": RENDER_FPS,
         "is_parallelizable": True,
+        "metric_directions": {"quality": "max", "hit": "max", "backhaul_bytes": "min", "metro_bytes": "min",
+                              "cloud_cost_usd": "min", "privacy_violation": "min"},
+        "info_sums": ("backhaul_bytes", "metro_bytes", "privacy_violation"),
+        "info_team": TEAM_KEYS,
     }
 
     def __init__(self, scenario: str = "default", backend: str = "replay", render_mode: str | None = None,

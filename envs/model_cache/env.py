@@ -112,6 +112,7 @@ class EdgeModelCacheEnv(gym.Env):
         "render_fps": RENDER_FPS,
         "metric_directions": {"quality": "max", "hit": "max", "backhaul_bytes": "min", "cloud_cost_usd": "min",
                               "privacy_violation": "min"},
+        "info_sums": ("backhaul_bytes", "privacy_violation"),
     }
 
     def __init__(self, scenario: str = "default", backend: str = "replay", render_mode: str | None = None,

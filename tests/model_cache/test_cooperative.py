@@ -33,7 +33,9 @@ def test_a_model_a_neighbour_holds_comes_over_the_metro_and_outside_the_backhaul
     env.reset(seed=0)
     _, _, _, _, infos = env.step(_joint(env, edge_0=act(M, 2), edge_1=act(M, 2)))  # both prefetch gui at once
     assert infos["edge_0"]["backhaul_bytes"] == SIZE and infos["edge_1"]["backhaul_bytes"] == SIZE
-    assert infos["edge_0"]["cost"] == SIZE and infos["edge_0"]["metro_bytes"] == 0.0
+    # the cost is the team's backhaul bytes, in every edge's row; the queue the team's, against 3 edges x 1 MB
+    assert all(i["cost"] == 2 * SIZE for i in infos.values()) and infos["edge_0"]["metro_bytes"] == 0.0
+    assert all(i["virtual_queue"] == 2 * SIZE - 3e6 for i in infos.values())
     rate = float(env.state.pending("rate_bps")[2])
     _, _, _, _, infos = env.step(_joint(env, edge_2=act(2)))  # edge 2 downloads gui on demand: from a neighbour
     i2 = infos["edge_2"]
@@ -42,8 +44,9 @@ def test_a_model_a_neighbour_holds_comes_over_the_metro_and_outside_the_backhaul
     compute = env.tables.compute_s[2]
     assert i2["latency_s"] == pytest.approx(env.tables.access_s + compute + cfg.metro.rtt_s + 8 * SIZE / 25e9,
                                             rel=1e-12)
-    assert rate > 0 and i2["virtual_queue"] == 0.0
-    assert infos["edge_0"]["virtual_queue"] == pytest.approx(SIZE - 2e6)  # two steps of 1 MB budget
+    assert rate > 0 and all(i["virtual_queue"] == 2 * SIZE - 6e6 for i in infos.values())
+    assert env.unwrapped.game.team_queue[0] == 2 * SIZE - 6e6
+    assert env.config.cost_limit() == 1e6 * 3 * 500
 
 
 def test_an_edge_that_leaves_loses_its_toolbox_forwards_and_rejoins_empty():
