@@ -117,6 +117,11 @@ class ModelCacheConfig:
     def validate(self) -> None:
         """Cross-field checks (names against the catalogs, the capacity against the models) -> ValueError
         naming the key."""
+        self.check_capacity(self.capacity_bytes, "capacity_bytes", self.check_names())
+
+    def check_names(self) -> dict:
+        """Tasks, groups, hardware, cards and the initial cache against the catalogs -> ValueError naming
+        the key; returns the model cards."""
         from edgelam.envs.core.hardware import load_hardware_catalog
         from edgelam.envs.core.model_cards import load_model_cards
 
@@ -141,10 +146,14 @@ class ModelCacheConfig:
         for name in self.initial_cache or ():
             if name not in names:
                 raise ValueError(f"initial_cache: unknown model {name!r} (models: {', '.join(names)})")
+        return cards
+
+    def check_capacity(self, capacity: float, key: str, cards: dict) -> None:
+        """An edge storing ``capacity`` bytes (the scenario's ``key``) holds at least the smallest model."""
         smallest = min(cards[self.cards.small].total_weight_bytes(self.cards.weight_bits),
                        cards[self.cards.backbone].total_weight_bytes(self.cards.weight_bits))
-        if self.capacity_bytes < smallest:
-            raise ValueError(f"capacity_bytes: {self.capacity_bytes:.4g} B is below the smallest model "
+        if capacity < smallest:
+            raise ValueError(f"{key}: {capacity:.4g} B is below the smallest model "
                              f"({smallest:.4g} B): nothing could ever be cached")
 
 
@@ -199,21 +208,17 @@ class CooperativeCacheConfig(ModelCacheConfig):
 
     def validate(self) -> None:
         """The single edge's checks for every edge's capacity, and the counts -> ValueError naming the key."""
-        from dataclasses import replace
-
         if self.capacities_bytes is not None and len(self.capacities_bytes) != self.num_edges:
             raise ValueError(f"capacities_bytes: need one capacity per edge ({self.num_edges}), "
                              f"got {len(self.capacities_bytes)}")
         if self.membership.initially_offline > self.num_edges:
             raise ValueError(f"membership.initially_offline: {self.membership.initially_offline} is more than "
                              f"num_edges {self.num_edges}")
-        for i, cap in enumerate(self.edge_capacities()):
+        cards = self.check_names()
+        if self.capacities_bytes is None:
+            self.check_capacity(self.capacity_bytes, "capacity_bytes", cards)
+            return
+        for i, cap in enumerate(self.capacities_bytes):
             if not math.isfinite(cap):
                 raise ValueError(f"capacities_bytes[{i}]: need a finite number of bytes, got {cap!r}")
-            try:
-                ModelCacheConfig.validate(replace(self, capacity_bytes=cap))
-            except ValueError as err:
-                if str(err).startswith("capacity_bytes"):
-                    key = "capacity_bytes" if self.capacities_bytes is None else f"capacities_bytes[{i}]"
-                    raise ValueError(f"{key}{str(err)[len('capacity_bytes'):]}") from None
-                raise
+            self.check_capacity(cap, f"capacities_bytes[{i}]", cards)
