@@ -24,59 +24,37 @@ import numpy as np
 
 from edgelam.baselines import model_cache as single
 from edgelam.baselines import register
-from edgelam.baselines.hindsight import Plan, fork, register_hindsight
+from edgelam.baselines.hindsight import Plan, fork, register_hindsight, rollout
 from edgelam.baselines.model_cache_hindsight import dp
 from edgelam.envs.core.caching import joint_placement
 from edgelam.envs.model_cache.dynamics import GB
+from edgelam.envs.model_cache.env import EdgeRow
 from edgelam.envs.model_cache.spec import COOPERATIVE_SPEC
 
 ENV_ID = COOPERATIVE_SPEC.id
 _TOL = 1e-6
 
 
-class EdgeView:
-    """Edge ``i`` of a CooperativeModelCache-v0 env as the lone-edge baselines read an EdgeModelCache-v0 env:
-    its row of the simulator, its storage and the models its online neighbours hold."""
+class EdgeView(EdgeRow):
+    """Edge ``i`` of a CooperativeModelCache-v0 env as the lone-edge baselines read an EdgeModelCache-v0 env
+    (:class:`~edgelam.envs.model_cache.env.EdgeRow` over its row of the game's simulator), with its
+    storage, the team's queue and the models its online neighbours hold."""
 
     def __init__(self, env: Any, i: int) -> None:
         self.game = env.game
-        self.i = i
+        self.row = i
         self.params = self.game.params
         self.tables = self.game.tables
         self.config = self.game.config
-        self.num_models = self.params.num_models
         self.capacity_bytes = float(self.config.edge_capacities()[i])
+
+    @property
+    def state(self):
+        return self.game.state  # the game replaces its State on reset
 
     @property
     def unwrapped(self) -> EdgeView:
         return self
-
-    def _pending(self, field: str):
-        return self.game.state.pending(field)[self.i]
-
-    @property
-    def cache_mask(self) -> int:
-        return int(self.game.state.cache[self.i])
-
-    @property
-    def task(self) -> int:
-        return int(self._pending("task"))
-
-    @property
-    def private(self) -> bool:
-        return bool(self._pending("private"))
-
-    @property
-    def backhaul_rate_bps(self) -> float:
-        return float(self._pending("rate_bps"))
-
-    @property
-    def last_rtt_s(self) -> float:
-        return float(self.game.state.last_rtt_s[self.i])
-
-    @property
-    def popularity(self) -> np.ndarray:
-        return self.game.state.popularity[self.i].copy()
 
     @property
     def virtual_queue(self) -> float:
@@ -84,20 +62,12 @@ class EdgeView:
         return float(self.game.team_queue[0])
 
     @property
-    def step_count(self) -> int:
-        return int(self.game.state.step[self.i])
-
-    @property
-    def steps_left(self) -> int:
-        return int(self.game.episode_length) - self.step_count
-
-    @property
     def neighbour_mask(self) -> int:
-        return int(self.game.neighbour_masks()[self.i])
+        return int(self.game.neighbour_masks()[self.row])
 
     @property
     def online(self) -> bool:
-        return bool(self.game.online[0, self.i])
+        return bool(self.game.online[0, self.row])
 
 
 class JointPolicy:
@@ -220,27 +190,15 @@ def solve(env: Any) -> Plan:
             plans.append(plan)
         actions = [{a: int(plans[i][s]) for i, a in enumerate(agents)} for s in range(len(plans[0]))]
         bound = float(np.mean(values))
-        realised = _play(sim, actions)
+        realised, _ = rollout(sim, actions)
         if realised > bound + _TOL * max(1.0, abs(bound)):
             raise RuntimeError(f"the plan earns {realised:.9g}, above the bound {bound:.9g}")
         return Plan(actions, bound, "bound", "per-edge DPs with downloads at the cheaper source (relaxation)")
     except Exception as err:  # any solver failure falls back safely (flagged)
         left = max(sim.config.episode_length - sim.step_count, 1)
         actions = [dict.fromkeys(agents, forward) for _ in range(left)]
-        return Plan(actions, _play(sim, actions), "planner", f"forward every request (bound failed: {err})",
+        return Plan(actions, rollout(sim, actions)[0], "planner", f"forward every request (bound failed: {err})",
                     fallback=True)
-
-
-def _play(env: Any, actions: list[dict]) -> float:
-    """The mean over the edges of the return of ``actions`` played on a fork."""
-    sim = fork(env)
-    total = 0.0
-    for joint in actions:
-        _, rewards, _, truncs, _ = sim.step(joint)
-        total += float(np.mean(list(rewards.values())))
-        if all(truncs.values()):
-            break
-    return total
 
 
 for _name, _factory in (("always_cloud", single.AlwaysCloud), ("greedy", single.Greedy),

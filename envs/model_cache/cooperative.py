@@ -96,10 +96,9 @@ class CooperativeCacheGames:
         m = self.params.num_models
         self.num_models = m
         self.forward = m * (m + 1) + m
-        d = self.params.obs_dim + m + 2
-        high = np.ones(d, np.float32)
-        high[self.params.obs_dim - 4:self.params.obs_dim] = (10.0, 10.0, 100.0, 1.0)
-        self.single_observation_space = spaces.Box(np.zeros(d, np.float32), high, dtype=np.float32)
+        # the lone edge's observation, then the neighbours' models (M bits), online, fraction online
+        high = np.concatenate([self.params.obs_high, np.ones(m + 2, np.float32)])
+        self.single_observation_space = spaces.Box(np.zeros_like(high), high, dtype=np.float32)
         self.single_action_space = spaces.Discrete(self.params.num_actions)
         self._batch_action_space = spaces.MultiDiscrete(np.full((num_games, self.num_agents), self.params.num_actions))
         self.capacity = np.tile(np.asarray(cfg.edge_capacities(), dtype=np.float64), num_games)
@@ -205,9 +204,9 @@ class CooperativeCacheGames:
         flat[~self.online.ravel()] = self.forward
         quality = None
         if self._live is not None:  # the serving model really runs on each edge's request window
-            m, window = self.num_models, self.state.pending("window")
-            quality = np.array([self._live.top1(m - 1 if a_ // (m + 1) == m else a_ // (m + 1), int(w))
-                                for a_, w in zip(flat.tolist(), window.tolist(), strict=True)])
+            window = self.state.pending("window")
+            quality = np.array([self._live.serving_top1(action, w)
+                                for action, w in zip(flat.tolist(), window.tolist(), strict=True)])
         out = advance(self.params, self.state, flat, self.np_random, quality, neighbour=self.neighbour_masks(),
                       capacity=self.capacity)
         reward = out.reward.reshape(shape).copy()
@@ -325,9 +324,7 @@ class CooperativeModelCacheEnv(ParallelEnv):
         if backend == "live":
             from edgelam.envs.model_cache.live import LiveToolboxQuality
 
-            t = self.game.tables
-            self.game._live = LiveToolboxQuality(t.names, self.game.config.requests.tasks,
-                                                 np.repeat(np.arange(len(t.win_count)), t.win_count), t.window_index)
+            self.game._live = LiveToolboxQuality(self.game.tables, self.game.config.requests.tasks)
         self.config = self.game.config
         self.params, self.tables = self.game.params, self.game.tables
         self.env_id = SPEC.id

@@ -205,6 +205,14 @@ class Params:
         return 2 * self.num_tasks + self.num_groups + self.num_models + 6
 
     @property
+    def obs_high(self) -> np.ndarray:
+        """(obs_dim,) float32 upper bounds of the observation (0 below): 1 for the one-hot, bit and share
+        entries; rate / mean and RTT / mean clipped at 10, the queue entry at 100, the elapsed fraction 1."""
+        high = np.ones(self.obs_dim, np.float32)
+        high[-4:] = (10.0, 10.0, 100.0, 1.0)
+        return high
+
+    @property
     def has_budget(self) -> bool:
         return self.config.budget.per_request is not None
 

@@ -26,7 +26,66 @@ RENDER_PANELS = (
 )
 
 
-class EdgeModelCacheEnv(gym.Env):
+class EdgeRow:
+    """What the baselines read of one edge: row :attr:`row` of the simulator's :attr:`state` (an
+    :class:`EdgeModelCacheEnv`, whose one row it is, or an edge of CooperativeModelCache-v0)."""
+
+    params: Params
+    state: State
+    row: int = 0
+
+    @property
+    def num_models(self) -> int:
+        """M, the cacheable models (``params.tables.names``)."""
+        return self.params.num_models
+
+    @property
+    def cache_mask(self) -> int:
+        """Bitmask of the cached models."""
+        return int(self.state.cache[self.row])
+
+    @property
+    def task(self) -> int:
+        """Task of the pending request (index into ``config.requests.tasks``)."""
+        return int(self.state.pending("task")[self.row])
+
+    @property
+    def private(self) -> bool:
+        """Whether the pending request carries sensitive data."""
+        return bool(self.state.pending("private")[self.row])
+
+    @property
+    def backhaul_rate_bps(self) -> float:
+        """The backhaul rate of the pending request's slot (measured before deciding)."""
+        return float(self.state.pending("rate_bps")[self.row])
+
+    @property
+    def last_rtt_s(self) -> float:
+        """WAN round trip measured on the last forwarded request (its mean before any)."""
+        return float(self.state.last_rtt_s[self.row])
+
+    @property
+    def popularity(self) -> np.ndarray:
+        """(n,) the exponentially averaged share of each task in the recent requests."""
+        return self.state.popularity[self.row].copy()
+
+    @property
+    def virtual_queue(self) -> float:
+        """The budget's virtual queue (0 without a budget)."""
+        return float(self.state.virtual_queue[self.row])
+
+    @property
+    def step_count(self) -> int:
+        """Requests served in this episode."""
+        return int(self.state.step[self.row])
+
+    @property
+    def steps_left(self) -> int:
+        """Requests left until the episode truncates."""
+        return int(self.params.consts[-1]) - self.step_count
+
+
+class EdgeModelCacheEnv(EdgeRow, gym.Env):
     """Serve each request from the edge's toolbox of task models, fetch one, or forward it to the cloud.
 
     Tian et al.'s edge-cloud framework keeps at each edge server a toolbox of compact task models
@@ -131,71 +190,17 @@ class EdgeModelCacheEnv(gym.Env):
         if backend == "live":
             from edgelam.envs.model_cache.live import LiveToolboxQuality
 
-            t = self.tables
-            self._live = LiveToolboxQuality(t.names, cfg.requests.tasks,
-                                            np.repeat(np.arange(len(t.win_count)), t.win_count), t.window_index)
+            self._live = LiveToolboxQuality(self.tables, cfg.requests.tasks)
         self.action_space = spaces.Discrete(self.params.num_actions)
         self._check_action = DiscreteAction(self.action_space, f"serve * {m + 1} + op; serve {m} forwards, op {m} none")
-        d = self.params.obs_dim
-        high = np.ones(d, np.float32)
-        high[-4:] = (10.0, 10.0, 100.0, 1.0)
-        self.observation_space = spaces.Box(np.zeros(d, np.float32), high, dtype=np.float32)
+        high = self.params.obs_high
+        self.observation_space = spaces.Box(np.zeros_like(high), high, dtype=np.float32)
         self._budget = cfg.budget.per_request
         unit = "B" if cfg.budget.metric == "backhaul_bytes" else "J"
         self.metadata = {**self.metadata, "info_units": {"virtual_queue": unit, "cost": unit}}
         self._action = np.zeros(1, dtype=np.int64)
         self._quality = np.zeros(1)
         self.state: State = initial(self.params, np.random.default_rng(0), 1)
-
-    # -- views of the State's one row (what the baselines read) ---------------------------------
-
-    @property
-    def num_models(self) -> int:
-        """M, the cacheable models (``self.tables.names``)."""
-        return self.params.num_models
-
-    @property
-    def cache_mask(self) -> int:
-        """Bitmask of the cached models."""
-        return int(self.state.cache[0])
-
-    @property
-    def task(self) -> int:
-        """Task of the pending request (index into ``config.requests.tasks``)."""
-        return int(self.state.pending("task")[0])
-
-    @property
-    def private(self) -> bool:
-        """Whether the pending request carries sensitive data."""
-        return bool(self.state.pending("private")[0])
-
-    @property
-    def backhaul_rate_bps(self) -> float:
-        """The backhaul rate of the pending request's slot (measured before deciding)."""
-        return float(self.state.pending("rate_bps")[0])
-
-    @property
-    def last_rtt_s(self) -> float:
-        """WAN round trip measured on the last forwarded request (its mean before any)."""
-        return float(self.state.last_rtt_s[0])
-
-    @property
-    def popularity(self) -> np.ndarray:
-        """(n,) the exponentially averaged share of each task in the recent requests."""
-        return self.state.popularity[0].copy()
-
-    @property
-    def virtual_queue(self) -> float:
-        return float(self.state.virtual_queue[0])
-
-    @property
-    def step_count(self) -> int:
-        """Requests served in this episode."""
-        return int(self.state.step[0])
-
-    @property
-    def steps_left(self) -> int:
-        return int(self.params.consts[-1]) - int(self.state.step[0])
 
     # -- Gymnasium API --------------------------------------------------------------------------
 
@@ -211,9 +216,7 @@ class EdgeModelCacheEnv(gym.Env):
         self._action[0] = a
         quality = None
         if self._live is not None:
-            m = self.num_models
-            s = a // (m + 1)
-            self._quality[0] = self._live.top1(m - 1 if s == m else s, int(self.state.pending("window")[0]))
+            self._quality[0] = self._live.serving_top1(a, int(self.state.pending("window")[0]))
             quality = self._quality
         out = advance(self.params, self.state, self._action, self.np_random, quality)
         (latency, energy, q, usd, fetched, hit, kept, prefetched, violation, model, task, private, cached, rate, vq,

@@ -14,18 +14,18 @@ class LiveToolboxQuality:
     with a task's shipped LoRA adapter) and kept.
 
     Args:
-        names: the catalogue's models (:func:`edgelam.envs.model_cache.config.model_names`), the
-            index a step's serving model is given by.
-        tasks: the scenario's tasks; ``window_index[w]`` is window w's index in its task's held-out set.
+        tables: the scenario's :class:`~edgelam.envs.model_cache.dynamics.Tables` (its models and the
+            held-out window each column of ``top1`` is).
+        tasks: the scenario's tasks (``config.requests.tasks``).
     """
 
-    def __init__(self, names: tuple[str, ...], tasks: tuple[str, ...], window_task: np.ndarray,
-                 window_index: np.ndarray) -> None:
+    def __init__(self, tables, tasks: tuple[str, ...]) -> None:
         from edgelam.envs.lam.toolbox import load_heldout
 
-        self.names = names
+        self.names = tables.names
         heldout = load_heldout()
-        self.windows = np.stack([heldout[tasks[j]][i] for j, i in zip(window_task, window_index, strict=True)])
+        window_task = np.repeat(np.arange(len(tables.win_count)), tables.win_count)
+        self.windows = np.stack([heldout[tasks[j]][i] for j, i in zip(window_task, tables.window_index, strict=True)])
         self._models: dict[int, object] = {}
         self.runs = 0  # real model executions so far
 
@@ -37,3 +37,10 @@ class LiveToolboxQuality:
             self._models[model] = toolbox_model(self.names[model]).model
         self.runs += 1
         return float(window_top1(self._models[model], self.windows[window : window + 1])[0])
+
+    def serving_top1(self, action: int, window: int) -> float:
+        """The quality of ``action`` (``serve * (M + 1) + op``) on ``window``: its serving model's top-1
+        accuracy, the ``cloud`` model's for a forwarded request."""
+        m = len(self.names)
+        serve = action // (m + 1)
+        return self.top1(m - 1 if serve == m else serve, window)
